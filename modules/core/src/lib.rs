@@ -1,0 +1,25 @@
+//! What every portal module shares: the store, typed tables, the error envelope, money, principals and
+//! access checks, configuration and the `Module` trait. Nothing feature-specific lives here.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod module;
+pub mod money;
+pub mod store;
+pub mod table;
+pub mod time;
+
+pub use auth::{Auth, Authenticator, Principal, Role};
+pub use config::Config;
+pub use error::{Error, ErrorCode, Result};
+pub use module::{Context, Job, Module};
+pub use money::{Currency, Money};
+pub use store::Store;
+pub use table::{Index, ReadTx, Record, Table};
+pub use time::Timestamp;
+
+/// Re-exported so modules name one version of each.
+pub use {chrono, poem, poem_openapi, redb, serde_json, uuid};

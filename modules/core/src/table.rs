@@ -1,0 +1,322 @@
+//! Typed tables over redb. Every table maps bytes to bytes, so tooling (backup, restore, checks) can open
+//! any table by name; types live one level up: keys are big-endian fixed-width parts (byte order is
+//! logical order, ids are time-ordered UUID v7), values are `Record`s encoded as a schema-version byte
+//! followed by named MessagePack, so a field added later with `#[serde(default)]` still reads old records.
+
+use std::marker::PhantomData;
+use std::ops::Bound;
+
+use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, WriteTransaction};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The untyped shape of every table.
+pub type RawTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// A stored struct. Bump `VERSION` when a change needs a migration; additive changes with
+/// `#[serde(default)]` do not.
+pub trait Record: Serialize + DeserializeOwned {
+    const VERSION: u8 = 1;
+}
+
+/// Encodes a record: version byte + named MessagePack.
+pub fn encode<V: Record>(value: &V) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(128);
+    out.push(V::VERSION);
+    rmp_serde::encode::write_named(&mut out, value)?;
+    Ok(out)
+}
+
+/// Decodes a record; refuses one written by a newer schema version than this binary knows.
+pub fn decode<V: Record>(bytes: &[u8]) -> Result<V> {
+    let (&version, body) = bytes.split_first().ok_or_else(|| Error::internal("empty record"))?;
+    if version > V::VERSION {
+        return Err(Error::internal(format!(
+            "record has schema version {version}, this binary reads up to {}",
+            V::VERSION
+        )));
+    }
+    Ok(rmp_serde::from_slice(body)?)
+}
+
+/// Read access shared by read and write transactions, so services read the same way in both.
+pub trait ReadTx {
+    /// Calls `f` with the stored bytes under `key`, if any.
+    fn get_raw<R>(&self, table: RawTable, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R>;
+
+    /// Visits `(key, value)` pairs in `range` (in reverse when `reverse`) until `visit` returns false.
+    fn scan_raw(
+        &self,
+        table: RawTable,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        reverse: bool,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()>;
+}
+
+fn get_in<T, R>(table: &T, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R>
+where
+    T: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    match table.get(key)? {
+        Some(guard) => f(Some(guard.value())),
+        None => f(None),
+    }
+}
+
+fn scan_in<T>(
+    table: &T,
+    range: (Bound<&[u8]>, Bound<&[u8]>),
+    reverse: bool,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+) -> Result<()>
+where
+    T: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    let iter = table.range::<&[u8]>(range)?;
+    if reverse {
+        for entry in iter.rev() {
+            let (k, v) = entry?;
+            if !visit(k.value(), v.value())? {
+                break;
+            }
+        }
+    } else {
+        for entry in iter {
+            let (k, v) = entry?;
+            if !visit(k.value(), v.value())? {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl ReadTx for ReadTransaction {
+    fn get_raw<R>(&self, table: RawTable, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R> {
+        match self.open_table(table) {
+            Ok(t) => get_in(&t, key, f),
+            Err(TableError::TableDoesNotExist(_)) => f(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn scan_raw(
+        &self,
+        table: RawTable,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        reverse: bool,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        match self.open_table(table) {
+            Ok(t) => scan_in(&t, range, reverse, visit),
+            Err(TableError::TableDoesNotExist(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl ReadTx for WriteTransaction {
+    fn get_raw<R>(&self, table: RawTable, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R> {
+        get_in(&self.open_table(table)?, key, f)
+    }
+
+    fn scan_raw(
+        &self,
+        table: RawTable,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        reverse: bool,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        scan_in(&self.open_table(table)?, range, reverse, visit)
+    }
+}
+
+/// The key range of every key starting with `prefix`.
+pub fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let start = Bound::Included(prefix.to_vec());
+    // The first key after all keys with this prefix: increment the last byte that is not 0xff.
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return (start, Bound::Excluded(end));
+        }
+    }
+    (start, Bound::Unbounded)
+}
+
+/// Concatenates fixed-width key parts.
+pub fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn as_ref_range(range: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> (Bound<&[u8]>, Bound<&[u8]>) {
+    (range.0.as_ref().map(Vec::as_slice), range.1.as_ref().map(Vec::as_slice))
+}
+
+/// A page of a prefix scan: newest first (keys descending), starting strictly after `after` when given.
+pub struct Page<'a> {
+    pub prefix: &'a [u8],
+    pub after: Option<&'a [u8]>,
+    pub limit: usize,
+}
+
+/// The range of a descending page: keys with `prefix`, strictly below `after` when given.
+fn page_range(page: &Page<'_>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let (start, end) = prefix_range(page.prefix);
+    match page.after {
+        Some(after) => (start, Bound::Excluded(after.to_vec())),
+        None => (start, end),
+    }
+}
+
+/// A table of records of type `V`.
+pub struct Table<V> {
+    def: RawTable,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V: Record> Table<V> {
+    pub const fn new(name: &'static str) -> Self {
+        Self { def: TableDefinition::new(name), _value: PhantomData }
+    }
+
+    pub fn raw(&self) -> RawTable {
+        self.def
+    }
+
+    /// Creates the table if missing (run from a module's `install`).
+    pub fn create(&self, tx: &WriteTransaction) -> Result<()> {
+        tx.open_table(self.def)?;
+        Ok(())
+    }
+
+    pub fn get(&self, tx: &impl ReadTx, key: &[u8]) -> Result<Option<V>> {
+        tx.get_raw(self.def, key, |bytes| bytes.map(decode).transpose())
+    }
+
+    pub fn contains(&self, tx: &impl ReadTx, key: &[u8]) -> Result<bool> {
+        tx.get_raw(self.def, key, |bytes| Ok(bytes.is_some()))
+    }
+
+    pub fn insert(&self, tx: &WriteTransaction, key: &[u8], value: &V) -> Result<()> {
+        let bytes = encode(value)?;
+        tx.open_table(self.def)?.insert(key, bytes.as_slice())?;
+        Ok(())
+    }
+
+    /// Removes and returns whether something was there.
+    pub fn remove(&self, tx: &WriteTransaction, key: &[u8]) -> Result<bool> {
+        Ok(tx.open_table(self.def)?.remove(key)?.is_some())
+    }
+
+    /// Records whose keys start with `prefix`, newest (largest key) first, paged.
+    pub fn page(&self, tx: &impl ReadTx, page: &Page<'_>) -> Result<Vec<(Vec<u8>, V)>> {
+        let mut out = Vec::new();
+        if page.limit == 0 {
+            return Ok(out);
+        }
+        let range = page_range(page);
+        tx.scan_raw(self.def, as_ref_range(&range), true, |k, v| {
+            out.push((k.to_vec(), decode(v)?));
+            Ok(out.len() < page.limit)
+        })?;
+        Ok(out)
+    }
+
+    /// Visits every record with `prefix`, in key order, until `visit` returns false.
+    pub fn scan_prefix(
+        &self,
+        tx: &impl ReadTx,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8], V) -> Result<bool>,
+    ) -> Result<()> {
+        let range = prefix_range(prefix);
+        tx.scan_raw(self.def, as_ref_range(&range), false, |k, v| visit(k, decode(v)?))
+    }
+}
+
+/// A secondary index: keys only (e.g. `customer_id ‖ invoice_id`), or a unique lookup key → id bytes.
+/// Maintained in the same write transaction as the record it points to.
+pub struct Index {
+    def: RawTable,
+}
+
+impl Index {
+    pub const fn new(name: &'static str) -> Self {
+        Self { def: TableDefinition::new(name) }
+    }
+
+    pub fn raw(&self) -> RawTable {
+        self.def
+    }
+
+    pub fn create(&self, tx: &WriteTransaction) -> Result<()> {
+        tx.open_table(self.def)?;
+        Ok(())
+    }
+
+    /// Stores `key → target` (target is empty for key-only indexes).
+    pub fn put(&self, tx: &WriteTransaction, key: &[u8], target: &[u8]) -> Result<()> {
+        tx.open_table(self.def)?.insert(key, target)?;
+        Ok(())
+    }
+
+    pub fn remove(&self, tx: &WriteTransaction, key: &[u8]) -> Result<bool> {
+        Ok(tx.open_table(self.def)?.remove(key)?.is_some())
+    }
+
+    /// The target stored under `key`.
+    pub fn get(&self, tx: &impl ReadTx, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        tx.get_raw(self.def, key, |bytes| Ok(bytes.map(<[u8]>::to_vec)))
+    }
+
+    pub fn contains(&self, tx: &impl ReadTx, key: &[u8]) -> Result<bool> {
+        tx.get_raw(self.def, key, |bytes| Ok(bytes.is_some()))
+    }
+
+    /// Keys with `prefix`, largest first, paged.
+    pub fn page_keys(&self, tx: &impl ReadTx, page: &Page<'_>) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        if page.limit == 0 {
+            return Ok(out);
+        }
+        let range = page_range(page);
+        tx.scan_raw(self.def, as_ref_range(&range), true, |k, _| {
+            out.push(k.to_vec());
+            Ok(out.len() < page.limit)
+        })?;
+        Ok(out)
+    }
+
+    /// Whether any key starts with `prefix`.
+    pub fn any_with_prefix(&self, tx: &impl ReadTx, prefix: &[u8]) -> Result<bool> {
+        let range = prefix_range(prefix);
+        let mut found = false;
+        tx.scan_raw(self.def, as_ref_range(&range), false, |_, _| {
+            found = true;
+            Ok(false)
+        })?;
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_range_covers_exactly_the_prefix() {
+        let (s, e) = prefix_range(&[1, 2, 0xff]);
+        assert_eq!(s, Bound::Included(vec![1, 2, 0xff]));
+        assert_eq!(e, Bound::Excluded(vec![1, 3]));
+        let (_, e) = prefix_range(&[0xff, 0xff]);
+        assert_eq!(e, Bound::Unbounded);
+    }
+}

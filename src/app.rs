@@ -1,0 +1,146 @@
+//! Assembles the portal: opens the store, installs every module's tables in one start-up transaction,
+//! joins the module APIs into one OpenAPI service, wraps it in the middleware and serves it until a
+//! shutdown signal, letting in-flight requests finish.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::TcpAcceptor;
+use poem::middleware::CatchPanic;
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, Route, Server};
+use poem_openapi::OpenApiService;
+use portal_core::{store, Config, Context, Job, Result, Store};
+use tokio::net::TcpListener;
+
+use crate::health::HealthApi;
+use crate::{docs, middleware};
+
+/// Every module's API, joined. Adding a module is one entry here and one in `install` and `jobs`.
+type Apis = HealthApi;
+
+fn apis(ctx: &Context) -> Apis {
+    HealthApi::new(ctx.store.clone())
+}
+
+/// Creates or migrates every module's tables, in one transaction.
+fn install(store: &Store) -> Result<()> {
+    store.write_blocking(|tx| {
+        store::install_core(tx)?;
+        Ok(())
+    })
+}
+
+fn jobs(_ctx: &Context) -> Vec<Job> {
+    Vec::new()
+}
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+pub fn openapi_service(ctx: &Context) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(apis(ctx), "Portal", crate::VERSION).description(
+        "Customer analytics and billing portal: customers, proposals with milestone billing, invoices \
+         paid through Stripe, and app analytics. Errors always use the envelope \
+         `{\"error\":{\"code\",\"message\",\"details\"}}`.",
+    )
+}
+
+/// The OpenAPI document as served at `/openapi.json` and committed as `openapi/openapi.json`.
+pub fn openapi_document() -> Result<String> {
+    let ctx = Context { store: Store::in_memory()?, config: Arc::new(Config::for_data_dir(".".into())) };
+    Ok(openapi_service(&ctx).spec() + "\n")
+}
+
+/// The whole HTTP app for `ctx`.
+pub fn endpoint(ctx: &Context) -> impl Endpoint<Output = Response> {
+    let api = openapi_service(ctx);
+    let spec = api.spec() + "\n";
+    let swagger = api.swagger_ui_html();
+    let routes = Route::new()
+        .nest("/", api)
+        .at("/openapi.json", docs::spec_endpoint(spec))
+        .at("/docs", docs::swagger_endpoint(swagger));
+    with_middleware(routes, ctx.config.served_over_tls())
+}
+
+/// Wraps `ep` in the portal's middleware, outermost first: request id and tracing, security headers,
+/// body limit, error envelope, panic catcher.
+pub fn with_middleware(ep: impl Endpoint + 'static, tls: bool) -> impl Endpoint<Output = Response> {
+    ep.with(CatchPanic::new().with_handler(middleware::panic_response))
+        .around(middleware::envelope)
+        .around(middleware::limit_body)
+        .around(move |ep, req| async move {
+            let mut resp = ep.call(req).await.unwrap_or_else(middleware::render_error);
+            middleware::add_security_headers(&mut resp, tls);
+            Ok(resp)
+        })
+        .around(middleware::trace_request)
+        .into_endpoint()
+}
+
+/// A built portal, bound to its listener and ready to serve.
+pub struct App {
+    listener: TcpListener,
+    ctx: Context,
+}
+
+impl App {
+    /// Opens the store and binds `config.addr`.
+    pub async fn build(config: Config) -> Result<Self> {
+        let listener = TcpListener::bind(config.addr).await?;
+        Self::with_listener(config, listener).await
+    }
+
+    /// Opens the store and serves on an already bound listener (tests bind port 0).
+    pub async fn with_listener(config: Config, listener: TcpListener) -> Result<Self> {
+        let data_dir = config.store.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&data_dir)?;
+            install(&store)?;
+            Ok::<_, portal_core::Error>(store)
+        })
+        .await??;
+        Ok(Self { listener, ctx: Context { store, config: Arc::new(config) } })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish and closes the store.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let App { listener, ctx } = self;
+        let scheduled: Vec<_> = jobs(&ctx).into_iter().map(|job| spawn_job(job, ctx.clone())).collect();
+        tracing::info!(addr = %listener.local_addr()?, data = %ctx.store.path().display(), "portal listening");
+        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        let result = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(endpoint(&ctx), shutdown, Some(SHUTDOWN_GRACE))
+            .await;
+        for job in scheduled {
+            job.abort();
+        }
+        drop(ctx);
+        tracing::info!("portal stopped");
+        Ok(result?)
+    }
+}
+
+/// Runs `job` every `job.every` until aborted; a failed run is logged and retried next time.
+fn spawn_job(job: Job, ctx: Context) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(job.every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(e) = (job.run)(ctx.clone()).await {
+                tracing::warn!(job = job.name, error = %e, "scheduled job failed");
+            }
+        }
+    })
+}

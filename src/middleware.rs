@@ -1,0 +1,173 @@
+//! Cross-cutting request handling, outermost first: request id + tracing span, security headers,
+//! body size limit, and the error envelope that every failure (including poem's own: unknown route,
+//! wrong method, bad JSON, wrong content type, panics) is rendered in.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use poem::error::{MethodNotAllowedError, NotFoundError, ReadBodyError};
+use poem::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use poem::{Endpoint, IntoResponse, Request, Response};
+use poem_openapi::error::{ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError};
+use portal_core::config::BODY_LIMIT_BYTES;
+use portal_core::{Error, ErrorCode};
+use tracing::Instrument;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the current request, in request extensions (for logs and the audit trail).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Accepts a client's request id when it is short and plain; otherwise makes one.
+fn request_id_of(req: &Request) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// Gives the request an id, runs it inside a span carrying that id (so every log line of the request
+/// shows it), logs method, path, status and latency, and echoes the id in `X-Request-Id`.
+pub async fn trace_request<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
+    let id = request_id_of(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let started = Instant::now();
+    async move {
+        let mut resp = match ep.call(req).await {
+            Ok(resp) => resp.into_response(),
+            Err(err) => render_error(err),
+        };
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(status = resp.status().as_u16(), latency_ms, "request finished");
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            resp.headers_mut().insert(REQUEST_ID, value);
+        }
+        Ok(resp)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Adds the contract's headers to a response (pages that set their own CSP, like `/docs`, keep it).
+pub fn add_security_headers(resp: &mut Response, tls: bool) {
+    let headers = resp.headers_mut();
+    let defaults = [
+        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    for (name, value) in defaults {
+        headers.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    if tls {
+        headers
+            .insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+    }
+}
+
+/// Refuses bodies over 1 MiB with 413: by `Content-Length` when given, else while reading the body.
+pub async fn limit_body<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<E::Output> {
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > BODY_LIMIT_BYTES as u64 => return Err(too_large().into()),
+        Some(_) => {}
+        None if req.method() == Method::GET || req.method() == Method::HEAD => {}
+        None => {
+            let bytes = req.take_body().into_bytes_limit(BODY_LIMIT_BYTES).await.map_err(|e| match e {
+                ReadBodyError::PayloadTooLarge => too_large(),
+                other => Error::bad_request(format!("cannot read the request body: {other}")),
+            })?;
+            req.set_body(bytes);
+        }
+    }
+    ep.call(req).await
+}
+
+fn too_large() -> Error {
+    Error::new(ErrorCode::PayloadTooLarge, format!("request body exceeds {BODY_LIMIT_BYTES} bytes"))
+}
+
+/// Renders every error in the envelope; see [`render_error`].
+pub async fn envelope<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
+    Ok(match ep.call(req).await {
+        Ok(resp) => resp.into_response(),
+        Err(err) => render_error(err),
+    })
+}
+
+/// Maps any `poem::Error` to the envelope: ours render themselves, poem's and poem-openapi's get the
+/// matching code, anything else is an internal error whose details stay in the log.
+pub fn render_error(err: poem::Error) -> Response {
+    if let Some(ours) = err.downcast_ref::<Error>() {
+        return ours.as_response_envelope();
+    }
+    let status = err.status();
+    let ours = if err.is::<NotFoundError>() {
+        Error::new(ErrorCode::NotFound, "no such route")
+    } else if err.is::<MethodNotAllowedError>() {
+        Error::new(ErrorCode::MethodNotAllowed, "method not allowed for this route")
+    } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        Error::invalid(e.name, e.reason.clone())
+    } else if err.is::<ParsePathError>() {
+        Error::new(ErrorCode::NotFound, "no such object")
+    } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+        payload_error(&e.reason)
+    } else if let Some(e) = err.downcast_ref::<ContentTypeError>() {
+        Error::new(ErrorCode::UnsupportedMediaType, format!("{e}; send application/json"))
+    } else {
+        match status {
+            StatusCode::NOT_FOUND => Error::new(ErrorCode::NotFound, "no such route"),
+            StatusCode::METHOD_NOT_ALLOWED => Error::new(ErrorCode::MethodNotAllowed, "method not allowed"),
+            StatusCode::UNAUTHORIZED => Error::unauthorized("missing or invalid credentials"),
+            StatusCode::FORBIDDEN => Error::forbidden("forbidden"),
+            StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Error::new(ErrorCode::UnsupportedMediaType, "send application/json"),
+            s if s.is_client_error() => Error::bad_request(err.to_string()),
+            _ => Error::internal(err.to_string()),
+        }
+    };
+    ours.as_response_envelope()
+}
+
+/// A body that is not JSON at all is a 400; JSON of the wrong shape is a 422 with the reason.
+fn payload_error(reason: &str) -> Error {
+    let syntax = ["expected", "EOF", "trailing", "invalid", "key must be a string", "control character"];
+    if reason.contains("line") && reason.contains("column") && syntax.iter().any(|s| reason.contains(s)) {
+        Error::bad_request(format!("the request body is not valid JSON: {reason}"))
+    } else {
+        Error::new(ErrorCode::ValidationFailed, format!("the request body does not match the schema: {reason}"))
+            .with_detail("body", reason.to_string())
+    }
+}
+
+/// A panic in a handler: a 500 envelope, details only in the log.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    Error::internal(format!("handler panicked: {what}")).as_response_envelope()
+}
+
+/// Our errors as responses, in the envelope.
+trait AsEnvelope {
+    fn as_response_envelope(&self) -> Response;
+}
+
+impl AsEnvelope for Error {
+    fn as_response_envelope(&self) -> Response {
+        poem::error::ResponseError::as_response(self)
+    }
+}

@@ -1,0 +1,154 @@
+//! Every error class renders the envelope: unknown routes, wrong methods, bad JSON, invalid fields,
+//! oversized bodies, wrong content types, panics and internal failures (without internals).
+//! The app's own routes cover what they can; a small fixture API wrapped in the app's exact middleware
+//! covers the body-parsing cases.
+
+use poem::listener::TcpAcceptor;
+use poem::{IntoEndpoint, Server};
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi, OpenApiService};
+use portal_core::Error;
+use reqwest::Method;
+
+use crate::helpers::{Reply, TestApp};
+
+#[tokio::test]
+async fn unknown_route_is_404_envelope() {
+    let app = TestApp::spawn().await;
+    app.get("/no-such-path").await.assert_error(404, "not_found");
+    app.get("/health/extra").await.assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn wrong_method_is_405_envelope() {
+    let app = TestApp::spawn().await;
+    app.send(app.request(Method::POST, "/health")).await.assert_error(405, "method_not_allowed");
+    app.send(app.request(Method::DELETE, "/health")).await.assert_error(405, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn two_mib_body_is_413_envelope_with_or_without_content_length() {
+    let app = TestApp::spawn().await;
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let reply = app
+        .send(app.request(Method::POST, "/health").header("content-type", "application/json").body(big.clone()))
+        .await;
+    reply.assert_error(413, "payload_too_large");
+    assert!(reply.header("x-request-id").is_some());
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+
+    // A chunked body has no Content-Length: the limit applies while reading.
+    let stream = futures_util::stream::iter(
+        big.chunks(64 * 1024).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>(),
+    );
+    let reply = app
+        .send(
+            app.request(Method::POST, "/health")
+                .header("content-type", "application/json")
+                .body(reqwest::Body::wrap_stream(stream)),
+        )
+        .await;
+    reply.assert_error(413, "payload_too_large");
+}
+
+#[derive(Debug, Object)]
+struct Echo {
+    name: String,
+    count: u32,
+}
+
+struct Fixture;
+
+#[OpenApi]
+impl Fixture {
+    #[oai(path = "/echo", method = "post")]
+    async fn echo(&self, body: Json<Echo>) -> Result<Json<Echo>, Error> {
+        if body.count > 10 {
+            return Err(Error::invalid("count", "must be at most 10"));
+        }
+        Ok(body)
+    }
+
+    #[oai(path = "/items", method = "get")]
+    async fn items(&self, limit: Query<Option<u32>>) -> Result<Json<Vec<u32>>, Error> {
+        Ok(Json((0..limit.0.unwrap_or(3)).collect()))
+    }
+
+    #[oai(path = "/panic", method = "get")]
+    async fn panic(&self) -> Result<Json<Echo>, Error> {
+        panic!("boom with secret-detail")
+    }
+
+    #[oai(path = "/fail", method = "get")]
+    async fn fail(&self) -> Result<Json<Echo>, Error> {
+        Err(Error::internal("disk on fire: secret-detail"))
+    }
+}
+
+/// The fixture API behind the app's middleware, on port 0.
+async fn fixture() -> (String, reqwest::Client) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let ep = portal::app::with_middleware(OpenApiService::new(Fixture, "fixture", "1").into_endpoint(), false);
+    tokio::spawn(Server::new_with_acceptor(TcpAcceptor::from_tokio(listener).unwrap()).run(ep));
+    (base, reqwest::Client::new())
+}
+
+async fn reply(req: reqwest::RequestBuilder) -> Reply {
+    let resp = req.send().await.unwrap();
+    Reply { status: resp.status(), headers: resp.headers().clone(), text: resp.text().await.unwrap() }
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_envelope() {
+    let (base, client) = fixture().await;
+    let r =
+        reply(client.post(format!("{base}/echo")).header("content-type", "application/json").body("{\"name\": ")).await;
+    let error = r.assert_error(400, "bad_request");
+    assert!(error["message"].as_str().unwrap().contains("not valid JSON"), "{error}");
+}
+
+#[tokio::test]
+async fn wrong_shape_is_422_and_invalid_field_names_the_field() {
+    let (base, client) = fixture().await;
+    let r = reply(client.post(format!("{base}/echo")).json(&serde_json::json!({"name": "x", "count": "many"}))).await;
+    r.assert_error(422, "validation_failed");
+    let r = reply(client.post(format!("{base}/echo")).json(&serde_json::json!({"name": "x"}))).await;
+    r.assert_error(422, "validation_failed");
+    let r = reply(client.post(format!("{base}/echo")).json(&serde_json::json!({"name": "x", "count": 11}))).await;
+    let error = r.assert_error(422, "validation_failed");
+    assert_eq!(error["details"]["count"], "must be at most 10");
+    let r = reply(client.post(format!("{base}/echo")).json(&serde_json::json!({"name": "x", "count": 2}))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["count"], 2);
+}
+
+#[tokio::test]
+async fn bad_query_parameter_is_422_naming_it() {
+    let (base, client) = fixture().await;
+    let r = reply(client.get(format!("{base}/items?limit=lots"))).await;
+    let error = r.assert_error(422, "validation_failed");
+    assert!(error["details"]["limit"].is_string(), "{error}");
+}
+
+#[tokio::test]
+async fn wrong_or_missing_content_type_is_415_envelope() {
+    let (base, client) = fixture().await;
+    let r = reply(client.post(format!("{base}/echo")).header("content-type", "text/plain").body("{}")).await;
+    r.assert_error(415, "unsupported_media_type");
+    let r = reply(client.post(format!("{base}/echo")).body("{}")).await;
+    r.assert_error(415, "unsupported_media_type");
+}
+
+#[tokio::test]
+async fn panics_and_internal_failures_are_500_without_internals() {
+    let (base, client) = fixture().await;
+    for path in ["/panic", "/fail"] {
+        let r = reply(client.get(format!("{base}{path}"))).await;
+        let error = r.assert_error(500, "internal");
+        assert_eq!(error["message"], "internal error");
+        assert!(!r.text.contains("secret-detail"), "internals leaked: {}", r.text);
+        assert!(r.header("x-request-id").is_some());
+    }
+}

@@ -1,0 +1,8 @@
+//! The one integration-test binary: the real app on port 0 with a temp data dir, spoken to over HTTP.
+
+mod errors;
+mod health;
+mod helpers;
+mod lifecycle;
+mod openapi;
+mod store;

@@ -1,0 +1,119 @@
+//! The store: records written before a field was added still read, and committed writes survive
+//! closing and reopening the file.
+
+use portal_core::table::{decode, encode, Index, Page, Table};
+use portal_core::{Record, Store};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct NoteV1 {
+    title: String,
+    pages: u32,
+}
+impl Record for NoteV1 {}
+
+/// The same record after a field was added.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct NoteV2 {
+    title: String,
+    pages: u32,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+impl Record for NoteV2 {}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct NoteV9 {
+    title: String,
+}
+impl Record for NoteV9 {
+    const VERSION: u8 = 9;
+}
+
+#[test]
+fn a_record_written_before_a_field_was_added_still_reads() {
+    let old = encode(&NoteV1 { title: "q3".into(), pages: 4 }).unwrap();
+    let new: NoteV2 = decode(&old).unwrap();
+    assert_eq!(new, NoteV2 { title: "q3".into(), pages: 4, tags: vec![] });
+    // And old code ignores fields it does not know.
+    let newer = encode(&NoteV2 { title: "q4".into(), pages: 1, tags: vec!["x".into()] }).unwrap();
+    assert_eq!(decode::<NoteV1>(&newer).unwrap(), NoteV1 { title: "q4".into(), pages: 1 });
+}
+
+#[test]
+fn a_record_from_a_newer_schema_is_refused_not_misread() {
+    let bytes = encode(&NoteV9 { title: "future".into() }).unwrap();
+    assert!(decode::<NoteV1>(&bytes).is_err());
+}
+
+const NOTES: Table<NoteV2> = Table::new("test.notes");
+const NOTES_BY_PAGES: Index = Index::new("test.notes_by_pages");
+
+#[test]
+fn committed_writes_survive_reopening_and_failed_writes_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write_blocking(|tx| {
+                for i in 0u32..5 {
+                    let note = NoteV2 { title: format!("n{i}"), pages: i, tags: vec![] };
+                    NOTES.insert(tx, &i.to_be_bytes(), &note)?;
+                    NOTES_BY_PAGES.put(tx, &[b"p".as_slice(), &i.to_be_bytes()].concat(), &[])?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let failed = store.write_blocking(|tx| {
+            NOTES.insert(tx, &99u32.to_be_bytes(), &NoteV2 { title: "half".into(), pages: 0, tags: vec![] })?;
+            Err::<(), _>(portal_core::Error::conflict("changed my mind"))
+        });
+        assert!(failed.is_err());
+    }
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .read_blocking(|tx| {
+            assert_eq!(NOTES.get(tx, &3u32.to_be_bytes())?.unwrap().title, "n3");
+            assert!(NOTES.get(tx, &99u32.to_be_bytes())?.is_none(), "a failed write left a record");
+            let page = NOTES.page(tx, &Page { prefix: &[], after: None, limit: 2 })?;
+            assert_eq!(page.iter().map(|(_, n)| n.pages).collect::<Vec<_>>(), vec![4, 3]);
+            let after = page.last().unwrap().0.clone();
+            let next = NOTES.page(tx, &Page { prefix: &[], after: Some(&after), limit: 10 })?;
+            assert_eq!(next.iter().map(|(_, n)| n.pages).collect::<Vec<_>>(), vec![2, 1, 0]);
+            let keys = NOTES_BY_PAGES.page_keys(tx, &Page { prefix: b"p", after: None, limit: 10 })?;
+            assert_eq!(keys.len(), 5);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[tokio::test]
+async fn async_reads_and_writes_run_off_the_reactor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let writes = (0u32..20).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .write(move |tx| {
+                    NOTES.insert(tx, &i.to_be_bytes(), &NoteV2 { title: i.to_string(), pages: i, tags: vec![] })
+                })
+                .await
+        }
+    });
+    for r in futures_util::future::join_all(writes).await {
+        r.unwrap();
+    }
+    let count = store
+        .read(|tx| {
+            let mut n = 0;
+            NOTES.scan_prefix(tx, &[], |_, _| {
+                n += 1;
+                Ok(true)
+            })?;
+            Ok(n)
+        })
+        .await
+        .unwrap();
+    assert_eq!(count, 20);
+}
