@@ -3,8 +3,11 @@
 //! exist, admin-only operations answer 403 to customer users.
 //!
 //! The credentials themselves (JWT, session cookie, CSRF) are checked by the auth module, which installs
-//! an [`Authenticator`] in the request data; the [`Auth`] extractor calls it once per request and
-//! documents both security schemes in the OpenAPI document.
+//! an [`Authenticator`] in the request data. The [`authenticate`] middleware calls it once per request and
+//! leaves the outcome in the request extensions: a [`Principal`] when the credentials are good, an
+//! [`AuthFailure`] when they were presented but are bad, nothing when none were presented. The rate
+//! limiter keys on that principal; the [`Auth`] extractor turns the outcome into the handler's argument
+//! (or a 401/403) and documents both security schemes in the OpenAPI document.
 
 use std::sync::Arc;
 
@@ -86,11 +89,32 @@ impl Principal {
 /// Checks a request's credentials. Implemented by the auth module and placed in the request data.
 #[async_trait::async_trait]
 pub trait Authenticator: Send + Sync + 'static {
-    async fn authenticate(&self, req: &Request) -> Result<Principal>;
+    /// `Ok(None)` when the request presents no credentials at all.
+    async fn authenticate(&self, req: &Request) -> Result<Option<Principal>>;
 }
 
 /// The shared authenticator, as stored in request data.
 pub type SharedAuthenticator = Arc<dyn Authenticator>;
+
+/// Credentials were presented but refused (bad, expired or revoked token; missing CSRF token).
+#[derive(Debug, Clone)]
+pub struct AuthFailure(pub Error);
+
+/// Middleware: resolves the caller once per request (see the module docs).
+pub async fn authenticate<E: poem::Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<E::Output> {
+    if let Some(authenticator) = req.data::<SharedAuthenticator>().cloned() {
+        match authenticator.authenticate(&req).await {
+            Ok(Some(principal)) => {
+                req.extensions_mut().insert(principal);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                req.extensions_mut().insert(AuthFailure(e));
+            }
+        }
+    }
+    ep.call(req).await
+}
 
 /// Extractor for protected operations: the caller's `Principal`, from a bearer JWT or the session cookie.
 pub struct Auth(pub Principal);

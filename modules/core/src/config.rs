@@ -1,13 +1,40 @@
 //! Settings from flags and environment variables, in one place so `portal serve --help` and the
 //! README's configuration table list everything. Feature sections are added as their modules arrive.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
 /// Largest accepted request body.
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
+/// A setting that must not appear in logs or `Debug` output (keys, passwords, URLs with credentials).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -40,6 +67,112 @@ pub struct Config {
     /// Public base URL (used in links sent by mail; https turns on Secure cookies and HSTS).
     #[arg(long, env = "PORTAL_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    #[command(flatten)]
+    pub notify: NotifyConfig,
+
+    #[command(flatten)]
+    pub rate_limit: RateLimitConfig,
+}
+
+/// Sign-in, sessions and tokens.
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
+    /// HS256 key for access tokens (at least 32 bytes); generated and kept in the store when unset.
+    #[arg(long, env = "PORTAL_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Minutes a session may sit unused before it ends.
+    #[arg(long, env = "PORTAL_SESSION_IDLE_MINUTES", default_value_t = 30)]
+    pub session_idle_minutes: u32,
+
+    /// Hours after which a session ends however active it is.
+    #[arg(long, env = "PORTAL_SESSION_ABSOLUTE_HOURS", default_value_t = 12)]
+    pub session_absolute_hours: u32,
+
+    /// `open` lets anyone register at `/auth/register`; `closed` refuses it (admins create users).
+    #[arg(long, env = "PORTAL_REGISTRATION", value_enum, default_value = "open")]
+    pub registration: Registration,
+
+    /// Email of the first admin, created at start-up when the store has no admin yet.
+    #[arg(long, env = "PORTAL_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+
+    /// Password of that first admin.
+    #[arg(long, env = "PORTAL_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Registration {
+    Open,
+    Closed,
+}
+
+/// Outgoing mail and SMS. With neither configured, messages go to the log and the store's outbox.
+#[derive(Debug, Clone, Args)]
+pub struct NotifyConfig {
+    /// SMTP server, e.g. `smtp://user:pass@mail.example.com:587` (STARTTLS), `smtps://…:465` (TLS) or
+    /// `smtp://127.0.0.1:2525?tls=none` (plain, for a local relay).
+    #[arg(long, env = "PORTAL_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<Secret>,
+
+    /// Sender of outgoing mail.
+    #[arg(long, env = "PORTAL_MAIL_FROM", default_value = "Portal <portal@localhost>")]
+    pub mail_from: String,
+
+    /// Base URL of the SMS gateway speaking Twilio's Messages API.
+    #[arg(long, env = "PORTAL_SMS_API_BASE", default_value = "https://api.twilio.com")]
+    pub sms_api_base: String,
+
+    /// Account SID of the SMS gateway (SMS is off when unset).
+    #[arg(long, env = "PORTAL_SMS_ACCOUNT_SID")]
+    pub sms_account_sid: Option<String>,
+
+    /// Auth token of the SMS gateway.
+    #[arg(long, env = "PORTAL_SMS_AUTH_TOKEN", hide_env_values = true)]
+    pub sms_auth_token: Option<Secret>,
+
+    /// Sender number (E.164) of outgoing SMS.
+    #[arg(long, env = "PORTAL_SMS_FROM")]
+    pub sms_from: Option<String>,
+}
+
+/// Request rate limits per class, per signed-in user or else per client IP.
+#[derive(Debug, Clone, Args)]
+pub struct RateLimitConfig {
+    /// `on`, or `off` for load tests.
+    #[arg(long = "rate-limit", env = "PORTAL_RATE_LIMIT", value_enum, default_value = "on")]
+    pub mode: RateLimitMode,
+
+    /// Sign-in and other /auth requests per minute.
+    #[arg(long, env = "PORTAL_RATE_LIMIT_AUTH", default_value_t = 5)]
+    pub auth_per_minute: u32,
+
+    /// /users profile requests per minute.
+    #[arg(long, env = "PORTAL_RATE_LIMIT_PROFILE", default_value_t = 30)]
+    pub profile_per_minute: u32,
+
+    /// Other reads per minute.
+    #[arg(long, env = "PORTAL_RATE_LIMIT_READ", default_value_t = 60)]
+    pub read_per_minute: u32,
+
+    /// Other writes per minute.
+    #[arg(long, env = "PORTAL_RATE_LIMIT_WRITE", default_value_t = 20)]
+    pub write_per_minute: u32,
+
+    /// Proxies whose `X-Forwarded-For` is believed (comma-separated IPs); none by default.
+    #[arg(long, env = "PORTAL_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RateLimitMode {
+    On,
+    Off,
 }
 
 impl Config {
@@ -50,6 +183,30 @@ impl Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log_format: LogFormat::Text,
             public_url: None,
+            auth: AuthConfig {
+                jwt_secret: None,
+                session_idle_minutes: 30,
+                session_absolute_hours: 12,
+                registration: Registration::Open,
+                admin_email: None,
+                admin_password: None,
+            },
+            notify: NotifyConfig {
+                smtp_url: None,
+                mail_from: "Portal <portal@localhost>".into(),
+                sms_api_base: "https://api.twilio.com".into(),
+                sms_account_sid: None,
+                sms_auth_token: None,
+                sms_from: None,
+            },
+            rate_limit: RateLimitConfig {
+                mode: RateLimitMode::On,
+                auth_per_minute: 5,
+                profile_per_minute: 30,
+                read_per_minute: 60,
+                write_per_minute: 20,
+                trusted_proxies: Vec::new(),
+            },
         }
     }
 

@@ -90,6 +90,7 @@ pub struct ErrorObject {
 }
 
 /// An error on its way to the client. Internal causes are logged, never shown.
+#[derive(Clone)]
 pub struct Error {
     code: ErrorCode,
     message: String,

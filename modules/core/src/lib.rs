@@ -8,6 +8,7 @@ pub mod error;
 pub mod ids;
 pub mod module;
 pub mod money;
+pub mod rate_limit;
 pub mod store;
 pub mod table;
 pub mod time;

@@ -1,0 +1,1 @@
+//! Request rate limits per class (auth, profile, read, write), keyed by signed-in user or client IP.
