@@ -164,9 +164,13 @@ impl<'a> ApiExtractor<'a> for Auth {
         _body: &mut poem::RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        let authenticator =
-            req.data::<SharedAuthenticator>().ok_or_else(|| Error::unauthorized("authentication is not configured"))?;
-        Ok(Auth(authenticator.authenticate(req).await?))
+        if let Some(principal) = req.extensions().get::<Principal>() {
+            return Ok(Auth(principal.clone()));
+        }
+        match req.extensions().get::<AuthFailure>() {
+            Some(AuthFailure(e)) => Err(e.clone().into()),
+            None => Err(Error::unauthorized("sign in first: send a bearer token or the session cookie").into()),
+        }
     }
 }
 
