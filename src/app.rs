@@ -8,65 +8,91 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::listener::TcpAcceptor;
-use poem::middleware::CatchPanic;
+use poem::middleware::{CatchPanic, CookieJarManager};
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, Route, Server};
 use poem_openapi::OpenApiService;
 use portal_core::{store, Config, Context, Job, Result, Store};
 use tokio::net::TcpListener;
 
+use portal_auth::AuthModule;
+use portal_core::auth::SharedAuthenticator;
+use portal_core::rate_limit::RateLimiter;
+use portal_core::Module;
+use portal_users::UsersModule;
+
 use crate::health::HealthApi;
 use crate::{docs, middleware};
 
 /// Every module's API, joined. Adding a module is one entry here and one in `install` and `jobs`.
-type Apis = HealthApi;
+type Apis = (HealthApi, <AuthModule as Module>::Api, <UsersModule as Module>::Api);
 
-fn apis(ctx: &Context) -> Apis {
-    HealthApi::new(ctx.store.clone())
+fn apis(ctx: &Context) -> Result<Apis> {
+    Ok((HealthApi::new(ctx.store.clone()), AuthModule::api(ctx)?, UsersModule::api(ctx)?))
 }
 
 /// Creates or migrates every module's tables, in one transaction.
-fn install(store: &Store) -> Result<()> {
+pub fn install(store: &Store) -> Result<()> {
     store.write_blocking(|tx| {
         store::install_core(tx)?;
+        portal_notify::install(tx)?;
+        AuthModule::install(tx)?;
+        UsersModule::install(tx)?;
         Ok(())
     })
 }
 
-fn jobs(_ctx: &Context) -> Vec<Job> {
-    Vec::new()
+fn jobs(ctx: &Context) -> Vec<Job> {
+    let purge = Job::new("rate-limit-purge", Duration::from_secs(60), |ctx: Context| async move {
+        rate_limiter(&ctx).purge_stale();
+        Ok(())
+    });
+    [vec![purge], AuthModule::jobs(ctx), UsersModule::jobs(ctx)].concat()
+}
+
+/// The one rate limiter of the app, shared by the middleware and its purge job.
+fn rate_limiter(ctx: &Context) -> Arc<RateLimiter> {
+    ctx.services.get_or_init(|| RateLimiter::new(ctx.config.rate_limit.clone()))
 }
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
-pub fn openapi_service(ctx: &Context) -> OpenApiService<Apis, ()> {
-    OpenApiService::new(apis(ctx), "Portal", crate::VERSION).description(
+pub fn openapi_service(ctx: &Context) -> Result<OpenApiService<Apis, ()>> {
+    Ok(OpenApiService::new(apis(ctx)?, "Portal", crate::VERSION).description(
         "Customer analytics and billing portal: customers, proposals with milestone billing, invoices \
          paid through Stripe, and app analytics. Errors always use the envelope \
          `{\"error\":{\"code\",\"message\",\"details\"}}`.",
-    )
+    ))
 }
 
 /// The OpenAPI document as served at `/openapi.json` and committed as `openapi/openapi.json`.
 pub fn openapi_document() -> Result<String> {
-    let ctx = Context { store: Store::in_memory()?, config: Arc::new(Config::for_data_dir(".".into())) };
-    Ok(openapi_service(&ctx).spec() + "\n")
+    let store = Store::in_memory()?;
+    install(&store)?;
+    let ctx = Context::new(store, Config::for_data_dir(".".into()));
+    Ok(openapi_service(&ctx)?.spec() + "\n")
 }
 
 /// The whole HTTP app for `ctx`.
-pub fn endpoint(ctx: &Context) -> impl Endpoint<Output = Response> {
-    let api = openapi_service(ctx);
+pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
+    let api = openapi_service(ctx)?;
     let spec = api.spec() + "\n";
     let swagger = api.swagger_ui_html();
+    let authenticator: SharedAuthenticator = portal_auth::service(ctx)?;
     let routes = Route::new()
         .nest("/", api)
         .at("/openapi.json", docs::spec_endpoint(spec))
-        .at("/docs", docs::swagger_endpoint(swagger));
-    with_middleware(routes, ctx.config.served_over_tls())
+        .at("/docs", docs::swagger_endpoint(swagger))
+        .around(portal_core::rate_limit::limit)
+        .around(portal_core::auth::authenticate)
+        .with(CookieJarManager::new())
+        .data(authenticator)
+        .data(rate_limiter(ctx));
+    Ok(with_middleware(routes, ctx.config.served_over_tls()))
 }
 
-/// Wraps `ep` in the portal's middleware, outermost first: request id and tracing, security headers,
-/// body limit, error envelope, panic catcher.
+/// Wraps `ep` in the portal's cross-cutting middleware, outermost first: request id and tracing,
+/// security headers, body limit, error envelope, panic catcher.
 pub fn with_middleware(ep: impl Endpoint + 'static, tls: bool) -> impl Endpoint<Output = Response> {
     ep.with(CatchPanic::new().with_handler(middleware::panic_response))
         .around(middleware::envelope)
@@ -102,7 +128,9 @@ impl App {
             Ok::<_, portal_core::Error>(store)
         })
         .await??;
-        Ok(Self { listener, ctx: Context { store, config: Arc::new(config) } })
+        let ctx = Context::new(store, config);
+        portal_auth::bootstrap_admin(&ctx).await?;
+        Ok(Self { listener, ctx })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -113,14 +141,20 @@ impl App {
         self.local_addr().port()
     }
 
+    /// The open store (tests read it directly to check what a request left behind).
+    pub fn store(&self) -> Store {
+        self.ctx.store.clone()
+    }
+
     /// Serves until `shutdown` resolves, then lets in-flight requests finish and closes the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let App { listener, ctx } = self;
         let scheduled: Vec<_> = jobs(&ctx).into_iter().map(|job| spawn_job(job, ctx.clone())).collect();
         tracing::info!(addr = %listener.local_addr()?, data = %ctx.store.path().display(), "portal listening");
         let acceptor = TcpAcceptor::from_tokio(listener)?;
+        let endpoint = endpoint(&ctx)?;
         let result = Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(endpoint(&ctx), shutdown, Some(SHUTDOWN_GRACE))
+            .run_with_graceful_shutdown(endpoint, shutdown, Some(SHUTDOWN_GRACE))
             .await;
         for job in scheduled {
             job.abort();

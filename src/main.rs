@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use portal::App;
-use portal_core::config::LogFormat;
-use portal_core::Config;
+use portal_core::config::{LogFormat, StoreConfig};
+use portal_core::{Config, Context, Store};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -17,11 +17,35 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Serve the HTTP API, `/docs` and `/openapi.json`.
     Serve(Config),
     /// Print the OpenAPI document.
     Openapi,
+    /// Manage admins (works while the server is stopped).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin user.
+    Create {
+        #[command(flatten)]
+        store: StoreConfig,
+        /// The admin's email (sign-in name).
+        #[arg(long)]
+        email: String,
+        /// The admin's password (10–256 characters, not a common one).
+        #[arg(long, env = "PORTAL_ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Display name.
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -58,6 +82,30 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received; finishing in-flight requests");
 }
 
+/// `portal admin create`: opens the store directly (the server must be stopped) and adds an admin.
+async fn create_admin(store: StoreConfig, email: &str, password: &str, name: &str) -> portal_core::Result<()> {
+    let mut config = Config::for_data_dir(store.data_dir.clone());
+    config.store = store;
+    let data_dir = config.store.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        let store = Store::open(&data_dir)?;
+        portal::app::install(&store)?;
+        Ok::<_, portal_core::Error>(store)
+    })
+    .await??;
+    let ctx = Context::new(store, config);
+    let user = portal_auth::create_admin(&ctx, email, password, name).await?;
+    println!("admin {} created (id {})", user.email, user.id);
+    Ok(())
+}
+
+fn block_on<F: std::future::Future<Output = portal_core::Result<()>>>(f: F) -> portal_core::Result<()> {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => Err(portal_core::Error::internal(e)),
+    }
+}
+
 async fn serve(config: Config) -> portal_core::Result<()> {
     let app = App::build(config).await?;
     app.run_until_stopped(shutdown_signal()).await
@@ -68,12 +116,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(config) => {
             init_logging(config.log_format);
-            match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt.block_on(serve(config)),
-                Err(e) => Err(portal_core::Error::internal(e)),
-            }
+            block_on(serve(config))
         }
         Command::Openapi => portal::app::openapi_document().map(|doc| print!("{doc}")),
+        Command::Admin { command: AdminCommand::Create { store, email, password, name } } => {
+            block_on(create_admin(store, &email, &password, &name))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

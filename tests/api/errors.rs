@@ -8,7 +8,7 @@ use poem::{IntoEndpoint, Server};
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, OpenApiService};
-use portal_core::Error;
+use portal_core::{Error, JsonBody};
 use reqwest::Method;
 
 use crate::helpers::{Reply, TestApp};
@@ -53,6 +53,7 @@ async fn two_mib_body_is_413_envelope_with_or_without_content_length() {
 }
 
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 struct Echo {
     name: String,
     count: u32,
@@ -63,11 +64,11 @@ struct Fixture;
 #[OpenApi]
 impl Fixture {
     #[oai(path = "/echo", method = "post")]
-    async fn echo(&self, body: Json<Echo>) -> Result<Json<Echo>, Error> {
+    async fn echo(&self, body: JsonBody<Echo>) -> Result<Json<Echo>, Error> {
         if body.count > 10 {
             return Err(Error::invalid("count", "must be at most 10"));
         }
-        Ok(body)
+        Ok(Json(body.0))
     }
 
     #[oai(path = "/items", method = "get")]
@@ -113,9 +114,19 @@ async fn malformed_json_is_400_envelope() {
 async fn wrong_shape_is_422_and_invalid_field_names_the_field() {
     let (base, client) = fixture().await;
     let r = reply(client.post(format!("{base}/echo")).json(&serde_json::json!({"name": "x", "count": "many"}))).await;
-    r.assert_error(422, "validation_failed");
-    let r = reply(client.post(format!("{base}/echo")).json(&serde_json::json!({"name": "x"}))).await;
-    r.assert_error(422, "validation_failed");
+    let error = r.assert_error(422, "validation_failed");
+    assert_eq!(error["details"]["count"], "must be an integer");
+    let r = reply(client.post(format!("{base}/echo")).json(&serde_json::json!({"count": 1}))).await;
+    let error = r.assert_error(422, "validation_failed");
+    assert_eq!(error["details"]["name"], "is required");
+    let r =
+        reply(client.post(format!("{base}/echo")).json(&serde_json::json!({"name": "x", "count": 1, "extra": true})))
+            .await;
+    let error = r.assert_error(422, "validation_failed");
+    assert!(error["details"]["extra"].is_string(), "{error}");
+    let r = reply(client.post(format!("{base}/echo")).json(&serde_json::json!([1, 2]))).await;
+    let error = r.assert_error(422, "validation_failed");
+    assert_eq!(error["details"]["body"], "must be an object");
     let r = reply(client.post(format!("{base}/echo")).json(&serde_json::json!({"name": "x", "count": 11}))).await;
     let error = r.assert_error(422, "validation_failed");
     assert_eq!(error["details"]["count"], "must be at most 10");

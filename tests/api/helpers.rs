@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use portal::App;
+use portal_core::config::Secret;
 use portal_core::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -15,6 +16,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub dir: TempDir,
+    /// The app's open store, for checks of what requests left behind.
+    pub store: portal_core::Store,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<portal_core::Result<()>>>,
 }
@@ -51,23 +54,53 @@ impl Reply {
     }
 }
 
+/// The first admin every test app starts with.
+pub const ADMIN_EMAIL: &str = "admin@portal.test";
+pub const ADMIN_PASSWORD: &str = "admin-correct-horse-battery";
+/// The access-token key of test apps, so tests can check tokens with their own JWT library.
+pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
+
+/// The configuration tests start from: rate limits off (tests that check them turn them on), a known
+/// JWT key and a first admin.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::for_data_dir(dir.to_path_buf());
+    config.rate_limit.mode = portal_core::config::RateLimitMode::Off;
+    config.auth.jwt_secret = Some(Secret::new(JWT_SECRET));
+    config.auth.admin_email = Some(ADMIN_EMAIL.into());
+    config.auth.admin_password = Some(Secret::new(ADMIN_PASSWORD));
+    config
+}
+
 impl TestApp {
     pub async fn spawn() -> TestApp {
-        Self::spawn_in(tempfile::tempdir().expect("temp dir")).await
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts the app with the test configuration changed by `adjust`.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        Self::start(dir, config).await
     }
 
     /// Starts the app on an existing data dir (to test what survives a restart).
     pub async fn spawn_in(dir: TempDir) -> TestApp {
-        let config = Config::for_data_dir(dir.path().to_path_buf());
+        let config = test_config(dir.path());
+        Self::start(dir, config).await
+    }
+
+    async fn start(dir: TempDir, config: Config) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let app = App::with_listener(config, listener).await.expect("app builds");
         let addr = app.local_addr();
+        let store = app.store();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = rx.await;
         }));
         let client = reqwest::Client::builder().build().expect("client");
-        TestApp { addr, client, dir, shutdown: Some(tx), server: Some(server) }
+        TestApp { addr, client, dir, store, shutdown: Some(tx), server: Some(server) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -88,6 +121,39 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> Reply {
         self.send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(self.request(Method::POST, path).json(&body)).await
+    }
+
+    /// `method path` with a bearer token (and a JSON body when given).
+    pub async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let mut req = self.request(method, path).bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        self.send(req).await
+    }
+
+    /// Registers a user and signs it in; returns the login answer.
+    pub async fn register_and_login(&self, email: &str, password: &str) -> Value {
+        let r = self
+            .post("/auth/register", serde_json::json!({"email": email, "password": password, "name": "Test User"}))
+            .await;
+        assert_eq!(r.status, 201, "register: {}", r.text);
+        self.login(email, password).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        let r = self.post("/auth/login", serde_json::json!({"email": email, "password": password})).await;
+        assert_eq!(r.status, 200, "login: {}", r.text);
+        r.json()
+    }
+
+    /// The admin's access token.
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await["access_token"].as_str().expect("token").to_string()
     }
 
     /// Stops the server gracefully and hands back its data dir.

@@ -1,8 +1,11 @@
 //! The one integration-test binary: the real app on port 0 with a temp data dir, spoken to over HTTP.
 
+mod auth;
 mod errors;
 mod health;
 mod helpers;
 mod lifecycle;
 mod openapi;
+mod rate_limits;
 mod store;
+mod users;

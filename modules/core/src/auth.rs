@@ -119,40 +119,44 @@ pub async fn authenticate<E: poem::Endpoint>(ep: Arc<E>, mut req: Request) -> po
 /// Extractor for protected operations: the caller's `Principal`, from a bearer JWT or the session cookie.
 pub struct Auth(pub Principal);
 
+fn register_schemes(registry: &mut Registry) {
+    registry.create_security_scheme(
+        BEARER_SCHEME,
+        MetaSecurityScheme {
+            ty: "http",
+            description: Some("Access token from `/auth/login`: `Authorization: Bearer <JWT>`."),
+            name: None,
+            key_in: None,
+            scheme: Some("bearer"),
+            bearer_format: Some("JWT"),
+            flows: None,
+            openid_connect_url: None,
+        },
+    );
+    registry.create_security_scheme(
+        COOKIE_SCHEME,
+        MetaSecurityScheme {
+            ty: "apiKey",
+            description: Some(
+                "Session cookie set by `/auth/login`; unsafe methods also need `X-CSRF-Token` equal to the `portal_csrf` cookie.",
+            ),
+            name: Some(SESSION_COOKIE),
+            key_in: Some("cookie"),
+            scheme: None,
+            bearer_format: None,
+            flows: None,
+            openid_connect_url: None,
+        },
+    );
+}
+
 impl<'a> ApiExtractor<'a> for Auth {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
     type ParamType = ();
     type ParamRawType = ();
 
     fn register(registry: &mut Registry) {
-        registry.create_security_scheme(
-            BEARER_SCHEME,
-            MetaSecurityScheme {
-                ty: "http",
-                description: Some("Access token from `/auth/login`: `Authorization: Bearer <JWT>`."),
-                name: None,
-                key_in: None,
-                scheme: Some("bearer"),
-                bearer_format: Some("JWT"),
-                flows: None,
-                openid_connect_url: None,
-            },
-        );
-        registry.create_security_scheme(
-            COOKIE_SCHEME,
-            MetaSecurityScheme {
-                ty: "apiKey",
-                description: Some(
-                    "Session cookie set by `/auth/login`; unsafe methods also need `X-CSRF-Token` equal to the `portal_csrf` cookie.",
-                ),
-                name: Some(SESSION_COOKIE),
-                key_in: Some("cookie"),
-                scheme: None,
-                bearer_format: None,
-                flows: None,
-                openid_connect_url: None,
-            },
-        );
+        register_schemes(registry);
     }
 
     fn security_schemes() -> Vec<&'static str> {
@@ -171,6 +175,35 @@ impl<'a> ApiExtractor<'a> for Auth {
             Some(AuthFailure(e)) => Err(e.clone().into()),
             None => Err(Error::unauthorized("sign in first: send a bearer token or the session cookie").into()),
         }
+    }
+}
+
+/// Extractor for operations that work signed in or not (the caller, if its credentials are good).
+pub struct MaybeAuth(pub Option<Principal>);
+
+impl<'a> ApiExtractor<'a> for MaybeAuth {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        register_schemes(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![BEARER_SCHEME, COOKIE_SCHEME]
+    }
+
+    fn has_security_fallback() -> bool {
+        true
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _body: &mut poem::RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        Ok(MaybeAuth(req.extensions().get::<Principal>().cloned()))
     }
 }
 

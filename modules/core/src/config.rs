@@ -115,8 +115,8 @@ pub enum Registration {
 /// Outgoing mail and SMS. With neither configured, messages go to the log and the store's outbox.
 #[derive(Debug, Clone, Args)]
 pub struct NotifyConfig {
-    /// SMTP server, e.g. `smtp://user:pass@mail.example.com:587` (STARTTLS), `smtps://…:465` (TLS) or
-    /// `smtp://127.0.0.1:2525?tls=none` (plain, for a local relay).
+    /// SMTP server, e.g. `smtp://user:pass@mail.example.com:587` (STARTTLS required for any remote host),
+    /// `smtps://…:465` (TLS), `smtp://127.0.0.1:2525` (plain on loopback) or `…?tls=none` (plain, explicitly).
     #[arg(long, env = "PORTAL_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<Secret>,
 

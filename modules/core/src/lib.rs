@@ -3,17 +3,20 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod ids;
 pub mod module;
 pub mod money;
 pub mod rate_limit;
+pub mod responses;
 pub mod store;
 pub mod table;
 pub mod time;
 
-pub use auth::{Auth, Authenticator, Principal, Role};
+pub use auth::{Auth, Authenticator, MaybeAuth, Principal, Role};
+pub use body::JsonBody;
 pub use config::Config;
 pub use error::{Error, ErrorCode, Result};
 pub use module::{Context, Job, Module};

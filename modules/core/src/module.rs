@@ -2,9 +2,11 @@
 //! `install`s run in one start-up write transaction, their APIs join one OpenAPI service and their jobs
 //! go to the scheduler.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redb::WriteTransaction;
@@ -18,6 +20,52 @@ use crate::store::Store;
 pub struct Context {
     pub store: Store,
     pub config: Arc<Config>,
+    pub services: Services,
+}
+
+impl Context {
+    pub fn new(store: Store, config: Config) -> Self {
+        Self { store, config: Arc::new(config), services: Services::default() }
+    }
+}
+
+/// One instance per type of the services modules build from the context (the auth service, the Stripe
+/// client…), so every module that needs one shares it.
+#[derive(Clone, Default)]
+pub struct Services {
+    map: Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
+}
+
+impl Services {
+    /// The shared `T`, built by `init` the first time it is asked for. `init` runs without the lock
+    /// held, so it may ask for other services.
+    pub fn get_or_init<T: Send + Sync + 'static>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        if let Some(found) = self.get::<T>() {
+            return found;
+        }
+        let built = Arc::new(init());
+        let mut map = self.lock();
+        let entry = map.entry(TypeId::of::<T>()).or_insert_with(|| Arc::clone(&built) as Arc<dyn Any + Send + Sync>);
+        Arc::clone(entry).downcast::<T>().unwrap_or(built)
+    }
+
+    /// Like [`get_or_init`](Self::get_or_init) for a fallible `init`; a failure is not remembered.
+    pub fn get_or_try_init<T: Send + Sync + 'static>(&self, init: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        if let Some(found) = self.get::<T>() {
+            return Ok(found);
+        }
+        let built = init()?;
+        Ok(self.get_or_init(|| built))
+    }
+
+    /// The shared `T`, if built.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.lock().get(&TypeId::of::<T>()).and_then(|s| Arc::clone(s).downcast::<T>().ok())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TypeId, Arc<dyn Any + Send + Sync>>> {
+        self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 type JobFn = dyn Fn(Context) -> Pin<Box<dyn Future<Output = Result<()>> + Send>> + Send + Sync;
@@ -48,8 +96,8 @@ pub trait Module {
     /// Creates the module's tables and runs its migrations, inside the start-up write transaction.
     fn install(tx: &WriteTransaction) -> Result<()>;
 
-    /// Builds the module's API handlers.
-    fn api(ctx: &Context) -> Self::Api;
+    /// Builds the module's API handlers (a bad configuration fails start-up here).
+    fn api(ctx: &Context) -> Result<Self::Api>;
 
     /// Background jobs run on a schedule.
     fn jobs(_ctx: &Context) -> Vec<Job> {

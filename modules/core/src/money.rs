@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn prints_back_the_same_decimal() {
-        for minor in [0, 1, 29, 1010, 123456789, 999_999_999_999_99, -550] {
+        for minor in [0, 1, 29, 1010, 123456789, 99_999_999_999_999, -550] {
             let major = to_major(minor, Currency::USD);
             assert_eq!(usd(major), Ok(minor), "{minor} → {major}");
         }

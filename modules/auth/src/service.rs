@@ -1,0 +1,564 @@
+//! The sign-in flows of the contract: register, login (with the 2FA challenge), refresh, logout, TOTP
+//! enrolment, password reset, one-time codes. No HTTP types here; `api.rs` maps these to endpoints.
+
+use std::sync::Arc;
+
+use portal_core::config::{Config, Registration};
+use portal_core::error::Validation;
+use portal_core::ids::UserId;
+use portal_core::{Context, Error, Principal, Result, Role, Store, Timestamp};
+use portal_notify::Notifier;
+use subtle::ConstantTimeEq;
+
+use crate::model::{Challenge, ResetToken, Settings, SignInCode, User};
+use crate::sessions::{self, Policy, Refresh};
+use crate::tables::{CHALLENGES, KEYS, RESET_TOKENS, SIGN_IN_CODES, USERS};
+use crate::tokens::{random_token, sha256, Keys};
+use crate::{password, totp, users};
+
+/// Lifetime of a 2FA challenge.
+const CHALLENGE_TTL_SECS: i64 = 5 * 60;
+/// Lifetime of a password-reset token.
+pub const RESET_TTL_SECS: i64 = 30 * 60;
+/// Lifetime of a one-time sign-in code.
+const CODE_TTL_SECS: i64 = 10 * 60;
+/// Wrong codes allowed per challenge or one-time code.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// What the client gets when a sign-in completes.
+pub struct Issued {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub refresh_token: String,
+    /// Set on a new session: the `portal_session` and `portal_csrf` cookie values.
+    pub cookies: Option<(String, String)>,
+    pub user: User,
+}
+
+#[allow(clippy::large_enum_variant)] // built once per sign-in and consumed at once
+pub enum SignIn {
+    Done(Issued),
+    /// The password (or code) was right; the second factor is still due.
+    TwoFactor {
+        challenge_token: String,
+        expires_in: i64,
+    },
+}
+
+/// Where a one-time code goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+pub struct AuthService {
+    store: Store,
+    keys: Keys,
+    policy: Policy,
+    notifier: Notifier,
+    registration: Registration,
+    public_url: Option<String>,
+    secure_cookies: bool,
+}
+
+/// The shared auth service of this app (built on first use).
+pub fn service(ctx: &Context) -> Result<Arc<AuthService>> {
+    ctx.services.get_or_try_init(|| AuthService::new(ctx))
+}
+
+fn unix_secs(now: Timestamp) -> u64 {
+    u64::try_from(now.micros() / 1_000_000).unwrap_or(0)
+}
+
+fn bad_credentials() -> Error {
+    Error::unauthorized("invalid email or password")
+}
+
+impl AuthService {
+    fn new(ctx: &Context) -> Result<Self> {
+        let config: &Config = &ctx.config;
+        let (stored_jwt, code_key) =
+            ctx.store.read_blocking(|tx| Ok((KEYS.get(tx, b"jwt")?, KEYS.get(tx, b"codes")?)))?;
+        let jwt = match &config.auth.jwt_secret {
+            Some(secret) if secret.expose().len() >= 32 => secret.expose().as_bytes().to_vec(),
+            Some(_) => return Err(Error::internal("PORTAL_JWT_SECRET must be at least 32 bytes long")),
+            None => stored_jwt.ok_or_else(|| Error::internal("the JWT key is missing from the store"))?,
+        };
+        let code_key = code_key.ok_or_else(|| Error::internal("the code key is missing from the store"))?;
+        password::warm_up();
+        Ok(Self {
+            store: ctx.store.clone(),
+            keys: Keys::new(&jwt, code_key),
+            policy: Policy {
+                idle_secs: i64::from(config.auth.session_idle_minutes) * 60,
+                absolute_secs: i64::from(config.auth.session_absolute_hours) * 3600,
+            },
+            notifier: Notifier::new(&config.notify, ctx.store.clone())?,
+            registration: config.auth.registration,
+            public_url: config.public_url.clone(),
+            secure_cookies: config.served_over_tls(),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.secure_cookies
+    }
+
+    /// Absolute session lifetime, for cookie max-age.
+    pub fn session_secs(&self) -> i64 {
+        self.policy.absolute_secs
+    }
+
+    /// A link into the portal for mails (`PORTAL_PUBLIC_URL` or a relative path).
+    pub fn link(&self, path_and_query: &str) -> String {
+        match &self.public_url {
+            Some(base) => format!("{}{}", base.trim_end_matches('/'), path_and_query),
+            None => path_and_query.to_string(),
+        }
+    }
+
+    pub async fn register(&self, email: &str, password: &str, name: &str) -> Result<User> {
+        if self.registration == Registration::Closed {
+            return Err(Error::forbidden("registration is closed; ask an administrator for an account"));
+        }
+        let email = users::normalize_email(email);
+        let mut v = Validation::default();
+        v.check("email", users::validate_email(&email));
+        v.check("name", users::validate_name(name));
+        v.check("password", password::check_policy(password, &email));
+        v.finish()?;
+        let hash = password::hash(password.to_string()).await?;
+        let user = new_user(email, name.trim().to_string(), Role::Customer, None, Some(hash));
+        let stored = user.clone();
+        self.store.write(move |tx| users::insert(tx, &stored)).await?;
+        tracing::info!(user_id = %user.id, "user registered");
+        Ok(user)
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<SignIn> {
+        let email = users::normalize_email(email);
+        let user = self.store.read(move |tx| users::by_email(tx, &email)).await?;
+        let stored_hash = user.as_ref().and_then(|u| u.password_hash.clone());
+        let ok = password::verify(password.to_string(), stored_hash).await?;
+        match user {
+            Some(user) if ok => self.first_factor_passed(user).await,
+            _ => Err(bad_credentials()),
+        }
+    }
+
+    /// The first factor is done: a session, or the 2FA challenge when the user has 2FA on.
+    async fn first_factor_passed(&self, user: User) -> Result<SignIn> {
+        if user.disabled {
+            return Err(Error::unauthorized("this account is disabled; contact your administrator"));
+        }
+        if !user.two_factor.enabled() {
+            return self.open_session(user).await.map(SignIn::Done);
+        }
+        let token = random_token();
+        let challenge =
+            Challenge { user_id: user.id, expires_at: Timestamp::now().plus_secs(CHALLENGE_TTL_SECS), failures: 0 };
+        let key = sha256(&token);
+        self.store.write(move |tx| CHALLENGES.insert(tx, &key, &challenge)).await?;
+        Ok(SignIn::TwoFactor { challenge_token: token, expires_in: CHALLENGE_TTL_SECS })
+    }
+
+    async fn open_session(&self, user: User) -> Result<Issued> {
+        let policy = self.policy;
+        let user_id = user.id;
+        let opened = self.store.write(move |tx| sessions::open(tx, user_id, &policy, Timestamp::now())).await?;
+        let (access_token, expires_in) = self.keys.issue(user.id, opened.session.id, user.role, user.customer_id)?;
+        Ok(Issued {
+            access_token,
+            expires_in,
+            refresh_token: opened.refresh,
+            cookies: Some((opened.cookie, opened.csrf)),
+            user,
+        })
+    }
+
+    /// Completes a sign-in waiting for its second factor.
+    pub async fn verify_challenge(&self, challenge_token: &str, code: &str) -> Result<Issued> {
+        #[allow(clippy::large_enum_variant)] // one per call, consumed at once
+        enum Outcome {
+            Passed(User),
+            Wrong,
+            Locked,
+            Invalid,
+        }
+        let key = sha256(challenge_token);
+        let code = code.to_string();
+        let outcome = self
+            .store
+            .write(move |tx| {
+                let now = Timestamp::now();
+                let Some(mut challenge) = CHALLENGES.get(tx, &key)? else { return Ok(Outcome::Invalid) };
+                let user = users::get(tx, challenge.user_id)?;
+                let Some(mut user) = user.filter(|_| now < challenge.expires_at) else {
+                    CHALLENGES.remove(tx, &key)?;
+                    return Ok(Outcome::Invalid);
+                };
+                if totp::accept(&mut user.two_factor, &code, unix_secs(now))? {
+                    CHALLENGES.remove(tx, &key)?;
+                    USERS.insert(tx, &user.id.to_key(), &user)?;
+                    return Ok(Outcome::Passed(user));
+                }
+                challenge.failures += 1;
+                if challenge.failures >= MAX_ATTEMPTS {
+                    CHALLENGES.remove(tx, &key)?;
+                    return Ok(Outcome::Locked);
+                }
+                CHALLENGES.insert(tx, &key, &challenge)?;
+                Ok(Outcome::Wrong)
+            })
+            .await?;
+        match outcome {
+            Outcome::Passed(user) => self.open_session(user).await,
+            Outcome::Wrong => Err(Error::unauthorized("invalid or already used code")),
+            Outcome::Locked => Err(Error::unauthorized("too many wrong codes; sign in again")),
+            Outcome::Invalid => Err(Error::unauthorized("invalid or expired challenge; sign in again")),
+        }
+    }
+
+    /// Starts TOTP enrolment: a new secret, waiting for its first code.
+    pub async fn begin_enrolment(&self, caller: &Principal) -> Result<totp::Enrolment> {
+        let id = caller.user_id;
+        let secret = totp::new_secret();
+        let pending = secret.clone();
+        let email = self
+            .store
+            .write(move |tx| {
+                let mut user = users::get(tx, id)?.ok_or_else(|| Error::not_found("user"))?;
+                if user.two_factor.enabled() {
+                    return Err(Error::conflict("two-factor authentication is already enabled"));
+                }
+                user.two_factor.pending_secret = Some(pending);
+                user.updated_at = Timestamp::now();
+                USERS.insert(tx, &id.to_key(), &user)?;
+                Ok(user.email)
+            })
+            .await?;
+        totp::enrolment(&secret, &email)
+    }
+
+    /// Confirms enrolment with the first code; returns the recovery codes (shown once).
+    pub async fn confirm_enrolment(&self, caller: &Principal, code: &str) -> Result<Vec<String>> {
+        let id = caller.user_id;
+        let code = code.to_string();
+        let (codes, hashes) = totp::recovery_codes();
+        let confirmed = self
+            .store
+            .write(move |tx| {
+                let mut user = users::get(tx, id)?.ok_or_else(|| Error::not_found("user"))?;
+                if user.two_factor.enabled() {
+                    return Err(Error::conflict("two-factor authentication is already enabled"));
+                }
+                let Some(secret) = user.two_factor.pending_secret.clone() else {
+                    return Err(Error::conflict("no enrolment in progress; call /auth/enable-2fa first"));
+                };
+                let now = Timestamp::now();
+                let Some(step) = totp::matching_step(&secret, &code, unix_secs(now))? else { return Ok(false) };
+                let tf = &mut user.two_factor;
+                tf.secret = Some(secret);
+                tf.pending_secret = None;
+                tf.confirmed_at = Some(now);
+                tf.last_step = step;
+                tf.recovery_hashes = hashes;
+                user.updated_at = now;
+                USERS.insert(tx, &id.to_key(), &user)?;
+                Ok(true)
+            })
+            .await?;
+        if confirmed {
+            Ok(codes)
+        } else {
+            Err(Error::unauthorized("invalid code"))
+        }
+    }
+
+    pub async fn user(&self, id: UserId) -> Result<User> {
+        self.store.read(move |tx| users::get(tx, id)).await?.ok_or_else(|| Error::not_found("user"))
+    }
+
+    /// Trades a current refresh token for new tokens (rotation with reuse detection).
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Issued> {
+        let token = refresh_token.to_string();
+        let policy = self.policy;
+        let (refresh, user) = self
+            .store
+            .write(move |tx| {
+                let refresh = sessions::rotate(tx, &token, &policy, Timestamp::now())?;
+                let user = match &refresh {
+                    Refresh::Rotated(session, _) => users::get(tx, session.user_id)?,
+                    _ => None,
+                };
+                Ok((refresh, user))
+            })
+            .await?;
+        match (refresh, user) {
+            (Refresh::Rotated(session, next), Some(user)) if !user.disabled => {
+                let (access_token, expires_in) = self.keys.issue(user.id, session.id, user.role, user.customer_id)?;
+                Ok(Issued { access_token, expires_in, refresh_token: next, cookies: None, user })
+            }
+            (Refresh::Reused, _) => {
+                tracing::warn!("a rotated-out refresh token was presented again; its session was ended");
+                Err(Error::unauthorized("refresh token already used; the session has been ended"))
+            }
+            _ => Err(Error::unauthorized("invalid or expired refresh token")),
+        }
+    }
+
+    /// New tokens for a caller signed in with the session cookie.
+    pub async fn refresh_session(&self, caller: &Principal) -> Result<Issued> {
+        let (sid, uid) = (caller.session_id, caller.user_id);
+        let (refresh, user) = self
+            .store
+            .write(move |tx| {
+                let refresh = sessions::reissue(tx, sid, Timestamp::now())?;
+                Ok((refresh, users::get(tx, uid)?))
+            })
+            .await?;
+        match (refresh, user) {
+            (Some(next), Some(user)) => {
+                let (access_token, expires_in) = self.keys.issue(user.id, sid, user.role, user.customer_id)?;
+                Ok(Issued { access_token, expires_in, refresh_token: next, cookies: None, user })
+            }
+            _ => Err(Error::unauthorized("the session has ended")),
+        }
+    }
+
+    /// Ends the caller's session.
+    pub async fn logout(&self, caller: &Principal) -> Result<()> {
+        let sid = caller.session_id;
+        self.store
+            .write(move |tx| match sessions::get(tx, sid)? {
+                Some(session) => sessions::revoke(tx, &session),
+                None => Ok(()),
+            })
+            .await
+    }
+
+    /// Sends a reset link when the email belongs to an active user. Runs in the background so the
+    /// answer (and its timing) is the same whether or not the account exists.
+    pub fn request_password_reset(self: &Arc<Self>, email: &str) {
+        let this = Arc::clone(self);
+        let email = users::normalize_email(email);
+        tokio::spawn(async move {
+            if let Err(e) = this.send_reset(&email).await {
+                tracing::warn!(error = %e, "password reset mail not sent");
+            }
+        });
+    }
+
+    async fn send_reset(&self, email: &str) -> Result<()> {
+        let lookup = email.to_string();
+        let token = self
+            .store
+            .write(move |tx| match users::by_email(tx, &lookup)? {
+                Some(user) if !user.disabled => create_reset_token(tx, user.id, RESET_TTL_SECS).map(Some),
+                _ => Ok(None),
+            })
+            .await?;
+        let Some(token) = token else { return Ok(()) };
+        let link = self.link(&format!("/reset-password?token={token}"));
+        let body = format!(
+            "Someone asked to reset the password of your Portal account.\n\n\
+             Set a new password within 30 minutes: {link}\n\nReset token: {token}\n\n\
+             If this was not you, ignore this mail; your password stays as it is.\n"
+        );
+        self.notifier.send_email(email, "Reset your Portal password", &body).await?;
+        Ok(())
+    }
+
+    /// Sets a new password with a reset (or invitation) token; every session of the user ends.
+    pub async fn confirm_password_reset(&self, token: &str, new_password: &str) -> Result<()> {
+        let key = sha256(token);
+        let lookup = key;
+        let user = self
+            .store
+            .read(move |tx| match RESET_TOKENS.get(tx, &lookup)? {
+                Some(entry) if Timestamp::now() < entry.expires_at => users::get(tx, entry.user_id),
+                _ => Ok(None),
+            })
+            .await?
+            .ok_or_else(|| Error::invalid("token", "invalid or expired reset token"))?;
+        password::check_policy(new_password, &user.email).map_err(|why| Error::invalid("new_password", why))?;
+        let hash = password::hash(new_password.to_string()).await?;
+        self.store
+            .write(move |tx| {
+                // Re-checked inside the write: the token is single use even under concurrent confirms.
+                if !RESET_TOKENS.remove(tx, &key)? {
+                    return Err(Error::invalid("token", "invalid or expired reset token"));
+                }
+                let mut updated = users::get(tx, user.id)?.ok_or_else(|| Error::not_found("user"))?;
+                updated.password_hash = Some(hash);
+                updated.updated_at = Timestamp::now();
+                USERS.insert(tx, &updated.id.to_key(), &updated)?;
+                sessions::revoke_all(tx, updated.id, None)?;
+                Ok(())
+            })
+            .await?;
+        tracing::info!(user_id = %user.id, "password reset; all sessions ended");
+        Ok(())
+    }
+
+    /// Sends a 6-digit sign-in code when the email or phone belongs to an active user (in the
+    /// background: the answer is the same either way).
+    pub fn request_code(self: &Arc<Self>, email: Option<String>, phone: Option<String>, channel: Channel) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = this.send_code(email, phone, channel).await {
+                tracing::warn!(error = %e, "sign-in code not sent");
+            }
+        });
+    }
+
+    async fn send_code(&self, email: Option<String>, phone: Option<String>, channel: Channel) -> Result<()> {
+        let code = format!("{:06}", rand::random_range(0..1_000_000u32));
+        let keys_code = code.clone();
+        let user = self.store.read(move |tx| find_user(tx, email.as_deref(), phone.as_deref())).await?;
+        let Some(user) = user.filter(|u| !u.disabled) else { return Ok(()) };
+        let entry = SignInCode {
+            code_mac: self.keys.code_mac(user.id, &keys_code)?,
+            expires_at: Timestamp::now().plus_secs(CODE_TTL_SECS),
+            attempts: 0,
+        };
+        let id = user.id;
+        self.store.write(move |tx| SIGN_IN_CODES.insert(tx, &id.to_key(), &entry)).await?;
+        let text = format!("Your Portal sign-in code is {code}. It expires in 10 minutes.");
+        match (channel, &user.phone) {
+            (Channel::Sms, Some(phone)) => self.notifier.send_sms(phone, &text).await?,
+            (Channel::Sms, None) => return Ok(()),
+            (Channel::Email, _) => self.notifier.send_email(&user.email, "Your Portal sign-in code", &text).await?,
+        };
+        Ok(())
+    }
+
+    /// Signs in with a one-time code (a user with 2FA still gets the challenge).
+    pub async fn verify_code(&self, email: Option<String>, phone: Option<String>, code: &str) -> Result<SignIn> {
+        #[allow(clippy::large_enum_variant)] // one per call, consumed at once
+        enum Outcome {
+            Passed(User),
+            Failed,
+        }
+        let user = self.store.read(move |tx| find_user(tx, email.as_deref(), phone.as_deref())).await?;
+        let Some(user) = user else { return Err(Error::unauthorized("invalid or expired code")) };
+        let presented = self.keys.code_mac(user.id, code.trim())?;
+        let outcome = self
+            .store
+            .write(move |tx| {
+                let key = user.id.to_key();
+                let Some(mut entry) = SIGN_IN_CODES.get(tx, &key)? else { return Ok(Outcome::Failed) };
+                if Timestamp::now() >= entry.expires_at || entry.attempts >= MAX_ATTEMPTS {
+                    SIGN_IN_CODES.remove(tx, &key)?;
+                    return Ok(Outcome::Failed);
+                }
+                if bool::from(entry.code_mac.ct_eq(&presented)) {
+                    SIGN_IN_CODES.remove(tx, &key)?;
+                    return Ok(Outcome::Passed(user));
+                }
+                entry.attempts += 1;
+                SIGN_IN_CODES.insert(tx, &key, &entry)?;
+                Ok(Outcome::Failed)
+            })
+            .await?;
+        match outcome {
+            Outcome::Passed(user) => self.first_factor_passed(user).await,
+            Outcome::Failed => Err(Error::unauthorized("invalid or expired code")),
+        }
+    }
+
+    /// Ends expired sessions and forgets expired challenges, codes and reset tokens.
+    pub async fn sweep(&self) -> Result<usize> {
+        let policy = self.policy;
+        self.store
+            .write(move |tx| {
+                let now = Timestamp::now();
+                let mut removed = sessions::sweep(tx, &policy, now)?;
+                removed += sweep_expired(tx, &CHALLENGES, now, |c: &Challenge| c.expires_at)?;
+                removed += sweep_expired(tx, &RESET_TOKENS, now, |r: &ResetToken| r.expires_at)?;
+                removed += sweep_expired(tx, &SIGN_IN_CODES, now, |c: &SignInCode| c.expires_at)?;
+                Ok(removed)
+            })
+            .await
+    }
+}
+
+fn sweep_expired<V: portal_core::Record>(
+    tx: &redb::WriteTransaction,
+    table: &portal_core::Table<V>,
+    now: Timestamp,
+    expires: impl Fn(&V) -> Timestamp,
+) -> Result<usize> {
+    let mut keys = Vec::new();
+    table.scan_prefix(tx, &[], |k, v| {
+        if expires(&v) <= now {
+            keys.push(k.to_vec());
+        }
+        Ok(true)
+    })?;
+    for k in &keys {
+        table.remove(tx, k)?;
+    }
+    Ok(keys.len())
+}
+
+fn find_user(tx: &impl portal_core::ReadTx, email: Option<&str>, phone: Option<&str>) -> Result<Option<User>> {
+    match (email, phone) {
+        (Some(email), _) => users::by_email(tx, email),
+        (None, Some(phone)) => users::by_phone(tx, phone),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A single-use token that lets its holder set the user's password (reset mails and invitations).
+pub fn create_reset_token(tx: &redb::WriteTransaction, user: UserId, ttl_secs: i64) -> Result<String> {
+    let token = random_token();
+    RESET_TOKENS.insert(
+        tx,
+        &sha256(&token),
+        &ResetToken { user_id: user, expires_at: Timestamp::now().plus_secs(ttl_secs) },
+    )?;
+    Ok(token)
+}
+
+/// A new user record (not yet stored).
+pub fn new_user(
+    email: String,
+    name: String,
+    role: Role,
+    customer_id: Option<portal_core::ids::CustomerId>,
+    password_hash: Option<String>,
+) -> User {
+    let now = Timestamp::now();
+    User {
+        id: UserId::generate(),
+        email,
+        name,
+        phone: None,
+        role,
+        customer_id,
+        password_hash,
+        two_factor: Default::default(),
+        settings: Settings::default(),
+        disabled: false,
+        created_at: now,
+        updated_at: now,
+    }
+}

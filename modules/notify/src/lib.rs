@@ -1,0 +1,77 @@
+//! Outgoing messages: mail over SMTP (`PORTAL_SMTP_URL`), SMS over an HTTP gateway speaking Twilio's
+//! Messages API (`PORTAL_SMS_*`). A channel with no transport configured writes its messages to the
+//! `notify.outbox` table instead, so a self-hosted portal without mail still shows codes to its operator
+//! (`portal outbox`). Message bodies carry codes and tokens: they are never logged.
+#![forbid(unsafe_code)]
+
+mod mail;
+mod outbox;
+mod sms;
+
+use std::sync::Arc;
+
+use portal_core::config::NotifyConfig;
+use portal_core::{Result, Store};
+
+pub use outbox::{install, outbox, Channel, OutboxMessage};
+
+/// How a message left the portal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handed to the SMTP server or the SMS gateway.
+    Sent,
+    /// No transport configured: kept in the outbox table.
+    Outbox,
+}
+
+/// Sends mail and SMS. Cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    mail: Option<Arc<mail::Mailer>>,
+    sms: Option<Arc<sms::SmsGateway>>,
+    store: Store,
+}
+
+impl Notifier {
+    /// Builds the transports the configuration names; a malformed SMTP URL or sender is a start-up error.
+    pub fn new(config: &NotifyConfig, store: Store) -> Result<Self> {
+        let mail = match &config.smtp_url {
+            Some(url) => Some(Arc::new(mail::Mailer::new(url.expose(), &config.mail_from)?)),
+            None => None,
+        };
+        let sms = sms::SmsGateway::from_config(config)?.map(Arc::new);
+        Ok(Self { mail, sms, store })
+    }
+
+    /// Sends a plain-text mail. SMTP failures come back as 503 `upstream_unavailable`.
+    pub async fn send_email(&self, to: &str, subject: &str, body: &str) -> Result<Delivery> {
+        match &self.mail {
+            Some(mailer) => {
+                mailer.send(to, subject, body).await?;
+                tracing::info!(to, subject, "mail sent");
+                Ok(Delivery::Sent)
+            }
+            None => {
+                outbox::keep(&self.store, outbox::Channel::Email, to, Some(subject), body).await?;
+                tracing::info!(to, subject, "no SMTP server configured: mail kept in the outbox");
+                Ok(Delivery::Outbox)
+            }
+        }
+    }
+
+    /// Sends a text message to an E.164 number. Gateway failures come back as 503 `upstream_unavailable`.
+    pub async fn send_sms(&self, to: &str, body: &str) -> Result<Delivery> {
+        match &self.sms {
+            Some(gateway) => {
+                gateway.send(to, body).await?;
+                tracing::info!(to, "sms sent");
+                Ok(Delivery::Sent)
+            }
+            None => {
+                outbox::keep(&self.store, outbox::Channel::Sms, to, None, body).await?;
+                tracing::info!(to, "no SMS gateway configured: message kept in the outbox");
+                Ok(Delivery::Outbox)
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Real servers for tests. `SmtpServer` runs Python's aiosmtpd on a free loopback port (the test script
+//! installs it into `.venv`) and records every message it receives.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+const SERVER_SCRIPT: &str = include_str!("smtp_server.py");
+
+/// A message as the SMTP server received it, for one recipient.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReceivedMail {
+    pub to: String,
+    pub from: String,
+    pub subject: String,
+    pub body: String,
+}
+
+/// An SMTP server on loopback; stopped when dropped.
+pub struct SmtpServer {
+    child: Child,
+    port: u16,
+    received: Arc<Mutex<Vec<ReceivedMail>>>,
+}
+
+#[derive(Deserialize)]
+struct Ready {
+    port: u16,
+}
+
+impl SmtpServer {
+    /// Starts the server and waits until it listens. Panics (failing the test) when aiosmtpd is missing.
+    pub fn start() -> Self {
+        let mut child = Command::new(python())
+            .args(["-c", SERVER_SCRIPT])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python for the SMTP server (run the tests through scripts/test)");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let ready: Ready = serde_json::from_str(&first)
+            .unwrap_or_else(|_| panic!("SMTP server did not start (is aiosmtpd installed?): {first:?}"));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&received);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(mail) = serde_json::from_str::<ReceivedMail>(&line) {
+                    sink.lock().expect("mail list").push(mail);
+                }
+            }
+        });
+        Self { child, port: ready.port, received }
+    }
+
+    /// The URL for `PORTAL_SMTP_URL` (plain SMTP on loopback).
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// The first message received for `to` so far, if any.
+    pub fn try_mail(&self, to: &str) -> Option<ReceivedMail> {
+        self.received.lock().expect("mail list").iter().find(|m| m.to.eq_ignore_ascii_case(to)).cloned()
+    }
+
+    /// Every message received so far.
+    pub fn all_mail(&self) -> Vec<ReceivedMail> {
+        self.received.lock().expect("mail list").clone()
+    }
+
+    /// Waits for a message to `to`; panics (failing the test) when none arrives in time.
+    pub async fn wait_for_mail(&self, to: &str, timeout: Duration) -> ReceivedMail {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(mail) = self.try_mail(to) {
+                return mail;
+            }
+            assert!(Instant::now() < deadline, "no mail to {to} within {timeout:?}; received: {:?}", self.all_mail());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test venv's Python when present (scripts/test creates it), else `python3` from PATH.
+fn python() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
