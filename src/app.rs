@@ -18,16 +18,17 @@ use portal_auth::AuthModule;
 use portal_core::auth::SharedAuthenticator;
 use portal_core::rate_limit::RateLimiter;
 use portal_core::Module;
+use portal_customers::CustomersModule;
 use portal_users::UsersModule;
 
 use crate::health::HealthApi;
 use crate::{docs, middleware};
 
 /// Every module's API, joined. Adding a module is one entry here and one in `install` and `jobs`.
-type Apis = (HealthApi, <AuthModule as Module>::Api, <UsersModule as Module>::Api);
+type Apis = (HealthApi, <AuthModule as Module>::Api, <UsersModule as Module>::Api, <CustomersModule as Module>::Api);
 
 fn apis(ctx: &Context) -> Result<Apis> {
-    Ok((HealthApi::new(ctx.store.clone()), AuthModule::api(ctx)?, UsersModule::api(ctx)?))
+    Ok((HealthApi::new(ctx.store.clone()), AuthModule::api(ctx)?, UsersModule::api(ctx)?, CustomersModule::api(ctx)?))
 }
 
 /// Creates or migrates every module's tables, in one transaction.
@@ -37,6 +38,7 @@ pub fn install(store: &Store) -> Result<()> {
         portal_notify::install(tx)?;
         AuthModule::install(tx)?;
         UsersModule::install(tx)?;
+        CustomersModule::install(tx)?;
         Ok(())
     })
 }
@@ -46,7 +48,10 @@ fn jobs(ctx: &Context) -> Vec<Job> {
         rate_limiter(&ctx).purge_stale();
         Ok(())
     });
-    [vec![purge], AuthModule::jobs(ctx), UsersModule::jobs(ctx)].concat()
+    let forget_keys = Job::new("idempotency-sweep", Duration::from_secs(3600), |ctx: Context| async move {
+        portal_core::idempotency::sweep(&ctx.store).await.map(|_| ())
+    });
+    [vec![purge, forget_keys], AuthModule::jobs(ctx), UsersModule::jobs(ctx), CustomersModule::jobs(ctx)].concat()
 }
 
 /// The one rate limiter of the app, shared by the middleware and its purge job.

@@ -128,6 +128,13 @@ fn check(
         let key = if path.is_empty() { "body".to_string() } else { path.to_string() };
         problems.entry(key).or_insert(Value::String(why));
     };
+    // A documented reference is `allOf: [{$ref}, {description}]`: the value must fit each part.
+    if !schema.all_of.is_empty() {
+        for part in &schema.all_of {
+            check(registry, part, value, path, problems);
+        }
+        return;
+    }
     if !schema.enum_items.is_empty() {
         if !schema.enum_items.contains(value) {
             let allowed: Vec<String> =

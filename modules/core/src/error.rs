@@ -296,6 +296,11 @@ impl Validation {
         }
     }
 
+    /// Whether `field` already has a complaint.
+    pub fn has(&self, field: &str) -> bool {
+        self.fields.contains_key(field)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
     }

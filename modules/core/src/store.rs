@@ -161,6 +161,7 @@ fn run_write<T>(db: &Database, f: impl FnOnce(&WriteTransaction) -> Result<T>) -
 /// Creates the core tables and checks that the file was not written by a newer portal.
 pub fn install_core(tx: &WriteTransaction) -> Result<()> {
     tx.open_table(META)?;
+    crate::idempotency::install(tx)?;
     let version = schema_version(tx, "core")?;
     match version {
         0 => set_schema_version(tx, "core", 1),

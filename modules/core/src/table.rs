@@ -295,6 +295,19 @@ impl Index {
         Ok(out)
     }
 
+    /// Visits keys with `prefix`, largest first, strictly below `after` when given, while `visit` returns
+    /// true (for filtered lists that cannot know in advance how many keys they need).
+    pub fn visit_keys_desc(
+        &self,
+        tx: &impl ReadTx,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        mut visit: impl FnMut(&[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let range = page_range(&Page { prefix, after, limit: usize::MAX });
+        tx.scan_raw(self.def, as_ref_range(&range), true, |k, _| visit(k))
+    }
+
     /// Whether any key starts with `prefix`.
     pub fn any_with_prefix(&self, tx: &impl ReadTx, prefix: &[u8]) -> Result<bool> {
         let range = prefix_range(prefix);
