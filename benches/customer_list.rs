@@ -12,8 +12,11 @@ use portal_customers::service::{self, AddressChange, BillingChange, CustomerChan
 
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
 const SAMPLES: usize = 300;
-const QUERIES: [(&str, &str); 3] =
-    [("all", "/customers?limit=50"), ("status", "/customers?status=active&limit=50"), ("search", "/customers?q=corp&limit=50")];
+const QUERIES: [(&str, &str); 3] = [
+    ("all", "/customers?limit=50"),
+    ("status", "/customers?status=active&limit=50"),
+    ("search", "/customers?q=corp&limit=50"),
+];
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
@@ -93,7 +96,11 @@ async fn main() {
                 rows = body.len();
             }
             samples.sort();
-            println!("{n:>9} {name:>8} {:>8.3} {:>8.3} {rows:>8}", percentile(&samples, 0.5), percentile(&samples, 0.99));
+            println!(
+                "{n:>9} {name:>8} {:>8.3} {:>8.3} {rows:>8}",
+                percentile(&samples, 0.5),
+                percentile(&samples, 0.99)
+            );
         }
         let _ = stop.send(());
         let _ = server.await;

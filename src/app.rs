@@ -15,20 +15,36 @@ use portal_core::{store, Config, Context, Job, Result, Store};
 use tokio::net::TcpListener;
 
 use portal_auth::AuthModule;
+use portal_billing::BillingModule;
 use portal_core::auth::SharedAuthenticator;
 use portal_core::rate_limit::RateLimiter;
 use portal_core::Module;
 use portal_customers::CustomersModule;
+use portal_proposals::ProposalsModule;
 use portal_users::UsersModule;
 
 use crate::health::HealthApi;
 use crate::{docs, middleware};
 
 /// Every module's API, joined. Adding a module is one entry here and one in `install` and `jobs`.
-type Apis = (HealthApi, <AuthModule as Module>::Api, <UsersModule as Module>::Api, <CustomersModule as Module>::Api);
+type Apis = (
+    HealthApi,
+    <AuthModule as Module>::Api,
+    <UsersModule as Module>::Api,
+    <CustomersModule as Module>::Api,
+    <ProposalsModule as Module>::Api,
+    <BillingModule as Module>::Api,
+);
 
 fn apis(ctx: &Context) -> Result<Apis> {
-    Ok((HealthApi::new(ctx.store.clone()), AuthModule::api(ctx)?, UsersModule::api(ctx)?, CustomersModule::api(ctx)?))
+    Ok((
+        HealthApi::new(ctx.store.clone()),
+        AuthModule::api(ctx)?,
+        UsersModule::api(ctx)?,
+        CustomersModule::api(ctx)?,
+        ProposalsModule::api(ctx)?,
+        BillingModule::api(ctx)?,
+    ))
 }
 
 /// Creates or migrates every module's tables, in one transaction.
@@ -39,6 +55,8 @@ pub fn install(store: &Store) -> Result<()> {
         AuthModule::install(tx)?;
         UsersModule::install(tx)?;
         CustomersModule::install(tx)?;
+        ProposalsModule::install(tx)?;
+        BillingModule::install(tx)?;
         Ok(())
     })
 }
@@ -51,7 +69,15 @@ fn jobs(ctx: &Context) -> Vec<Job> {
     let forget_keys = Job::new("idempotency-sweep", Duration::from_secs(3600), |ctx: Context| async move {
         portal_core::idempotency::sweep(&ctx.store).await.map(|_| ())
     });
-    [vec![purge, forget_keys], AuthModule::jobs(ctx), UsersModule::jobs(ctx), CustomersModule::jobs(ctx)].concat()
+    [
+        vec![purge, forget_keys],
+        AuthModule::jobs(ctx),
+        UsersModule::jobs(ctx),
+        CustomersModule::jobs(ctx),
+        ProposalsModule::jobs(ctx),
+        BillingModule::jobs(ctx),
+    ]
+    .concat()
 }
 
 /// The one rate limiter of the app, shared by the middleware and its purge job.

@@ -32,7 +32,7 @@ const CURRENCIES: &[(&str, u8)] = &[
 ];
 
 /// An ISO 4217 currency code (upper case).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Currency([u8; 3]);
 

@@ -33,6 +33,16 @@ impl Timestamp {
         Utc.timestamp_micros(self.0).single().unwrap_or_default()
     }
 
+    /// 8 key bytes that sort like the instants (big-endian with the sign bit flipped).
+    pub fn to_key(self) -> [u8; 8] {
+        ((self.0 as u64) ^ (1 << 63)).to_be_bytes()
+    }
+
+    pub fn from_key(bytes: &[u8]) -> Option<Self> {
+        let raw: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+        Some(Self((u64::from_be_bytes(raw) ^ (1 << 63)) as i64))
+    }
+
     pub fn plus_secs(self, secs: i64) -> Self {
         Self(self.0.saturating_add(secs.saturating_mul(1_000_000)))
     }
@@ -102,6 +112,15 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2026-11-24T21:15:44Z");
         let t = Timestamp::parse("2026-11-24T23:15:44.5+02:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-11-24T21:15:44.500Z");
+    }
+
+    #[test]
+    fn keys_sort_like_instants() {
+        let times = [-5_000_000i64, -1, 0, 1, 1_700_000_000_000_000].map(Timestamp::from_micros);
+        for pair in times.windows(2) {
+            assert!(pair[0].to_key() < pair[1].to_key());
+        }
+        assert_eq!(Timestamp::from_key(&times[0].to_key()), Some(times[0]));
     }
 
     #[test]

@@ -133,6 +133,29 @@ pub fn visit_listed(tx: &impl ReadTx, mut visit: impl FnMut(CustomerId) -> Resul
     Ok(())
 }
 
+/// Visits the listed customers of one status, newest first, while `visit` returns true.
+pub fn visit_by_status(
+    tx: &impl ReadTx,
+    status: CustomerStatus,
+    mut visit: impl FnMut(CustomerId) -> Result<bool>,
+) -> Result<()> {
+    BY_STATUS.visit_keys_desc(tx, &[status.tag()], None, |k| CustomerId::from_key(&k[1..]).map_or(Ok(true), &mut visit))
+}
+
+/// How many listed customers have each status (counted on the status index, no record read).
+pub fn count_by_status(tx: &impl ReadTx) -> Result<Vec<(CustomerStatus, u64)>> {
+    let mut out = Vec::with_capacity(CustomerStatus::ALL.len());
+    for status in CustomerStatus::ALL {
+        let mut n = 0u64;
+        BY_STATUS.visit_keys_desc(tx, &[status.tag()], None, |_| {
+            n += 1;
+            Ok(true)
+        })?;
+        out.push((status, n));
+    }
+    Ok(out)
+}
+
 // ---- writes ----
 
 /// Creates a customer and its billing settings (defaults changed by `billing`).

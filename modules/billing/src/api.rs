@@ -1,0 +1,303 @@
+//! `/billing` invoice endpoints.
+
+use chrono::NaiveDate;
+use poem::Request;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
+use portal_core::ids::CustomerId;
+use portal_core::{idempotency, Auth, Error, JsonBody, ListResponse, PageRequest, Result, Store, Timestamp};
+use portal_proposals::model::ProposalId;
+use serde::Serialize;
+
+use crate::model::{InvoiceId, InvoiceStatus};
+use crate::views::{BillingOverview, BillingStats, InvoiceView};
+use crate::{invoices, milestones, recurring, stats};
+
+#[derive(Tags)]
+enum BillingTag {
+    /// Invoices, recurring billing, payments and billing figures
+    Billing,
+}
+
+#[derive(Debug, Clone, Object, Serialize)]
+#[oai(deny_unknown_fields)]
+struct GenerateFromProposalRequest {
+    /// An accepted proposal; it is invoiced once.
+    proposal_id: ProposalId,
+}
+
+#[derive(Debug, Clone, Object, Serialize)]
+#[oai(deny_unknown_fields)]
+struct GenerateRecurringRequest {
+    customer_id: CustomerId,
+    /// `YYYY-MM-DD`, one of the customer's billing dates; default the period today falls in.
+    #[oai(validator(max_length = 10))]
+    period_start: Option<String>,
+}
+
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+struct InfrastructureCostsRequest {
+    /// Passed through at cost (untaxed), in the invoice's currency.
+    infrastructure_costs: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+enum ManualPaymentMethod {
+    BankTransfer,
+    Paypal,
+    Manual,
+    CreditCard,
+}
+
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+struct MarkPaidRequest {
+    /// How the money arrived.
+    payment_method: ManualPaymentMethod,
+    /// When it arrived; default now.
+    paid_date: Option<Timestamp>,
+}
+
+#[derive(ApiResponse)]
+enum Generated {
+    /// The milestone invoices, in schedule order (or, for a repeated `Idempotency-Key`, the first answer).
+    #[oai(status = 201)]
+    Created(Json<Vec<InvoiceView>>),
+}
+
+#[derive(ApiResponse)]
+enum GeneratedOne {
+    /// The period's invoice (or, for a repeated `Idempotency-Key`, the first answer).
+    #[oai(status = 201)]
+    Created(Json<InvoiceView>),
+}
+
+pub struct BillingApi {
+    store: Store,
+}
+
+impl BillingApi {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+#[OpenApi(prefix_path = "/billing", tag = "BillingTag::Billing")]
+impl BillingApi {
+    /// Billing figures (admin)
+    ///
+    /// Revenue collected (all time, this month), outstanding and overdue amounts and counts, MRR and ARR
+    /// per currency; invoices and customers by status.
+    #[oai(path = "/stats", method = "get")]
+    async fn stats(&self, auth: Auth) -> Result<Json<BillingStats>> {
+        auth.0.require_admin()?;
+        Ok(Json(self.store.read(|tx| stats::stats(tx, Timestamp::now())).await?))
+    }
+
+    /// A customer's billing overview (admin or its users)
+    #[oai(path = "/customer/:customer_id/overview", method = "get")]
+    async fn overview(&self, auth: Auth, customer_id: Path<CustomerId>) -> Result<Json<BillingOverview>> {
+        let caller = auth.0;
+        let overview = self
+            .store
+            .read(move |tx| {
+                portal_customers::service::record_for(tx, &caller, customer_id.0)?;
+                stats::overview(tx, customer_id.0, Timestamp::now())
+            })
+            .await?;
+        Ok(Json(overview))
+    }
+
+    /// My customer's billing overview (customer users)
+    #[oai(path = "/my-billing", method = "get")]
+    async fn my_billing(&self, auth: Auth) -> Result<Json<BillingOverview>> {
+        let id = auth.0.own_customer()?;
+        let caller = auth.0;
+        let overview = self
+            .store
+            .read(move |tx| {
+                portal_customers::service::record_for(tx, &caller, id)?;
+                stats::overview(tx, id, Timestamp::now())
+            })
+            .await?;
+        Ok(Json(overview))
+    }
+
+    /// A customer's invoices (admin or its users)
+    ///
+    /// Newest first, paged like every list; `status` filters on the status as of now.
+    #[oai(path = "/invoices/customer/:customer_id", method = "get")]
+    async fn customer_invoices(
+        &self,
+        req: &Request,
+        auth: Auth,
+        customer_id: Path<CustomerId>,
+        status: Query<Option<InvoiceStatus>>,
+        limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+    ) -> Result<ListResponse<InvoiceView>> {
+        let page = PageRequest::<InvoiceId>::parse(limit.0, cursor.0.as_deref())?;
+        let caller = auth.0;
+        let fetch = page.fetch();
+        let rows = self
+            .store
+            .read(move |tx| {
+                portal_customers::service::record_for(tx, &caller, customer_id.0)?;
+                invoices::list(tx, customer_id.0, status.0, page.after, fetch)
+            })
+            .await?;
+        let now = Timestamp::now();
+        let views = rows.iter().map(|i| InvoiceView::at(i, now)).collect();
+        Ok(ListResponse::new(req, views, page.limit, |i| i.id.to_string()))
+    }
+
+    /// Get an invoice (admin or its customer's users)
+    #[oai(path = "/invoices/:invoice_id", method = "get")]
+    async fn invoice(&self, auth: Auth, invoice_id: Path<InvoiceId>) -> Result<Json<InvoiceView>> {
+        let caller = auth.0;
+        let invoice = self.store.read(move |tx| invoices::visible(tx, &caller, invoice_id.0)).await?;
+        Ok(Json((&invoice).into()))
+    }
+
+    /// Set an invoice's infrastructure costs (admin)
+    ///
+    /// Recomputes `total_amount`. Only draft, pending or overdue invoices (409 otherwise).
+    #[oai(path = "/invoices/:invoice_id/infrastructure-costs", method = "put")]
+    async fn infrastructure_costs(
+        &self,
+        auth: Auth,
+        invoice_id: Path<InvoiceId>,
+        body: JsonBody<InfrastructureCostsRequest>,
+    ) -> Result<Json<InvoiceView>> {
+        auth.0.require_admin()?;
+        let costs = body.0.infrastructure_costs;
+        let invoice = self.store.write(move |tx| invoices::set_infrastructure_costs(tx, invoice_id.0, costs)).await?;
+        Ok(Json((&invoice).into()))
+    }
+
+    /// Cancel an unpaid invoice (admin)
+    ///
+    /// Paid and cancelled invoices never change (409).
+    #[oai(path = "/invoices/:invoice_id/cancel", method = "post")]
+    async fn cancel(&self, auth: Auth, invoice_id: Path<InvoiceId>) -> Result<Json<InvoiceView>> {
+        auth.0.require_admin()?;
+        let invoice = self.store.write(move |tx| invoices::cancel(tx, invoice_id.0)).await?;
+        Ok(Json((&invoice).into()))
+    }
+
+    /// Record a payment received outside Stripe (admin)
+    ///
+    /// For bank transfers and other manual payments. Only draft, pending or overdue invoices (409
+    /// otherwise); a paid invoice never changes again.
+    #[oai(path = "/invoices/:invoice_id/mark-paid", method = "post")]
+    async fn mark_paid(
+        &self,
+        auth: Auth,
+        invoice_id: Path<InvoiceId>,
+        body: JsonBody<MarkPaidRequest>,
+    ) -> Result<Json<InvoiceView>> {
+        auth.0.require_admin()?;
+        let body = body.0;
+        let now = Timestamp::now();
+        let paid_at = body.paid_date.unwrap_or(now);
+        if paid_at > now {
+            return Err(Error::invalid("paid_date", "must not be in the future"));
+        }
+        let method = serde_json::to_value(body.payment_method)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "manual".into());
+        let invoice = self
+            .store
+            .write(move |tx| {
+                let invoice = invoices::get(tx, invoice_id.0)?.ok_or_else(|| Error::not_found("invoice"))?;
+                portal_customers::service::get_listed(tx, invoice.customer_id)
+                    .map_err(|_| Error::not_found("invoice"))?;
+                invoices::mark_paid(tx, invoice_id.0, &method, paid_at, None)
+            })
+            .await?;
+        Ok(Json((&invoice).into()))
+    }
+
+    /// Invoice an accepted proposal (admin)
+    ///
+    /// One invoice per milestone: amounts split by the largest-remainder method (they sum to the total to
+    /// the cent), tax at the customer's rate, due after the milestone's `due_days` or the customer's
+    /// payment terms. A proposal is invoiced once: a second call → 409 naming the invoices, unless it
+    /// repeats an `Idempotency-Key`, which answers the first result again.
+    #[oai(path = "/generate-from-proposal", method = "post")]
+    async fn generate_from_proposal(
+        &self,
+        auth: Auth,
+        body: JsonBody<GenerateFromProposalRequest>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> Result<Generated> {
+        auth.0.require_admin()?;
+        let body = body.0;
+        let op = "POST /billing/generate-from-proposal";
+        let claim = idempotency::begin(&self.store, auth.0.user_id, op, idempotency_key.0.as_deref(), &body).await?;
+        if let Some((_, views)) = claim.replayed::<Vec<InvoiceView>>()? {
+            return Ok(Generated::Created(Json(views)));
+        }
+        let recorder = claim.clone();
+        let views = self
+            .store
+            .write(move |tx| {
+                let now = Timestamp::now();
+                let created = milestones::generate(tx, body.proposal_id, now)?;
+                let views: Vec<InvoiceView> = created.iter().map(|i| InvoiceView::at(i, now)).collect();
+                recorder.complete(tx, 201, &views)?;
+                Ok(views)
+            })
+            .await?;
+        drop(claim);
+        Ok(Generated::Created(Json(views)))
+    }
+
+    /// Invoice a billing period (admin)
+    ///
+    /// One invoice per period (monthly, quarterly or annual; one-time billing never recurs): the monthly
+    /// fee and each accepted proposal's monthly recurring amount, times the months in the period. A
+    /// period already billed → 409 naming its invoice. The scheduler does this by itself on each
+    /// customer's billing day.
+    #[oai(path = "/generate-recurring", method = "post")]
+    async fn generate_recurring(
+        &self,
+        auth: Auth,
+        body: JsonBody<GenerateRecurringRequest>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> Result<GeneratedOne> {
+        auth.0.require_admin()?;
+        let body = body.0;
+        let start = match &body.period_start {
+            Some(s) => Some(
+                s.parse::<NaiveDate>().map_err(|_| Error::invalid("period_start", "must be a date like 2026-11-01"))?,
+            ),
+            None => None,
+        };
+        let op = "POST /billing/generate-recurring";
+        let claim = idempotency::begin(&self.store, auth.0.user_id, op, idempotency_key.0.as_deref(), &body).await?;
+        if let Some((_, view)) = claim.replayed::<InvoiceView>()? {
+            return Ok(GeneratedOne::Created(Json(view)));
+        }
+        let recorder = claim.clone();
+        let customer = body.customer_id;
+        let view = self
+            .store
+            .write(move |tx| {
+                let now = Timestamp::now();
+                portal_customers::service::get_listed(tx, customer)
+                    .map_err(|_| Error::invalid("customer_id", "no such customer"))?;
+                let view = InvoiceView::at(&recurring::generate(tx, customer, start, now)?, now);
+                recorder.complete(tx, 201, &view)?;
+                Ok(view)
+            })
+            .await?;
+        drop(claim);
+        Ok(GeneratedOne::Created(Json(view)))
+    }
+}

@@ -1,0 +1,260 @@
+//! The invoice store: every write goes through [`save`], which keeps the indexes and the running totals in
+//! step inside the caller's transaction; numbering; reads with access checks; state changes.
+
+use chrono::Datelike;
+use portal_core::ids::CustomerId;
+use portal_core::money::parse_non_negative_minor;
+use portal_core::table::key;
+use portal_core::{Currency, Error, Principal, ReadTx, Result, Timestamp};
+use portal_proposals::model::ProposalId;
+use redb::WriteTransaction;
+
+use crate::model::{Invoice, InvoiceId, InvoiceStatus, Totals};
+use crate::tables::{
+    BY_CUSTOMER, BY_CUSTOMER_STATUS, BY_NUMBER, BY_PROPOSAL, DUE, INVOICES, NUMBERS, PAID_BY_MONTH, PERIODS, TOTALS,
+};
+
+/// The scope of the portal-wide totals.
+pub(crate) const ALL: [u8; 16] = [0; 16];
+
+// ---- reads ----
+
+pub fn get(tx: &impl ReadTx, id: InvoiceId) -> Result<Option<Invoice>> {
+    INVOICES.get(tx, &id.to_key())
+}
+
+/// An invoice the caller may see (admin, or a user of its customer, which must not be archived).
+pub fn visible(tx: &impl ReadTx, caller: &Principal, id: InvoiceId) -> Result<Invoice> {
+    let invoice = get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
+    caller.authorize_customer(invoice.customer_id, "invoice")?;
+    portal_customers::service::get_listed(tx, invoice.customer_id).map_err(|_| Error::not_found("invoice"))?;
+    Ok(invoice)
+}
+
+/// Up to `fetch` of a customer's invoices, newest first, older than `after`; `status` filters on the
+/// status as of now (a pending invoice past due counts as overdue).
+pub fn list(
+    tx: &impl ReadTx,
+    customer: CustomerId,
+    status: Option<InvoiceStatus>,
+    after: Option<InvoiceId>,
+    fetch: usize,
+) -> Result<Vec<Invoice>> {
+    let now = Timestamp::now();
+    let mut out = Vec::new();
+    let mut take = |k: &[u8]| -> Result<bool> {
+        let id = InvoiceId::from_key(&k[k.len() - 16..]);
+        if let Some(invoice) = id.map(|id| get(tx, id)).transpose()?.flatten() {
+            if status.is_none_or(|s| s == invoice.status_at(now)) {
+                out.push(invoice);
+            }
+        }
+        Ok(out.len() < fetch)
+    };
+    let cid = customer.to_key();
+    match status {
+        // Stored pending and overdue both may read as overdue: walk the customer's whole list.
+        Some(InvoiceStatus::Overdue) | None => {
+            let after_key = after.map(|id| key(&[&cid, &id.to_key()]));
+            BY_CUSTOMER.visit_keys_desc(tx, &cid, after_key.as_deref(), &mut take)?;
+        }
+        Some(s) => {
+            let prefix = key(&[&cid, &[s.index() as u8]]);
+            let after_key = after.map(|id| key(&[&prefix, &id.to_key()]));
+            BY_CUSTOMER_STATUS.visit_keys_desc(tx, &prefix, after_key.as_deref(), &mut take)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the customer has any invoice (a financial record).
+pub fn any_for_customer(tx: &impl ReadTx, customer: CustomerId) -> Result<bool> {
+    BY_CUSTOMER.any_with_prefix(tx, &customer.to_key())
+}
+
+/// The invoices a proposal generated, in milestone order.
+pub fn of_proposal(tx: &impl ReadTx, proposal: ProposalId) -> Result<Vec<InvoiceId>> {
+    let mut ids = Vec::new();
+    BY_PROPOSAL.visit_keys_desc(tx, &proposal.to_key(), None, |k| {
+        ids.extend(InvoiceId::from_key(&k[16..]));
+        Ok(true)
+    })?;
+    ids.reverse();
+    Ok(ids)
+}
+
+/// Running totals of a scope (`ALL` or a customer id) per currency.
+pub fn totals(tx: &impl ReadTx, scope: &[u8; 16]) -> Result<Vec<(Currency, Totals)>> {
+    let mut out = Vec::new();
+    TOTALS.scan_prefix(tx, scope, |k, totals| {
+        if let Some(currency) = std::str::from_utf8(&k[16..]).ok().and_then(|c| Currency::parse(c).ok()) {
+            out.push((currency, totals));
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// Money collected in `currency` during the month `year_month` (`2026 * 100 + 11`).
+pub fn paid_in_month(tx: &impl ReadTx, scope: &[u8; 16], currency: Currency, year_month: u32) -> Result<i64> {
+    let k = key(&[scope, currency.as_str().as_bytes(), &year_month.to_be_bytes()]);
+    Ok(PAID_BY_MONTH.get(tx, &k)?.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map_or(0, i64::from_be_bytes))
+}
+
+pub fn year_month(t: Timestamp) -> u32 {
+    let d = t.datetime();
+    d.year() as u32 * 100 + d.month()
+}
+
+// ---- writes ----
+
+/// The next number of `year`: `INV-YYYY-NNNNNN`. Drawn inside the invoice's own write transaction, so
+/// numbers are sequential and gapless: an aborted write returns its number with everything else.
+pub(crate) fn next_number(tx: &WriteTransaction, year: i32) -> Result<String> {
+    let year_key = (year as u16).to_be_bytes();
+    let last =
+        NUMBERS.get(tx, &year_key)?.and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok()).map_or(0, u32::from_be_bytes);
+    let next = last.checked_add(1).ok_or_else(|| Error::internal("invoice numbers exhausted"))?;
+    NUMBERS.put(tx, &year_key, &next.to_be_bytes())?;
+    Ok(format!("INV-{year:04}-{next:06}"))
+}
+
+/// A new invoice numbered by its issue year.
+pub(crate) fn insert(tx: &WriteTransaction, mut invoice: Invoice) -> Result<Invoice> {
+    invoice.number = next_number(tx, invoice.issue_date.datetime().year())?;
+    save(tx, None, &invoice)?;
+    Ok(invoice)
+}
+
+/// Writes `new` over `old` (none for a new invoice), moving index entries and running totals.
+pub(crate) fn save(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) -> Result<()> {
+    if let Some(old) = old {
+        unindex(tx, old)?;
+        account(tx, old, -1)?;
+    }
+    let (cid, id) = (new.customer_id.to_key(), new.id.to_key());
+    BY_CUSTOMER.put(tx, &key(&[&cid, &id]), &[])?;
+    BY_CUSTOMER_STATUS.put(tx, &key(&[&cid, &[new.status.index() as u8], &id]), &[])?;
+    BY_NUMBER.put(tx, new.number.as_bytes(), &id)?;
+    if let Some(p) = new.proposal_id {
+        BY_PROPOSAL.put(tx, &key(&[&p.to_key(), &id]), &[])?;
+    }
+    if new.status == InvoiceStatus::Pending {
+        DUE.put(tx, &key(&[&new.due_date.to_key(), &id]), &[])?;
+    }
+    if let Some(period) = new.period {
+        let start = crate::recurring::day_key(period.start);
+        PERIODS.put(tx, &key(&[&cid, &start]), &key(&[&crate::recurring::day_key(period.end), &id]))?;
+    }
+    account(tx, new, 1)?;
+    INVOICES.insert(tx, &id, new)
+}
+
+fn unindex(tx: &WriteTransaction, old: &Invoice) -> Result<()> {
+    let (cid, id) = (old.customer_id.to_key(), old.id.to_key());
+    BY_CUSTOMER_STATUS.remove(tx, &key(&[&cid, &[old.status.index() as u8], &id]))?;
+    DUE.remove(tx, &key(&[&old.due_date.to_key(), &id]))?;
+    Ok(())
+}
+
+/// Adds (`sign` 1) or removes (`sign` -1) an invoice's share of the running totals, portal-wide and for
+/// its customer.
+fn account(tx: &WriteTransaction, invoice: &Invoice, sign: i64) -> Result<()> {
+    let slot = invoice.status.index();
+    for scope in [ALL, invoice.customer_id.to_key()] {
+        let k = key(&[&scope, invoice.currency.as_str().as_bytes()]);
+        let mut totals = TOTALS.get(tx, &k)?.unwrap_or_default();
+        totals.count[slot] = totals.count[slot].saturating_add_signed(sign);
+        totals.sum[slot] += sign * invoice.total_amount;
+        TOTALS.insert(tx, &k, &totals)?;
+        if let (InvoiceStatus::Paid, Some(paid)) = (invoice.status, invoice.paid_date) {
+            let month = key(&[&scope, invoice.currency.as_str().as_bytes(), &year_month(paid).to_be_bytes()]);
+            let before = paid_in_month(tx, &scope, invoice.currency, year_month(paid))?;
+            PAID_BY_MONTH.put(tx, &month, &(before + sign * invoice.total_amount).to_be_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets the pass-through infrastructure costs of an open invoice and recomputes its total.
+pub fn set_infrastructure_costs(tx: &WriteTransaction, id: InvoiceId, costs: f64) -> Result<Invoice> {
+    let old = get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
+    portal_customers::service::get_listed(tx, old.customer_id).map_err(|_| Error::not_found("invoice"))?;
+    if !old.status.is_open() {
+        return Err(Error::conflict(format!("a {} invoice can no longer change", word(old.status))));
+    }
+    let minor =
+        parse_non_negative_minor(costs, old.currency).map_err(|why| Error::invalid("infrastructure_costs", why))?;
+    let mut new = old.clone();
+    new.infrastructure_costs = minor;
+    new.recompute();
+    new.updated_at = Timestamp::now().max(old.updated_at);
+    save(tx, Some(&old), &new)?;
+    Ok(new)
+}
+
+/// Cancels an unpaid invoice.
+pub fn cancel(tx: &WriteTransaction, id: InvoiceId) -> Result<Invoice> {
+    let old = get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
+    portal_customers::service::get_listed(tx, old.customer_id).map_err(|_| Error::not_found("invoice"))?;
+    if !old.status.is_open() {
+        return Err(Error::conflict(format!("a {} invoice cannot be cancelled", word(old.status))));
+    }
+    let mut new = old.clone();
+    new.status = InvoiceStatus::Cancelled;
+    new.updated_at = Timestamp::now().max(old.updated_at);
+    save(tx, Some(&old), &new)?;
+    Ok(new)
+}
+
+/// Records a payment of an open invoice (`method`: how it was paid). Paid invoices never change again.
+pub fn mark_paid(
+    tx: &WriteTransaction,
+    id: InvoiceId,
+    method: &str,
+    paid_at: Timestamp,
+    payment_intent: Option<&str>,
+) -> Result<Invoice> {
+    let old = get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
+    if !old.status.is_open() {
+        return Err(Error::conflict(format!("a {} invoice cannot be paid", word(old.status))));
+    }
+    let mut new = old.clone();
+    new.status = InvoiceStatus::Paid;
+    new.paid_date = Some(paid_at);
+    new.payment_method = Some(method.to_string());
+    if let Some(intent) = payment_intent {
+        new.stripe_payment_intent_id = Some(intent.to_string());
+    }
+    new.updated_at = Timestamp::now().max(old.updated_at);
+    save(tx, Some(&old), &new)?;
+    Ok(new)
+}
+
+/// Records as overdue every pending invoice whose due date has passed; returns how many.
+pub fn mark_overdue(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
+    let mut due = Vec::new();
+    DUE.visit_keys_desc(tx, &[], Some(&now.to_key()), |k| {
+        due.extend(InvoiceId::from_key(&k[8..]));
+        Ok(true)
+    })?;
+    for id in &due {
+        if let Some(old) = get(tx, *id)?.filter(|i| i.status == InvoiceStatus::Pending) {
+            let mut new = old.clone();
+            new.status = InvoiceStatus::Overdue;
+            new.updated_at = now.max(old.updated_at);
+            save(tx, Some(&old), &new)?;
+        }
+    }
+    Ok(due.len())
+}
+
+pub(crate) fn word(status: InvoiceStatus) -> &'static str {
+    match status {
+        InvoiceStatus::Draft => "draft",
+        InvoiceStatus::Pending => "pending",
+        InvoiceStatus::Paid => "paid",
+        InvoiceStatus::Overdue => "overdue",
+        InvoiceStatus::Cancelled => "cancelled",
+    }
+}

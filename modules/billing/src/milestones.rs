@@ -1,0 +1,196 @@
+//! Invoices from an accepted proposal: one per milestone of its billing schedule, amounts split by the
+//! largest-remainder method so they sum to the proposal's total exactly. A proposal is invoiced once.
+
+use portal_core::money::split_largest_remainder;
+use portal_core::{Error, Result, Timestamp};
+use portal_proposals::model::{ProposalId, ProposalStatus};
+use redb::WriteTransaction;
+
+use crate::invoices;
+use crate::model::{Invoice, InvoiceId, InvoiceStatus, LineItem};
+
+pub fn generate(tx: &WriteTransaction, proposal_id: ProposalId, now: Timestamp) -> Result<Vec<Invoice>> {
+    let proposal = portal_proposals::service::get(tx, proposal_id)?
+        .ok_or_else(|| Error::invalid("proposal_id", "no such proposal"))?;
+    portal_customers::service::get_listed(tx, proposal.customer_id)
+        .map_err(|_| Error::invalid("proposal_id", "no such proposal"))?;
+    if proposal.status != ProposalStatus::Accepted {
+        return Err(Error::conflict("only an accepted proposal can be invoiced"));
+    }
+    let existing = invoices::of_proposal(tx, proposal_id)?;
+    if !existing.is_empty() {
+        let ids: Vec<String> = existing.iter().map(InvoiceId::to_string).collect();
+        return Err(Error::conflict("this proposal's invoices were already generated")
+            .with_detail("invoice_ids", serde_json::json!(ids)));
+    }
+    let billing = portal_customers::service::billing(tx, proposal.customer_id)?;
+    let weights: Vec<u64> = proposal.billing_schedule.iter().map(|m| u64::from(m.share)).collect();
+    let amounts = split_largest_remainder(proposal.total_amount, &weights);
+    let mut out = Vec::with_capacity(amounts.len());
+    for (milestone, amount) in proposal.billing_schedule.iter().zip(amounts) {
+        let due_days = milestone.due_days.unwrap_or(u32::from(billing.payment_terms_days));
+        let description = format!("{}: {}", proposal.title, milestone.name);
+        let mut invoice = Invoice {
+            id: InvoiceId::generate(),
+            customer_id: proposal.customer_id,
+            proposal_id: Some(proposal.id),
+            number: String::new(),
+            status: InvoiceStatus::Pending,
+            amount: 0,
+            tax_rate: billing.tax_rate,
+            tax_amount: 0,
+            infrastructure_costs: 0,
+            total_amount: 0,
+            currency: proposal.currency,
+            issue_date: now,
+            due_date: now.plus_secs(i64::from(due_days) * 86_400),
+            paid_date: None,
+            description: Some(description.clone()),
+            milestone: Some(milestone.name.clone()),
+            line_items: vec![LineItem { description, quantity: 1, unit_price: amount, amount }],
+            payment_method: None,
+            stripe_invoice_id: None,
+            stripe_payment_intent_id: None,
+            period: None,
+            created_at: now,
+            updated_at: now,
+        };
+        invoice.recompute();
+        out.push(invoices::insert(tx, invoice)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use portal_core::{Module, Store};
+    use portal_customers::service::{AddressChange, BillingChange, CustomerChange};
+    use portal_proposals::service::{MilestoneInput, ProposalChange};
+
+    use super::*;
+
+    /// xorshift64*: a fixed-seed generator, so a failure reproduces.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+        }
+    }
+
+    fn store() -> Store {
+        let store = Store::in_memory().unwrap();
+        store
+            .write_blocking(|tx| {
+                portal_core::store::install_core(tx)?;
+                portal_auth::AuthModule::install(tx)?;
+                portal_customers::CustomersModule::install(tx)?;
+                portal_proposals::ProposalsModule::install(tx)?;
+                crate::BillingModule::install(tx)
+            })
+            .unwrap();
+        store
+    }
+
+    fn customer(store: &Store, billing: BillingChange) -> portal_core::ids::CustomerId {
+        store
+            .write_blocking(move |tx| {
+                let change = CustomerChange {
+                    name: Some("Prop".into()),
+                    company_name: Some("Property Co".into()),
+                    billing_email: Some("ap@property.example.com".into()),
+                    address: Some(AddressChange {
+                        street: Some("1 Main St".into()),
+                        city: Some("Berlin".into()),
+                        country: Some("DE".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                Ok(portal_customers::service::create(tx, &change, &billing)?.customer.id)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn the_scheduler_bills_each_period_once_and_marks_overdue_invoices() {
+        let store = store();
+        let monthly = BillingChange { monthly_fee: Some(10.0), billing_day: Some(1), ..Default::default() };
+        let id = customer(&store, monthly);
+        let later = |days: i64| Timestamp::now().plus_secs(days * 86_400);
+        // Before the first billing day nothing is due; 40 days on, the first period is billed once.
+        let none = store.write_blocking(move |tx| crate::recurring::run_for(tx, id, Timestamp::now()));
+        let first = store.write_blocking(move |tx| crate::recurring::run_for(tx, id, later(40))).unwrap();
+        let again = store.write_blocking(move |tx| crate::recurring::run_for(tx, id, later(41))).unwrap();
+        let invoice = first.expect("first period billed");
+        assert!(again.is_none(), "a period was billed twice");
+        if Timestamp::now().datetime().format("%d").to_string() != "01" {
+            assert!(none.unwrap().is_none());
+        }
+        assert_eq!(invoice.status, InvoiceStatus::Pending);
+        // 30 days of payment terms later (from the issue date 40 days out), it is overdue.
+        let marked = store.write_blocking(move |tx| crate::invoices::mark_overdue(tx, later(71))).unwrap();
+        assert_eq!(marked, 1);
+        let stored = store.read_blocking(|tx| crate::invoices::get(tx, invoice.id)).unwrap().unwrap();
+        assert_eq!(stored.status, InvoiceStatus::Overdue);
+        let totals = store.read_blocking(|tx| crate::invoices::totals(tx, &crate::invoices::ALL)).unwrap();
+        let (_, t) = &totals[0];
+        assert_eq!((t.count[InvoiceStatus::Pending.index()], t.count[InvoiceStatus::Overdue.index()]), (0, 1));
+        assert_eq!(t.sum[InvoiceStatus::Overdue.index()], invoice.total_amount);
+        assert_eq!(store.write_blocking(move |tx| crate::invoices::mark_overdue(tx, later(72))).unwrap(), 0);
+    }
+
+    #[test]
+    fn random_schedules_and_totals_split_to_the_cent() {
+        let store = store();
+        let customer = customer(&store, BillingChange { tax_rate: Some(7.4321), ..Default::default() });
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        const CASES: usize = 3_000;
+        for case in 0..CASES {
+            let total = 1 + rng.below(1_000_000_000) as i64;
+            let parts = 1 + rng.below(12) as usize;
+            // Cut 100 % (1,000,000 units of 0.0001 %) at distinct random points: shares > 0 summing to 100.
+            let mut cuts: Vec<u64> = (0..parts - 1).map(|_| 1 + rng.below(999_999)).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut edges = vec![0];
+            edges.extend(cuts);
+            edges.push(1_000_000);
+            let shares: Vec<u64> = edges.windows(2).map(|w| w[1] - w[0]).collect();
+            let schedule = shares
+                .iter()
+                .enumerate()
+                .map(|(i, s)| MilestoneInput {
+                    percentage: *s as f64 / 10_000.0,
+                    milestone: format!("M{i}"),
+                    due_days: None,
+                })
+                .collect();
+            let change = ProposalChange {
+                customer_id: Some(customer),
+                title: Some(format!("Case {case}")),
+                total_amount: Some(total as f64 / 100.0),
+                billing_schedule: Some(schedule),
+                ..Default::default()
+            };
+            let invoices = store
+                .write_blocking(move |tx| {
+                    let proposal = portal_proposals::service::create(tx, &change)?;
+                    portal_proposals::service::decide(tx, proposal.id, true)?;
+                    generate(tx, proposal.id, Timestamp::now())
+                })
+                .unwrap_or_else(|e| panic!("case {case} (total {total}, shares {shares:?}): {e:?}"));
+            assert_eq!(invoices.len(), shares.len());
+            assert_eq!(invoices.iter().map(|i| i.amount).sum::<i64>(), total, "case {case}: {shares:?}");
+            for (invoice, share) in invoices.iter().zip(&shares) {
+                let exact = i128::from(total) * i128::from(*share);
+                let floor = (exact / 1_000_000) as i64;
+                assert!(invoice.amount == floor || invoice.amount == floor + 1, "case {case}: not largest remainder");
+                assert_eq!(invoice.total_amount, invoice.amount + invoice.tax_amount);
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Stored invoices.
+
+use chrono::NaiveDate;
+use poem_openapi::Enum;
+use portal_core::ids::CustomerId;
+use portal_core::money::TaxRate;
+use portal_core::{Currency, Record, Timestamp};
+use portal_proposals::model::ProposalId;
+use serde::{Deserialize, Serialize};
+
+portal_core::id_type!(
+    /// An invoice.
+    InvoiceId
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Enum)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Draft,
+    Pending,
+    Paid,
+    Overdue,
+    Cancelled,
+}
+
+impl InvoiceStatus {
+    pub const ALL: [InvoiceStatus; 5] = [Self::Draft, Self::Pending, Self::Paid, Self::Overdue, Self::Cancelled];
+
+    /// Position in per-status arrays and key byte of the status indexes.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Draft => 0,
+            Self::Pending => 1,
+            Self::Paid => 2,
+            Self::Overdue => 3,
+            Self::Cancelled => 4,
+        }
+    }
+
+    /// Issued and not yet paid.
+    pub fn is_outstanding(self) -> bool {
+        matches!(self, Self::Pending | Self::Overdue)
+    }
+
+    /// Its amounts may still change (infrastructure costs) and it may be cancelled.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Draft | Self::Pending | Self::Overdue)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineItem {
+    pub description: String,
+    pub quantity: u32,
+    /// Minor units.
+    pub unit_price: i64,
+    /// `quantity × unit_price`, minor units.
+    pub amount: i64,
+}
+
+/// The billing period a recurring invoice covers: `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Period {
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Invoice {
+    pub id: InvoiceId,
+    pub customer_id: CustomerId,
+    pub proposal_id: Option<ProposalId>,
+    /// `INV-YYYY-NNNNNN`.
+    pub number: String,
+    /// As stored; a pending invoice past its due date reads as overdue before the sweep records it.
+    pub status: InvoiceStatus,
+    /// Sum of the line items, minor units.
+    pub amount: i64,
+    pub tax_rate: TaxRate,
+    /// `round_half_even(amount × tax_rate / 100)`.
+    pub tax_amount: i64,
+    /// Passed through at cost, untaxed.
+    pub infrastructure_costs: i64,
+    /// `amount + tax_amount + infrastructure_costs`.
+    pub total_amount: i64,
+    pub currency: Currency,
+    pub issue_date: Timestamp,
+    pub due_date: Timestamp,
+    pub paid_date: Option<Timestamp>,
+    pub description: Option<String>,
+    pub milestone: Option<String>,
+    pub line_items: Vec<LineItem>,
+    pub payment_method: Option<String>,
+    pub stripe_invoice_id: Option<String>,
+    pub stripe_payment_intent_id: Option<String>,
+    pub period: Option<Period>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl Record for Invoice {}
+
+impl Invoice {
+    /// The status as of `now`: a pending invoice past its due date is overdue.
+    pub fn status_at(&self, now: Timestamp) -> InvoiceStatus {
+        match self.status {
+            InvoiceStatus::Pending if self.due_date <= now => InvoiceStatus::Overdue,
+            s => s,
+        }
+    }
+
+    /// Recomputes tax and total from the line items and infrastructure costs (the one rule everywhere).
+    pub fn recompute(&mut self) {
+        self.amount = self.line_items.iter().map(|l| l.amount).sum();
+        self.tax_amount = self.tax_rate.tax_on(self.amount);
+        self.total_amount = self.amount + self.tax_amount + self.infrastructure_costs;
+    }
+}
+
+/// Running totals of one scope (all customers, or one) in one currency, by invoice status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub count: [u64; 5],
+    /// Sum of `total_amount`, minor units.
+    pub sum: [i64; 5],
+}
+
+impl Record for Totals {}

@@ -1,0 +1,190 @@
+//! What the billing endpoints answer: invoices as SPEC.md shows them, stats and overviews.
+
+use poem_openapi::Object;
+use portal_core::ids::CustomerId;
+use portal_core::money::to_major;
+use portal_core::{Currency, Timestamp};
+use portal_customers::model::{BillingFrequency, PaymentMethod};
+use portal_proposals::model::ProposalId;
+
+use crate::model::{Invoice, InvoiceId, InvoiceStatus, LineItem};
+
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "InvoiceLineItem")]
+pub struct LineItemView {
+    pub description: String,
+    pub quantity: i64,
+    pub unit_price: f64,
+    /// `quantity × unit_price`.
+    pub amount: f64,
+}
+
+impl LineItemView {
+    fn of(item: &LineItem, currency: Currency) -> Self {
+        Self {
+            description: item.description.clone(),
+            quantity: i64::from(item.quantity),
+            unit_price: to_major(item.unit_price, currency),
+            amount: to_major(item.amount, currency),
+        }
+    }
+}
+
+/// An invoice. `amount` is the sum of the line items, `tax_amount = round_half_even(amount × tax_rate /
+/// 100)` with the customer's tax rate when issued, and `total_amount = amount + tax_amount +
+/// infrastructure_costs` (infrastructure costs pass through untaxed).
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Invoice")]
+pub struct InvoiceView {
+    pub id: InvoiceId,
+    pub customer_id: CustomerId,
+    #[oai(skip_serializing_if_is_none)]
+    pub proposal_id: Option<ProposalId>,
+    /// `INV-YYYY-NNNNNN`, sequential and gapless per year.
+    pub invoice_number: String,
+    /// A pending invoice past its due date is `overdue`.
+    pub status: InvoiceStatus,
+    pub amount: f64,
+    pub tax_amount: f64,
+    pub total_amount: f64,
+    pub currency: String,
+    pub issue_date: Timestamp,
+    pub due_date: Timestamp,
+    #[oai(skip_serializing_if_is_none)]
+    pub paid_date: Option<Timestamp>,
+    #[oai(skip_serializing_if_is_none)]
+    pub description: Option<String>,
+    pub infrastructure_costs: f64,
+    #[oai(skip_serializing_if_is_none)]
+    pub milestone: Option<String>,
+    pub line_items: Vec<LineItemView>,
+    #[oai(skip_serializing_if_is_none)]
+    pub payment_method: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub stripe_invoice_id: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub stripe_payment_intent_id: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl InvoiceView {
+    pub fn at(i: &Invoice, now: Timestamp) -> Self {
+        let money = |minor| to_major(minor, i.currency);
+        Self {
+            id: i.id,
+            customer_id: i.customer_id,
+            proposal_id: i.proposal_id,
+            invoice_number: i.number.clone(),
+            status: i.status_at(now),
+            amount: money(i.amount),
+            tax_amount: money(i.tax_amount),
+            total_amount: money(i.total_amount),
+            currency: i.currency.to_string(),
+            issue_date: i.issue_date,
+            due_date: i.due_date,
+            paid_date: i.paid_date,
+            description: i.description.clone(),
+            infrastructure_costs: money(i.infrastructure_costs),
+            milestone: i.milestone.clone(),
+            line_items: i.line_items.iter().map(|l| LineItemView::of(l, i.currency)).collect(),
+            payment_method: i.payment_method.clone(),
+            stripe_invoice_id: i.stripe_invoice_id.clone(),
+            stripe_payment_intent_id: i.stripe_payment_intent_id.clone(),
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+        }
+    }
+}
+
+impl From<&Invoice> for InvoiceView {
+    fn from(i: &Invoice) -> Self {
+        Self::at(i, Timestamp::now())
+    }
+}
+
+/// Invoice counts by status.
+#[derive(Debug, Clone, Default, Object)]
+pub struct InvoiceStatusCounts {
+    pub draft: u64,
+    pub pending: u64,
+    pub paid: u64,
+    pub overdue: u64,
+    pub cancelled: u64,
+}
+
+/// Customer counts by status (archived customers not counted).
+#[derive(Debug, Clone, Default, Object)]
+pub struct CustomerStatusCounts {
+    pub active: u64,
+    pub inactive: u64,
+    pub onboarding: u64,
+    pub pending: u64,
+}
+
+/// The money of one currency.
+#[derive(Debug, Clone, Object)]
+pub struct CurrencyStats {
+    pub currency: String,
+    /// Paid invoices, all time.
+    pub revenue_all_time: f64,
+    /// Paid invoices whose payment fell in the current calendar month (UTC).
+    pub revenue_this_month: f64,
+    /// Pending and overdue invoices.
+    pub outstanding_amount: f64,
+    pub outstanding_count: u64,
+    pub overdue_amount: f64,
+    pub overdue_count: u64,
+    /// Monthly recurring revenue: active customers' monthly fees (one-time billing excluded) plus their
+    /// accepted proposals' monthly recurring amounts.
+    pub mrr: f64,
+    /// `12 × mrr`.
+    pub arr: f64,
+}
+
+/// Portal-wide billing figures.
+#[derive(Debug, Clone, Object)]
+pub struct BillingStats {
+    /// One entry per currency in use.
+    pub currencies: Vec<CurrencyStats>,
+    pub invoices_by_status: InvoiceStatusCounts,
+    pub customers_by_status: CustomerStatusCounts,
+    pub generated_at: Timestamp,
+}
+
+/// A customer's billing settings in short.
+#[derive(Debug, Clone, Object)]
+pub struct BillingSummary {
+    pub payment_method: PaymentMethod,
+    pub billing_frequency: BillingFrequency,
+    pub monthly_fee: f64,
+    pub currency: String,
+    pub billing_day: u8,
+    pub auto_charge: bool,
+    pub tax_rate: f64,
+    pub payment_terms_days: u16,
+    /// A card is saved for automatic charges.
+    pub has_saved_payment_method: bool,
+}
+
+/// One customer's billing at a glance (amounts in its billing currency).
+#[derive(Debug, Clone, Object)]
+pub struct BillingOverview {
+    pub customer_id: CustomerId,
+    pub currency: String,
+    /// Pending and overdue invoices.
+    pub outstanding_amount: f64,
+    pub outstanding_count: u64,
+    pub overdue_amount: f64,
+    pub overdue_count: u64,
+    pub paid_to_date: f64,
+    /// Start of the next billing period (none for one-time billing).
+    #[oai(skip_serializing_if_is_none)]
+    pub next_invoice_date: Option<String>,
+    /// Expected total of that invoice, tax included, at today's fee and recurring amounts.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_invoice_amount: Option<f64>,
+    /// The 5 newest invoices.
+    pub recent_invoices: Vec<InvoiceView>,
+    pub billing_settings: BillingSummary,
+}
