@@ -76,6 +76,29 @@ pub struct Config {
 
     #[command(flatten)]
     pub rate_limit: RateLimitConfig,
+
+    #[command(flatten)]
+    pub stripe: StripeConfig,
+}
+
+/// Stripe: payments, saved cards and webhooks. Without a secret key the payment endpoints answer 503.
+#[derive(Debug, Clone, Args)]
+pub struct StripeConfig {
+    /// Secret API key (`sk_live_…` / `sk_test_…`).
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<Secret>,
+
+    /// Signing secret of the webhook endpoint (`whsec_…`).
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<Secret>,
+
+    /// Stripe API version; this build speaks 2023-10-16.
+    #[arg(long, env = "STRIPE_API_VERSION", default_value = "2023-10-16")]
+    pub stripe_api_version: String,
+
+    /// Base URL of the Stripe API (a local test server in tests).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com/")]
+    pub stripe_api_base: String,
 }
 
 /// Sign-in, sessions and tokens.
@@ -206,6 +229,12 @@ impl Config {
                 read_per_minute: 60,
                 write_per_minute: 20,
                 trusted_proxies: Vec::new(),
+            },
+            stripe: StripeConfig {
+                stripe_secret_key: None,
+                stripe_webhook_secret: None,
+                stripe_api_version: "2023-10-16".into(),
+                stripe_api_base: "https://api.stripe.com/".into(),
             },
         }
     }

@@ -1,0 +1,248 @@
+//! The Stripe client. async-stripe's `Client` supplies authentication, the pinned API version header
+//! (2023-10-16), idempotency keys and error parsing; responses are read into our own lenient types (only the
+//! fields we use), because Stripe renders objects in the account's API version and test servers speak
+//! older ones. Calls time out instead of holding a request.
+#![forbid(unsafe_code)]
+
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use portal_core::config::StripeConfig;
+use portal_core::{Error, ErrorCode, Result};
+use serde::{Deserialize, Serialize};
+use stripe::{Client, RequestStrategy, StripeError};
+
+/// The API version this build speaks (async-stripe 0.41's pinned version).
+pub const API_VERSION: &str = "2023-10-16";
+/// A Stripe call slower than this fails with 503 rather than holding the request.
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Clone)]
+pub struct Stripe {
+    client: Client,
+}
+
+/// A card saved on a Stripe customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Card {
+    pub id: String,
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: u32,
+    pub exp_year: u32,
+}
+
+/// A new setup intent: the client confirms it with Stripe.js using the secret.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SetupIntent {
+    pub id: String,
+    pub client_secret: Option<String>,
+}
+
+/// An off-session charge to make.
+#[derive(Debug, Clone)]
+pub struct ChargeRequest<'a> {
+    /// Minor units.
+    pub amount: i64,
+    /// ISO 4217, any case.
+    pub currency: &'a str,
+    pub customer: &'a str,
+    pub payment_method: &'a str,
+    pub invoice_id: String,
+    /// Same key, same charge: Stripe answers a retry with the first result.
+    pub idempotency_key: String,
+}
+
+/// How a charge ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Succeeded {
+        payment_intent_id: String,
+    },
+    /// Stripe accepted the intent but it is not paid yet (`processing`, `requires_action`…).
+    Pending {
+        payment_intent_id: String,
+        status: String,
+    },
+    /// The card was declined (HTTP 402).
+    Declined {
+        code: Option<String>,
+        decline_code: Option<String>,
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct List<T> {
+    data: Vec<T>,
+}
+
+#[derive(Deserialize)]
+struct PaymentMethodObject {
+    id: String,
+    card: Option<CardObject>,
+}
+
+#[derive(Deserialize)]
+struct CardObject {
+    brand: String,
+    last4: String,
+    exp_month: u32,
+    exp_year: u32,
+}
+
+#[derive(Deserialize)]
+struct PaymentIntentObject {
+    id: String,
+    status: String,
+}
+
+#[derive(Serialize)]
+struct NewCustomer<'a> {
+    name: &'a str,
+    email: &'a str,
+    metadata: BTreeMap<&'static str, String>,
+}
+
+#[derive(Serialize)]
+struct NewSetupIntent<'a> {
+    customer: &'a str,
+    usage: &'static str,
+    payment_method_types: [&'static str; 1],
+}
+
+#[derive(Serialize)]
+struct ListCards<'a> {
+    customer: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    limit: u32,
+}
+
+#[derive(Serialize)]
+struct NewPaymentIntent<'a> {
+    amount: i64,
+    currency: String,
+    customer: &'a str,
+    payment_method: &'a str,
+    off_session: bool,
+    confirm: bool,
+    metadata: BTreeMap<&'static str, String>,
+}
+
+impl Stripe {
+    /// `None` when no secret key is configured; a version this build cannot speak is a start-up error.
+    pub fn from_config(config: &StripeConfig) -> Result<Option<Self>> {
+        if config.stripe_api_version != API_VERSION {
+            return Err(Error::internal(format!(
+                "STRIPE_API_VERSION is {}, but this build speaks Stripe API {API_VERSION}",
+                config.stripe_api_version
+            )));
+        }
+        let Some(key) = &config.stripe_secret_key else { return Ok(None) };
+        if !config.stripe_api_base.starts_with("http://") && !config.stripe_api_base.starts_with("https://") {
+            return Err(Error::internal("STRIPE_API_BASE must be an http(s) URL"));
+        }
+        Ok(Some(Self { client: Client::from_url(config.stripe_api_base.as_str(), key.expose()) }))
+    }
+
+    fn idempotent(&self, key: &str) -> Client {
+        self.client.clone().with_strategy(RequestStrategy::Idempotent(key.to_string()))
+    }
+
+    /// Creates the Stripe customer of a portal customer (the key makes a retry return the same one).
+    pub async fn create_customer(&self, portal_id: &str, name: &str, email: &str) -> Result<String> {
+        let form =
+            NewCustomer { name, email, metadata: BTreeMap::from([("portal_customer_id", portal_id.to_string())]) };
+        let client = self.idempotent(&format!("portal-customer-{portal_id}"));
+        let created: Created = call(client.post_form("/customers", form)).await?;
+        Ok(created.id)
+    }
+
+    /// A setup intent for saving a card for off-session charges.
+    pub async fn create_setup_intent(&self, customer: &str, idempotency_key: &str) -> Result<SetupIntent> {
+        let form = NewSetupIntent { customer, usage: "off_session", payment_method_types: ["card"] };
+        call(self.idempotent(idempotency_key).post_form("/setup_intents", form)).await
+    }
+
+    /// The cards saved on a Stripe customer.
+    pub async fn cards(&self, customer: &str) -> Result<Vec<Card>> {
+        let query = ListCards { customer, kind: "card", limit: 100 };
+        let list: List<PaymentMethodObject> = call(self.client.get_query("/payment_methods", query)).await?;
+        Ok(list
+            .data
+            .into_iter()
+            .filter_map(|pm| {
+                pm.card.map(|c| Card {
+                    id: pm.id,
+                    brand: c.brand,
+                    last4: c.last4,
+                    exp_month: c.exp_month,
+                    exp_year: c.exp_year,
+                })
+            })
+            .collect())
+    }
+
+    /// Charges a saved card off-session (PaymentIntent with `confirm` and `off_session`).
+    pub async fn charge(&self, request: ChargeRequest<'_>) -> Result<ChargeOutcome> {
+        let form = NewPaymentIntent {
+            amount: request.amount,
+            currency: request.currency.to_ascii_lowercase(),
+            customer: request.customer,
+            payment_method: request.payment_method,
+            off_session: true,
+            confirm: true,
+            metadata: BTreeMap::from([("invoice_id", request.invoice_id.clone())]),
+        };
+        let client = self.idempotent(&request.idempotency_key);
+        match tokio::time::timeout(CALL_TIMEOUT, client.post_form::<PaymentIntentObject, _>("/payment_intents", form))
+            .await
+        {
+            Err(_) => Err(Error::upstream("Stripe did not answer in time", "timeout")),
+            Ok(Ok(intent)) if intent.status == "succeeded" => {
+                Ok(ChargeOutcome::Succeeded { payment_intent_id: intent.id })
+            }
+            Ok(Ok(intent)) => Ok(ChargeOutcome::Pending { payment_intent_id: intent.id, status: intent.status }),
+            Ok(Err(StripeError::Stripe(e))) if e.http_status == 402 => Ok(ChargeOutcome::Declined {
+                code: e.code.map(|c| c.to_string()),
+                decline_code: e.decline_code,
+                message: e.message.unwrap_or_else(|| "the card was declined".into()),
+            }),
+            Ok(Err(e)) => Err(upstream(e)),
+        }
+    }
+}
+
+/// Runs a Stripe call with the timeout, mapping its failures to the envelope.
+async fn call<T>(response: impl std::future::Future<Output = std::result::Result<T, StripeError>>) -> Result<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, response).await {
+        Err(_) => Err(Error::upstream("Stripe did not answer in time", "timeout")),
+        Ok(result) => result.map_err(upstream),
+    }
+}
+
+/// Stripe refusing a request we built from the caller's input (an unknown payment method, say) is the
+/// caller's problem (422); anything else — Stripe down, slow or unhappy with us — is a 503.
+fn upstream(e: StripeError) -> Error {
+    match e {
+        StripeError::Stripe(req) if matches!(req.http_status, 400 | 404) => Error::new(
+            ErrorCode::ValidationFailed,
+            format!("Stripe refused the request: {}", req.message.clone().unwrap_or_default()),
+        )
+        .with_detail("stripe", req.message.unwrap_or_default()),
+        other => Error::upstream("Stripe is unavailable", other),
+    }
+}
+
+/// The error of a payment endpoint when no Stripe key is configured.
+pub fn not_configured() -> Error {
+    Error::upstream("payments are not configured on this portal (set STRIPE_SECRET_KEY)", "no STRIPE_SECRET_KEY")
+}
