@@ -11,3 +11,4 @@ mod openapi;
 mod rate_limits;
 mod store;
 mod users;
+mod webhooks;

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::model::{InvoiceId, InvoiceStatus};
 use crate::views::{BillingOverview, BillingStats, InvoiceView};
-use crate::{invoices, milestones, recurring, stats};
+use crate::{invoices, milestones, recurring, stats, webhooks};
 
 #[derive(Tags)]
 enum BillingTag {
@@ -78,12 +78,22 @@ enum GeneratedOne {
 
 pub struct BillingApi {
     store: Store,
+    webhook_secret: Option<String>,
 }
 
 impl BillingApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, webhook_secret: Option<String>) -> Self {
+        Self { store, webhook_secret }
     }
+}
+
+/// What the webhook did with the event.
+#[derive(Debug, Clone, Object)]
+struct WebhookReceipt {
+    /// Always true: Stripe stops retrying on any 2xx.
+    received: bool,
+    /// `applied`, `duplicate` (seen before, nothing done again) or `ignored` (a type the portal does not use).
+    outcome: String,
 }
 
 #[OpenApi(prefix_path = "/billing", tag = "BillingTag::Billing")]
@@ -221,6 +231,35 @@ impl BillingApi {
             })
             .await?;
         Ok(Json((&invoice).into()))
+    }
+
+    /// Stripe webhook (signed by Stripe)
+    ///
+    /// Takes the raw event body with its `Stripe-Signature` (HMAC-SHA256, 300 s tolerance, any of several
+    /// v1 signatures during a secret roll); a bad or stale signature → 400. Each event id is applied once.
+    /// Handles `payment_intent.succeeded` (the invoice named in its metadata becomes paid),
+    /// `payment_intent.payment_failed` (recorded; never moves an invoice back) and `setup_intent.succeeded`
+    /// (the card becomes the customer's default); other types answer 200 and are ignored.
+    #[oai(path = "/webhooks/stripe", method = "post")]
+    async fn stripe_webhook(
+        &self,
+        body: poem_openapi::payload::Binary<Vec<u8>>,
+        #[oai(name = "Stripe-Signature")] signature: Header<Option<String>>,
+    ) -> Result<Json<WebhookReceipt>> {
+        let secret = self.webhook_secret.clone().ok_or_else(|| {
+            Error::upstream("webhooks are not configured on this portal (set STRIPE_WEBHOOK_SECRET)", "no secret")
+        })?;
+        let header = signature.0.ok_or_else(|| Error::bad_request("missing Stripe-Signature header"))?;
+        portal_stripe::webhook::verify(&header, &body.0, &secret, Timestamp::now().micros() / 1_000_000)?;
+        let event: portal_stripe::webhook::Event = serde_json::from_slice(&body.0)
+            .map_err(|e| Error::bad_request(format!("the body is not a Stripe event: {e}")))?;
+        let applied = self.store.write(move |tx| webhooks::apply(tx, &event)).await?;
+        let outcome = match applied {
+            webhooks::Applied::Applied => "applied",
+            webhooks::Applied::Duplicate => "duplicate",
+            webhooks::Applied::Ignored => "ignored",
+        };
+        Ok(Json(WebhookReceipt { received: true, outcome: outcome.into() }))
     }
 
     /// Invoice an accepted proposal (admin)

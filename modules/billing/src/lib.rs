@@ -12,6 +12,7 @@ pub mod recurring;
 pub mod stats;
 mod tables;
 pub mod views;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +56,8 @@ impl Module for BillingModule {
 
     fn api(ctx: &Context) -> Result<BillingApi> {
         Dependents::of(ctx).register(Arc::new(CustomerInvoices));
-        Ok(BillingApi::new(ctx.store.clone()))
+        let webhook_secret = ctx.config.stripe.stripe_webhook_secret.as_ref().map(|s| s.expose().to_string());
+        Ok(BillingApi::new(ctx.store.clone(), webhook_secret))
     }
 
     fn jobs(_ctx: &Context) -> Vec<Job> {

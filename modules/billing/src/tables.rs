@@ -26,11 +26,23 @@ pub(crate) const TOTALS: Table<Totals> = Table::new("billing.totals");
 /// scope ‖ currency ‖ year-month (u32) → money collected that month (i64)
 pub(crate) const PAID_BY_MONTH: Index = Index::new("billing.paid_by_month");
 
+/// Stripe event id → when it was applied (each event is applied once)
+pub(crate) const STRIPE_EVENTS: Index = Index::new("billing.stripe_events");
+
 pub(crate) fn create_all(tx: &WriteTransaction) -> Result<()> {
     INVOICES.create(tx)?;
     TOTALS.create(tx)?;
-    for index in [&BY_CUSTOMER, &BY_CUSTOMER_STATUS, &BY_PROPOSAL, &BY_NUMBER, &DUE, &PERIODS, &NUMBERS, &PAID_BY_MONTH]
-    {
+    for index in [
+        &BY_CUSTOMER,
+        &BY_CUSTOMER_STATUS,
+        &BY_PROPOSAL,
+        &BY_NUMBER,
+        &DUE,
+        &PERIODS,
+        &NUMBERS,
+        &PAID_BY_MONTH,
+        &STRIPE_EVENTS,
+    ] {
         index.create(tx)?;
     }
     Ok(())

@@ -1,0 +1,64 @@
+//! Stripe webhook events, applied once each (event ids are kept) in one store transaction, with no Stripe
+//! call inside it. Events may arrive late, twice or out of order: a paid invoice never moves back.
+
+use portal_core::{Error, Result, Timestamp};
+use portal_stripe::webhook::Event;
+use redb::WriteTransaction;
+
+use crate::invoices;
+use crate::model::InvoiceId;
+use crate::tables::STRIPE_EVENTS;
+
+/// What applying an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    /// Seen before: nothing done again.
+    Duplicate,
+    /// A type the portal does not act on.
+    Ignored,
+}
+
+pub fn apply(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
+    if event.id.is_empty() || event.id.len() > 255 {
+        return Err(Error::bad_request("the event has no valid id"));
+    }
+    if STRIPE_EVENTS.contains(tx, event.id.as_bytes())? {
+        return Ok(Applied::Duplicate);
+    }
+    STRIPE_EVENTS.put(tx, event.id.as_bytes(), &Timestamp::now().to_key())?;
+    let applied = match event.kind.as_str() {
+        "payment_intent.succeeded" => payment_succeeded(tx, event)?,
+        // A failed attempt never changes an invoice (a later success, or one before it, stands).
+        "payment_intent.payment_failed" => Applied::Applied,
+        "setup_intent.succeeded" => setup_succeeded(tx, event)?,
+        _ => Applied::Ignored,
+    };
+    Ok(applied)
+}
+
+fn payment_succeeded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
+    let Some(invoice_id) = event.metadata("invoice_id").and_then(|id| id.parse::<InvoiceId>().ok()) else {
+        return Ok(Applied::Ignored);
+    };
+    let Some(invoice) = invoices::get(tx, invoice_id)? else { return Ok(Applied::Ignored) };
+    if !invoice.status.is_open() {
+        return Ok(Applied::Applied);
+    }
+    let paid_at = event.object_i64("created").or(event.created).map_or_else(Timestamp::now, |secs| {
+        Timestamp::from_micros(secs.saturating_mul(1_000_000)).min(Timestamp::now())
+    });
+    invoices::mark_paid(tx, invoice_id, "stripe", paid_at, event.object_str("id"))?;
+    Ok(Applied::Applied)
+}
+
+fn setup_succeeded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
+    let (Some(customer), Some(method)) = (event.object_str("customer"), event.object_str("payment_method")) else {
+        return Ok(Applied::Ignored);
+    };
+    let Some(id) = portal_customers::service::by_stripe_customer_id(tx, customer)? else {
+        return Ok(Applied::Ignored);
+    };
+    portal_customers::service::set_default_payment_method(tx, id, method)?;
+    Ok(Applied::Applied)
+}
