@@ -14,6 +14,7 @@ use poem_openapi::OpenApiService;
 use portal_core::{store, Config, Context, Job, Result, Store};
 use tokio::net::TcpListener;
 
+use portal_analytics::AnalyticsModule;
 use portal_auth::AuthModule;
 use portal_billing::BillingModule;
 use portal_core::auth::SharedAuthenticator;
@@ -34,6 +35,7 @@ type Apis = (
     <CustomersModule as Module>::Api,
     <ProposalsModule as Module>::Api,
     <BillingModule as Module>::Api,
+    <AnalyticsModule as Module>::Api,
 );
 
 fn apis(ctx: &Context) -> Result<Apis> {
@@ -44,6 +46,7 @@ fn apis(ctx: &Context) -> Result<Apis> {
         CustomersModule::api(ctx)?,
         ProposalsModule::api(ctx)?,
         BillingModule::api(ctx)?,
+        AnalyticsModule::api(ctx)?,
     ))
 }
 
@@ -57,6 +60,7 @@ pub fn install(store: &Store) -> Result<()> {
         CustomersModule::install(tx)?;
         ProposalsModule::install(tx)?;
         BillingModule::install(tx)?;
+        AnalyticsModule::install(tx)?;
         Ok(())
     })
 }
@@ -76,6 +80,7 @@ fn jobs(ctx: &Context) -> Vec<Job> {
         CustomersModule::jobs(ctx),
         ProposalsModule::jobs(ctx),
         BillingModule::jobs(ctx),
+        AnalyticsModule::jobs(ctx),
     ]
     .concat()
 }

@@ -1,11 +1,15 @@
-//! The `portal` command: `serve` runs the HTTP service; `openapi` prints the API document.
+//! The `portal` command: `serve` runs the HTTP service; `openapi` prints the API document; `admin` and
+//! `analytics` work on the store directly while the server is stopped.
 #![forbid(unsafe_code)]
 
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use portal::App;
 use portal_core::config::{LogFormat, StoreConfig};
+use portal_core::ids::CustomerId;
 use portal_core::{Config, Context, Store};
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +31,25 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Load analytics data (works while the server is stopped).
+    Analytics {
+        #[command(subcommand)]
+        command: AnalyticsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AnalyticsCommand {
+    /// Import a Firebase BigQuery export (newline-delimited JSON) into a customer's analytics.
+    Import {
+        #[command(flatten)]
+        store: StoreConfig,
+        /// The customer whose app the events belong to.
+        #[arg(long)]
+        customer: CustomerId,
+        /// The export file, one event per line.
+        file: PathBuf,
     },
 }
 
@@ -99,6 +122,24 @@ async fn create_admin(store: StoreConfig, email: &str, password: &str, name: &st
     Ok(())
 }
 
+/// `portal analytics import`: opens the store directly (the server must be stopped) and loads the export
+/// in batches, printing progress.
+fn import_analytics(store: StoreConfig, customer: CustomerId, file: &Path) -> portal_core::Result<()> {
+    let input = std::fs::File::open(file)
+        .map_err(|e| portal_core::Error::internal(format!("cannot open {}: {e}", file.display())))?;
+    let store = Store::open(&store.data_dir)?;
+    portal::app::install(&store)?;
+    let report = portal_analytics::import::import(&store, customer, BufReader::new(input), |r| {
+        eprint!("\rimported {} events, skipped {} lines", r.imported, r.skipped);
+    })?;
+    eprintln!();
+    for problem in &report.problems {
+        eprintln!("skipped {problem}");
+    }
+    println!("imported {} events from {} lines ({} skipped)", report.imported, report.lines, report.skipped);
+    Ok(())
+}
+
 fn block_on<F: std::future::Future<Output = portal_core::Result<()>>>(f: F) -> portal_core::Result<()> {
     match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(f),
@@ -121,6 +162,9 @@ fn main() -> ExitCode {
         Command::Openapi => portal::app::openapi_document().map(|doc| print!("{doc}")),
         Command::Admin { command: AdminCommand::Create { store, email, password, name } } => {
             block_on(create_admin(store, &email, &password, &name))
+        }
+        Command::Analytics { command: AnalyticsCommand::Import { store, customer, file } } => {
+            import_analytics(store, customer, &file)
         }
     };
     match result {

@@ -1,0 +1,86 @@
+//! Ingest keys: per-customer credentials that let an app or a pipeline send events without a user
+//! session. The secret is shown once at creation; only its SHA-256 is stored, so a copy of the store
+//! cannot be used to send events.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use portal_core::ids::{CustomerId, UserId};
+use portal_core::table::key;
+use portal_core::{Error, ReadTx, Record, Result, Timestamp};
+use redb::WriteTransaction;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::tables::{INGEST_KEYS, KEYS_BY_CUSTOMER, KEYS_BY_HASH};
+
+portal_core::id_type!(
+    /// An ingest key.
+    IngestKeyId
+);
+
+/// The header that carries an ingest key.
+pub const HEADER: &str = "X-Ingest-Key";
+/// Marks portal ingest keys, so a leaked one is recognisable (secret scanners, logs).
+const PREFIX: &str = "pik_";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngestKey {
+    pub id: IngestKeyId,
+    pub customer_id: CustomerId,
+    pub created_at: Timestamp,
+    pub created_by: UserId,
+}
+
+impl Record for IngestKey {}
+
+fn hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Creates a key for `customer`; returns it with its secret (shown once).
+pub fn create(tx: &WriteTransaction, customer: CustomerId, by: UserId) -> Result<(IngestKey, String)> {
+    let secret = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
+    let record =
+        IngestKey { id: IngestKeyId::generate(), customer_id: customer, created_at: Timestamp::now(), created_by: by };
+    let digest = hash(&secret);
+    INGEST_KEYS.insert(tx, &record.id.to_key(), &record)?;
+    KEYS_BY_HASH.put(tx, &digest, &record.id.to_key())?;
+    KEYS_BY_CUSTOMER.put(tx, &key(&[&customer.to_key(), &record.id.to_key()]), &digest)?;
+    Ok((record, secret))
+}
+
+/// Revokes `customer`'s key `id`; a key of another customer is as missing as an unknown one.
+pub fn revoke(tx: &WriteTransaction, customer: CustomerId, id: IngestKeyId) -> Result<()> {
+    let by_customer = key(&[&customer.to_key(), &id.to_key()]);
+    let digest = KEYS_BY_CUSTOMER.get(tx, &by_customer)?.ok_or_else(|| Error::not_found("ingest key"))?;
+    KEYS_BY_CUSTOMER.remove(tx, &by_customer)?;
+    KEYS_BY_HASH.remove(tx, &digest)?;
+    INGEST_KEYS.remove(tx, &id.to_key())?;
+    Ok(())
+}
+
+/// The customer a secret belongs to, if it is a live key.
+pub fn customer_of(tx: &impl ReadTx, secret: &str) -> Result<Option<CustomerId>> {
+    if !secret.starts_with(PREFIX) {
+        return Ok(None);
+    }
+    let Some(id) = KEYS_BY_HASH.get(tx, &hash(secret))? else { return Ok(None) };
+    Ok(INGEST_KEYS.get(tx, &id)?.map(|k| k.customer_id))
+}
+
+/// Removes every key of a customer being deleted.
+pub(crate) fn remove_customer(tx: &WriteTransaction, customer: CustomerId) -> Result<()> {
+    let mut found = Vec::new();
+    KEYS_BY_CUSTOMER.visit_keys_desc(tx, &customer.to_key(), None, |k| {
+        found.push(k.to_vec());
+        Ok(true)
+    })?;
+    for by_customer in found {
+        if let Some(digest) = KEYS_BY_CUSTOMER.get(tx, &by_customer)? {
+            KEYS_BY_HASH.remove(tx, &digest)?;
+        }
+        INGEST_KEYS.remove(tx, &by_customer[16..])?;
+        KEYS_BY_CUSTOMER.remove(tx, &by_customer)?;
+    }
+    Ok(())
+}
