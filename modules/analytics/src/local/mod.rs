@@ -88,7 +88,7 @@ mod tests {
 
     fn figures_after(batches: &[Vec<Event>], range: DateRange) -> Figures {
         let store = Store::in_memory().unwrap();
-        store.write_blocking(|tx| crate::tables::create_all(tx)).unwrap();
+        store.write_blocking(crate::tables::create_all).unwrap();
         let customer = CustomerId::generate();
         for batch in batches {
             let batch = batch.clone();
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn removing_a_customer_removes_its_rollups_only() {
         let store = Store::in_memory().unwrap();
-        store.write_blocking(|tx| crate::tables::create_all(tx)).unwrap();
+        store.write_blocking(crate::tables::create_all).unwrap();
         let (gone, kept) = (CustomerId::generate(), CustomerId::generate());
         for c in [gone, kept] {
             store.write_blocking(move |tx| store_events(tx, c, &sample())).unwrap();
