@@ -67,9 +67,8 @@ pub struct DateRange {
 }
 
 impl DateRange {
-    /// Days in the range (at least 1: a range is never empty).
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> u32 {
+    /// Days in the range (at least 1).
+    pub fn day_count(&self) -> u32 {
         (self.end.0 - self.start.0 + 1) as u32
     }
 
@@ -89,7 +88,7 @@ impl DateRange {
     /// Retention's cohort (users first seen in the range's first 7 days) and the week they must come
     /// back in (the 7 days after), when the range is long enough to hold both.
     pub fn retention_weeks(&self) -> Option<(DateRange, DateRange)> {
-        (self.len() >= 14).then(|| {
+        (self.day_count() >= 14).then(|| {
             let cohort = DateRange { start: self.start, end: self.start.plus(6) };
             let week = DateRange { start: self.start.plus(7), end: self.start.plus(13) };
             (cohort, week)
@@ -126,10 +125,10 @@ pub fn parse_range(start: Option<&str>, end: Option<&str>, today: Day) -> Result
         ));
     }
     let range = DateRange { start: start_day, end: end_day };
-    if range.len() > MAX_DAYS {
+    if range.day_count() > MAX_DAYS {
         return Err(Error::invalid(
             "start_date",
-            format!("the range may span at most {MAX_DAYS} days; this one spans {}", range.len()),
+            format!("the range may span at most {MAX_DAYS} days; this one spans {}", range.day_count()),
         ));
     }
     Ok(range)
@@ -164,7 +163,7 @@ mod tests {
     fn defaults_to_the_30_days_ending_today() {
         let today = day("2026-11-24");
         let r = parse_range(None, None, today).unwrap();
-        assert_eq!((r.start.iso(), r.end.iso(), r.len()), ("2026-10-26".into(), "2026-11-24".into(), 30));
+        assert_eq!((r.start.iso(), r.end.iso(), r.day_count()), ("2026-10-26".into(), "2026-11-24".into(), 30));
         let r = parse_range(None, Some("2026-02-28"), today).unwrap();
         assert_eq!(r.start.iso(), "2026-01-30");
         assert_eq!(r.month_window().start.iso(), "2026-01-30");

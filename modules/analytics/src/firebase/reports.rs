@@ -149,7 +149,7 @@ impl Report {
 
 /// Builds the figures from the answers to [`requests`].
 pub(crate) fn assemble(range: DateRange, answers: Vec<(Kind, Value)>) -> Result<Figures, Failure> {
-    let mut f = Figures { daily_users: vec![0; range.len() as usize], ..Figures::default() };
+    let mut f = Figures { daily_users: vec![0; range.day_count() as usize], ..Figures::default() };
     for (kind, answer) in answers {
         let report = Report::parse(answer)?;
         match kind {
