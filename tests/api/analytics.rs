@@ -385,6 +385,19 @@ async fn ingest_keys_are_created_used_and_revoked_per_customer() {
         .json(&batch);
     app.send(again).await.assert_error(401, "unauthorized");
     app.call(Method::DELETE, &revoke, &admin, None).await.assert_error(404, "not_found");
+
+    // Deleting a customer takes its keys and analytics with it.
+    let r = app.call(Method::POST, &format!("/analytics-dashboard/customer/{globex}/ingest-keys"), &admin, None).await;
+    let globex_key = r.json()["key"].as_str().unwrap().to_string();
+    let r = app.call(Method::DELETE, &format!("/customers/{globex}"), &admin, None).await;
+    assert_eq!(r.json()["result"], "deleted", "{}", r.text);
+    let gone = app
+        .request(Method::POST, &format!("/analytics-dashboard/customer/{globex}/events"))
+        .header("X-Ingest-Key", &globex_key)
+        .json(&batch);
+    app.send(gone).await.assert_error(401, "unauthorized");
+    let r = app.call(Method::GET, &dashboard_path(&globex, "2026-10-01", "2026-10-07"), &admin, None).await;
+    r.assert_error(404, "not_found");
 }
 
 #[tokio::test]
