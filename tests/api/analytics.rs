@@ -205,6 +205,14 @@ async fn google_failures_answer_503_upstream_unavailable() {
     let r = app.call(Method::GET, &path, &admin, None).await;
     assert_eq!(r.status, 200, "{}", r.text);
 
+    // A token Google stopped accepting is replaced once.
+    use std::sync::atomic::Ordering::SeqCst;
+    let tokens = google.state.tokens_issued.load(SeqCst);
+    google.state.issued.lock().unwrap().clear();
+    let r = app.call(Method::GET, &path, &admin, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(google.state.tokens_issued.load(SeqCst), tokens + 1);
+
     // A project Google does not know, and an app without a stream.
     let unknown = customer(&app, &admin, "Unlinked", Some(("unknown-project", google::APP_ID))).await;
     let r = app.call(Method::GET, &dashboard_path(&unknown, RANGES[0].0, RANGES[0].1), &admin, None).await;

@@ -101,7 +101,7 @@ impl FirebaseProvider {
             .await;
             match outcome {
                 Err(f) if f.is_unauthorized() && !refreshed => {
-                    self.tokens.forget().await;
+                    self.tokens.forget(&token).await;
                     refreshed = true;
                 }
                 other => return other.map_err(|f| f.into_error(what)),
