@@ -205,6 +205,14 @@ async fn google_failures_answer_503_upstream_unavailable() {
     let r = app.call(Method::GET, &path, &admin, None).await;
     assert_eq!(r.status, 200, "{}", r.text);
 
+    // A token Google stopped accepting is replaced once.
+    use std::sync::atomic::Ordering::SeqCst;
+    let tokens = google.state.tokens_issued.load(SeqCst);
+    google.state.issued.lock().unwrap().clear();
+    let r = app.call(Method::GET, &path, &admin, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(google.state.tokens_issued.load(SeqCst), tokens + 1);
+
     // A project Google does not know, and an app without a stream.
     let unknown = customer(&app, &admin, "Unlinked", Some(("unknown-project", google::APP_ID))).await;
     let r = app.call(Method::GET, &dashboard_path(&unknown, RANGES[0].0, RANGES[0].1), &admin, None).await;
@@ -385,6 +393,19 @@ async fn ingest_keys_are_created_used_and_revoked_per_customer() {
         .json(&batch);
     app.send(again).await.assert_error(401, "unauthorized");
     app.call(Method::DELETE, &revoke, &admin, None).await.assert_error(404, "not_found");
+
+    // Deleting a customer takes its keys and analytics with it.
+    let r = app.call(Method::POST, &format!("/analytics-dashboard/customer/{globex}/ingest-keys"), &admin, None).await;
+    let globex_key = r.json()["key"].as_str().unwrap().to_string();
+    let r = app.call(Method::DELETE, &format!("/customers/{globex}"), &admin, None).await;
+    assert_eq!(r.json()["result"], "deleted", "{}", r.text);
+    let gone = app
+        .request(Method::POST, &format!("/analytics-dashboard/customer/{globex}/events"))
+        .header("X-Ingest-Key", &globex_key)
+        .json(&batch);
+    app.send(gone).await.assert_error(401, "unauthorized");
+    let r = app.call(Method::GET, &dashboard_path(&globex, "2026-10-01", "2026-10-07"), &admin, None).await;
+    r.assert_error(404, "not_found");
 }
 
 #[tokio::test]

@@ -35,7 +35,8 @@ pub struct State {
     token_uri: String,
     /// (stream id, event)
     events: Vec<(String, Ev)>,
-    issued: Mutex<HashSet<String>>,
+    /// Access tokens Google still accepts (tests clear it to expire them).
+    pub issued: Mutex<HashSet<String>>,
     /// Statuses the next `runReport` calls answer with, one each, before answering normally.
     pub failures: Mutex<VecDeque<u16>>,
     pub tokens_issued: AtomicUsize,

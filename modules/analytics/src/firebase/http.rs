@@ -107,6 +107,7 @@ pub(crate) async fn send(retries: u32, build: impl Fn() -> RequestBuilder) -> Re
     loop {
         match send_once(build()).await {
             Err(f) if f.retryable && attempt < retries => {
+                tracing::warn!(status = %f.status, http = ?f.http_status, attempt, "Google API call failed; retrying");
                 tokio::time::sleep(backoff(attempt, f.retry_after)).await;
                 attempt += 1;
             }

@@ -66,6 +66,7 @@ impl FirebaseProvider {
     pub fn from_config(config: &AnalyticsConfig) -> Result<Option<Self>> {
         let Some(path) = &config.firebase_credentials else { return Ok(None) };
         let account = ServiceAccount::load(path)?;
+        tracing::info!(service_account = %account.client_email, "analytics: Firebase customers read Google Analytics");
         let timeout = Duration::from_secs(config.analytics_timeout_seconds.max(1));
         let client = reqwest::Client::builder()
             .timeout(timeout)
@@ -100,7 +101,7 @@ impl FirebaseProvider {
             .await;
             match outcome {
                 Err(f) if f.is_unauthorized() && !refreshed => {
-                    self.tokens.forget().await;
+                    self.tokens.forget(&token).await;
                     refreshed = true;
                 }
                 other => return other.map_err(|f| f.into_error(what)),

@@ -64,9 +64,13 @@ impl TokenSource {
         Ok(fresh.token)
     }
 
-    /// Drops the cached token (Google no longer accepts it).
-    pub async fn forget(&self) {
-        *self.cached.lock().await = None;
+    /// Drops `rejected` (Google no longer accepts it) unless a concurrent call already replaced it, so
+    /// calls that fail together fetch one new token, not one each.
+    pub async fn forget(&self, rejected: &Secret) {
+        let mut cached = self.cached.lock().await;
+        if cached.as_ref().is_some_and(|c| &c.token == rejected) {
+            *cached = None;
+        }
     }
 
     async fn fetch(&self, client: &reqwest::Client) -> Result<Cached, Failure> {
