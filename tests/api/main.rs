@@ -2,6 +2,7 @@
 
 mod analytics;
 mod auth;
+mod backup;
 mod billing;
 mod customers;
 mod errors;
