@@ -4,6 +4,7 @@ mod analytics;
 mod auth;
 mod backup;
 mod billing;
+mod crash;
 mod customers;
 mod errors;
 mod health;
