@@ -13,5 +13,6 @@ mod lifecycle;
 mod openapi;
 mod rate_limits;
 mod store;
+mod upstream;
 mod users;
 mod webhooks;
