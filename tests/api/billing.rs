@@ -11,7 +11,7 @@ use crate::helpers::TestApp;
 
 const PASSWORD: &str = "correct horse battery";
 
-async fn customer(app: &TestApp, admin: &str, company: &str, billing: Value) -> String {
+pub(crate) async fn customer(app: &TestApp, admin: &str, company: &str, billing: Value) -> String {
     let body = json!({
         "name": "Ada Lovelace", "company_name": company, "billing_email": "ap@example.com", "status": "active",
         "address": {"street": "1 Main St", "city": "Berlin", "country": "DE"}, "billing_settings": billing,
@@ -37,7 +37,7 @@ async fn accepted(app: &TestApp, admin: &str, customer: &str, total: f64, schedu
     id
 }
 
-async fn user_token(app: &TestApp, admin: &str, customer: &str, email: &str) -> String {
+pub(crate) async fn user_token(app: &TestApp, admin: &str, customer: &str, email: &str) -> String {
     let body = json!({"email": email, "name": "Customer User", "password": PASSWORD});
     let r = app.call(Method::POST, &format!("/customers/{customer}/users"), admin, Some(body)).await;
     assert_eq!(r.status, 201, "{}", r.text);
@@ -45,7 +45,7 @@ async fn user_token(app: &TestApp, admin: &str, customer: &str, email: &str) -> 
 }
 
 /// Minor units of a JSON amount (2-decimal currencies).
-fn cents(v: &Value) -> i64 {
+pub(crate) fn cents(v: &Value) -> i64 {
     (v.as_f64().expect("amount") * 100.0).round() as i64
 }
 

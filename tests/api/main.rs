@@ -9,6 +9,7 @@ mod health;
 mod helpers;
 mod lifecycle;
 mod openapi;
+mod payments;
 mod rate_limits;
 mod store;
 mod users;

@@ -52,6 +52,8 @@ pub fn generate(tx: &WriteTransaction, proposal_id: ProposalId, now: Timestamp) 
             stripe_invoice_id: None,
             stripe_payment_intent_id: None,
             period: None,
+            refunded_amount: 0,
+            refunded_at: None,
             created_at: now,
             updated_at: now,
         };

@@ -172,6 +172,8 @@ pub fn generate(
         stripe_invoice_id: None,
         stripe_payment_intent_id: None,
         period: Some(period),
+        refunded_amount: 0,
+        refunded_at: None,
         created_at: now,
         updated_at: now,
     };

@@ -62,8 +62,9 @@ pub fn stats(tx: &impl ReadTx, now: Timestamp) -> Result<BillingStats> {
         let money = |minor| to_major(minor, currency);
         currencies.push(CurrencyStats {
             currency: currency.to_string(),
-            revenue_all_time: money(paid),
+            revenue_all_time: money(paid - t.refunded),
             revenue_this_month: money(invoices::paid_in_month(tx, &ALL, currency, this_month)?),
+            refunded_amount: money(t.refunded),
             outstanding_amount: money(pending + overdue),
             outstanding_count: pending_n + overdue_n,
             overdue_amount: money(overdue),
@@ -115,7 +116,7 @@ pub fn overview(tx: &impl ReadTx, customer_id: CustomerId, now: Timestamp) -> Re
         outstanding_count: pending_n + overdue_n,
         overdue_amount: money(overdue),
         overdue_count: overdue_n,
-        paid_to_date: money(paid),
+        paid_to_date: money(paid - totals.refunded),
         next_invoice_date: next.as_ref().map(|(date, _)| date.clone()),
         next_invoice_amount: next.map(|(_, amount)| money(amount)),
         recent_invoices: recent.iter().map(|i| InvoiceView::at(i, now)).collect(),
