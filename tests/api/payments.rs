@@ -451,3 +451,95 @@ async fn payment_endpoints_check_access_and_need_stripe() {
         assert!(e["message"].as_str().unwrap().contains("STRIPE_SECRET_KEY"), "{e}");
     }
 }
+
+type StripeLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A local server answering `POST /v1/payment_intents` in Stripe's documented format, scripted per call:
+/// `500` (Stripe's `api_error`), `402` (a `card_declined` error) or `200` (a succeeded PaymentIntent). It
+/// logs each call's `Idempotency-Key`: localstripe can neither fail with a 500 nor show the keys it got.
+async fn scripted_stripe(script: Vec<u16>) -> (String, StripeLog) {
+    use poem::web::Data;
+    use poem::{handler, http::StatusCode, EndpointExt, Request, Response, Route};
+
+    type Script = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u16>>>;
+
+    #[handler]
+    fn payment_intents(req: &Request, log: Data<&StripeLog>, script: Data<&Script>) -> Response {
+        let key = req.header("idempotency-key").unwrap_or_default().to_string();
+        log.0.lock().unwrap().push(key);
+        let status = script.0.lock().unwrap().pop_front().unwrap_or(200);
+        let body = match status {
+            500 => json!({"error": {"type": "api_error", "message": "An unknown error occurred"}}),
+            402 => {
+                json!({"error": {"type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
+                "message": "Your card has insufficient funds."}})
+            }
+            _ => json!({"id": "pi_scripted_1", "object": "payment_intent", "status": "succeeded", "amount": 1000}),
+        };
+        Response::builder()
+            .status(StatusCode::from_u16(status).unwrap())
+            .content_type("application/json")
+            .body(body.to_string())
+    }
+
+    let log: StripeLog = Default::default();
+    let script: Script = std::sync::Arc::new(std::sync::Mutex::new(script.into()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let app = Route::new().at("/v1/payment_intents", poem::post(payment_intents)).data(log.clone()).data(script);
+    tokio::spawn(poem::Server::new(poem::listener::TcpListener::bind(addr.to_string())).run(app));
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (format!("http://{addr}/"), log)
+}
+
+#[tokio::test]
+async fn an_attempt_cut_short_is_repeated_under_its_own_key_and_a_decline_starts_the_next() {
+    let (base, log) = scripted_stripe(vec![500, 200, 402, 200]).await;
+    let app = TestApp::spawn_with(move |c| {
+        c.stripe.stripe_secret_key = Some(Secret::new(STRIPE_KEY));
+        c.stripe.stripe_api_base = base;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let body = json!({"name": "Key Co", "company_name": "Key Co", "billing_email": "ap@key.example.com",
+        "stripe_customer_id": "cus_Scripted1", "address": {"street": "1 Main St", "city": "Berlin", "country": "DE"},
+        "billing_settings": {"monthly_fee": 10, "stripe_payment_method_id": "pm_scripted_1"}});
+    let r = app.call(Method::POST, "/customers", &admin, Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let cid = r.json()["id"].as_str().unwrap().to_string();
+    let first = invoice(&app, &admin, &cid).await["id"].as_str().unwrap().to_string();
+    let pay = |id: &str| app.call(Method::POST, "/billing/pay-invoice", &admin, Some(json!({"invoice_id": id})));
+
+    let e = pay(&first).await.assert_error(503, "upstream_unavailable");
+    assert!(e["message"].as_str().unwrap().contains("Stripe"), "{e}");
+    assert_eq!(get_invoice(&app, &admin, &first).await["status"], "pending", "nothing recorded on a 503");
+    let r = pay(&first).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["invoice"]["stripe_payment_intent_id"], "pi_scripted_1");
+
+    let body = json!({"customer_id": cid, "period_start": "2026-02-01"});
+    let second = app.call(Method::POST, "/billing/generate-recurring", &admin, Some(body)).await.json();
+    let second = second["id"].as_str().unwrap().to_string();
+    let e = pay(&second).await.assert_error(402, "payment_failed");
+    assert_eq!(e["details"]["decline_code"], "insufficient_funds");
+    assert_eq!(e["details"]["code"], "card_declined");
+    assert_eq!(pay(&second).await.status, 200);
+
+    let keys = log.lock().unwrap().clone();
+    assert_eq!(
+        keys,
+        [
+            format!("portal-invoice-{first}-attempt-1"),
+            format!("portal-invoice-{first}-attempt-1"),
+            format!("portal-invoice-{second}-attempt-1"),
+            format!("portal-invoice-{second}-attempt-2"),
+        ],
+        "a failed call repeats its key; a decline moves to the next attempt"
+    );
+}
