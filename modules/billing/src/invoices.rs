@@ -96,6 +96,31 @@ pub fn totals(tx: &impl ReadTx, scope: &[u8; 16]) -> Result<Vec<(Currency, Total
     Ok(out)
 }
 
+/// Running totals as of `now`: pending invoices past their due date count as overdue even before the
+/// sweep records them (only those few are read, through the due-date index).
+pub fn totals_at(tx: &impl ReadTx, scope: &[u8; 16], now: Timestamp) -> Result<Vec<(Currency, Totals)>> {
+    let mut out = totals(tx, scope)?;
+    let mut due = Vec::new();
+    DUE.visit_keys_desc(tx, &[], Some(&now.to_key()), |k| {
+        due.extend(InvoiceId::from_key(&k[8..]));
+        Ok(true)
+    })?;
+    for id in due {
+        let Some(invoice) = get(tx, id)?.filter(|i| i.status == InvoiceStatus::Pending) else { continue };
+        if *scope != ALL && *scope != invoice.customer_id.to_key() {
+            continue;
+        }
+        if let Some((_, t)) = out.iter_mut().find(|(c, _)| *c == invoice.currency) {
+            let (from, to) = (InvoiceStatus::Pending.index(), InvoiceStatus::Overdue.index());
+            t.count[from] = t.count[from].saturating_sub(1);
+            t.count[to] += 1;
+            t.sum[from] -= invoice.total_amount;
+            t.sum[to] += invoice.total_amount;
+        }
+    }
+    Ok(out)
+}
+
 /// Money collected in `currency` during the month `year_month` (`2026 * 100 + 11`).
 pub fn paid_in_month(tx: &impl ReadTx, scope: &[u8; 16], currency: Currency, year_month: u32) -> Result<i64> {
     let k = key(&[scope, currency.as_str().as_bytes(), &year_month.to_be_bytes()]);

@@ -1,5 +1,6 @@
 //! Stats and overviews from the running totals (kept in each invoice's own transaction) and the status
-//! indexes: no scan of the invoices.
+//! indexes: no scan of the invoices. Figures are as of the moment asked: an invoice past its due date is
+//! overdue at once, not after the next sweep.
 
 use std::collections::BTreeMap;
 
@@ -45,7 +46,7 @@ pub fn stats(tx: &impl ReadTx, now: Timestamp) -> Result<BillingStats> {
     }
     let mut by_status = InvoiceStatusCounts::default();
     let mut currencies = Vec::new();
-    let totals = invoices::totals(tx, &ALL)?;
+    let totals = invoices::totals_at(tx, &ALL, now)?;
     for (currency, _) in &totals {
         mrr.entry(*currency).or_default();
     }
@@ -89,7 +90,7 @@ pub fn overview(tx: &impl ReadTx, customer_id: CustomerId, now: Timestamp) -> Re
     let customer = portal_customers::service::get_listed(tx, customer_id)?;
     let billing = portal_customers::service::billing(tx, customer_id)?;
     let currency = billing.currency;
-    let totals = invoices::totals(tx, &customer_id.to_key())?
+    let totals = invoices::totals_at(tx, &customer_id.to_key(), now)?
         .into_iter()
         .find(|(c, _)| *c == currency)
         .map(|(_, t)| t)
