@@ -15,6 +15,7 @@ use portal_core::{store, Config, Context, Job, Result, Store};
 use tokio::net::TcpListener;
 
 use portal_analytics::AnalyticsModule;
+use portal_audit::AuditModule;
 use portal_auth::AuthModule;
 use portal_billing::BillingModule;
 use portal_core::auth::SharedAuthenticator;
@@ -36,6 +37,7 @@ type Apis = (
     <ProposalsModule as Module>::Api,
     <BillingModule as Module>::Api,
     <AnalyticsModule as Module>::Api,
+    <AuditModule as Module>::Api,
 );
 
 fn apis(ctx: &Context) -> Result<Apis> {
@@ -47,6 +49,7 @@ fn apis(ctx: &Context) -> Result<Apis> {
         ProposalsModule::api(ctx)?,
         BillingModule::api(ctx)?,
         AnalyticsModule::api(ctx)?,
+        AuditModule::api(ctx)?,
     ))
 }
 
@@ -61,6 +64,7 @@ pub fn install(store: &Store) -> Result<()> {
         ProposalsModule::install(tx)?;
         BillingModule::install(tx)?;
         AnalyticsModule::install(tx)?;
+        AuditModule::install(tx)?;
         Ok(())
     })
 }
@@ -123,7 +127,10 @@ pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
         .around(portal_core::auth::authenticate)
         .with(CookieJarManager::new())
         .data(authenticator)
-        .data(rate_limiter(ctx));
+        .data(rate_limiter(ctx))
+        // Boxed so the middleware around it does not nest the future types past the compiler's limit.
+        .map_to_response()
+        .boxed();
     Ok(with_middleware(routes, ctx.config.served_over_tls()))
 }
 

@@ -1,6 +1,7 @@
 //! The one integration-test binary: the real app on port 0 with a temp data dir, spoken to over HTTP.
 
 mod analytics;
+mod audit;
 mod auth;
 mod billing;
 mod customers;

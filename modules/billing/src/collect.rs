@@ -162,6 +162,8 @@ fn settle(
         Ok(ChargeOutcome::Declined { code, decline_code, message }) => {
             state.attempts += 1;
             state.last_decline = Some(decline_code.clone().or_else(|| code.clone()).unwrap_or_default());
+            let customer = invoices::get(tx, id)?.map(|i| i.customer_id);
+            portal_core::audit::record(tx, "billing", "payment_declined", id, customer)?;
             if trigger == Trigger::Auto {
                 declined_automatically(tx, id, &mut state, now)?;
             }

@@ -154,6 +154,13 @@ pub(crate) fn insert(tx: &WriteTransaction, mut invoice: Invoice) -> Result<Invo
 
 /// Writes `new` over `old` (none for a new invoice), moving index entries and running totals.
 pub(crate) fn save(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) -> Result<()> {
+    let action = match old {
+        None => "issue",
+        Some(old) if old.status != new.status => word(new.status),
+        Some(old) if old.refunded_amount != new.refunded_amount => "refund",
+        Some(_) => "update",
+    };
+    portal_core::audit::record(tx, "billing", action, new.id, Some(new.customer_id))?;
     if let Some(old) = old {
         unindex(tx, old)?;
         account(tx, old, -1)?;

@@ -98,6 +98,9 @@ impl Store {
         F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        // The request's actor goes with the write, for the audit entries it records.
+        let actor = crate::audit::Actor::current();
+        let f = move |tx: &WriteTransaction| actor.acting(|| f(tx));
         let (reply, answer) = oneshot::channel();
         let job: WriteJob = Box::new(move |db| {
             let _ = reply.send(run_write(db, f));
@@ -162,6 +165,7 @@ fn run_write<T>(db: &Database, f: impl FnOnce(&WriteTransaction) -> Result<T>) -
 pub fn install_core(tx: &WriteTransaction) -> Result<()> {
     tx.open_table(META)?;
     crate::idempotency::install(tx)?;
+    crate::audit::install(tx)?;
     let version = schema_version(tx, "core")?;
     match version {
         0 => set_schema_version(tx, "core", 1),
