@@ -147,7 +147,8 @@ fn auto_charge_due(tx: &redb::ReadTransaction, now: Timestamp) -> Result<Vec<mod
     Ok(due)
 }
 
-/// Bills every listed customer whose current period is not billed yet, one transaction per customer so
+/// Bills every listed customer whose current period (or a period missed since the last billed one) is not
+/// billed yet, one transaction per customer so
 /// one customer's failure never blocks another's. Safe to run any time: a billed period is never billed
 /// again. Returns how many invoices it issued.
 pub async fn run_recurring(ctx: &Context) -> Result<usize> {
@@ -165,11 +166,12 @@ pub async fn run_recurring(ctx: &Context) -> Result<usize> {
     let mut issued = 0;
     for id in ids {
         match ctx.store.write(move |tx| recurring::run_for(tx, id, Timestamp::now())).await {
-            Ok(Some(invoice)) => {
-                issued += 1;
-                tracing::info!(customer = %id, invoice = %invoice.number, "recurring invoice issued");
+            Ok(invoices) => {
+                for invoice in invoices {
+                    issued += 1;
+                    tracing::info!(customer = %id, invoice = %invoice.number, "recurring invoice issued");
+                }
             }
-            Ok(None) => {}
             Err(e) => tracing::warn!(customer = %id, error = %e, "recurring invoice not issued"),
         }
     }
