@@ -3,10 +3,11 @@
 
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use portal_core::error::ErrorEnvelope;
 use portal_core::idempotency::{self, Claim};
 use portal_core::ids::CustomerId;
-use portal_core::{Auth, Error, JsonBody, Principal, Result, Store, Timestamp};
+use portal_core::{Auth, Error, ErrorCode, JsonBody, Principal, Result, Store, Timestamp};
 use portal_stripe::Stripe;
 use serde::Serialize;
 
@@ -30,6 +31,18 @@ struct PayInvoiceRequest {
     /// A card saved on the customer (`pm_…`); default the customer's default card.
     #[oai(validator(min_length = 1, max_length = 255))]
     payment_method_id: Option<String>,
+}
+
+#[derive(ApiResponse)]
+enum PayInvoiceResponse {
+    /// Paid (`status` `succeeded`), or accepted by Stripe and settling later (`processing`); a repeated
+    /// `Idempotency-Key` answers the first success again.
+    #[oai(status = 200)]
+    Paid(Json<PaymentView>),
+    /// The card was declined: `payment_failed`, with Stripe's `code` and `decline_code` in `details`; the
+    /// invoice is unchanged.
+    #[oai(status = 402)]
+    Declined(Json<ErrorEnvelope>),
 }
 
 pub struct PaymentsApi {
@@ -130,7 +143,7 @@ impl PaymentsApi {
         auth: Auth,
         body: JsonBody<PayInvoiceRequest>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
-    ) -> Result<Json<PaymentView>> {
+    ) -> Result<PayInvoiceResponse> {
         let stripe = self.stripe()?;
         let body = body.0;
         let caller = auth.0;
@@ -146,7 +159,7 @@ impl PaymentsApi {
         )
         .await?;
         if let Some((_, view)) = claim.replayed::<PaymentView>()? {
-            return Ok(Json(view));
+            return Ok(PayInvoiceResponse::Paid(Json(view)));
         }
         if let Some(method) = &body.payment_method_id {
             self.check_saved_card(stripe, invoice.customer_id, method).await?;
@@ -155,7 +168,11 @@ impl PaymentsApi {
         let view =
             collect::pay(&self.store, stripe, invoice_id, method, Trigger::Payer, &claim, Timestamp::now()).await;
         drop::<Claim>(claim);
-        Ok(Json(view?))
+        match view {
+            Ok(view) => Ok(PayInvoiceResponse::Paid(Json(view))),
+            Err(e) if e.code() == ErrorCode::PaymentFailed => Ok(PayInvoiceResponse::Declined(Json(e.envelope()))),
+            Err(e) => Err(e),
+        }
     }
 }
 
