@@ -43,8 +43,7 @@ impl AnalyticsProvider for LocalProvider {
 /// Adds a batch of validated events to `customer`'s rollups (inside the caller's transaction, so the
 /// batch is stored whole or not at all).
 pub fn store_events(tx: &WriteTransaction, customer: CustomerId, events: &[Event]) -> Result<()> {
-    rollup::apply(tx, customer, events)?;
-    portal_core::audit::record(tx, "analytics", "events_ingested", customer, Some(customer))
+    rollup::apply(tx, customer, events)
 }
 
 /// Removes every rollup of a customer being deleted.
