@@ -16,9 +16,10 @@ use portal_customers::service::{self as customers, AddressChange, BillingChange,
 
 use crate::Seed;
 
-/// The first month the seed bills; the load's creates bill months after the seed's.
+/// Month `k` of the billing calendar, from year 1 on: the seed bills the first months, the load's creates
+/// the ones after (up to year 9999, which `period_start` allows).
 fn month(k: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(2030, 1, 1).and_then(|d| d.checked_add_months(Months::new(k))).expect("month")
+    NaiveDate::from_ymd_opt(1, 1, 1).and_then(|d| d.checked_add_months(Months::new(k))).expect("month")
 }
 
 /// What the load needs to know about the seeded store.
