@@ -199,8 +199,12 @@ impl App {
         let result = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(endpoint, shutdown, Some(SHUTDOWN_GRACE))
             .await;
-        for job in scheduled {
+        // Wait for the aborted jobs to let go of the store, so it is closed when this returns.
+        for job in &scheduled {
             job.abort();
+        }
+        for job in scheduled {
+            let _ = job.await;
         }
         drop(ctx);
         tracing::info!("portal stopped");
