@@ -25,12 +25,14 @@ use portal_customers::CustomersModule;
 use portal_proposals::ProposalsModule;
 use portal_users::UsersModule;
 
+use crate::backup::BackupApi;
 use crate::health::HealthApi;
 use crate::{docs, middleware};
 
 /// Every module's API, joined. Adding a module is one entry here and one in `install` and `jobs`.
 type Apis = (
     HealthApi,
+    BackupApi,
     <AuthModule as Module>::Api,
     <UsersModule as Module>::Api,
     <CustomersModule as Module>::Api,
@@ -43,6 +45,7 @@ type Apis = (
 fn apis(ctx: &Context) -> Result<Apis> {
     Ok((
         HealthApi::new(ctx.store.clone()),
+        BackupApi::new(ctx.store.clone(), ctx.config.store.data_dir.clone()),
         AuthModule::api(ctx)?,
         UsersModule::api(ctx)?,
         CustomersModule::api(ctx)?,

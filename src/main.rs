@@ -1,6 +1,9 @@
-//! The `portal` command: `serve` runs the HTTP service; `openapi` prints the API document; `admin` and
-//! `analytics` work on the store directly while the server is stopped.
+//! The `portal` command: `serve` runs the HTTP service; `openapi` prints the API document; `backup` takes a
+//! snapshot (from the running server, or from the stopped store); `restore`, `admin` and `analytics` work
+//! on the store directly while the server is stopped.
 #![forbid(unsafe_code)]
+
+mod backup_command;
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,11 @@ enum Command {
     Serve(Config),
     /// Print the OpenAPI document.
     Openapi,
+    /// Back up the store to a file: from a running server (`--server URL --token T`), or directly from
+    /// --data-dir while the server is stopped.
+    Backup(backup_command::BackupArgs),
+    /// Replace the store with a backup (the server must be stopped).
+    Restore(backup_command::RestoreArgs),
     /// Manage admins (works while the server is stopped).
     Admin {
         #[command(subcommand)]
@@ -163,14 +171,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(config) => {
             init_logging(config.log_format);
-            block_on(serve(config))
+            block_on(serve(config)).map_err(|e| e.to_string())
         }
-        Command::Openapi => portal::app::openapi_document().map(|doc| print!("{doc}")),
+        Command::Openapi => portal::app::openapi_document().map(|doc| print!("{doc}")).map_err(|e| e.to_string()),
+        Command::Backup(args) => backup_command::run_backup(args).map_err(|e| e.0),
+        Command::Restore(args) => backup_command::run_restore(args).map_err(|e| e.0),
         Command::Admin { command: AdminCommand::Create { store, email, password, name } } => {
-            block_on(create_admin(store, &email, &password, &name))
+            block_on(create_admin(store, &email, &password, &name)).map_err(|e| e.to_string())
         }
         Command::Analytics { command: AnalyticsCommand::Import { store, customer, file } } => {
-            import_analytics(store, customer, &file)
+            import_analytics(store, customer, &file).map_err(|e| e.to_string())
         }
     };
     match result {

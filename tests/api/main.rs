@@ -3,7 +3,9 @@
 mod analytics;
 mod audit;
 mod auth;
+mod backup;
 mod billing;
+mod crash;
 mod customers;
 mod errors;
 mod health;

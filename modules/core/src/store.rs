@@ -151,6 +151,12 @@ impl Store {
         writer.send(job).map_err(|_| Error::internal("the store writer stopped"))
     }
 
+    /// Copies one read transaction of the whole store into a new redb file at `dest` (see `backup`);
+    /// writes go on meanwhile and are not in the copy.
+    pub async fn snapshot(&self, dest: PathBuf) -> Result<crate::backup::Summary> {
+        self.read(move |tx| crate::backup::snapshot(tx, &dest, |_| {}).map_err(Error::internal)).await
+    }
+
     /// Checks that the store can be read (for `/health`).
     pub async fn ping(&self) -> Result<()> {
         self.read(|tx| tx.get_raw(META, b"schema:core", |_| Ok(()))).await

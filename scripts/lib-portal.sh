@@ -1,0 +1,41 @@
+# Sourced by the check scripts: starts the built portal on a free port with a fresh data dir, rate limits
+# off and a first admin, and stops it when the script exits. Sets PORTAL_URL, PORTAL_EMAIL, PORTAL_PASSWORD.
+
+PORTAL_EMAIL=checks-admin@portal.test
+PORTAL_PASSWORD=checks-admin-correct-horse
+portal_dirs=()
+portal_pids=()
+
+stop_portals() {
+  local pid
+  for pid in "${portal_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${portal_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "${portal_dirs[@]}"
+}
+trap stop_portals EXIT
+
+start_portal() {
+  local dir addr
+  dir=$(mktemp -d)
+  portal_dirs+=("$dir")
+  env -u PORTAL_SMTP_URL -u STRIPE_SECRET_KEY PORTAL_ADMIN_EMAIL=$PORTAL_EMAIL PORTAL_ADMIN_PASSWORD=$PORTAL_PASSWORD \
+    target/debug/portal serve --addr 127.0.0.1:0 --data-dir "$dir" --log-format json --rate-limit off \
+    2>"$dir/portal.log" &
+  portal_pids+=("$!")
+  addr=""
+  for _ in $(seq 1 600); do
+    if grep -q '"server started"' "$dir/portal.log" 2>/dev/null; then
+      addr=$(grep '"portal listening"' "$dir/portal.log" | grep -o '"addr":"[^"]*"' | head -n1 | cut -d'"' -f4)
+      break
+    fi
+    kill -0 "${portal_pids[-1]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$addr" ]; then
+    echo "portal did not start:" >&2
+    cat "$dir/portal.log" >&2
+    exit 1
+  fi
+  PORTAL_URL="http://$addr"
+  export PORTAL_URL PORTAL_EMAIL PORTAL_PASSWORD
+}
