@@ -1,5 +1,6 @@
 # Sourced by the check scripts: starts the built portal on a free port with a fresh data dir, rate limits
 # off and a first admin, and stops it when the script exits. Sets PORTAL_URL, PORTAL_EMAIL, PORTAL_PASSWORD.
+# `start_localstripe` first makes the portal take payments through a localstripe server.
 
 PORTAL_EMAIL=checks-admin@portal.test
 PORTAL_PASSWORD=checks-admin-correct-horse
@@ -14,12 +15,30 @@ stop_portals() {
 }
 trap stop_portals EXIT
 
+# Starts localstripe (from .venv) on a free port; the portals started after it use it for payments.
+start_localstripe() {
+  local port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  localstripe --port "$port" --from-scratch >/dev/null 2>&1 &
+  portal_pids+=("$!")
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      stripe_env=(STRIPE_SECRET_KEY=sk_test_checks "STRIPE_API_BASE=http://127.0.0.1:$port/")
+      return
+    fi
+    sleep 0.1
+  done
+  echo "localstripe did not start" >&2
+  exit 1
+}
+stripe_env=()
+
 start_portal() {
   local dir addr
   dir=$(mktemp -d)
   portal_dirs+=("$dir")
   env -u PORTAL_SMTP_URL -u STRIPE_SECRET_KEY PORTAL_ADMIN_EMAIL=$PORTAL_EMAIL PORTAL_ADMIN_PASSWORD=$PORTAL_PASSWORD \
-    target/debug/portal serve --addr 127.0.0.1:0 --data-dir "$dir" --log-format json --rate-limit off \
+    "${stripe_env[@]}" target/debug/portal serve --addr 127.0.0.1:0 --data-dir "$dir" --log-format json --rate-limit off \
     2>"$dir/portal.log" &
   portal_pids+=("$!")
   addr=""

@@ -15,6 +15,7 @@ use portal_core::{store, Config, Context, Job, Result, Store};
 use tokio::net::TcpListener;
 
 use portal_analytics::AnalyticsModule;
+use portal_audit::AuditModule;
 use portal_auth::AuthModule;
 use portal_billing::BillingModule;
 use portal_core::auth::SharedAuthenticator;
@@ -38,6 +39,7 @@ type Apis = (
     <ProposalsModule as Module>::Api,
     <BillingModule as Module>::Api,
     <AnalyticsModule as Module>::Api,
+    <AuditModule as Module>::Api,
 );
 
 fn apis(ctx: &Context) -> Result<Apis> {
@@ -50,6 +52,7 @@ fn apis(ctx: &Context) -> Result<Apis> {
         ProposalsModule::api(ctx)?,
         BillingModule::api(ctx)?,
         AnalyticsModule::api(ctx)?,
+        AuditModule::api(ctx)?,
     ))
 }
 
@@ -64,6 +67,7 @@ pub fn install(store: &Store) -> Result<()> {
         ProposalsModule::install(tx)?;
         BillingModule::install(tx)?;
         AnalyticsModule::install(tx)?;
+        AuditModule::install(tx)?;
         Ok(())
     })
 }
@@ -126,7 +130,10 @@ pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
         .around(portal_core::auth::authenticate)
         .with(CookieJarManager::new())
         .data(authenticator)
-        .data(rate_limiter(ctx));
+        .data(rate_limiter(ctx))
+        // Boxed so the middleware around it does not nest the future types past the compiler's limit.
+        .map_to_response()
+        .boxed();
     Ok(with_middleware(routes, ctx.config.served_over_tls()))
 }
 
@@ -195,8 +202,12 @@ impl App {
         let result = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(endpoint, shutdown, Some(SHUTDOWN_GRACE))
             .await;
-        for job in scheduled {
+        // Wait for the aborted jobs to let go of the store, so it is closed when this returns.
+        for job in &scheduled {
             job.abort();
+        }
+        for job in scheduled {
+            let _ = job.await;
         }
         drop(ctx);
         tracing::info!("portal stopped");

@@ -15,9 +15,7 @@ use tracing::Instrument;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The id of the current request, in request extensions (for logs and the audit trail).
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub use portal_core::audit::RequestId;
 
 /// Accepts a client's request id when it is short and plain; otherwise makes one.
 fn request_id_of(req: &Request) -> String {

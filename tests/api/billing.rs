@@ -11,7 +11,7 @@ use crate::helpers::TestApp;
 
 const PASSWORD: &str = "correct horse battery";
 
-async fn customer(app: &TestApp, admin: &str, company: &str, billing: Value) -> String {
+pub(crate) async fn customer(app: &TestApp, admin: &str, company: &str, billing: Value) -> String {
     let body = json!({
         "name": "Ada Lovelace", "company_name": company, "billing_email": "ap@example.com", "status": "active",
         "address": {"street": "1 Main St", "city": "Berlin", "country": "DE"}, "billing_settings": billing,
@@ -37,7 +37,7 @@ async fn accepted(app: &TestApp, admin: &str, customer: &str, total: f64, schedu
     id
 }
 
-async fn user_token(app: &TestApp, admin: &str, customer: &str, email: &str) -> String {
+pub(crate) async fn user_token(app: &TestApp, admin: &str, customer: &str, email: &str) -> String {
     let body = json!({"email": email, "name": "Customer User", "password": PASSWORD});
     let r = app.call(Method::POST, &format!("/customers/{customer}/users"), admin, Some(body)).await;
     assert_eq!(r.status, 201, "{}", r.text);
@@ -45,7 +45,7 @@ async fn user_token(app: &TestApp, admin: &str, customer: &str, email: &str) -> 
 }
 
 /// Minor units of a JSON amount (2-decimal currencies).
-fn cents(v: &Value) -> i64 {
+pub(crate) fn cents(v: &Value) -> i64 {
     (v.as_f64().expect("amount") * 100.0).round() as i64
 }
 
@@ -636,4 +636,31 @@ async fn isolation_over_every_proposal_and_billing_endpoint() {
     let inv = app.call(Method::GET, &format!("/billing/invoices/{inv_b}"), &admin, None).await.json();
     assert_eq!(inv["status"], "pending");
     eprintln!("billing isolation: {cases} cases, 0 leaks");
+}
+
+#[tokio::test]
+async fn an_invoice_past_due_counts_as_overdue_at_once_in_stats_and_overview() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    // Due the moment it is issued: overdue before any sweep has recorded it.
+    let cid = customer(&app, &admin, "Due Now", json!({"monthly_fee": 70, "payment_terms_days": 0})).await;
+    let r = app
+        .call(
+            Method::POST,
+            "/billing/generate-recurring",
+            &admin,
+            Some(json!({"customer_id": cid, "period_start": "2026-01-01"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let stats = app.call(Method::GET, "/billing/stats", &admin, None).await.json();
+    let usd = stats["currencies"].as_array().unwrap().iter().find(|c| c["currency"] == "USD").unwrap().clone();
+    assert_eq!((usd["overdue_count"].as_u64(), usd["outstanding_count"].as_u64()), (Some(1), Some(1)), "{usd}");
+    assert_eq!(cents(&usd["overdue_amount"]), 7000);
+    assert_eq!(stats["invoices_by_status"]["overdue"], 1);
+    assert_eq!(stats["invoices_by_status"]["pending"], 0);
+    let overview = app.call(Method::GET, &format!("/billing/customer/{cid}/overview"), &admin, None).await.json();
+    assert_eq!(overview["overdue_count"], 1, "{overview}");
+    assert_eq!(cents(&overview["overdue_amount"]), 7000);
+    assert_eq!(cents(&overview["outstanding_amount"]), 7000);
 }

@@ -1,6 +1,7 @@
 //! The one integration-test binary: the real app on port 0 with a temp data dir, spoken to over HTTP.
 
 mod analytics;
+mod audit;
 mod auth;
 mod backup;
 mod billing;
@@ -11,6 +12,7 @@ mod health;
 mod helpers;
 mod lifecycle;
 mod openapi;
+mod payments;
 mod rate_limits;
 mod store;
 mod upstream;

@@ -46,6 +46,7 @@ pub fn create(tx: &WriteTransaction, customer: CustomerId, by: UserId) -> Result
     INGEST_KEYS.insert(tx, &record.id.to_key(), &record)?;
     KEYS_BY_HASH.put(tx, &digest, &record.id.to_key())?;
     KEYS_BY_CUSTOMER.put(tx, &key(&[&customer.to_key(), &record.id.to_key()]), &digest)?;
+    portal_core::audit::record(tx, "analytics", "ingest_key_create", record.id, Some(customer))?;
     Ok((record, secret))
 }
 
@@ -56,7 +57,7 @@ pub fn revoke(tx: &WriteTransaction, customer: CustomerId, id: IngestKeyId) -> R
     KEYS_BY_CUSTOMER.remove(tx, &by_customer)?;
     KEYS_BY_HASH.remove(tx, &digest)?;
     INGEST_KEYS.remove(tx, &id.to_key())?;
-    Ok(())
+    portal_core::audit::record(tx, "analytics", "ingest_key_revoke", id, Some(customer))
 }
 
 /// The customer a secret belongs to, if it is a live key.

@@ -348,7 +348,10 @@ impl AuthService {
         let sid = caller.session_id;
         self.store
             .write(move |tx| match sessions::get(tx, sid)? {
-                Some(session) => sessions::revoke(tx, &session),
+                Some(session) => {
+                    sessions::revoke(tx, &session)?;
+                    portal_core::audit::record(tx, "auth", "sign_out", session.user_id, None)
+                }
                 None => Ok(()),
             })
             .await

@@ -48,6 +48,7 @@ pub fn open(tx: &WriteTransaction, user: UserId, policy: &Policy, now: Timestamp
     SESSIONS_BY_USER.put(tx, &key(&[&user.to_key(), &session.id.to_key()]), &[])?;
     SESSIONS_BY_COOKIE.put(tx, &session.cookie_hash, &session.id.to_key())?;
     REFRESH_TOKENS.insert(tx, &session.refresh_hashes[0], &RefreshEntry { session_id: session.id })?;
+    portal_core::audit::record(tx, "auth", "sign_in", user, None)?;
     Ok(Opened { session, cookie, csrf, refresh })
 }
 

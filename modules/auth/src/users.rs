@@ -1,6 +1,7 @@
 //! The user store: records plus the indexes that keep emails and phones unique and list users per
 //! customer. Other modules reach users only through these functions, inside their own transaction.
 
+use portal_core::audit;
 use portal_core::ids::{CustomerId, UserId};
 use portal_core::table::{key, Page};
 use portal_core::{Error, ReadTx, Result, Role};
@@ -95,6 +96,7 @@ pub fn insert(tx: &WriteTransaction, user: &User) -> Result<()> {
         }
     }
     write_indexes(tx, user)?;
+    audit::record(tx, "users", "create", user.id, user.customer_id)?;
     USERS.insert(tx, &user.id.to_key(), user)
 }
 
@@ -112,6 +114,7 @@ pub fn update(tx: &WriteTransaction, old: &User, new: &User) -> Result<()> {
     }
     remove_indexes(tx, old)?;
     write_indexes(tx, new)?;
+    audit::record(tx, "users", "update", new.id, new.customer_id)?;
     USERS.insert(tx, &new.id.to_key(), new)
 }
 
@@ -120,7 +123,7 @@ pub fn delete(tx: &WriteTransaction, user: &User) -> Result<()> {
     crate::sessions::revoke_all(tx, user.id, None)?;
     remove_indexes(tx, user)?;
     USERS.remove(tx, &user.id.to_key())?;
-    Ok(())
+    audit::record(tx, "users", "delete", user.id, user.customer_id)
 }
 
 fn write_indexes(tx: &WriteTransaction, user: &User) -> Result<()> {

@@ -15,7 +15,7 @@ use crate::views::{BillingOverview, BillingStats, InvoiceView};
 use crate::{invoices, milestones, recurring, stats, webhooks};
 
 #[derive(Tags)]
-enum BillingTag {
+pub(crate) enum BillingTag {
     /// Invoices, recurring billing, payments and billing figures
     Billing,
 }

@@ -9,9 +9,10 @@ use portal_core::{Currency, Error, Principal, ReadTx, Result, Timestamp};
 use portal_proposals::model::ProposalId;
 use redb::WriteTransaction;
 
-use crate::model::{Invoice, InvoiceId, InvoiceStatus, Totals};
+use crate::model::{Invoice, InvoiceId, InvoiceStatus, Payment, Totals};
 use crate::tables::{
-    BY_CUSTOMER, BY_CUSTOMER_STATUS, BY_NUMBER, BY_PROPOSAL, DUE, INVOICES, NUMBERS, PAID_BY_MONTH, PERIODS, TOTALS,
+    BY_CUSTOMER, BY_CUSTOMER_STATUS, BY_NUMBER, BY_PAYMENT_INTENT, BY_PROPOSAL, DUE, INVOICES, NUMBERS, PAID_BY_MONTH,
+    PAYMENTS, PERIODS, TOTALS,
 };
 
 /// The scope of the portal-wide totals.
@@ -95,6 +96,31 @@ pub fn totals(tx: &impl ReadTx, scope: &[u8; 16]) -> Result<Vec<(Currency, Total
     Ok(out)
 }
 
+/// Running totals as of `now`: pending invoices past their due date count as overdue even before the
+/// sweep records them (only those few are read, through the due-date index).
+pub fn totals_at(tx: &impl ReadTx, scope: &[u8; 16], now: Timestamp) -> Result<Vec<(Currency, Totals)>> {
+    let mut out = totals(tx, scope)?;
+    let mut due = Vec::new();
+    DUE.visit_keys_desc(tx, &[], Some(&now.to_key()), |k| {
+        due.extend(InvoiceId::from_key(&k[8..]));
+        Ok(true)
+    })?;
+    for id in due {
+        let Some(invoice) = get(tx, id)?.filter(|i| i.status == InvoiceStatus::Pending) else { continue };
+        if *scope != ALL && *scope != invoice.customer_id.to_key() {
+            continue;
+        }
+        if let Some((_, t)) = out.iter_mut().find(|(c, _)| *c == invoice.currency) {
+            let (from, to) = (InvoiceStatus::Pending.index(), InvoiceStatus::Overdue.index());
+            t.count[from] = t.count[from].saturating_sub(1);
+            t.count[to] += 1;
+            t.sum[from] -= invoice.total_amount;
+            t.sum[to] += invoice.total_amount;
+        }
+    }
+    Ok(out)
+}
+
 /// Money collected in `currency` during the month `year_month` (`2026 * 100 + 11`).
 pub fn paid_in_month(tx: &impl ReadTx, scope: &[u8; 16], currency: Currency, year_month: u32) -> Result<i64> {
     let k = key(&[scope, currency.as_str().as_bytes(), &year_month.to_be_bytes()]);
@@ -128,6 +154,13 @@ pub(crate) fn insert(tx: &WriteTransaction, mut invoice: Invoice) -> Result<Invo
 
 /// Writes `new` over `old` (none for a new invoice), moving index entries and running totals.
 pub(crate) fn save(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) -> Result<()> {
+    let action = match old {
+        None => "issue",
+        Some(old) if old.status != new.status => word(new.status),
+        Some(old) if old.refunded_amount != new.refunded_amount => "refund",
+        Some(_) => "update",
+    };
+    portal_core::audit::record(tx, "billing", action, new.id, Some(new.customer_id))?;
     if let Some(old) = old {
         unindex(tx, old)?;
         account(tx, old, -1)?;
@@ -166,11 +199,14 @@ fn account(tx: &WriteTransaction, invoice: &Invoice, sign: i64) -> Result<()> {
         let mut totals = TOTALS.get(tx, &k)?.unwrap_or_default();
         totals.count[slot] = totals.count[slot].saturating_add_signed(sign);
         totals.sum[slot] += sign * invoice.total_amount;
+        totals.refunded += sign * invoice.refunded_amount;
         TOTALS.insert(tx, &k, &totals)?;
         if let (InvoiceStatus::Paid, Some(paid)) = (invoice.status, invoice.paid_date) {
+            // Revenue is net of refunds, counted in the month the payment arrived.
+            let collected = invoice.total_amount - invoice.refunded_amount;
             let month = key(&[&scope, invoice.currency.as_str().as_bytes(), &year_month(paid).to_be_bytes()]);
             let before = paid_in_month(tx, &scope, invoice.currency, year_month(paid))?;
-            PAID_BY_MONTH.put(tx, &month, &(before + sign * invoice.total_amount).to_be_bytes())?;
+            PAID_BY_MONTH.put(tx, &month, &(before + sign * collected).to_be_bytes())?;
         }
     }
     Ok(())
@@ -200,6 +236,9 @@ pub fn cancel(tx: &WriteTransaction, id: InvoiceId) -> Result<Invoice> {
     if !old.status.is_open() {
         return Err(Error::conflict(format!("a {} invoice cannot be cancelled", word(old.status))));
     }
+    if crate::collect::collecting(tx, id, Timestamp::now())? {
+        return Err(Error::conflict("a payment of this invoice is in progress; it cannot be cancelled now"));
+    }
     let mut new = old.clone();
     new.status = InvoiceStatus::Cancelled;
     new.updated_at = Timestamp::now().max(old.updated_at);
@@ -207,7 +246,8 @@ pub fn cancel(tx: &WriteTransaction, id: InvoiceId) -> Result<Invoice> {
     Ok(new)
 }
 
-/// Records a payment of an open invoice (`method`: how it was paid). Paid invoices never change again.
+/// Records a payment of an open invoice (`method`: how it was paid) with its payment record, in one
+/// transaction. Paid invoices never change again, except for refunds.
 pub fn mark_paid(
     tx: &WriteTransaction,
     id: InvoiceId,
@@ -225,10 +265,65 @@ pub fn mark_paid(
     new.payment_method = Some(method.to_string());
     if let Some(intent) = payment_intent {
         new.stripe_payment_intent_id = Some(intent.to_string());
+        BY_PAYMENT_INTENT.put(tx, intent.as_bytes(), &id.to_key())?;
     }
     new.updated_at = Timestamp::now().max(old.updated_at);
     save(tx, Some(&old), &new)?;
+    PAYMENTS.insert(
+        tx,
+        &id.to_key(),
+        &Payment {
+            invoice_id: id,
+            customer_id: new.customer_id,
+            amount: new.total_amount,
+            currency: new.currency,
+            method: method.to_string(),
+            stripe_payment_intent_id: new.stripe_payment_intent_id.clone(),
+            paid_at,
+            recorded_at: Timestamp::now(),
+        },
+    )?;
     Ok(new)
+}
+
+/// The payment recorded for an invoice, if it is paid.
+pub fn payment(tx: &impl ReadTx, id: InvoiceId) -> Result<Option<Payment>> {
+    PAYMENTS.get(tx, &id.to_key())
+}
+
+/// The invoice a Stripe PaymentIntent paid.
+pub fn by_payment_intent(tx: &impl ReadTx, payment_intent: &str) -> Result<Option<InvoiceId>> {
+    Ok(BY_PAYMENT_INTENT.get(tx, payment_intent.as_bytes())?.and_then(|b| InvoiceId::from_key(&b)))
+}
+
+/// Records that `refunded_total` (minor units, cumulative as Stripe reports it) of a paid invoice went back
+/// to the customer. Refund events may repeat or arrive out of order: the largest total seen stands.
+pub fn record_refund(tx: &WriteTransaction, id: InvoiceId, refunded_total: i64, at: Timestamp) -> Result<Invoice> {
+    let old = get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
+    if old.status != InvoiceStatus::Paid {
+        return Err(Error::conflict(format!("a {} invoice has nothing to refund", word(old.status))));
+    }
+    let refunded = refunded_total.clamp(0, old.total_amount);
+    if refunded <= old.refunded_amount {
+        return Ok(old);
+    }
+    let mut new = old.clone();
+    new.refunded_amount = refunded;
+    new.refunded_at = Some(at);
+    new.updated_at = Timestamp::now().max(old.updated_at);
+    save(tx, Some(&old), &new)?;
+    Ok(new)
+}
+
+/// Records a pending invoice as overdue before its due date (its automatic charges have failed).
+pub fn mark_overdue_now(tx: &WriteTransaction, id: InvoiceId, now: Timestamp) -> Result<()> {
+    if let Some(old) = get(tx, id)?.filter(|i| i.status == InvoiceStatus::Pending) {
+        let mut new = old.clone();
+        new.status = InvoiceStatus::Overdue;
+        new.updated_at = now.max(old.updated_at);
+        save(tx, Some(&old), &new)?;
+    }
+    Ok(())
 }
 
 /// Records as overdue every pending invoice whose due date has passed; returns how many.

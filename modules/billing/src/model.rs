@@ -95,6 +95,12 @@ pub struct Invoice {
     pub stripe_invoice_id: Option<String>,
     pub stripe_payment_intent_id: Option<String>,
     pub period: Option<Period>,
+    /// Money returned to the customer after payment (Stripe refunds), minor units, at most `total_amount`.
+    #[serde(default)]
+    pub refunded_amount: i64,
+    /// When the latest refund was recorded.
+    #[serde(default)]
+    pub refunded_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -124,6 +130,46 @@ pub struct Totals {
     pub count: [u64; 5],
     /// Sum of `total_amount`, minor units.
     pub sum: [i64; 5],
+    /// Sum of `refunded_amount` (of paid invoices), minor units.
+    #[serde(default)]
+    pub refunded: i64,
 }
 
 impl Record for Totals {}
+
+/// The record of money received for an invoice (one per paid invoice), written with the invoice's change
+/// to paid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Payment {
+    pub invoice_id: InvoiceId,
+    pub customer_id: CustomerId,
+    /// Minor units.
+    pub amount: i64,
+    pub currency: Currency,
+    /// `stripe`, `bank_transfer`, …
+    pub method: String,
+    pub stripe_payment_intent_id: Option<String>,
+    pub paid_at: Timestamp,
+    pub recorded_at: Timestamp,
+}
+
+impl Record for Payment {}
+
+/// The state of collecting an invoice through Stripe.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Collection {
+    /// Charge attempts that ended (declined); the next attempt's Stripe idempotency key uses `attempts + 1`,
+    /// so an attempt cut short (timeout, crash) is retried under its own key and never charges twice.
+    pub attempts: u32,
+    /// Set while an attempt is with Stripe: other payers of the invoice wait (409).
+    pub in_flight_since: Option<Timestamp>,
+    /// A PaymentIntent Stripe accepted but has not settled (`processing`): its webhook completes the invoice.
+    pub processing_intent: Option<String>,
+    /// Automatic charges made so far, and when the first of them was declined (retries count from it).
+    pub auto_attempts: u32,
+    pub first_auto_decline: Option<Timestamp>,
+    /// The last decline: Stripe's decline code (or error code) and message.
+    pub last_decline: Option<String>,
+}
+
+impl Record for Collection {}

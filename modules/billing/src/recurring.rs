@@ -172,6 +172,8 @@ pub fn generate(
         stripe_invoice_id: None,
         stripe_payment_intent_id: None,
         period: Some(period),
+        refunded_amount: 0,
+        refunded_at: None,
         created_at: now,
         updated_at: now,
     };
@@ -179,18 +181,62 @@ pub fn generate(
     invoices::insert(tx, invoice)
 }
 
-/// The scheduler's run for one customer: bills the current period when due, quietly skipping customers
-/// that have nothing to bill now.
-pub fn run_for(tx: &WriteTransaction, customer_id: CustomerId, now: Timestamp) -> Result<Option<Invoice>> {
+/// Most periods one scheduler run bills for a customer (the portal down for a year of monthly billing).
+const MAX_CATCH_UP: usize = 12;
+
+/// The scheduler's run for one customer: bills the current period when due and, first, any periods since
+/// the last billed one that passed unbilled (the portal was down through them), oldest first. Quietly skips
+/// customers that have nothing to bill now.
+pub fn run_for(tx: &WriteTransaction, customer_id: CustomerId, now: Timestamp) -> Result<Vec<Invoice>> {
     let billing = portal_customers::service::billing(tx, customer_id)?;
     if billing.billing_frequency.months().is_none() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    match generate(tx, customer_id, None, now) {
-        Ok(invoice) => Ok(Some(invoice)),
-        Err(e) if e.code() == portal_core::ErrorCode::Conflict => Ok(None),
-        Err(e) => Err(e),
+    let customer = portal_customers::service::get_listed(tx, customer_id)?;
+    let created = customer.created_at.datetime().date_naive();
+    let Some(current) = current_period(created, &billing, now.datetime().date_naive())? else {
+        return Ok(Vec::new());
+    };
+    let mut issued = Vec::new();
+    for period in missed_periods(tx, customer_id, &billing, current)?.into_iter().chain([current]) {
+        match generate(tx, customer_id, Some(period.start), now) {
+            Ok(invoice) => issued.push(invoice),
+            Err(e) if e.code() == portal_core::ErrorCode::Conflict => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(issued)
+}
+
+/// The whole periods between the last billed period and `current`. None when nothing was billed yet (the
+/// portal does not bill for the time before it billed a customer) or when the billing day or frequency
+/// changed since (the old periods no longer line up).
+fn missed_periods(
+    tx: &impl ReadTx,
+    customer: CustomerId,
+    billing: &BillingSettings,
+    current: Period,
+) -> Result<Vec<Period>> {
+    let cid = customer.to_key();
+    let mut last_end = None;
+    PERIODS.visit_keys_desc(tx, &cid, None, |k| {
+        last_end = Some(k.to_vec());
+        Ok(false)
+    })?;
+    let Some(last_key) = last_end else { return Ok(Vec::new()) };
+    let Some(mut start) = PERIODS.get(tx, &last_key)?.as_deref().and_then(day_from_key) else {
+        return Ok(Vec::new());
+    };
+    let mut missed = Vec::new();
+    while start < current.start && missed.len() < MAX_CATCH_UP {
+        let Ok(period) = period_starting(start, billing) else { break };
+        if period.end > current.start {
+            break;
+        }
+        missed.push(period);
+        start = period.end;
+    }
+    Ok(missed)
 }
 
 fn one_time() -> Error {

@@ -1,5 +1,6 @@
 //! Stats and overviews from the running totals (kept in each invoice's own transaction) and the status
-//! indexes: no scan of the invoices.
+//! indexes: no scan of the invoices. Figures are as of the moment asked: an invoice past its due date is
+//! overdue at once, not after the next sweep.
 
 use std::collections::BTreeMap;
 
@@ -45,7 +46,7 @@ pub fn stats(tx: &impl ReadTx, now: Timestamp) -> Result<BillingStats> {
     }
     let mut by_status = InvoiceStatusCounts::default();
     let mut currencies = Vec::new();
-    let totals = invoices::totals(tx, &ALL)?;
+    let totals = invoices::totals_at(tx, &ALL, now)?;
     for (currency, _) in &totals {
         mrr.entry(*currency).or_default();
     }
@@ -62,8 +63,9 @@ pub fn stats(tx: &impl ReadTx, now: Timestamp) -> Result<BillingStats> {
         let money = |minor| to_major(minor, currency);
         currencies.push(CurrencyStats {
             currency: currency.to_string(),
-            revenue_all_time: money(paid),
+            revenue_all_time: money(paid - t.refunded),
             revenue_this_month: money(invoices::paid_in_month(tx, &ALL, currency, this_month)?),
+            refunded_amount: money(t.refunded),
             outstanding_amount: money(pending + overdue),
             outstanding_count: pending_n + overdue_n,
             overdue_amount: money(overdue),
@@ -88,7 +90,7 @@ pub fn overview(tx: &impl ReadTx, customer_id: CustomerId, now: Timestamp) -> Re
     let customer = portal_customers::service::get_listed(tx, customer_id)?;
     let billing = portal_customers::service::billing(tx, customer_id)?;
     let currency = billing.currency;
-    let totals = invoices::totals(tx, &customer_id.to_key())?
+    let totals = invoices::totals_at(tx, &customer_id.to_key(), now)?
         .into_iter()
         .find(|(c, _)| *c == currency)
         .map(|(_, t)| t)
@@ -115,7 +117,7 @@ pub fn overview(tx: &impl ReadTx, customer_id: CustomerId, now: Timestamp) -> Re
         outstanding_count: pending_n + overdue_n,
         overdue_amount: money(overdue),
         overdue_count: overdue_n,
-        paid_to_date: money(paid),
+        paid_to_date: money(paid - totals.refunded),
         next_invoice_date: next.as_ref().map(|(date, _)| date.clone()),
         next_invoice_amount: next.map(|(_, amount)| money(amount)),
         recent_invoices: recent.iter().map(|i| InvoiceView::at(i, now)).collect(),

@@ -3,7 +3,7 @@
 use portal_core::{Index, Result, Table};
 use redb::WriteTransaction;
 
-use crate::model::{Invoice, Totals};
+use crate::model::{Collection, Invoice, Payment, Totals};
 
 /// invoice id → invoice
 pub(crate) const INVOICES: Table<Invoice> = Table::new("billing.invoices");
@@ -26,12 +26,21 @@ pub(crate) const TOTALS: Table<Totals> = Table::new("billing.totals");
 /// scope ‖ currency ‖ year-month (u32) → money collected that month (i64)
 pub(crate) const PAID_BY_MONTH: Index = Index::new("billing.paid_by_month");
 
+/// invoice id → the payment that settled it
+pub(crate) const PAYMENTS: Table<Payment> = Table::new("billing.payments");
+/// Stripe PaymentIntent id → the invoice id it paid (refund events name the intent)
+pub(crate) const BY_PAYMENT_INTENT: Index = Index::new("billing.invoices_by_payment_intent");
+/// invoice id → the state of collecting it through Stripe
+pub(crate) const COLLECTIONS: Table<Collection> = Table::new("billing.collections");
+
 /// Stripe event id → when it was applied (each event is applied once)
 pub(crate) const STRIPE_EVENTS: Index = Index::new("billing.stripe_events");
 
 pub(crate) fn create_all(tx: &WriteTransaction) -> Result<()> {
     INVOICES.create(tx)?;
     TOTALS.create(tx)?;
+    PAYMENTS.create(tx)?;
+    COLLECTIONS.create(tx)?;
     for index in [
         &BY_CUSTOMER,
         &BY_CUSTOMER_STATUS,
@@ -42,6 +51,7 @@ pub(crate) fn create_all(tx: &WriteTransaction) -> Result<()> {
         &NUMBERS,
         &PAID_BY_MONTH,
         &STRIPE_EVENTS,
+        &BY_PAYMENT_INTENT,
     ] {
         index.create(tx)?;
     }

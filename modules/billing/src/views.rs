@@ -64,6 +64,11 @@ pub struct InvoiceView {
     pub stripe_invoice_id: Option<String>,
     #[oai(skip_serializing_if_is_none)]
     pub stripe_payment_intent_id: Option<String>,
+    /// Money returned after payment (Stripe refunds); a paid invoice stays `paid`.
+    pub refunded_amount: f64,
+    /// When the latest refund was recorded.
+    #[oai(skip_serializing_if_is_none)]
+    pub refunded_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -91,6 +96,8 @@ impl InvoiceView {
             payment_method: i.payment_method.clone(),
             stripe_invoice_id: i.stripe_invoice_id.clone(),
             stripe_payment_intent_id: i.stripe_payment_intent_id.clone(),
+            refunded_amount: money(i.refunded_amount),
+            refunded_at: i.refunded_at,
             created_at: i.created_at,
             updated_at: i.updated_at,
         }
@@ -126,10 +133,12 @@ pub struct CustomerStatusCounts {
 #[derive(Debug, Clone, Object)]
 pub struct CurrencyStats {
     pub currency: String,
-    /// Paid invoices, all time.
+    /// Paid invoices, all time, net of refunds.
     pub revenue_all_time: f64,
-    /// Paid invoices whose payment fell in the current calendar month (UTC).
+    /// Paid invoices whose payment fell in the current calendar month (UTC), net of their refunds.
     pub revenue_this_month: f64,
+    /// Refunds of paid invoices, all time.
+    pub refunded_amount: f64,
     /// Pending and overdue invoices.
     pub outstanding_amount: f64,
     pub outstanding_count: u64,
@@ -177,6 +186,7 @@ pub struct BillingOverview {
     pub outstanding_count: u64,
     pub overdue_amount: f64,
     pub overdue_count: u64,
+    /// Paid invoices, net of refunds.
     pub paid_to_date: f64,
     /// Start of the next billing period (none for one-time billing).
     #[oai(skip_serializing_if_is_none)]
@@ -187,4 +197,45 @@ pub struct BillingOverview {
     /// The 5 newest invoices.
     pub recent_invoices: Vec<InvoiceView>,
     pub billing_settings: BillingSummary,
+}
+
+/// The answer of `POST /billing/pay-invoice`.
+#[derive(Debug, Clone, Object)]
+pub struct PaymentView {
+    /// The invoice after the payment (`paid` when `status` is `succeeded`).
+    pub invoice: InvoiceView,
+    /// Stripe's PaymentIntent.
+    pub payment_intent_id: String,
+    /// The PaymentIntent's status: `succeeded`, or `processing` when Stripe settles it later (the webhook
+    /// then marks the invoice paid).
+    pub status: String,
+}
+
+impl PaymentView {
+    pub fn new(invoice: &Invoice, payment_intent_id: String, status: String, now: Timestamp) -> Self {
+        Self { invoice: InvoiceView::at(invoice, now), payment_intent_id, status }
+    }
+}
+
+/// A card saved at Stripe for the customer.
+#[derive(Debug, Clone, Object)]
+pub struct PaymentMethodView {
+    /// Stripe's PaymentMethod id (`pm_…`).
+    pub id: String,
+    /// `visa`, `mastercard`, …
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: u32,
+    pub exp_year: u32,
+    /// The card automatic charges and payments without a named card use.
+    pub is_default: bool,
+}
+
+/// A SetupIntent for saving a card: confirm it in the browser with Stripe.js.
+#[derive(Debug, Clone, Object)]
+pub struct SetupIntentView {
+    pub client_secret: String,
+    pub setup_intent_id: String,
+    /// The customer the card is saved for.
+    pub customer_id: CustomerId,
 }

@@ -5,9 +5,9 @@ use portal_core::{Error, Result, Timestamp};
 use portal_stripe::webhook::Event;
 use redb::WriteTransaction;
 
-use crate::invoices;
-use crate::model::InvoiceId;
+use crate::model::{InvoiceId, InvoiceStatus};
 use crate::tables::STRIPE_EVENTS;
+use crate::{collect, invoices};
 
 /// What applying an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,9 +29,11 @@ pub fn apply(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
     STRIPE_EVENTS.put(tx, event.id.as_bytes(), &Timestamp::now().to_key())?;
     let applied = match event.kind.as_str() {
         "payment_intent.succeeded" => payment_succeeded(tx, event)?,
-        // A failed attempt never changes an invoice (a later success, or one before it, stands).
-        "payment_intent.payment_failed" => Applied::Applied,
+        // A failed attempt never changes an invoice (a later success, or one before it, stands); it only
+        // ends a charge that was processing.
+        "payment_intent.payment_failed" => payment_failed(tx, event)?,
         "setup_intent.succeeded" => setup_succeeded(tx, event)?,
+        "charge.refunded" => charge_refunded(tx, event)?,
         _ => Applied::Ignored,
     };
     Ok(applied)
@@ -42,6 +44,9 @@ fn payment_succeeded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
         return Ok(Applied::Ignored);
     };
     let Some(invoice) = invoices::get(tx, invoice_id)? else { return Ok(Applied::Ignored) };
+    if let Some(intent) = event.object_str("id") {
+        collect::intent_settled(tx, invoice_id, intent, false)?;
+    }
     if !invoice.status.is_open() {
         return Ok(Applied::Applied);
     }
@@ -50,6 +55,36 @@ fn payment_succeeded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
     });
     invoices::mark_paid(tx, invoice_id, "stripe", paid_at, event.object_str("id"))?;
     Ok(Applied::Applied)
+}
+
+fn payment_failed(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
+    let invoice = event.metadata("invoice_id").and_then(|id| id.parse::<InvoiceId>().ok());
+    let (Some(invoice_id), Some(intent)) = (invoice, event.object_str("id")) else { return Ok(Applied::Ignored) };
+    collect::intent_settled(tx, invoice_id, intent, true)?;
+    Ok(Applied::Applied)
+}
+
+/// A refund (full or partial) of a charge that paid an invoice: `amount_refunded` is the charge's running
+/// total, so a repeated or late event changes nothing.
+fn charge_refunded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
+    let invoice = match event.object_str("payment_intent") {
+        Some(intent) => invoices::by_payment_intent(tx, intent)?,
+        None => None,
+    };
+    let invoice = invoice.or_else(|| event.metadata("invoice_id").and_then(|id| id.parse::<InvoiceId>().ok()));
+    let (Some(invoice_id), Some(refunded)) = (invoice, event.object_i64("amount_refunded")) else {
+        return Ok(Applied::Ignored);
+    };
+    match invoices::get(tx, invoice_id)? {
+        Some(i) if i.status == InvoiceStatus::Paid => {
+            invoices::record_refund(tx, invoice_id, refunded, Timestamp::now())?;
+            Ok(Applied::Applied)
+        }
+        _ => {
+            tracing::warn!(invoice = %invoice_id, "refund of an invoice the portal does not hold as paid; ignored");
+            Ok(Applied::Ignored)
+        }
+    }
 }
 
 fn setup_succeeded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {

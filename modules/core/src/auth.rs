@@ -101,6 +101,7 @@ pub type SharedAuthenticator = Arc<dyn Authenticator>;
 pub struct AuthFailure(pub Error);
 
 /// Middleware: resolves the caller once per request (see the module docs).
+/// The request then runs as its caller's audit actor.
 pub async fn authenticate<E: poem::Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<E::Output> {
     if let Some(authenticator) = req.data::<SharedAuthenticator>().cloned() {
         match authenticator.authenticate(&req).await {
@@ -113,7 +114,9 @@ pub async fn authenticate<E: poem::Endpoint>(ep: Arc<E>, mut req: Request) -> po
             }
         }
     }
-    ep.call(req).await
+    let request_id = req.extensions().get::<crate::audit::RequestId>().map(|r| r.0.clone());
+    let actor = crate::audit::Actor::of(req.extensions().get::<Principal>(), request_id);
+    actor.scope(ep.call(req)).await
 }
 
 /// Extractor for protected operations: the caller's `Principal`, from a bearer JWT or the session cookie.

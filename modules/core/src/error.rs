@@ -175,6 +175,13 @@ impl Error {
         self.details.as_ref()
     }
 
+    /// The envelope, for operations that document an error status of their own (402 on payments).
+    pub fn envelope(&self) -> ErrorEnvelope {
+        ErrorEnvelope {
+            error: ErrorObject { code: self.code, message: self.message.clone(), details: self.details.clone() },
+        }
+    }
+
     /// The envelope as JSON bytes.
     pub fn body(&self) -> Vec<u8> {
         let mut error = serde_json::Map::new();

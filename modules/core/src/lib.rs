@@ -2,6 +2,7 @@
 //! access checks, configuration and the `Module` trait. Nothing feature-specific lives here.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod body;

@@ -1,13 +1,14 @@
 //! `Store`: the portal's one redb file. Reads run on blocking threads; writes go through one writer thread
-//! (so a later change can batch several requests into one commit without touching callers) and are
-//! committed durably (fsync) before `write` returns. Handlers never touch redb on the async reactor.
+//! that commits them in groups: every write queued while the previous group was being synced joins the
+//! next group, which costs one fsync however many writes it holds. `write` returns only once the group
+//! holding its write is durable. Handlers never touch redb on the async reactor.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
@@ -19,7 +20,24 @@ pub const FILE_NAME: &str = "portal.redb";
 /// Schema versions per module (`schema:<module>` → u32 big-endian).
 const META: RawTable = TableDefinition::new("core.meta");
 
-type WriteJob = Box<dyn FnOnce(&Database) + Send>;
+/// The most writes one group commit holds, so the first of them never waits on an unbounded group.
+const MAX_GROUP: usize = 256;
+
+/// A queued write. It runs in its own transaction, committed with the durability it is given, and returns
+/// what happened plus how to answer its caller once the group's fate is known.
+type WriteJob = Box<dyn FnOnce(&Database, Durability) -> (Outcome, Answer) + Send>;
+
+/// Answers one caller with its own result, or with the error that kept its group from becoming durable.
+type Answer = Box<dyn FnOnce(Option<&Error>) + Send>;
+
+/// What a job did with its transaction.
+enum Outcome {
+    Committed,
+    /// The closure failed or panicked; its transaction was aborted and nothing of it remains.
+    RolledBack,
+    /// The commit itself failed.
+    CommitFailed(Error),
+}
 
 /// A handle to the store; clones share one database and one writer.
 #[derive(Clone)]
@@ -41,6 +59,12 @@ impl Drop for Inner {
         drop(self.writer.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        // Reads still running on blocking threads hold the database too; give them a moment to finish so
+        // the file is closed (and can be opened again) once the last handle is gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Arc::strong_count(&self.db) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 }
@@ -68,11 +92,7 @@ impl Store {
         let writer_db = Arc::clone(&db);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || {
-                for job in receiver {
-                    job(&writer_db);
-                }
-            })
+            .spawn(move || write_groups(&writer_db, &receiver))
             .ok();
         Self { inner: Arc::new(Inner { db, path, writer: Some(sender), thread }) }
     }
@@ -91,18 +111,21 @@ impl Store {
         tokio::task::spawn_blocking(move || run_read(&db, f)).await?
     }
 
-    /// Runs `f` in a write transaction on the writer thread and commits durably; an `Err` (or a panic)
-    /// from `f` rolls everything back.
+    /// Runs `f` in its own write transaction on the writer thread and returns once that transaction is
+    /// durable (fsynced, possibly together with other writes); an `Err` (or a panic) from `f` rolls back
+    /// everything `f` did and nothing else.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        // The request's actor goes with the write, for the audit entries it records.
+        let actor = crate::audit::Actor::current();
+        let f = move |tx: &WriteTransaction| actor.acting(|| f(tx));
         let (reply, answer) = oneshot::channel();
-        let job: WriteJob = Box::new(move |db| {
-            let _ = reply.send(run_write(db, f));
-        });
-        self.submit(job)?;
+        self.submit(job(f, move |result| {
+            let _ = reply.send(result);
+        }))?;
         answer.await.map_err(|_| Error::internal("the store writer stopped"))?
     }
 
@@ -117,10 +140,9 @@ impl Store {
         f: impl FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (reply, answer) = mpsc::channel();
-        let job: WriteJob = Box::new(move |db| {
-            let _ = reply.send(run_write(db, f));
-        });
-        self.submit(job)?;
+        self.submit(job(f, move |result| {
+            let _ = reply.send(result);
+        }))?;
         answer.recv().map_err(|_| Error::internal("the store writer stopped"))?
     }
 
@@ -146,28 +168,107 @@ fn run_read<T>(db: &Database, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> 
     f(&tx)
 }
 
-fn run_write<T>(db: &Database, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
-    let tx = db.begin_write()?;
+/// Wraps a write closure and the way to deliver its result into a queued job.
+fn job<T, F>(f: F, deliver: impl FnOnce(Result<T>) + Send + 'static) -> WriteJob
+where
+    F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    Box::new(move |db, durability| {
+        let (outcome, result) = run_write(db, durability, f);
+        let answer: Answer = Box::new(move |group_failure| match (result, group_failure) {
+            (Ok(_), Some(e)) => deliver(Err(e.clone())),
+            (result, _) => deliver(result),
+        });
+        (outcome, answer)
+    })
+}
+
+fn run_write<T>(
+    db: &Database,
+    durability: Durability,
+    f: impl FnOnce(&WriteTransaction) -> Result<T>,
+) -> (Outcome, Result<T>) {
+    let mut tx = match db.begin_write() {
+        Ok(tx) => tx,
+        Err(e) => return (Outcome::RolledBack, Err(e.into())),
+    };
+    if let Err(e) = tx.set_durability(durability) {
+        return (Outcome::RolledBack, Err(Error::internal(format!("cannot set the commit durability: {e}"))));
+    }
     match catch_unwind(AssertUnwindSafe(|| f(&tx))) {
-        Ok(Ok(value)) => {
-            tx.commit()?;
-            Ok(value)
-        }
+        Ok(Ok(value)) => match tx.commit() {
+            Ok(()) => (Outcome::Committed, Ok(value)),
+            Err(e) => {
+                let e = Error::from(e);
+                (Outcome::CommitFailed(e.clone()), Err(e))
+            }
+        },
         Ok(Err(e)) => {
-            tx.abort()?;
-            Err(e)
+            let _ = tx.abort();
+            (Outcome::RolledBack, Err(e))
         }
         Err(_) => {
             let _ = tx.abort();
-            Err(Error::internal("a store write panicked"))
+            (Outcome::RolledBack, Err(Error::internal("a store write panicked")))
         }
     }
+}
+
+/// The writer thread: takes every job queued so far (up to `MAX_GROUP`) as one group, until the store
+/// closes.
+fn write_groups(db: &Database, jobs: &mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(db, group);
+    }
+}
+
+/// Runs each job of a group in its own transaction, so a failing job rolls back alone. All but the last
+/// commit without fsync (later transactions and readers see them at once, the disk not yet); the last
+/// commits durably, which makes the whole group durable. Only then is anyone answered.
+fn commit_group(db: &Database, group: Vec<WriteJob>) {
+    let last = group.len() - 1;
+    let mut answers = Vec::with_capacity(group.len());
+    let mut unsynced = false;
+    let mut failure = None;
+    for (i, job) in group.into_iter().enumerate() {
+        let durability = if i == last { Durability::Immediate } else { Durability::None };
+        let (outcome, answer) = job(db, durability);
+        answers.push(answer);
+        match outcome {
+            Outcome::Committed => unsynced = i != last,
+            Outcome::RolledBack => {}
+            // A failed commit may leave the file unusable: the group as a whole is not durable.
+            Outcome::CommitFailed(e) => failure = Some(e),
+        }
+    }
+    if unsynced && failure.is_none() {
+        failure = sync(db).err();
+    }
+    for answer in answers {
+        answer(failure.as_ref());
+    }
+}
+
+/// An empty durable commit: makes the writes committed without fsync durable.
+fn sync(db: &Database) -> Result<()> {
+    let tx = db.begin_write()?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// Creates the core tables and checks that the file was not written by a newer portal.
 pub fn install_core(tx: &WriteTransaction) -> Result<()> {
     tx.open_table(META)?;
     crate::idempotency::install(tx)?;
+    crate::audit::install(tx)?;
     let version = schema_version(tx, "core")?;
     match version {
         0 => set_schema_version(tx, "core", 1),
@@ -191,4 +292,232 @@ pub fn set_schema_version(tx: &WriteTransaction, module: &str, version: u32) -> 
     let key = format!("schema:{module}");
     tx.open_table(META)?.insert(key.as_bytes(), version.to_be_bytes().as_slice())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::task::{Context as TaskContext, Poll, Waker};
+
+    use redb::backends::InMemoryBackend;
+    use redb::{ReadableTable, StorageBackend};
+
+    use super::*;
+    use crate::error::ErrorCode;
+
+    const DATA: RawTable = TableDefinition::new("test.data");
+
+    /// What the test sees of the disk: fsyncs so far, and whether the next ones are held or fail.
+    #[derive(Debug, Default)]
+    struct DiskState {
+        syncs: AtomicUsize,
+        fail: AtomicBool,
+        /// When set, the next fsync reports that it started and waits for the word to finish.
+        hold: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    }
+
+    #[derive(Debug)]
+    struct Disk {
+        memory: InMemoryBackend,
+        state: Arc<DiskState>,
+    }
+
+    impl StorageBackend for Disk {
+        fn len(&self) -> std::io::Result<u64> {
+            self.memory.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.memory.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.memory.set_len(len)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.memory.write(offset, data)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            let hold = self.state.hold.lock().unwrap().take();
+            if let Some((started, finish)) = hold {
+                let _ = started.send(());
+                let _ = finish.recv();
+            }
+            if self.state.fail.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("disk failure"));
+            }
+            self.state.syncs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn store() -> (Store, Arc<DiskState>) {
+        let state = Arc::new(DiskState::default());
+        let disk = Disk { memory: InMemoryBackend::new(), state: Arc::clone(&state) };
+        let db = Database::builder().create_with_backend(disk).unwrap();
+        let store = Store::from_database(db, PathBuf::from(":test:"));
+        store
+            .write_blocking(|tx| {
+                tx.open_table(DATA)?;
+                Ok(())
+            })
+            .unwrap();
+        (store, state)
+    }
+
+    fn put(tx: &WriteTransaction, key: &[u8]) -> Result<()> {
+        tx.open_table(DATA)?.insert(key, b"v".as_slice())?;
+        Ok(())
+    }
+
+    fn keys(store: &Store) -> Vec<Vec<u8>> {
+        store
+            .read_blocking(|tx| {
+                let table = tx.open_table(DATA)?;
+                let mut keys = Vec::new();
+                for entry in table.iter()? {
+                    keys.push(entry?.0.value().to_vec());
+                }
+                Ok(keys)
+            })
+            .unwrap()
+    }
+
+    type Pending<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+
+    /// Polls once: a write is queued on its first poll. `Some` when it already finished.
+    fn poll_once<T>(future: &mut Pending<T>) -> Option<Result<T>> {
+        match future.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Holds the writer inside a job (its own group) until the returned sender speaks, so that the
+    /// writes queued meanwhile form the next group.
+    fn block_writer(store: &Store) -> (Pending<()>, mpsc::Sender<()>) {
+        let (go, wait) = mpsc::channel::<()>();
+        let (entered, entered_rx) = mpsc::channel::<()>();
+        let s = store.clone();
+        let mut blocker: Pending<()> = Box::pin(async move {
+            s.write(move |_| {
+                let _ = entered.send(());
+                let _ = wait.recv();
+                Ok(())
+            })
+            .await
+        });
+        assert!(poll_once(&mut blocker).is_none());
+        entered_rx.recv().unwrap();
+        (blocker, go)
+    }
+
+    fn queue(store: &Store, f: impl FnOnce(&WriteTransaction) -> Result<()> + Send + 'static) -> Pending<()> {
+        let s = store.clone();
+        let mut future: Pending<()> = Box::pin(async move { s.write(f).await });
+        assert!(poll_once(&mut future).is_none());
+        future
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_all_land() {
+        let (store, _) = store();
+        let writes: Vec<_> = (0u32..300)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move { s.write(move |tx| put(tx, &i.to_be_bytes())).await })
+            })
+            .collect();
+        for w in writes {
+            w.await.unwrap().unwrap();
+        }
+        let expected: Vec<Vec<u8>> = (0u32..300).map(|i| i.to_be_bytes().to_vec()).collect();
+        assert_eq!(keys(&store), expected);
+    }
+
+    /// Fsyncs spent on a blocking write and the `n` writes queued behind it.
+    async fn syncs_of_group(store: &Store, disk: &DiskState, n: u32) -> usize {
+        let before = disk.syncs.load(Ordering::SeqCst);
+        let (blocker, go) = block_writer(store);
+        let writes: Vec<_> = (0..n).map(|i| queue(store, move |tx| put(tx, &(n * 1000 + i).to_be_bytes()))).collect();
+        go.send(()).unwrap();
+        blocker.await.unwrap();
+        for w in writes {
+            w.await.unwrap();
+        }
+        disk.syncs.load(Ordering::SeqCst) - before
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_share_one_durable_commit() {
+        let (store, disk) = store();
+        let before = disk.syncs.load(Ordering::SeqCst);
+        store.write(|tx| put(tx, b"alone")).await.unwrap();
+        let alone = disk.syncs.load(Ordering::SeqCst) - before;
+        let of_group = syncs_of_group(&store, &disk, 200).await;
+        assert!(alone >= 1);
+        // 201 writes in two groups: a few fsyncs (redb adds one now and then as the file grows), not 201.
+        assert!(of_group <= 4 * alone, "{of_group} fsyncs for 201 writes, {alone} for a lone write");
+        assert_eq!(keys(&store).len(), 201);
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_rolls_back_alone() {
+        let (store, _) = store();
+        let (blocker, go) = block_writer(&store);
+        let first = queue(&store, |tx| put(tx, b"first"));
+        let failing = queue(&store, |tx| {
+            put(tx, b"failing")?;
+            Err(Error::conflict("refused"))
+        });
+        let panicking = queue(&store, |tx| {
+            put(tx, b"panicking")?;
+            panic!("a bug in a write")
+        });
+        let middle = queue(&store, |tx| put(tx, b"middle"));
+        // The group's last write fails too: the others are made durable without it.
+        let last = queue(&store, |tx| {
+            put(tx, b"last")?;
+            Err(Error::conflict("refused"))
+        });
+        go.send(()).unwrap();
+        blocker.await.unwrap();
+        first.await.unwrap();
+        assert_eq!(failing.await.unwrap_err().code(), ErrorCode::Conflict);
+        assert_eq!(panicking.await.unwrap_err().code(), ErrorCode::Internal);
+        middle.await.unwrap();
+        assert_eq!(last.await.unwrap_err().code(), ErrorCode::Conflict);
+        assert_eq!(keys(&store), vec![b"first".to_vec(), b"middle".to_vec()]);
+        // The store goes on working after a panic.
+        store.write(|tx| put(tx, b"after")).await.unwrap();
+        assert_eq!(keys(&store).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_answered_before_its_fsync() {
+        let (store, disk) = store();
+        let (started, started_rx) = mpsc::channel();
+        let (finish, finish_rx) = mpsc::channel();
+        *disk.hold.lock().unwrap() = Some((started, finish_rx));
+        let mut write = queue(&store, |tx| put(tx, b"k"));
+        // The writer is inside the fsync of our write: the caller must still be waiting.
+        started_rx.recv().unwrap();
+        assert!(poll_once(&mut write).is_none());
+        finish.send(()).unwrap();
+        write.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_answers_every_write_of_the_group_with_an_error() {
+        let (store, disk) = store();
+        let (blocker, go) = block_writer(&store);
+        let writes: Vec<_> = (0u32..5).map(|i| queue(&store, move |tx| put(tx, &i.to_be_bytes()))).collect();
+        disk.fail.store(true, Ordering::SeqCst);
+        go.send(()).unwrap();
+        assert!(blocker.await.is_err());
+        for w in writes {
+            assert_eq!(w.await.unwrap_err().code(), ErrorCode::Internal);
+        }
+    }
 }

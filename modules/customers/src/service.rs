@@ -1,6 +1,7 @@
 //! Customer logic on a store transaction: validation, the indexes, archiving and deletion. Other modules
 //! use the `pub` functions with their own transaction (`customers::get_listed(&tx, id)`).
 
+use portal_core::audit;
 use portal_core::error::Validation;
 use portal_core::ids::CustomerId;
 use portal_core::money::{parse_non_negative_minor, TaxRate};
@@ -115,6 +116,7 @@ pub fn set_default_payment_method(tx: &WriteTransaction, id: CustomerId, payment
     let mut settings = billing(tx, id)?;
     settings.stripe_payment_method_id = Some(payment_method_id.to_string());
     settings.updated_at = Timestamp::now();
+    audit::record(tx, "customers", "default_card_set", id, Some(id))?;
     BILLING.insert(tx, &id.to_key(), &settings)
 }
 
@@ -249,6 +251,7 @@ pub fn update_billing(tx: &WriteTransaction, id: CustomerId, change: &BillingCha
     v.finish()?;
     new.updated_at = Timestamp::now().max(old.updated_at);
     BILLING.insert(tx, &id.to_key(), &new)?;
+    audit::record(tx, "customers", "update_billing", id, Some(id))?;
     Ok(new)
 }
 
@@ -263,6 +266,7 @@ pub fn remove(tx: &WriteTransaction, id: CustomerId, dependents: &Dependents) ->
         archived.updated_at = now.max(old.updated_at);
         store_customer(tx, Some(&old), &archived)?;
         portal_auth::users::set_customer_disabled(tx, id, true)?;
+        audit::record(tx, "customers", "archive", id, Some(id))?;
         return Ok(Removal::Archived(now));
     }
     dependents.remove_customer(tx, id)?;
@@ -274,6 +278,7 @@ pub fn remove(tx: &WriteTransaction, id: CustomerId, dependents: &Dependents) ->
     BILLING.remove(tx, &id.to_key())?;
     unindex(tx, &old)?;
     CUSTOMERS.remove(tx, &id.to_key())?;
+    audit::record(tx, "customers", "delete", id, Some(id))?;
     Ok(Removal::Deleted)
 }
 
@@ -285,6 +290,7 @@ pub fn restore(tx: &WriteTransaction, id: CustomerId) -> Result<CustomerRecord> 
     restored.updated_at = Timestamp::now().max(old.updated_at);
     store_customer(tx, Some(&old), &restored)?;
     portal_auth::users::set_customer_disabled(tx, id, false)?;
+    audit::record(tx, "customers", "restore", id, Some(id))?;
     Ok(CustomerRecord { billing: billing(tx, id)?, customer: restored })
 }
 
@@ -292,6 +298,11 @@ pub fn restore(tx: &WriteTransaction, id: CustomerId) -> Result<CustomerRecord> 
 
 /// Writes `new` and moves its index entries from `old`.
 fn store_customer(tx: &WriteTransaction, old: Option<&Customer>, new: &Customer) -> Result<()> {
+    // Archiving and restoring record their own, more telling, entries.
+    if old.is_none_or(|o| o.archived_at == new.archived_at) {
+        let action = if old.is_none() { "create" } else { "update" };
+        audit::record(tx, "customers", action, new.id, Some(new.id))?;
+    }
     if new.stripe_customer_id != old.and_then(|o| o.stripe_customer_id.clone()) {
         if let Some(stripe_id) = &new.stripe_customer_id {
             if BY_STRIPE_ID.contains(tx, stripe_id.as_bytes())? {

@@ -1,6 +1,7 @@
 //! Proposal logic on a store transaction. The billing module reads accepted proposals through the `pub`
 //! functions here.
 
+use portal_core::audit;
 use portal_core::error::Validation;
 use portal_core::ids::CustomerId;
 use portal_core::money::{parse_fixed, parse_non_negative_minor};
@@ -158,7 +159,7 @@ pub fn delete(tx: &WriteTransaction, id: ProposalId) -> Result<()> {
     }
     unindex(tx, &old)?;
     PROPOSALS.remove(tx, &id.to_key())?;
-    Ok(())
+    audit::record(tx, "proposals", "delete", id, Some(old.customer_id))
 }
 
 /// Records the customer's answer: only a draft or sent proposal that has not expired can get one.
@@ -224,6 +225,12 @@ fn status_word(status: ProposalStatus) -> &'static str {
 }
 
 fn store(tx: &WriteTransaction, old: Option<&Proposal>, new: &Proposal) -> Result<()> {
+    let action = match old {
+        None => "create",
+        Some(old) if old.status != new.status => status_word(new.status),
+        Some(_) => "update",
+    };
+    audit::record(tx, "proposals", action, new.id, Some(new.customer_id))?;
     if let Some(old) = old {
         unindex(tx, old)?;
     }

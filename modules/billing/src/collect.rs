@@ -1,0 +1,243 @@
+//! Collecting invoices through Stripe, exactly once. An attempt is reserved in the store before Stripe is
+//! called (a second payer of the same invoice meets 409 instead of a second charge), Stripe is called
+//! outside any store transaction, and the outcome is written in one transaction: the invoice becomes paid
+//! with its payment record, or the decline is counted. Each attempt has its own Stripe idempotency key, so
+//! an attempt cut short by a timeout or a crash is repeated under the same key and Stripe answers it with
+//! the first result instead of charging again.
+
+use portal_core::idempotency::Claim;
+use portal_core::ids::CustomerId;
+use portal_core::{Currency, Error, ErrorCode, Result, Store, Timestamp};
+use portal_stripe::{ChargeOutcome, ChargeRequest, Stripe};
+use redb::WriteTransaction;
+
+use crate::invoices;
+use crate::model::{Collection, Invoice, InvoiceId, InvoiceStatus};
+use crate::tables::COLLECTIONS;
+use crate::views::PaymentView;
+
+/// An attempt older than this died with its request (Stripe calls time out after 20 s).
+const STALE_ATTEMPT_SECS: i64 = 60;
+/// Automatic retries after the first declined automatic charge, in days from that decline.
+pub const AUTO_RETRY_DAYS: [i64; 3] = [1, 3, 7];
+
+/// Who asked for the charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A user through `POST /billing/pay-invoice`.
+    Payer,
+    /// The auto-charge job.
+    Auto,
+}
+
+/// An attempt reserved in the store.
+struct Reservation {
+    attempt: u32,
+    amount: i64,
+    currency: Currency,
+    stripe_customer: String,
+    payment_method: String,
+}
+
+/// The Stripe customer of a portal customer, created on first use. Creation is serialized in this process
+/// (one node) and carries an idempotency key, so concurrent first payments never make two.
+pub async fn stripe_customer(store: &Store, stripe: &Stripe, id: CustomerId) -> Result<String> {
+    static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let read = || store.read(move |tx| portal_customers::service::get_listed(tx, id));
+    if let Some(existing) = read().await?.stripe_customer_id {
+        return Ok(existing);
+    }
+    let _creating = CREATING.lock().await;
+    let customer = read().await?;
+    if let Some(existing) = customer.stripe_customer_id {
+        return Ok(existing);
+    }
+    let created = stripe.create_customer(&id.to_string(), &customer.name, &customer.billing_email).await?;
+    let stored = created.clone();
+    store.write(move |tx| portal_customers::service::set_stripe_customer_id(tx, id, &stored)).await?;
+    tracing::info!(customer = %id, stripe_customer = %created, "Stripe customer created");
+    Ok(created)
+}
+
+/// Charges an issued invoice with `payment_method` or the customer's default card at `now` (the job's
+/// clock; the time the payment and any decline are recorded with). A paid invoice is
+/// recorded (and `claim` completed) in the same transaction; a decline → 402 `payment_failed` with
+/// Stripe's codes in `details`, the invoice unchanged.
+pub async fn pay(
+    store: &Store,
+    stripe: &Stripe,
+    invoice_id: InvoiceId,
+    payment_method: Option<String>,
+    trigger: Trigger,
+    claim: &Claim,
+    now: Timestamp,
+) -> Result<PaymentView> {
+    let customer = store.read(move |tx| Ok(invoices::get(tx, invoice_id)?.map(|i| i.customer_id))).await?;
+    let customer = customer.ok_or_else(|| Error::not_found("invoice"))?;
+    let stripe_customer = stripe_customer(store, stripe, customer).await?;
+    let reservation = store.write(move |tx| reserve(tx, invoice_id, stripe_customer, payment_method, now)).await?;
+    let request = ChargeRequest {
+        amount: reservation.amount,
+        currency: reservation.currency.as_str(),
+        customer: &reservation.stripe_customer,
+        payment_method: &reservation.payment_method,
+        invoice_id: invoice_id.to_string(),
+        idempotency_key: format!("portal-invoice-{invoice_id}-attempt-{}", reservation.attempt),
+    };
+    let outcome = stripe.charge(request).await;
+    let claim = claim.clone();
+    store.write(move |tx| settle(tx, invoice_id, outcome, trigger, &claim, now)).await?
+}
+
+fn reserve(
+    tx: &WriteTransaction,
+    id: InvoiceId,
+    stripe_customer: String,
+    payment_method: Option<String>,
+    now: Timestamp,
+) -> Result<Reservation> {
+    let invoice = invoices::get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
+    match invoice.status {
+        InvoiceStatus::Pending | InvoiceStatus::Overdue => {}
+        InvoiceStatus::Draft => return Err(Error::conflict("a draft invoice is not issued yet and cannot be paid")),
+        InvoiceStatus::Paid => return Err(Error::conflict("the invoice is already paid")),
+        InvoiceStatus::Cancelled => return Err(Error::conflict("a cancelled invoice cannot be paid")),
+    }
+    if invoice.total_amount <= 0 {
+        return Err(Error::conflict("the invoice has nothing to pay"));
+    }
+    let payment_method =
+        match payment_method {
+            Some(pm) => pm,
+            None => portal_customers::service::billing(tx, invoice.customer_id)?.stripe_payment_method_id.ok_or_else(
+                || Error::invalid("payment_method_id", "the customer has no saved card: save one first or name one"),
+            )?,
+        };
+    let mut state = COLLECTIONS.get(tx, &id.to_key())?.unwrap_or_default();
+    if let Some(intent) = &state.processing_intent {
+        return Err(Error::conflict("a payment of this invoice is processing at Stripe")
+            .with_detail("payment_intent_id", intent.clone()));
+    }
+    if state.in_flight_since.is_some_and(|since| now.micros() - since.micros() < STALE_ATTEMPT_SECS * 1_000_000) {
+        return Err(Error::conflict("a payment of this invoice is in progress"));
+    }
+    state.in_flight_since = Some(now);
+    COLLECTIONS.insert(tx, &id.to_key(), &state)?;
+    Ok(Reservation {
+        attempt: state.attempts + 1,
+        amount: invoice.total_amount,
+        currency: invoice.currency,
+        stripe_customer,
+        payment_method,
+    })
+}
+
+fn settle(
+    tx: &WriteTransaction,
+    id: InvoiceId,
+    outcome: Result<ChargeOutcome>,
+    trigger: Trigger,
+    claim: &Claim,
+    now: Timestamp,
+) -> Result<Result<PaymentView>> {
+    let mut state = COLLECTIONS.get(tx, &id.to_key())?.unwrap_or_default();
+    state.in_flight_since = None;
+    let answer = match outcome {
+        // Not charged as far as we know: the same attempt (same key) runs again next time.
+        Err(e) => Err(e),
+        Ok(ChargeOutcome::Succeeded { payment_intent_id }) => {
+            let invoice = paid(tx, id, &payment_intent_id, now)?;
+            let view = PaymentView::new(&invoice, payment_intent_id, "succeeded".into(), now);
+            claim.complete(tx, 200, &view)?;
+            COLLECTIONS.remove(tx, &id.to_key())?;
+            return Ok(Ok(view));
+        }
+        Ok(ChargeOutcome::Pending { payment_intent_id, status }) => {
+            state.processing_intent = Some(payment_intent_id.clone());
+            let invoice = invoices::get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
+            let view = PaymentView::new(&invoice, payment_intent_id, status, now);
+            claim.complete(tx, 200, &view)?;
+            Ok(view)
+        }
+        Ok(ChargeOutcome::Declined { code, decline_code, message }) => {
+            state.attempts += 1;
+            state.last_decline = Some(decline_code.clone().or_else(|| code.clone()).unwrap_or_default());
+            let customer = invoices::get(tx, id)?.map(|i| i.customer_id);
+            portal_core::audit::record(tx, "billing", "payment_declined", id, customer)?;
+            if trigger == Trigger::Auto {
+                declined_automatically(tx, id, &mut state, now)?;
+            }
+            let mut error = Error::new(ErrorCode::PaymentFailed, format!("the payment was declined: {message}"))
+                .with_detail("invoice_id", id.to_string());
+            if let Some(code) = code {
+                error = error.with_detail("code", code);
+            }
+            if let Some(decline_code) = decline_code {
+                error = error.with_detail("decline_code", decline_code);
+            }
+            Err(error)
+        }
+    };
+    COLLECTIONS.insert(tx, &id.to_key(), &state)?;
+    Ok(answer)
+}
+
+/// Records a succeeded PaymentIntent: the invoice becomes paid, unless its webhook got there first.
+fn paid(tx: &WriteTransaction, id: InvoiceId, payment_intent: &str, now: Timestamp) -> Result<Invoice> {
+    let invoice = invoices::get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
+    if invoice.status == InvoiceStatus::Paid {
+        return Ok(invoice);
+    }
+    invoices::mark_paid(tx, id, "stripe", now, Some(payment_intent))
+}
+
+/// Counts an automatic decline; when the retries have run out the invoice is recorded as overdue.
+fn declined_automatically(tx: &WriteTransaction, id: InvoiceId, state: &mut Collection, now: Timestamp) -> Result<()> {
+    state.auto_attempts += 1;
+    state.first_auto_decline.get_or_insert(now);
+    if state.auto_attempts as usize > AUTO_RETRY_DAYS.len() {
+        invoices::mark_overdue_now(tx, id, now)?;
+    }
+    Ok(())
+}
+
+/// Whether the auto-charge job charges the invoice at `now`: once, then again 1, 3 and 7 days after the
+/// first decline.
+pub fn auto_charge_due(state: &Collection, now: Timestamp) -> bool {
+    if state.in_flight_since.is_some() || state.processing_intent.is_some() {
+        return false;
+    }
+    match (state.auto_attempts, state.first_auto_decline) {
+        (0, _) => true,
+        (n, Some(first)) => AUTO_RETRY_DAYS
+            .get(n as usize - 1)
+            .is_some_and(|days| now.micros() >= first.micros() + days * 86_400 * 1_000_000),
+        (_, None) => false,
+    }
+}
+
+/// Whether a charge of the invoice is with Stripe or processing there (it must not be cancelled now).
+pub(crate) fn collecting(tx: &impl portal_core::ReadTx, id: InvoiceId, now: Timestamp) -> Result<bool> {
+    let state = COLLECTIONS.get(tx, &id.to_key())?.unwrap_or_default();
+    Ok(state.processing_intent.is_some()
+        || state.in_flight_since.is_some_and(|since| now.micros() - since.micros() < STALE_ATTEMPT_SECS * 1_000_000))
+}
+
+/// Clears a processing PaymentIntent once its outcome arrives by webhook (`failed`: it counts as a
+/// declined attempt).
+pub(crate) fn intent_settled(tx: &WriteTransaction, id: InvoiceId, payment_intent: &str, failed: bool) -> Result<()> {
+    let Some(mut state) = COLLECTIONS.get(tx, &id.to_key())? else { return Ok(()) };
+    if state.processing_intent.as_deref() != Some(payment_intent) {
+        return Ok(());
+    }
+    state.processing_intent = None;
+    if failed {
+        state.attempts += 1;
+    }
+    COLLECTIONS.insert(tx, &id.to_key(), &state)
+}
+
+/// The collection state of an invoice (the auto-charge job's schedule).
+pub fn collection(tx: &impl portal_core::ReadTx, id: InvoiceId) -> Result<Collection> {
+    Ok(COLLECTIONS.get(tx, &id.to_key())?.unwrap_or_default())
+}
