@@ -14,10 +14,10 @@ use serde_json::json;
 
 use crate::helpers::TestApp;
 
-type Dump = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
+pub(crate) type Dump = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
 
 /// Every row of every table `tx` sees.
-fn dump(tx: &redb::ReadTransaction) -> Dump {
+pub(crate) fn dump(tx: &redb::ReadTransaction) -> Dump {
     let mut out = Dump::new();
     for name in portal_core::backup::table_names(tx).expect("tables") {
         let table = tx.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).expect("open table");

@@ -15,5 +15,6 @@ mod openapi;
 mod payments;
 mod rate_limits;
 mod store;
+mod upstream;
 mod users;
 mod webhooks;

@@ -375,6 +375,7 @@ async fn auto_charge_retries_on_days_1_3_7_then_marks_overdue() {
         stripe_webhook_secret: None,
         stripe_api_version: portal_stripe::API_VERSION.into(),
         stripe_api_base: ls.url(),
+        stripe_timeout_seconds: 20,
     };
     let client = portal_stripe::Stripe::from_config(&config).unwrap().unwrap();
     let day = 86_400_000_000_i64;

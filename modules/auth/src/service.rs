@@ -385,7 +385,11 @@ impl AuthService {
              Set a new password within 30 minutes: {link}\n\nReset token: {token}\n\n\
              If this was not you, ignore this mail; your password stays as it is.\n"
         );
-        self.notifier.send_email(email, "Reset your Portal password", &body).await?;
+        if let Err(e) = self.notifier.send_email(email, "Reset your Portal password", &body).await {
+            // Nobody received the token: withdraw it rather than leave a live one behind.
+            self.store.write(move |tx| remove_reset_token(tx, &token)).await?;
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -539,6 +543,11 @@ pub fn create_reset_token(tx: &redb::WriteTransaction, user: UserId, ttl_secs: i
         &ResetToken { user_id: user, expires_at: Timestamp::now().plus_secs(ttl_secs) },
     )?;
     Ok(token)
+}
+
+/// Withdraws a reset or invitation token (its mail could not be sent, so nobody holds it).
+pub fn remove_reset_token(tx: &redb::WriteTransaction, token: &str) -> Result<bool> {
+    RESET_TOKENS.remove(tx, &sha256(token))
 }
 
 /// A new user record (not yet stored).

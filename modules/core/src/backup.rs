@@ -69,11 +69,7 @@ pub struct Progress {
 impl Progress {
     /// Whole percent done (100 for an empty store).
     pub fn percent(&self) -> u64 {
-        if self.rows_total == 0 {
-            100
-        } else {
-            (self.rows_done.min(self.rows_total)) * 100 / self.rows_total
-        }
+        (self.rows_done.min(self.rows_total) * 100).checked_div(self.rows_total).unwrap_or(100)
     }
 }
 

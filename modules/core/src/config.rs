@@ -102,6 +102,10 @@ pub struct StripeConfig {
     /// Base URL of the Stripe API (a local test server in tests).
     #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com/")]
     pub stripe_api_base: String,
+
+    /// Seconds one Stripe call may take before the request fails with 503.
+    #[arg(long, env = "STRIPE_TIMEOUT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub stripe_timeout_seconds: u64,
 }
 
 /// Sign-in, sessions and tokens.
@@ -149,6 +153,11 @@ pub struct NotifyConfig {
     /// Sender of outgoing mail.
     #[arg(long, env = "PORTAL_MAIL_FROM", default_value = "Portal <portal@localhost>")]
     pub mail_from: String,
+
+    /// Seconds one mail may take to send (connecting and the whole SMTP exchange) before the request that
+    /// sends it fails with 503.
+    #[arg(long, env = "PORTAL_SMTP_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub smtp_timeout_seconds: u64,
 
     /// Base URL of the SMS gateway speaking Twilio's Messages API.
     #[arg(long, env = "PORTAL_SMS_API_BASE", default_value = "https://api.twilio.com")]
@@ -256,6 +265,7 @@ impl Config {
             notify: NotifyConfig {
                 smtp_url: None,
                 mail_from: "Portal <portal@localhost>".into(),
+                smtp_timeout_seconds: 10,
                 sms_api_base: "https://api.twilio.com".into(),
                 sms_account_sid: None,
                 sms_auth_token: None,
@@ -274,6 +284,7 @@ impl Config {
                 stripe_webhook_secret: None,
                 stripe_api_version: "2023-10-16".into(),
                 stripe_api_base: "https://api.stripe.com/".into(),
+                stripe_timeout_seconds: 20,
             },
             analytics: AnalyticsConfig {
                 firebase_credentials: None,

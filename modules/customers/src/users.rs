@@ -56,7 +56,12 @@ pub(crate) async fn create(auth: &AuthService, new: NewCustomerUser) -> Result<U
     );
     if let Err(e) = auth.notifier().send_email(&user.email, "Your Portal invitation", &body).await {
         let orphan = user.clone();
-        auth.store().write(move |tx| portal_auth::users::delete(tx, &orphan)).await?;
+        auth.store()
+            .write(move |tx| {
+                portal_auth::service::remove_reset_token(tx, &token)?;
+                portal_auth::users::delete(tx, &orphan)
+            })
+            .await?;
         return Err(e);
     }
     Ok(user)

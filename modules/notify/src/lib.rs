@@ -36,7 +36,9 @@ impl Notifier {
     /// Builds the transports the configuration names; a malformed SMTP URL or sender is a start-up error.
     pub fn new(config: &NotifyConfig, store: Store) -> Result<Self> {
         let mail = match &config.smtp_url {
-            Some(url) => Some(Arc::new(mail::Mailer::new(url.expose(), &config.mail_from)?)),
+            Some(url) => {
+                Some(Arc::new(mail::Mailer::new(url.expose(), &config.mail_from, config.smtp_timeout_seconds)?))
+            }
             None => None,
         };
         let sms = sms::SmsGateway::from_config(config)?.map(Arc::new);

@@ -6,24 +6,25 @@ use lettre::message::{header::ContentType, Mailbox};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use portal_core::{Error, Result};
 
-/// An SMTP server that does not answer within this fails the send fast instead of holding the request.
-const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub(crate) struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    timeout: Duration,
 }
 
 impl Mailer {
-    pub(crate) fn new(url: &str, from: &str) -> Result<Self> {
+    /// `timeout_secs` bounds a whole send, so a server that does not answer fails it fast instead of
+    /// holding the request (lettre's own timeout covers only the TCP connect, not a silent greeting).
+    pub(crate) fn new(url: &str, from: &str, timeout_secs: u64) -> Result<Self> {
+        let timeout = Duration::from_secs(timeout_secs);
         // The URL holds credentials: the error names the problem, never the URL.
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&with_tls_default(url))
             .map_err(|e| Error::internal(format!("PORTAL_SMTP_URL is not a valid SMTP URL: {e}")))?
-            .timeout(Some(SMTP_TIMEOUT))
+            .timeout(Some(timeout))
             .build();
         let from =
             from.parse().map_err(|e| Error::internal(format!("PORTAL_MAIL_FROM is not a valid mailbox: {e}")))?;
-        Ok(Self { transport, from })
+        Ok(Self { transport, from, timeout })
     }
 
     pub(crate) async fn send(&self, to: &str, subject: &str, body: &str) -> Result<()> {
@@ -35,8 +36,11 @@ impl Mailer {
             .header(ContentType::TEXT_PLAIN)
             .body(body.to_string())
             .map_err(Error::internal)?;
-        self.transport.send(message).await.map_err(|e| Error::upstream("the mail server is unavailable", e))?;
-        Ok(())
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Error::upstream("the mail server is unavailable", e)),
+            Err(_) => Err(Error::upstream("the mail server did not answer in time", "SMTP timeout")),
+        }
     }
 }
 

@@ -16,12 +16,11 @@ use stripe::{Client, RequestStrategy, StripeError};
 
 /// The API version this build speaks (async-stripe 0.41's pinned version).
 pub const API_VERSION: &str = "2023-10-16";
-/// A Stripe call slower than this fails with 503 rather than holding the request.
-const CALL_TIMEOUT: Duration = Duration::from_secs(20);
-
 #[derive(Clone)]
 pub struct Stripe {
     client: Client,
+    /// A call slower than this fails with 503 rather than holding the request (`STRIPE_TIMEOUT_SECONDS`).
+    timeout: Duration,
 }
 
 /// A card saved on a Stripe customer.
@@ -150,7 +149,10 @@ impl Stripe {
         if !config.stripe_api_base.starts_with("http://") && !config.stripe_api_base.starts_with("https://") {
             return Err(Error::internal("STRIPE_API_BASE must be an http(s) URL"));
         }
-        Ok(Some(Self { client: Client::from_url(config.stripe_api_base.as_str(), key.expose()) }))
+        Ok(Some(Self {
+            client: Client::from_url(config.stripe_api_base.as_str(), key.expose()),
+            timeout: Duration::from_secs(config.stripe_timeout_seconds),
+        }))
     }
 
     fn idempotent(&self, key: &str) -> Client {
@@ -162,20 +164,21 @@ impl Stripe {
         let form =
             NewCustomer { name, email, metadata: BTreeMap::from([("portal_customer_id", portal_id.to_string())]) };
         let client = self.idempotent(&format!("portal-customer-{portal_id}"));
-        let created: Created = call(client.post_form("/customers", form)).await?;
+        let created: Created = call(self.timeout, client.post_form("/customers", form)).await?;
         Ok(created.id)
     }
 
     /// A setup intent for saving a card for off-session charges.
     pub async fn create_setup_intent(&self, customer: &str, idempotency_key: &str) -> Result<SetupIntent> {
         let form = NewSetupIntent { customer, usage: "off_session", payment_method_types: ["card"] };
-        call(self.idempotent(idempotency_key).post_form("/setup_intents", form)).await
+        call(self.timeout, self.idempotent(idempotency_key).post_form("/setup_intents", form)).await
     }
 
     /// The cards saved on a Stripe customer.
     pub async fn cards(&self, customer: &str) -> Result<Vec<Card>> {
         let query = ListCards { customer, kind: "card", limit: 100 };
-        let list: List<PaymentMethodObject> = call(self.client.get_query("/payment_methods", query)).await?;
+        let list: List<PaymentMethodObject> =
+            call(self.timeout, self.client.get_query("/payment_methods", query)).await?;
         Ok(list
             .data
             .into_iter()
@@ -203,7 +206,7 @@ impl Stripe {
             metadata: BTreeMap::from([("invoice_id", request.invoice_id.clone())]),
         };
         let client = self.idempotent(&request.idempotency_key);
-        match tokio::time::timeout(CALL_TIMEOUT, client.post_form::<PaymentIntentObject, _>("/payment_intents", form))
+        match tokio::time::timeout(self.timeout, client.post_form::<PaymentIntentObject, _>("/payment_intents", form))
             .await
         {
             Err(_) => Err(Error::upstream("Stripe did not answer in time", "timeout")),
@@ -222,8 +225,11 @@ impl Stripe {
 }
 
 /// Runs a Stripe call with the timeout, mapping its failures to the envelope.
-async fn call<T>(response: impl std::future::Future<Output = std::result::Result<T, StripeError>>) -> Result<T> {
-    match tokio::time::timeout(CALL_TIMEOUT, response).await {
+async fn call<T>(
+    timeout: Duration,
+    response: impl std::future::Future<Output = std::result::Result<T, StripeError>>,
+) -> Result<T> {
+    match tokio::time::timeout(timeout, response).await {
         Err(_) => Err(Error::upstream("Stripe did not answer in time", "timeout")),
         Ok(result) => result.map_err(upstream),
     }
@@ -245,4 +251,52 @@ fn upstream(e: StripeError) -> Error {
 /// The error of a payment endpoint when no Stripe key is configured.
 pub fn not_configured() -> Error {
     Error::upstream("payments are not configured on this portal (set STRIPE_SECRET_KEY)", "no STRIPE_SECRET_KEY")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use portal_core::config::{Config, Secret};
+    use portal_core::ErrorCode;
+
+    use super::Stripe;
+
+    fn client(base: String, timeout_secs: u64) -> Stripe {
+        let mut config = Config::for_data_dir(".".into()).stripe;
+        config.stripe_secret_key = Some(Secret::new("sk_test_unreachable"));
+        config.stripe_api_base = base;
+        config.stripe_timeout_seconds = timeout_secs;
+        Stripe::from_config(&config).unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_fast_503() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let stripe = client(format!("http://127.0.0.1:{port}/"), 20);
+        let started = Instant::now();
+        let err = stripe.create_customer("c1", "Acme", "ap@acme.test").await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::UpstreamUnavailable, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out_after_the_configured_seconds() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let stripe = client(format!("http://{addr}/"), 1);
+        let started = Instant::now();
+        let err = stripe.cards("cus_1").await.unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(err.code(), ErrorCode::UpstreamUnavailable, "{err}");
+        assert_eq!(err.message(), "Stripe did not answer in time");
+        assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(4), "took {took:?}");
+        silent.abort();
+    }
 }
