@@ -72,6 +72,9 @@ impl BackupApi {
         // The open handle keeps the data readable until the body is sent; nothing is left behind.
         tokio::fs::remove_file(&path).await?;
         tracing::info!(tables = summary.tables, rows = summary.rows, bytes = summary.bytes, "snapshot taken");
+        // A copy of everything leaves the server: the audit trail says who took it.
+        let checksum = summary.sha256.clone();
+        self.store.write(move |tx| portal_core::audit::record(tx, "operations", "backup", checksum, None)).await?;
         Ok(SnapshotResponse::Ok(
             Binary(Body::from_async_read(file)),
             summary.sha256,

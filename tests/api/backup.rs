@@ -170,7 +170,12 @@ async fn backup_from_the_running_server_restores_into_a_portal_that_serves_it() 
 
     // The checksum file is in sha256sum's format and matches.
     let sum = std::fs::read_to_string(out.path().join("portal-backup.redb.sha256")).unwrap();
-    assert_eq!(sum, format!("{}  portal-backup.redb\n", portal_core::backup::file_sha256(&file).unwrap()));
+    let checksum = portal_core::backup::file_sha256(&file).unwrap();
+    assert_eq!(sum, format!("{checksum}  portal-backup.redb\n"));
+    // The audit trail says which admin took it.
+    let trail = app.call(Method::GET, &format!("/audit?object_id={checksum}"), &token, None).await.json();
+    assert_eq!(trail[0]["action"], "backup", "{trail}");
+    assert_eq!(trail[0]["role"], "admin");
     let snapshot = dump_file(&file);
     let rows: usize = snapshot.values().map(Vec::len).sum();
     assert!(text(&r.stdout).contains(&format!("{rows} rows")), "{}", text(&r.stdout));
