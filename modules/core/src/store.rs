@@ -394,7 +394,12 @@ mod tests {
         let disk = Disk { memory: InMemoryBackend::new(), state: Arc::clone(&state) };
         let db = Database::builder().create_with_backend(disk).unwrap();
         let store = Store::from_database(db, PathBuf::from(":test:"));
-        store.write_blocking(|tx| Ok(drop(tx.open_table(DATA)?))).unwrap();
+        store
+            .write_blocking(|tx| {
+                tx.open_table(DATA)?;
+                Ok(())
+            })
+            .unwrap();
         (store, state)
     }
 
