@@ -63,8 +63,7 @@ impl AuthService {
             .map(|(_, token)| token.trim())
             .ok_or_else(|| Error::unauthorized("use `Authorization: Bearer <access token>`"))?;
         let claims = self.keys().verify(token)?;
-        let sid = claims.sid;
-        let session = self.store().read(move |tx| sessions::get(tx, sid)).await?;
+        let session = self.session(claims.sid).await?;
         match session {
             Some(s) if s.user_id == claims.sub && self.policy().is_live(&s, Timestamp::now()) => Ok(Principal {
                 user_id: claims.sub,

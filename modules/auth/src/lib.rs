@@ -8,6 +8,7 @@ mod authn;
 pub mod model;
 pub mod password;
 pub mod service;
+mod session_cache;
 pub mod sessions;
 mod tables;
 pub mod tokens;

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use portal_core::config::{Config, Registration};
 use portal_core::error::Validation;
-use portal_core::ids::UserId;
+use portal_core::ids::{SessionId, UserId};
 use portal_core::{Context, Error, Principal, Result, Role, Store, Timestamp};
 use portal_notify::Notifier;
 use subtle::ConstantTimeEq;
 
-use crate::model::{Challenge, ResetToken, Settings, SignInCode, User};
+use crate::model::{Challenge, ResetToken, Session, Settings, SignInCode, User};
+use crate::session_cache::SessionCache;
 use crate::sessions::{self, Policy, Refresh};
 use crate::tables::{CHALLENGES, KEYS, RESET_TOKENS, SIGN_IN_CODES, USERS};
 use crate::tokens::{random_token, sha256, Keys};
@@ -60,6 +61,7 @@ pub struct AuthService {
     registration: Registration,
     public_url: Option<String>,
     secure_cookies: bool,
+    session_cache: SessionCache,
 }
 
 /// The shared auth service of this app (built on first use).
@@ -98,6 +100,7 @@ impl AuthService {
             registration: config.auth.registration,
             public_url: config.public_url.clone(),
             secure_cookies: config.served_over_tls(),
+            session_cache: SessionCache::default(),
         })
     }
 
@@ -115,6 +118,17 @@ impl AuthService {
 
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
+    }
+
+    /// The stored session `id`, from memory when no session was written since it was read.
+    pub async fn session(&self, id: SessionId) -> Result<Option<Session>> {
+        let version = crate::session_cache::CHANGES.current();
+        if let Some(known) = self.session_cache.get(id, version) {
+            return Ok(known);
+        }
+        let found = self.store.read(move |tx| sessions::get(tx, id)).await?;
+        self.session_cache.keep(id, version, found.clone());
+        Ok(found)
     }
 
     pub fn secure_cookies(&self) -> bool {

@@ -1,6 +1,7 @@
 //! Sessions: created at sign-in, found by the session cookie or by the `sid` of an access token, ended by
 //! idle time (30 min), absolute age (12 h), logout, password change or reset. Refresh tokens rotate on
 //! every use; a rotated-out token presented again means it was stolen, so the whole session ends.
+//! Every function here that writes notes the change for the in-memory session cache.
 
 use portal_core::ids::{SessionId, UserId};
 use portal_core::table::{key, Page};
@@ -8,6 +9,7 @@ use portal_core::{ReadTx, Result, Timestamp};
 use redb::WriteTransaction;
 
 use crate::model::{RefreshEntry, Session};
+use crate::session_cache::CHANGES;
 use crate::tables::{REFRESH_TOKENS, SESSIONS, SESSIONS_BY_COOKIE, SESSIONS_BY_USER};
 use crate::tokens::{random_token, sha256};
 
@@ -33,6 +35,7 @@ pub struct Opened {
 }
 
 pub fn open(tx: &WriteTransaction, user: UserId, policy: &Policy, now: Timestamp) -> Result<Opened> {
+    CHANGES.note();
     let (cookie, csrf, refresh) = (random_token(), random_token(), random_token());
     let session = Session {
         id: SessionId::generate(),
@@ -65,6 +68,7 @@ pub fn by_cookie(tx: &impl ReadTx, cookie: &str) -> Result<Option<Session>> {
 
 /// Ends a session: it and every token of it stop working at once.
 pub fn revoke(tx: &WriteTransaction, session: &Session) -> Result<()> {
+    CHANGES.note();
     SESSIONS.remove(tx, &session.id.to_key())?;
     SESSIONS_BY_USER.remove(tx, &key(&[&session.user_id.to_key(), &session.id.to_key()]))?;
     SESSIONS_BY_COOKIE.remove(tx, &session.cookie_hash)?;
@@ -76,6 +80,7 @@ pub fn revoke(tx: &WriteTransaction, session: &Session) -> Result<()> {
 
 /// Ends every session of `user`, except `keep`.
 pub fn revoke_all(tx: &WriteTransaction, user: UserId, keep: Option<SessionId>) -> Result<usize> {
+    CHANGES.note();
     let prefix = user.to_key();
     let keys = SESSIONS_BY_USER.page_keys(tx, &Page { prefix: &prefix, after: None, limit: usize::MAX })?;
     let mut ended = 0;
@@ -106,6 +111,7 @@ pub enum Refresh {
 }
 
 pub fn rotate(tx: &WriteTransaction, token: &str, policy: &Policy, now: Timestamp) -> Result<Refresh> {
+    CHANGES.note();
     let hash = sha256(token);
     let Some(entry) = REFRESH_TOKENS.get(tx, &hash)? else { return Ok(Refresh::Invalid) };
     let Some(mut session) = get(tx, entry.session_id)? else {
@@ -131,6 +137,7 @@ pub fn rotate(tx: &WriteTransaction, token: &str, policy: &Policy, now: Timestam
 
 /// Records activity on a session (for the idle timeout).
 pub fn touch(tx: &WriteTransaction, id: SessionId, now: Timestamp) -> Result<()> {
+    CHANGES.note();
     if let Some(mut session) = get(tx, id)? {
         session.last_seen = now;
         SESSIONS.insert(tx, &id.to_key(), &session)?;
@@ -140,6 +147,7 @@ pub fn touch(tx: &WriteTransaction, id: SessionId, now: Timestamp) -> Result<()>
 
 /// Ends every session past its idle or absolute limit; returns how many.
 pub fn sweep(tx: &WriteTransaction, policy: &Policy, now: Timestamp) -> Result<usize> {
+    CHANGES.note();
     let mut expired = Vec::new();
     SESSIONS.scan_prefix(tx, &[], |_, session| {
         if !policy.is_live(&session, now) {
@@ -156,6 +164,7 @@ pub fn sweep(tx: &WriteTransaction, policy: &Policy, now: Timestamp) -> Result<u
 /// A new refresh token for a session whose caller is already authenticated (by the session cookie);
 /// earlier tokens of the session count as used from now on.
 pub fn reissue(tx: &WriteTransaction, id: SessionId, now: Timestamp) -> Result<Option<String>> {
+    CHANGES.note();
     let Some(mut session) = get(tx, id)? else { return Ok(None) };
     let next = random_token();
     let next_hash = sha256(&next);

@@ -3,8 +3,10 @@
 //! next group, which costs one fsync however many writes it holds. `write` returns only once the group
 //! holding its write is durable. Handlers never touch redb on the async reactor.
 
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
@@ -37,6 +39,46 @@ enum Outcome {
     RolledBack,
     /// The commit itself failed.
     CommitFailed(Error),
+}
+
+/// Counts committed changes to some stored data, for the in-memory copies of it. A write that changes the
+/// data calls [`Changes::note`] inside its transaction; the count moves right after that transaction
+/// commits (the moment readers can see it). A reader that took [`Changes::current`] before opening its
+/// snapshot can later tell whether what it read may have changed since: it has not while the count stays.
+pub struct Changes(AtomicU64);
+
+impl Changes {
+    pub const fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+
+    pub fn current(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Called inside the write that changes the data.
+    pub fn note(&'static self) {
+        let queued = NOTED.with(|noted| noted.borrow_mut().as_mut().map(|list| list.push(self)).is_some());
+        if !queued {
+            // Not inside a store write (a raw transaction in a tool or test): count at once.
+            self.bump();
+        }
+    }
+
+    fn bump(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+thread_local! {
+    /// The changes noted by the write running on this thread; `None` outside a store write.
+    static NOTED: RefCell<Option<Vec<&'static Changes>>> = const { RefCell::new(None) };
 }
 
 /// A handle to the store; clones share one database and one writer.
@@ -196,7 +238,18 @@ fn run_write<T>(
     if let Err(e) = tx.set_durability(durability) {
         return (Outcome::RolledBack, Err(Error::internal(format!("cannot set the commit durability: {e}"))));
     }
-    match catch_unwind(AssertUnwindSafe(|| f(&tx))) {
+    NOTED.with(|noted| *noted.borrow_mut() = Some(Vec::new()));
+    let ran = catch_unwind(AssertUnwindSafe(|| f(&tx)));
+    let result = finish_write(tx, ran);
+    // After the commit (or the rollback, where counting is merely cautious).
+    for changes in NOTED.with(|noted| noted.borrow_mut().take()).into_iter().flatten() {
+        changes.bump();
+    }
+    result
+}
+
+fn finish_write<T>(tx: WriteTransaction, ran: std::thread::Result<Result<T>>) -> (Outcome, Result<T>) {
+    match ran {
         Ok(Ok(value)) => match tx.commit() {
             Ok(()) => (Outcome::Committed, Ok(value)),
             Err(e) => {
@@ -492,6 +545,32 @@ mod tests {
         // The store goes on working after a panic.
         store.write(|tx| put(tx, b"after")).await.unwrap();
         assert_eq!(keys(&store).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn noted_changes_count_once_the_write_is_committed() {
+        static WATCHED: Changes = Changes::new();
+        let (store, _) = store();
+        let before = WATCHED.current();
+        let seen_inside = store
+            .write(move |tx| {
+                WATCHED.note();
+                put(tx, b"k")?;
+                Ok(WATCHED.current())
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen_inside, before);
+        assert_eq!(WATCHED.current(), before + 1);
+        // A write that rolls back counts too (cautious), and one that notes nothing does not.
+        let _ = store
+            .write(|_| -> Result<()> {
+                WATCHED.note();
+                Err(Error::conflict("refused"))
+            })
+            .await;
+        store.write(|tx| put(tx, b"other")).await.unwrap();
+        assert_eq!(WATCHED.current(), before + 2);
     }
 
     #[tokio::test]
