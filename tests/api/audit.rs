@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::billing::{customer, user_token};
+use crate::billing::{customer, recurring_invoice, user_token};
 use crate::helpers::TestApp;
 
 async fn audit(app: &TestApp, token: &str, query: &str) -> Vec<Value> {
@@ -53,15 +53,7 @@ async fn changes_are_recorded_with_their_actor_and_read_back_by_filter() {
     assert_eq!(audit(&app, &admin, "?limit=200").await.len(), before);
 
     // An invoice issued and paid: two entries on it, newest first, both under the customer.
-    let r = app
-        .call(
-            Method::POST,
-            "/billing/generate-recurring",
-            &admin,
-            Some(json!({"customer_id": cid, "period_start": "2026-01-01"})),
-        )
-        .await;
-    let invoice = r.json()["id"].as_str().unwrap().to_string();
+    let invoice = recurring_invoice(&app, &admin, &cid, "2026-01-01").await["id"].as_str().unwrap().to_string();
     let r = app
         .call(
             Method::POST,
@@ -115,15 +107,7 @@ async fn the_portals_own_jobs_and_deletions_are_recorded_too() {
     let app = TestApp::spawn().await;
     let admin = app.admin_token().await;
     let due = customer(&app, &admin, "Due Co", json!({"monthly_fee": 5, "payment_terms_days": 0})).await;
-    let r = app
-        .call(
-            Method::POST,
-            "/billing/generate-recurring",
-            &admin,
-            Some(json!({"customer_id": due, "period_start": "2026-01-01"})),
-        )
-        .await;
-    let invoice = r.json()["id"].as_str().unwrap().to_string();
+    let invoice = recurring_invoice(&app, &admin, &due, "2026-01-01").await["id"].as_str().unwrap().to_string();
     // What the overdue sweep does, outside any request: the portal itself is the actor.
     let marked = app.store.write(|tx| portal_billing::invoices::mark_overdue(tx, portal_core::Timestamp::now())).await;
     assert_eq!(marked.unwrap(), 1);

@@ -44,6 +44,14 @@ pub(crate) async fn user_token(app: &TestApp, admin: &str, customer: &str, email
     app.login(email, PASSWORD).await["access_token"].as_str().unwrap().to_string()
 }
 
+/// Issues the invoice of `customer`'s period starting on `period_start`.
+pub(crate) async fn recurring_invoice(app: &TestApp, admin: &str, customer: &str, period_start: &str) -> Value {
+    let body = json!({"customer_id": customer, "period_start": period_start});
+    let r = app.call(Method::POST, "/billing/generate-recurring", admin, Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json()
+}
+
 /// Minor units of a JSON amount (2-decimal currencies).
 pub(crate) fn cents(v: &Value) -> i64 {
     (v.as_f64().expect("amount") * 100.0).round() as i64
@@ -644,15 +652,7 @@ async fn an_invoice_past_due_counts_as_overdue_at_once_in_stats_and_overview() {
     let admin = app.admin_token().await;
     // Due the moment it is issued: overdue before any sweep has recorded it.
     let cid = customer(&app, &admin, "Due Now", json!({"monthly_fee": 70, "payment_terms_days": 0})).await;
-    let r = app
-        .call(
-            Method::POST,
-            "/billing/generate-recurring",
-            &admin,
-            Some(json!({"customer_id": cid, "period_start": "2026-01-01"})),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
+    recurring_invoice(&app, &admin, &cid, "2026-01-01").await;
     let stats = app.call(Method::GET, "/billing/stats", &admin, None).await.json();
     let usd = stats["currencies"].as_array().unwrap().iter().find(|c| c["currency"] == "USD").unwrap().clone();
     assert_eq!((usd["overdue_count"].as_u64(), usd["outstanding_count"].as_u64()), (Some(1), Some(1)), "{usd}");

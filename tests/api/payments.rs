@@ -9,7 +9,7 @@ use portal_testkit::LocalStripe;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::billing::{cents, customer, user_token};
+use crate::billing::{cents, customer, recurring_invoice, user_token};
 use crate::helpers::TestApp;
 
 const STRIPE_KEY: &str = "sk_test_portal_payments";
@@ -98,10 +98,7 @@ async fn app_with(stripe: &LocalStripe) -> TestApp {
 
 /// An issued invoice of `customer` (its January 2026 period).
 async fn invoice(app: &TestApp, admin: &str, customer: &str) -> Value {
-    let body = json!({"customer_id": customer, "period_start": "2026-01-01"});
-    let r = app.call(Method::POST, "/billing/generate-recurring", admin, Some(body)).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.json()
+    recurring_invoice(app, admin, customer, "2026-01-01").await
 }
 
 /// Saves a card for the caller's customer through the portal's setup intent; returns the card id.
@@ -115,6 +112,22 @@ async fn save_card(app: &TestApp, stripe: &StripeSide, token: &str, customer: &s
     let record = app.call(Method::GET, &format!("/customers/{customer}"), &admin, None).await.json();
     let stripe_customer = record["stripe_customer_id"].as_str().expect("Stripe customer created on first use");
     stripe.save_card(setup["setup_intent_id"].as_str().unwrap(), stripe_customer, number).await
+}
+
+/// A user of `customer` whose card `number` is saved and, as Stripe then reports, the default; returns the
+/// user's token and the card.
+async fn user_with_default_card(
+    app: &TestApp,
+    stripe: &StripeSide,
+    admin: &str,
+    customer: &str,
+    email: &str,
+    number: &str,
+) -> (String, String) {
+    let user = user_token(app, admin, customer, email).await;
+    let card = save_card(app, stripe, &user, customer, number).await;
+    setup_succeeded(app, admin, customer, &card).await;
+    (user, card)
 }
 
 /// What Stripe sends when a setup intent succeeds, signed like Stripe signs.
@@ -273,9 +286,8 @@ async fn a_declined_card_leaves_the_invoice_unpaid_and_another_card_pays_it() {
     let app = app_with(&ls).await;
     let admin = app.admin_token().await;
     let cid = customer(&app, &admin, "Decline Co", json!({"monthly_fee": 50})).await;
-    let user = user_token(&app, &admin, &cid, "decline@decline.example.com").await;
-    let bad = save_card(&app, &stripe, &user, &cid, DECLINING_CARD).await;
-    setup_succeeded(&app, &admin, &cid, &bad).await;
+    let (user, _) =
+        user_with_default_card(&app, &stripe, &admin, &cid, "decline@decline.example.com", DECLINING_CARD).await;
     let inv = invoice(&app, &admin, &cid).await;
     let id = inv["id"].as_str().unwrap();
 
@@ -321,9 +333,7 @@ async fn twenty_concurrent_payments_of_one_invoice_charge_once() {
     let app = app_with(&ls).await;
     let admin = app.admin_token().await;
     let cid = customer(&app, &admin, "Race Co", json!({"monthly_fee": 99.99})).await;
-    let user = user_token(&app, &admin, &cid, "race@race.example.com").await;
-    let card = save_card(&app, &stripe, &user, &cid, GOOD_CARD).await;
-    setup_succeeded(&app, &admin, &cid, &card).await;
+    let (user, _) = user_with_default_card(&app, &stripe, &admin, &cid, "race@race.example.com", GOOD_CARD).await;
     let inv = invoice(&app, &admin, &cid).await;
     let id = inv["id"].as_str().unwrap().to_string();
 
@@ -355,16 +365,12 @@ async fn auto_charge_retries_on_days_1_3_7_then_marks_overdue() {
     let declining = customer(&app, &admin, "Auto Decline", json!({"monthly_fee": 10, "auto_charge": true})).await;
     let paying = customer(&app, &admin, "Auto Pay", json!({"monthly_fee": 20, "auto_charge": true})).await;
     let manual = customer(&app, &admin, "Manual", json!({"monthly_fee": 30})).await;
-    let mut cards = Vec::new();
     for (cid, number, email) in [
         (&declining, DECLINING_CARD, "d@auto.example.com"),
         (&paying, GOOD_CARD, "p@auto.example.com"),
         (&manual, GOOD_CARD, "m@auto.example.com"),
     ] {
-        let user = user_token(&app, &admin, cid, email).await;
-        let card = save_card(&app, &stripe, &user, cid, number).await;
-        setup_succeeded(&app, &admin, cid, &card).await;
-        cards.push(card);
+        user_with_default_card(&app, &stripe, &admin, cid, email, number).await;
     }
     let bad = invoice(&app, &admin, &declining).await["id"].as_str().unwrap().to_string();
     let good = invoice(&app, &admin, &paying).await["id"].as_str().unwrap().to_string();
@@ -524,9 +530,7 @@ async fn an_attempt_cut_short_is_repeated_under_its_own_key_and_a_decline_starts
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["invoice"]["stripe_payment_intent_id"], "pi_scripted_1");
 
-    let body = json!({"customer_id": cid, "period_start": "2026-02-01"});
-    let second = app.call(Method::POST, "/billing/generate-recurring", &admin, Some(body)).await.json();
-    let second = second["id"].as_str().unwrap().to_string();
+    let second = recurring_invoice(&app, &admin, &cid, "2026-02-01").await["id"].as_str().unwrap().to_string();
     let e = pay(&second).await.assert_error(402, "payment_failed");
     assert_eq!(e["details"]["decline_code"], "insufficient_funds");
     assert_eq!(e["details"]["code"], "card_declined");

@@ -6,6 +6,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use crate::billing::recurring_invoice;
 use crate::helpers::{Reply, TestApp};
 
 const SECRET: &str = "whsec_test_portal_webhook_secret";
@@ -38,15 +39,7 @@ async fn signed_events_apply_once_and_forged_or_stale_ones_are_refused() {
         "billing_settings": {"monthly_fee": 10}});
     let customer = app.call(Method::POST, "/customers", &admin, Some(body)).await.json();
     let cid = customer["id"].as_str().unwrap();
-    let r = app
-        .call(
-            Method::POST,
-            "/billing/generate-recurring",
-            &admin,
-            Some(json!({"customer_id": cid, "period_start": "2026-01-01"})),
-        )
-        .await;
-    let invoice = r.json()["id"].as_str().unwrap().to_string();
+    let invoice = recurring_invoice(&app, &admin, cid, "2026-01-01").await["id"].as_str().unwrap().to_string();
 
     let paid = json!({"id": "evt_paid_1", "type": "payment_intent.succeeded", "created": chrono::Utc::now().timestamp(),
         "data": {"object": {"id": "pi_123", "object": "payment_intent", "status": "succeeded", "metadata": {"invoice_id": invoice}}}});

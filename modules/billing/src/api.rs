@@ -168,7 +168,7 @@ impl BillingApi {
     /// Get an invoice (admin or its customer's users)
     #[oai(path = "/invoices/:invoice_id", method = "get")]
     async fn invoice(&self, auth: Auth, invoice_id: Path<InvoiceId>) -> Result<Json<InvoiceView>> {
-        let invoice = self.store.read_point(|tx| invoices::visible(tx, &auth.0, invoice_id.0))?;
+        let invoice = self.store.read_blocking(|tx| invoices::visible(tx, &auth.0, invoice_id.0))?;
         Ok(Json((&invoice).into()))
     }
 

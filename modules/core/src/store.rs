@@ -153,14 +153,6 @@ impl Store {
         tokio::task::spawn_blocking(move || run_read(&db, f)).await?
     }
 
-    /// Runs `f`, a read of a few keys (a point lookup), in a read transaction on the calling thread. That
-    /// costs microseconds (pages come from redb's cache, else one read from the OS page cache), less than
-    /// the hand-off to a blocking thread and back that [`read`](Self::read) pays; scans and anything else
-    /// that may touch many pages use `read`.
-    pub fn read_point<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
-        run_read(&self.inner.db, f)
-    }
-
     /// Runs `f` in its own write transaction on the writer thread and returns once that transaction is
     /// durable (fsynced, possibly together with other writes); an `Err` (or a panic) from `f` rolls back
     /// everything `f` did and nothing else.
@@ -179,7 +171,10 @@ impl Store {
         answer.await.map_err(|_| Error::internal("the store writer stopped"))?
     }
 
-    /// `read` for code that is not async (the command line).
+    /// Runs `f` in a read transaction on the calling thread: for code that is not async (the command line),
+    /// and in handlers for a read of a few keys (a point lookup), which costs microseconds (pages come from
+    /// redb's cache, else one read from the OS page cache), less than the hand-off to a blocking thread and
+    /// back that [`read`](Self::read) pays. Scans and anything else that may touch many pages use `read`.
     pub fn read_blocking<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
         run_read(&self.inner.db, f)
     }
