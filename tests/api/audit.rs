@@ -77,6 +77,7 @@ async fn changes_are_recorded_with_their_actor_and_read_back_by_filter() {
     // A customer user: its sign-in is recorded (not signed in yet, so no actor) and it may not read the trail.
     let user = user_token(&app, &admin, &cid, "u@trail.example.com").await;
     app.call(Method::GET, "/audit", &user, None).await.assert_error(403, "forbidden");
+    app.get("/audit").await.assert_error(401, "unauthorized");
     let me = app.call(Method::GET, "/users/me", &user, None).await.json();
     let user_id = me["id"].as_str().unwrap();
     let on_user = audit(&app, &admin, &format!("?object_id={user_id}")).await;

@@ -423,6 +423,14 @@ async fn payment_endpoints_check_access_and_need_stripe() {
     let a_invoice = invoice(&app, &admin, &a).await["id"].as_str().unwrap().to_string();
 
     let pay = json!({"invoice_id": a_invoice});
+    // Without credentials: 401 on all three.
+    for (method, path) in [
+        (Method::POST, "/billing/payment-methods/setup".to_string()),
+        (Method::GET, format!("/billing/payment-methods/customer/{a}")),
+        (Method::POST, "/billing/pay-invoice".to_string()),
+    ] {
+        app.send(app.request(method, &path).json(&pay)).await.assert_error(401, "unauthorized");
+    }
     app.call(Method::POST, "/billing/pay-invoice", &b_user, Some(pay.clone())).await.assert_error(404, "not_found");
     app.call(Method::GET, &format!("/billing/payment-methods/customer/{a}"), &b_user, None)
         .await
