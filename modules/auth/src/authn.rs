@@ -62,14 +62,14 @@ impl AuthService {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
             .ok_or_else(|| Error::unauthorized("use `Authorization: Bearer <access token>`"))?;
-        let claims = self.keys().verify(token)?;
-        let session = self.session(claims.sid).await?;
+        let bearer = self.keys().bearer(token)?;
+        let session = self.session(bearer.session_id).await?;
         match session {
-            Some(s) if s.user_id == claims.sub && self.policy().is_live(&s, Timestamp::now()) => Ok(Principal {
-                user_id: claims.sub,
-                session_id: claims.sid,
-                role: claims.role,
-                customer_id: claims.cid,
+            Some(s) if s.user_id == bearer.user_id && self.policy().is_live(&s, Timestamp::now()) => Ok(Principal {
+                user_id: bearer.user_id,
+                session_id: bearer.session_id,
+                role: bearer.role,
+                customer_id: bearer.customer_id,
                 credential: Credential::Bearer,
             }),
             _ => Err(Error::unauthorized("the session of this token has ended; sign in again")),

@@ -14,6 +14,7 @@ mod tables;
 pub mod tokens;
 pub mod totp;
 pub mod users;
+mod verified_tokens;
 
 use std::time::Duration;
 

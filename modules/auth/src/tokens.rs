@@ -10,6 +10,9 @@ use portal_core::{Error, Result, Role, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::verified_tokens::Bearer;
+use crate::verified_tokens::VerifiedTokens;
+
 /// Lifetime of an access token.
 pub const ACCESS_TTL_SECS: i64 = 15 * 60;
 pub const ISSUER: &str = "portal";
@@ -44,6 +47,7 @@ pub struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    verified: VerifiedTokens,
     /// Keys the MAC of short one-time codes, so a stolen store does not give them away by brute force.
     code_key: Vec<u8>,
 }
@@ -60,6 +64,7 @@ impl Keys {
             encoding: EncodingKey::from_secret(jwt_secret),
             decoding: DecodingKey::from_secret(jwt_secret),
             validation,
+            verified: VerifiedTokens::default(),
             code_key,
         }
     }
@@ -93,6 +98,18 @@ impl Keys {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|_| Error::unauthorized("invalid or expired access token"))
+    }
+
+    /// Who a valid token's bearer is, as [`verify`](Self::verify) would say, remembering verified tokens
+    /// (see [`VerifiedTokens`]).
+    pub fn bearer(&self, token: &str) -> Result<Bearer> {
+        let now = Timestamp::now().micros() / 1_000_000;
+        if let Some(bearer) = self.verified.get(token, now) {
+            return Ok(bearer);
+        }
+        let bearer = Bearer::from(&self.verify(token)?);
+        self.verified.insert(token, bearer, now);
+        Ok(bearer)
     }
 
     /// The keyed MAC of a one-time code for `user`.
@@ -134,5 +151,26 @@ mod tests {
         let payload = good.split('.').nth(1).unwrap();
         let none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#), payload);
         assert!(k.verify(&none).is_err());
+        assert!(k.bearer(&none).is_err());
+    }
+
+    #[test]
+    fn bearer_answers_like_verify_for_a_remembered_token_and_refuses_a_tampered_one() {
+        let k = keys();
+        let (user, sid, cid) = (UserId::generate(), SessionId::generate(), CustomerId::generate());
+        let (token, _) = k.issue(user, sid, Role::Customer, Some(cid)).unwrap();
+        let first = k.bearer(&token).unwrap();
+        let again = k.bearer(&token).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(
+            (again.user_id, again.session_id, again.role, again.customer_id),
+            (user, sid, Role::Customer, Some(cid))
+        );
+        assert_eq!(again.expires, k.verify(&token).unwrap().exp);
+        // The same claims under a changed signature are not the remembered token.
+        let at = token.len() - 10;
+        let flipped = if &token[at..at + 1] == "A" { "B" } else { "A" };
+        let forged = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
+        assert!(k.bearer(&forged).is_err());
     }
 }

@@ -6,7 +6,7 @@ use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 use portal_core::ids::CustomerId;
-use portal_core::{idempotency, Auth, Error, JsonBody, ListResponse, PageRequest, Result, Store, Timestamp};
+use portal_core::{idempotency, Auth, Error, JsonBody, ListResponse, PageRequest, Result, SerdeJson, Store, Timestamp};
 use portal_proposals::model::ProposalId;
 use serde::Serialize;
 
@@ -167,9 +167,9 @@ impl BillingApi {
 
     /// Get an invoice (admin or its customer's users)
     #[oai(path = "/invoices/:invoice_id", method = "get")]
-    async fn invoice(&self, auth: Auth, invoice_id: Path<InvoiceId>) -> Result<Json<InvoiceView>> {
+    async fn invoice(&self, auth: Auth, invoice_id: Path<InvoiceId>) -> Result<SerdeJson<InvoiceView>> {
         let invoice = self.store.read_blocking(|tx| invoices::visible(tx, &auth.0, invoice_id.0))?;
-        Ok(Json((&invoice).into()))
+        Ok(SerdeJson((&invoice).into()))
     }
 
     /// Set an invoice's infrastructure costs (admin)

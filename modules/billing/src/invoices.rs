@@ -28,7 +28,9 @@ pub fn get(tx: &impl ReadTx, id: InvoiceId) -> Result<Option<Invoice>> {
 pub fn visible(tx: &impl ReadTx, caller: &Principal, id: InvoiceId) -> Result<Invoice> {
     let invoice = get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
     caller.authorize_customer(invoice.customer_id, "invoice")?;
-    portal_customers::service::get_listed(tx, invoice.customer_id).map_err(|_| Error::not_found("invoice"))?;
+    if !portal_customers::service::is_listed(tx, invoice.customer_id)? {
+        return Err(Error::not_found("invoice"));
+    }
     Ok(invoice)
 }
 

@@ -3,13 +3,15 @@
 use poem_openapi::Object;
 use portal_core::ids::CustomerId;
 use portal_core::money::to_major;
+use portal_core::time::{rfc3339, rfc3339_opt};
 use portal_core::{Currency, Timestamp};
 use portal_customers::model::{BillingFrequency, PaymentMethod};
 use portal_proposals::model::ProposalId;
+use serde::Serialize;
 
 use crate::model::{Invoice, InvoiceId, InvoiceStatus, LineItem};
 
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename = "InvoiceLineItem")]
 pub struct LineItemView {
     pub description: String,
@@ -33,12 +35,14 @@ impl LineItemView {
 /// An invoice. `amount` is the sum of the line items, `tax_amount = round_half_even(amount × tax_rate /
 /// 100)` with the customer's tax rate when issued, and `total_amount = amount + tax_amount +
 /// infrastructure_costs` (infrastructure costs pass through untaxed).
-#[derive(Debug, Clone, Object)]
+// Also `Serialize`, for `SerdeJson` on the hot reads; a test below keeps both outputs equal.
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename = "Invoice")]
 pub struct InvoiceView {
     pub id: InvoiceId,
     pub customer_id: CustomerId,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub proposal_id: Option<ProposalId>,
     /// `INV-YYYY-NNNNNN`, sequential and gapless per year.
     pub invoice_number: String,
@@ -48,28 +52,39 @@ pub struct InvoiceView {
     pub tax_amount: f64,
     pub total_amount: f64,
     pub currency: String,
+    #[serde(serialize_with = "rfc3339")]
     pub issue_date: Timestamp,
+    #[serde(serialize_with = "rfc3339")]
     pub due_date: Timestamp,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "rfc3339_opt")]
     pub paid_date: Option<Timestamp>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub infrastructure_costs: f64,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub milestone: Option<String>,
     pub line_items: Vec<LineItemView>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub payment_method: Option<String>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stripe_invoice_id: Option<String>,
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stripe_payment_intent_id: Option<String>,
     /// Money returned after payment (Stripe refunds); a paid invoice stays `paid`.
     pub refunded_amount: f64,
     /// When the latest refund was recorded.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "rfc3339_opt")]
     pub refunded_at: Option<Timestamp>,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: Timestamp,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: Timestamp,
 }
 
@@ -238,4 +253,55 @@ pub struct SetupIntentView {
     pub setup_intent_id: String,
     /// The customer the card is saved for.
     pub customer_id: CustomerId,
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::types::ToJSON;
+
+    use super::*;
+
+    fn invoice(with_options: bool) -> InvoiceView {
+        let t = Timestamp::parse("2026-11-24T21:15:44.5Z").unwrap();
+        let some = |s: &str| with_options.then(|| s.to_string());
+        InvoiceView {
+            id: InvoiceId::generate(),
+            customer_id: CustomerId::generate(),
+            proposal_id: with_options.then(ProposalId::generate),
+            invoice_number: "INV-2026-000042".into(),
+            status: InvoiceStatus::Paid,
+            amount: 3333.33,
+            tax_amount: 0.1,
+            total_amount: 1e15,
+            currency: "USD".into(),
+            issue_date: t,
+            due_date: t.plus_secs(86_400),
+            paid_date: with_options.then_some(t),
+            description: some("Milestone \"2\" — Café ✓ \\ \n tab\t"),
+            infrastructure_costs: 0.0,
+            milestone: some("Design"),
+            line_items: vec![LineItemView {
+                description: "Hosting \u{1F680}".into(),
+                quantity: 3,
+                unit_price: 19.99,
+                amount: 59.97,
+            }],
+            payment_method: some("stripe"),
+            stripe_invoice_id: some("in_1"),
+            stripe_payment_intent_id: some("pi_1"),
+            refunded_amount: 12.5,
+            refunded_at: with_options.then_some(t),
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    #[test]
+    fn serde_output_equals_the_documented_json() {
+        for with_options in [true, false] {
+            let view = invoice(with_options);
+            let direct: serde_json::Value = serde_json::from_slice(&serde_json::to_vec(&view).unwrap()).unwrap();
+            assert_eq!(direct, view.to_json().unwrap(), "with optional fields: {with_options}");
+        }
+    }
 }

@@ -102,6 +102,20 @@ impl ToJSON for Timestamp {
     }
 }
 
+/// `#[serde(serialize_with = "rfc3339")]`: a timestamp in a JSON view, printed as at the JSON edge
+/// (the plain `Serialize` of `Timestamp` is the stored microseconds).
+pub fn rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339())
+}
+
+/// [`rfc3339`] for an optional timestamp (views skip it when absent).
+pub fn rfc3339_opt<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,6 +85,11 @@ pub fn get_listed(tx: &impl ReadTx, id: CustomerId) -> Result<Customer> {
     get(tx, id)?.filter(|c| c.archived_at.is_none()).ok_or_else(|| Error::not_found("customer"))
 }
 
+/// Whether `id` is a customer that is not archived: an index lookup, without decoding the customer.
+pub fn is_listed(tx: &impl ReadTx, id: CustomerId) -> Result<bool> {
+    LISTED.contains(tx, &id.to_key())
+}
+
 /// A customer's billing settings.
 pub fn billing(tx: &impl ReadTx, id: CustomerId) -> Result<BillingSettings> {
     BILLING.get(tx, &id.to_key())?.ok_or_else(|| Error::not_found("billing settings"))
