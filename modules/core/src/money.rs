@@ -55,7 +55,8 @@ impl Currency {
 
     /// Digits after the decimal point (USD 2, JPY 0, KWD 3).
     pub fn exponent(&self) -> u32 {
-        CURRENCIES.binary_search_by(|(c, _)| (*c).cmp(self.as_str())).map(|i| u32::from(CURRENCIES[i].1)).unwrap_or(2)
+        // Bytes, not `as_str`: this runs for every amount printed, and the UTF-8 check is not free.
+        CURRENCIES.binary_search_by(|(c, _)| c.as_bytes().cmp(&self.0)).map(|i| u32::from(CURRENCIES[i].1)).unwrap_or(2)
     }
 }
 
