@@ -17,10 +17,6 @@ use portal_core::{Config, Context, Store};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: per-thread heaps, so request threads allocating at once do not contend on a lock.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "portal", version, about = "Self-hosted customer analytics and billing portal")]
 struct Cli {
