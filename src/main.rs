@@ -81,8 +81,8 @@ enum AdminCommand {
 }
 
 /// Logs to stderr through a writer thread, so a request formats its log line but never waits for the
-/// write; lines that queue up are written together. Nothing is dropped: when the writer falls far behind, requests
-/// wait for it. The returned guard writes out what is queued when dropped.
+/// write; lines that queue up are written together. Nothing is dropped: when the writer falls far
+/// behind, requests wait for it. The returned guard writes out what is queued when dropped.
 fn init_logging(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_env("PORTAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) =
