@@ -70,7 +70,7 @@ pub fn service(ctx: &Context) -> Result<Arc<AuthService>> {
 }
 
 fn unix_secs(now: Timestamp) -> u64 {
-    u64::try_from(now.micros() / 1_000_000).unwrap_or(0)
+    u64::try_from(now.unix_secs()).unwrap_or(0)
 }
 
 fn bad_credentials() -> Error {

@@ -77,7 +77,7 @@ impl Keys {
         role: Role,
         customer: Option<CustomerId>,
     ) -> Result<(String, i64)> {
-        let iat = Timestamp::now().micros() / 1_000_000;
+        let iat = Timestamp::now().unix_secs();
         let claims = Claims {
             sub: user,
             sid: session,
@@ -103,7 +103,7 @@ impl Keys {
     /// Who a valid token's bearer is, as [`verify`](Self::verify) would say, remembering verified tokens
     /// (see [`VerifiedTokens`]).
     pub fn bearer(&self, token: &str) -> Result<Bearer> {
-        let now = Timestamp::now().micros() / 1_000_000;
+        let now = Timestamp::now().unix_secs();
         if let Some(bearer) = self.verified.get(token, now) {
             return Ok(bearer);
         }

@@ -249,7 +249,7 @@ impl BillingApi {
             Error::upstream("webhooks are not configured on this portal (set STRIPE_WEBHOOK_SECRET)", "no secret")
         })?;
         let header = signature.0.ok_or_else(|| Error::bad_request("missing Stripe-Signature header"))?;
-        portal_stripe::webhook::verify(&header, &body.0, &secret, Timestamp::now().micros() / 1_000_000)?;
+        portal_stripe::webhook::verify(&header, &body.0, &secret, Timestamp::now().unix_secs())?;
         let event: portal_stripe::webhook::Event = serde_json::from_slice(&body.0)
             .map_err(|e| Error::bad_request(format!("the body is not a Stripe event: {e}")))?;
         let applied = self.store.write(move |tx| webhooks::apply(tx, &event)).await?;

@@ -43,6 +43,11 @@ impl Timestamp {
         Some(Self((u64::from_be_bytes(raw) ^ (1 << 63)) as i64))
     }
 
+    /// Whole seconds since the Unix epoch (JWT and Stripe timestamps).
+    pub fn unix_secs(self) -> i64 {
+        self.0.div_euclid(1_000_000)
+    }
+
     pub fn plus_secs(self, secs: i64) -> Self {
         Self(self.0.saturating_add(secs.saturating_mul(1_000_000)))
     }
