@@ -28,7 +28,7 @@ fn seed(store: &Store, n: usize) {
         let batch = batch.to_vec();
         store
             .write_blocking(move |tx| {
-                for i in batch {
+                for &i in &batch {
                     let change = CustomerChange {
                         name: Some(format!("Contact {i}")),
                         company_name: Some(format!("Company {i} {}", if i % 10 == 0 { "Corp" } else { "Ltd" })),

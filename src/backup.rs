@@ -74,7 +74,9 @@ impl BackupApi {
         tracing::info!(tables = summary.tables, rows = summary.rows, bytes = summary.bytes, "snapshot taken");
         // A copy of everything leaves the server: the audit trail says who took it.
         let checksum = summary.sha256.clone();
-        self.store.write(move |tx| portal_core::audit::record(tx, "operations", "backup", checksum, None)).await?;
+        self.store
+            .write(move |tx| portal_core::audit::record(tx, "operations", "backup", checksum.clone(), None))
+            .await?;
         Ok(SnapshotResponse::Ok(
             Binary(Body::from_async_read(file)),
             summary.sha256,

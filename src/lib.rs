@@ -6,6 +6,7 @@ pub mod app;
 pub mod backup;
 pub mod docs;
 pub mod health;
+pub mod log_writer;
 pub mod middleware;
 
 pub use app::App;

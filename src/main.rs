@@ -5,16 +5,15 @@
 
 mod backup_command;
 
-use std::io::{BufReader, BufWriter};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use portal::App;
+use portal::{log_writer, App};
 use portal_core::config::{LogFormat, StoreConfig};
 use portal_core::ids::CustomerId;
 use portal_core::{Config, Context, Store};
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -80,13 +79,11 @@ enum AdminCommand {
     },
 }
 
-/// Logs to stderr through a writer thread, so a request formats its log line but never waits for the
-/// write; lines that queue up are written together. Nothing is dropped: when the writer falls far
-/// behind, requests wait for it. The returned guard writes out what is queued when dropped.
-fn init_logging(format: LogFormat) -> WorkerGuard {
+/// Logs to stderr through a writer thread (see [`log_writer`]); the returned guard writes out what is
+/// still waiting when dropped.
+fn init_logging(format: LogFormat) -> log_writer::FlushGuard {
     let filter = EnvFilter::try_from_env("PORTAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) =
-        NonBlockingBuilder::default().lossy(false).thread_name("portal-log").finish(BufWriter::new(std::io::stderr()));
+    let (writer, guard) = log_writer::batched(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

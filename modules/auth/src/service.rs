@@ -262,7 +262,7 @@ impl AuthService {
                 if user.two_factor.enabled() {
                     return Err(Error::conflict("two-factor authentication is already enabled"));
                 }
-                user.two_factor.pending_secret = Some(pending);
+                user.two_factor.pending_secret = Some(pending.clone());
                 user.updated_at = Timestamp::now();
                 USERS.insert(tx, &id.to_key(), &user)?;
                 Ok(user.email)
@@ -293,7 +293,7 @@ impl AuthService {
                 tf.pending_secret = None;
                 tf.confirmed_at = Some(now);
                 tf.last_step = step;
-                tf.recovery_hashes = hashes;
+                tf.recovery_hashes = hashes.clone();
                 user.updated_at = now;
                 USERS.insert(tx, &id.to_key(), &user)?;
                 Ok(true)
@@ -428,7 +428,7 @@ impl AuthService {
                     return Err(Error::invalid("token", "invalid or expired reset token"));
                 }
                 let mut updated = users::get(tx, user.id)?.ok_or_else(|| Error::not_found("user"))?;
-                updated.password_hash = Some(hash);
+                updated.password_hash = Some(hash.clone());
                 updated.updated_at = Timestamp::now();
                 USERS.insert(tx, &updated.id.to_key(), &updated)?;
                 sessions::revoke_all(tx, updated.id, None)?;
@@ -492,7 +492,7 @@ impl AuthService {
                 }
                 if bool::from(entry.code_mac.ct_eq(&presented)) {
                     SIGN_IN_CODES.remove(tx, &key)?;
-                    return Ok(Outcome::Passed(user));
+                    return Ok(Outcome::Passed(user.clone()));
                 }
                 entry.attempts += 1;
                 SIGN_IN_CODES.insert(tx, &key, &entry)?;

@@ -75,7 +75,8 @@ pub async fn pay(
     let customer = store.read(move |tx| Ok(invoices::get(tx, invoice_id)?.map(|i| i.customer_id))).await?;
     let customer = customer.ok_or_else(|| Error::not_found("invoice"))?;
     let stripe_customer = stripe_customer(store, stripe, customer).await?;
-    let reservation = store.write(move |tx| reserve(tx, invoice_id, stripe_customer, payment_method, now)).await?;
+    let reservation =
+        store.write(move |tx| reserve(tx, invoice_id, stripe_customer.clone(), payment_method.clone(), now)).await?;
     let request = ChargeRequest {
         amount: reservation.amount,
         currency: reservation.currency.as_str(),
@@ -86,7 +87,7 @@ pub async fn pay(
     };
     let outcome = stripe.charge(request).await;
     let claim = claim.clone();
-    store.write(move |tx| settle(tx, invoice_id, outcome, trigger, &claim, now)).await?
+    store.write(move |tx| settle(tx, invoice_id, outcome.clone(), trigger, &claim, now)).await?
 }
 
 fn reserve(

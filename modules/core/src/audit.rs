@@ -58,8 +58,8 @@ impl Actor {
     }
 
     /// Runs `f` (a write on the writer thread) as this actor.
-    pub(crate) fn acting<R>(self, f: impl FnOnce() -> R) -> R {
-        let previous = WRITING_ACTOR.with(|a| a.replace(Some(self)));
+    pub(crate) fn acting<R>(&self, f: impl FnOnce() -> R) -> R {
+        let previous = WRITING_ACTOR.with(|a| a.replace(Some(self.clone())));
         let out = f();
         WRITING_ACTOR.with(|a| *a.borrow_mut() = previous);
         out

@@ -17,6 +17,7 @@ pub mod money;
 pub mod rate_limit;
 pub mod responses;
 pub mod serde_json_payload;
+pub mod snapshot;
 pub mod store;
 pub mod table;
 pub mod time;

@@ -1,19 +1,22 @@
-//! `Store`: the portal's one redb file. Reads run on blocking threads; writes go through one writer thread
-//! that commits them in groups: every write queued while the previous group was being synced joins the
-//! next group, which costs one fsync however many writes it holds. `write` returns only once the group
-//! holding its write is durable. Handlers never touch redb on the async reactor.
+//! `Store`: the portal's one redb file. Reads run on a shared snapshot (see [`crate::snapshot`]); writes
+//! go through one writer thread that commits them in groups: the writes queued while the previous group
+//! was committed share the next transaction and its one fsync. `write` returns only once the group holding
+//! its write is durable. Handlers never wait for redb on the async reactor beyond a point read.
 
+use std::any::Any;
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::snapshot::{Snapshot, Snapshots};
 use crate::table::{RawTable, ReadTx};
 
 /// The file name inside the data directory.
@@ -25,19 +28,19 @@ const META: RawTable = TableDefinition::new("core.meta");
 /// The most writes one group commit holds, so the first of them never waits on an unbounded group.
 const MAX_GROUP: usize = 256;
 
-/// A queued write. It runs in its own transaction, committed with the durability it is given, and returns
-/// what happened plus how to answer its caller once the group's fate is known.
-type WriteJob = Box<dyn FnOnce(&Database, Durability) -> (Outcome, Answer) + Send>;
+/// A queued write. `run` may be called more than once (see [`commit_group`]); `deliver` answers the
+/// caller once, with the value of the run that was committed or with the error.
+struct WriteJob {
+    run: Box<dyn Fn(&WriteTransaction) -> Result<Box<dyn Any + Send>> + Send>,
+    deliver: Box<dyn FnOnce(Result<Box<dyn Any + Send>>) + Send>,
+}
 
-/// Answers one caller with its own result, or with the error that kept its group from becoming durable.
-type Answer = Box<dyn FnOnce(Option<&Error>) + Send>;
-
-/// What a job did with its transaction.
-enum Outcome {
-    Committed,
-    /// The closure failed or panicked; its transaction was aborted and nothing of it remains.
-    RolledBack,
-    /// The commit itself failed.
+/// What became of the writes run in one transaction.
+enum Ran {
+    Committed(Vec<Box<dyn Any + Send>>),
+    /// The write at this index failed (or panicked); the transaction was aborted.
+    Failed(usize, Error),
+    /// The transaction could not be begun or committed.
     CommitFailed(Error),
 }
 
@@ -81,6 +84,12 @@ thread_local! {
     static NOTED: RefCell<Option<Vec<&'static Changes>>> = const { RefCell::new(None) };
 }
 
+/// The database and the snapshot its reads share.
+struct Db {
+    file: Database,
+    snapshots: Snapshots,
+}
+
 /// A handle to the store; clones share one database and one writer.
 #[derive(Clone)]
 pub struct Store {
@@ -88,7 +97,7 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    db: Arc<Db>,
     path: PathBuf,
     writer: Option<mpsc::Sender<WriteJob>>,
     thread: Option<JoinHandle<()>>,
@@ -102,6 +111,7 @@ impl Drop for Inner {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        self.db.snapshots.clear();
         // Reads still running on blocking threads hold the database too; give them a moment to finish so
         // the file is closed (and can be opened again) once the last handle is gone.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -129,7 +139,7 @@ impl Store {
     }
 
     fn from_database(db: Database, path: PathBuf) -> Self {
-        let db = Arc::new(db);
+        let db = Arc::new(Db { file: db, snapshots: Snapshots::default() });
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         let writer_db = Arc::clone(&db);
         let thread = std::thread::Builder::new()
@@ -143,22 +153,23 @@ impl Store {
         &self.inner.path
     }
 
-    /// Runs `f` in a read transaction (a consistent snapshot) on a blocking thread.
+    /// Runs `f` on a snapshot (a consistent view holding every acknowledged write) on a blocking thread.
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(&ReadTransaction) -> Result<T> + Send + 'static,
+        F: FnOnce(&Snapshot) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let db = Arc::clone(&self.inner.db);
         tokio::task::spawn_blocking(move || run_read(&db, f)).await?
     }
 
-    /// Runs `f` in its own write transaction on the writer thread and returns once that transaction is
-    /// durable (fsynced, possibly together with other writes); an `Err` (or a panic) from `f` rolls back
-    /// everything `f` did and nothing else.
+    /// Runs `f` on the writer thread, in a transaction it may share with other writes, and returns once
+    /// that transaction is durable (fsynced). An `Err` (or a panic) from `f` rolls back everything `f`
+    /// did and nothing else. `f` may run more than once (when another write of its group fails), so it
+    /// acts on the transaction only; the caller gets the value of the run that was committed.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         // The request's actor goes with the write, for the audit entries it records.
@@ -171,18 +182,18 @@ impl Store {
         answer.await.map_err(|_| Error::internal("the store writer stopped"))?
     }
 
-    /// Runs `f` in a read transaction on the calling thread: for code that is not async (the command line),
+    /// Runs `f` on a snapshot on the calling thread: for code that is not async (the command line),
     /// and in handlers for a read of a few keys (a point lookup), which costs microseconds (pages come from
     /// redb's cache, else one read from the OS page cache), less than the hand-off to a blocking thread and
     /// back that [`read`](Self::read) pays. Scans and anything else that may touch many pages use `read`.
-    pub fn read_blocking<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
+    pub fn read_blocking<T>(&self, f: impl FnOnce(&Snapshot) -> Result<T>) -> Result<T> {
         run_read(&self.inner.db, f)
     }
 
     /// `write` for code that is not async (the command line, start-up).
     pub fn write_blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+        f: impl Fn(&WriteTransaction) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (reply, answer) = mpsc::channel();
         self.submit(job(f, move |result| {
@@ -208,72 +219,29 @@ impl Store {
     }
 }
 
-fn run_read<T>(db: &Database, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
-    let tx = db.begin_read()?;
-    f(&tx)
+fn run_read<T>(db: &Db, f: impl FnOnce(&Snapshot) -> Result<T>) -> Result<T> {
+    f(&*db.snapshots.current(&db.file)?)
 }
 
 /// Wraps a write closure and the way to deliver its result into a queued job.
 fn job<T, F>(f: F, deliver: impl FnOnce(Result<T>) + Send + 'static) -> WriteJob
 where
-    F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+    F: Fn(&WriteTransaction) -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    Box::new(move |db, durability| {
-        let (outcome, result) = run_write(db, durability, f);
-        let answer: Answer = Box::new(move |group_failure| match (result, group_failure) {
-            (Ok(_), Some(e)) => deliver(Err(e.clone())),
-            (result, _) => deliver(result),
-        });
-        (outcome, answer)
-    })
-}
-
-fn run_write<T>(
-    db: &Database,
-    durability: Durability,
-    f: impl FnOnce(&WriteTransaction) -> Result<T>,
-) -> (Outcome, Result<T>) {
-    let mut tx = match db.begin_write() {
-        Ok(tx) => tx,
-        Err(e) => return (Outcome::RolledBack, Err(e.into())),
-    };
-    if let Err(e) = tx.set_durability(durability) {
-        return (Outcome::RolledBack, Err(Error::internal(format!("cannot set the commit durability: {e}"))));
-    }
-    NOTED.with(|noted| *noted.borrow_mut() = Some(Vec::new()));
-    let ran = catch_unwind(AssertUnwindSafe(|| f(&tx)));
-    let result = finish_write(tx, ran);
-    // After the commit (or the rollback, where counting is merely cautious).
-    for changes in NOTED.with(|noted| noted.borrow_mut().take()).into_iter().flatten() {
-        changes.bump();
-    }
-    result
-}
-
-fn finish_write<T>(tx: WriteTransaction, ran: std::thread::Result<Result<T>>) -> (Outcome, Result<T>) {
-    match ran {
-        Ok(Ok(value)) => match tx.commit() {
-            Ok(()) => (Outcome::Committed, Ok(value)),
-            Err(e) => {
-                let e = Error::from(e);
-                (Outcome::CommitFailed(e.clone()), Err(e))
-            }
-        },
-        Ok(Err(e)) => {
-            let _ = tx.abort();
-            (Outcome::RolledBack, Err(e))
-        }
-        Err(_) => {
-            let _ = tx.abort();
-            (Outcome::RolledBack, Err(Error::internal("a store write panicked")))
-        }
+    WriteJob {
+        run: Box::new(move |tx| f(tx).map(|value| Box::new(value) as Box<dyn Any + Send>)),
+        deliver: Box::new(move |result| {
+            deliver(result.and_then(|value| {
+                value.downcast::<T>().map(|v| *v).map_err(|_| Error::internal("a write answered with another type"))
+            }))
+        }),
     }
 }
 
 /// The writer thread: takes every job queued so far (up to `MAX_GROUP`) as one group, until the store
 /// closes.
-fn write_groups(db: &Database, jobs: &mpsc::Receiver<WriteJob>) {
+fn write_groups(db: &Db, jobs: &mpsc::Receiver<WriteJob>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -286,36 +254,100 @@ fn write_groups(db: &Database, jobs: &mpsc::Receiver<WriteJob>) {
     }
 }
 
-/// Runs each job of a group in its own transaction, so a failing job rolls back alone. All but the last
-/// commit without fsync (later transactions and readers see them at once, the disk not yet); the last
-/// commits durably, which makes the whole group durable. Only then is anyone answered.
-fn commit_group(db: &Database, group: Vec<WriteJob>) {
-    let last = group.len() - 1;
-    let mut answers = Vec::with_capacity(group.len());
+/// Runs a group of writes in one transaction with one fsync, and only then answers them.
+///
+/// A write that fails (or panics) must leave nothing behind, but a transaction cannot drop one write's
+/// changes and keep the others'. So the transaction is aborted, the writes before the failing one run
+/// again in a new transaction (on the same data, with the same outcome), the failing one is answered
+/// with its error, and the writes after it go on in the next transaction. Transactions before the
+/// group's last are committed without fsync; the last one's fsync makes them all durable.
+fn commit_group(db: &Db, group: Vec<WriteJob>) {
+    let mut results: Vec<Option<Result<Box<dyn Any + Send>>>> = group.iter().map(|_| None).collect();
+    let mut segments = VecDeque::from([0..group.len()]);
     let mut unsynced = false;
     let mut failure = None;
-    for (i, job) in group.into_iter().enumerate() {
-        let durability = if i == last { Durability::Immediate } else { Durability::None };
-        let (outcome, answer) = job(db, durability);
-        answers.push(answer);
-        match outcome {
-            Outcome::Committed => unsynced = i != last,
-            Outcome::RolledBack => {}
+    while let Some(segment) = segments.pop_front() {
+        if segment.is_empty() {
+            continue;
+        }
+        let last = segments.iter().all(|s| s.is_empty());
+        match run_together(db, &group[segment.clone()], last) {
+            Ran::Committed(values) => {
+                for (i, value) in segment.zip(values) {
+                    results[i] = Some(Ok(value));
+                }
+                unsynced = !last;
+            }
+            Ran::Failed(at, e) => {
+                let failed = segment.start + at;
+                results[failed] = Some(Err(e));
+                segments.push_front(failed + 1..segment.end);
+                segments.push_front(segment.start..failed);
+            }
             // A failed commit may leave the file unusable: the group as a whole is not durable.
-            Outcome::CommitFailed(e) => failure = Some(e),
+            Ran::CommitFailed(e) => {
+                failure = Some(e);
+                break;
+            }
         }
     }
     if unsynced && failure.is_none() {
         failure = sync(db).err();
     }
-    for answer in answers {
-        answer(failure.as_ref());
+    for (job, result) in group.into_iter().zip(results) {
+        let result = match (result, &failure) {
+            (Some(Err(own)), _) => Err(own),
+            (_, Some(group_failure)) => Err(group_failure.clone()),
+            (Some(Ok(value)), None) => Ok(value),
+            (None, None) => Err(Error::internal("the write was not run")),
+        };
+        (job.deliver)(result);
     }
 }
 
+/// Runs `jobs` in one transaction, durable (fsynced) when `durable`, until one of them fails.
+fn run_together(db: &Db, jobs: &[WriteJob], durable: bool) -> Ran {
+    let mut tx = match db.file.begin_write() {
+        Ok(tx) => tx,
+        Err(e) => return Ran::CommitFailed(e.into()),
+    };
+    let durability = if durable { Durability::Immediate } else { Durability::None };
+    if let Err(e) = tx.set_durability(durability) {
+        return Ran::CommitFailed(Error::internal(format!("cannot set the commit durability: {e}")));
+    }
+    NOTED.with(|noted| *noted.borrow_mut() = Some(Vec::new()));
+    let ran: std::result::Result<Vec<_>, (usize, Error)> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| match catch_unwind(AssertUnwindSafe(|| (job.run)(&tx))) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err((i, e)),
+            Err(_) => Err((i, Error::internal("a store write panicked"))),
+        })
+        .collect();
+    let outcome = match ran {
+        Ok(values) => match tx.commit() {
+            Ok(()) => {
+                db.snapshots.committed();
+                Ran::Committed(values)
+            }
+            Err(e) => Ran::CommitFailed(e.into()),
+        },
+        Err((at, e)) => {
+            let _ = tx.abort();
+            Ran::Failed(at, e)
+        }
+    };
+    // After the commit (or the rollback, where counting is merely cautious).
+    for changes in NOTED.with(|noted| noted.borrow_mut().take()).into_iter().flatten() {
+        changes.bump();
+    }
+    outcome
+}
+
 /// An empty durable commit: makes the writes committed without fsync durable.
-fn sync(db: &Database) -> Result<()> {
-    let tx = db.begin_write()?;
+fn sync(db: &Db) -> Result<()> {
+    let tx = db.file.begin_write()?;
     tx.commit()?;
     Ok(())
 }
@@ -469,7 +501,7 @@ mod tests {
         (blocker, go)
     }
 
-    fn queue(store: &Store, f: impl FnOnce(&WriteTransaction) -> Result<()> + Send + 'static) -> Pending<()> {
+    fn queue(store: &Store, f: impl Fn(&WriteTransaction) -> Result<()> + Send + 'static) -> Pending<()> {
         let s = store.clone();
         let mut future: Pending<()> = Box::pin(async move { s.write(f).await });
         assert!(poll_once(&mut future).is_none());
@@ -548,6 +580,51 @@ mod tests {
         // The store goes on working after a panic.
         store.write(|tx| put(tx, b"after")).await.unwrap();
         assert_eq!(keys(&store).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_read_begun_after_a_write_was_answered_sees_it() {
+        let (store, _) = store();
+        let present = |key: [u8; 4]| store.read_blocking(move |tx| tx.get_raw(DATA, &key, |v| Ok(v.is_some())));
+        for i in 0u32..50 {
+            // Each read shares the snapshot (and the opened table) of the reads before it, until a write.
+            assert!(!present(i.to_be_bytes()).unwrap());
+            assert_eq!(keys(&store).len(), i as usize);
+            store.write(move |tx| put(tx, &i.to_be_bytes())).await.unwrap();
+            assert!(present(i.to_be_bytes()).unwrap());
+        }
+        assert_eq!(keys(&store).len(), 50);
+    }
+
+    #[tokio::test]
+    async fn the_writes_before_a_failing_one_run_again_and_answer_once() {
+        let (store, _) = store();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (blocker, go) = block_writer(&store);
+        let counted = {
+            let runs = runs.clone();
+            let s = store.clone();
+            let mut future: Pending<usize> = Box::pin(async move {
+                s.write(move |tx| {
+                    put(tx, b"counted")?;
+                    Ok(runs.fetch_add(1, Ordering::SeqCst) + 1)
+                })
+                .await
+            });
+            assert!(poll_once(&mut future).is_none());
+            future
+        };
+        let failing = queue(&store, |tx| {
+            put(tx, b"failing")?;
+            Err(Error::conflict("refused"))
+        });
+        go.send(()).unwrap();
+        blocker.await.unwrap();
+        // Run in the group's transaction, which the failure aborted, then again in a new one: the
+        // caller gets the value of the run that was committed.
+        assert_eq!(counted.await.unwrap(), 2);
+        assert_eq!(failing.await.unwrap_err().code(), ErrorCode::Conflict);
+        assert_eq!(keys(&store), vec![b"counted".to_vec()]);
     }
 
     #[tokio::test]

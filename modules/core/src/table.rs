@@ -55,7 +55,7 @@ pub trait ReadTx {
     ) -> Result<()>;
 }
 
-fn get_in<T, R>(table: &T, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R>
+pub(crate) fn get_in<T, R>(table: &T, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R>
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
 {
@@ -65,7 +65,7 @@ where
     }
 }
 
-fn scan_in<T>(
+pub(crate) fn scan_in<T>(
     table: &T,
     range: (Bound<&[u8]>, Bound<&[u8]>),
     reverse: bool,

@@ -63,18 +63,18 @@ pub async fn update_profile(auth: &AuthService, caller: &Principal, change: Prof
         .write(move |tx| {
             let old = users::get(tx, id)?.ok_or_else(|| Error::not_found("user"))?;
             let mut new = old.clone();
-            if let Some(name) = change.name {
+            if let Some(name) = &change.name {
                 new.name = name.trim().to_string();
             }
-            if let Some(phone) = change.phone {
-                new.phone = phone.map(|p| p.trim().to_string());
+            if let Some(phone) = &change.phone {
+                new.phone = phone.as_ref().map(|p| p.trim().to_string());
             }
-            if let Some(email) = email {
-                new.email = email;
+            if let Some(email) = &email {
+                new.email = email.clone();
             }
             let password_changed = new_hash.is_some();
             if new_hash.is_some() {
-                new.password_hash = new_hash;
+                new.password_hash = new_hash.clone();
             }
             new.updated_at = Timestamp::now();
             users::update(tx, &old, &new)?;
@@ -132,11 +132,11 @@ pub async fn update_settings(auth: &AuthService, caller: &Principal, change: Set
             let old = users::get(tx, id)?.ok_or_else(|| Error::not_found("user"))?;
             let mut new = old.clone();
             let s: &mut Settings = &mut new.settings;
-            if let Some(tz) = change.timezone {
-                s.timezone = tz;
+            if let Some(tz) = &change.timezone {
+                s.timezone = tz.clone();
             }
-            if let Some(locale) = change.locale {
-                s.locale = locale;
+            if let Some(locale) = &change.locale {
+                s.locale = locale.clone();
             }
             let n = &mut s.notifications;
             n.invoice_emails = change.invoice_emails.unwrap_or(n.invoice_emails);
