@@ -137,18 +137,11 @@ pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
     Ok(with_middleware(routes, ctx.config.served_over_tls()))
 }
 
-/// Wraps `ep` in the portal's cross-cutting middleware, outermost first: request id and tracing,
-/// security headers, body limit, error envelope, panic catcher.
+/// Wraps `ep` in the portal's cross-cutting middleware: the panic catcher, inside the request's own
+/// handling (id, tracing, body limit, error envelope, security headers).
 pub fn with_middleware(ep: impl Endpoint + 'static, tls: bool) -> impl Endpoint<Output = Response> {
     ep.with(CatchPanic::new().with_handler(middleware::panic_response))
-        .around(middleware::envelope)
-        .around(middleware::limit_body)
-        .around(move |ep, req| async move {
-            let mut resp = ep.call(req).await.unwrap_or_else(middleware::render_error);
-            middleware::add_security_headers(&mut resp, tls);
-            Ok(resp)
-        })
-        .around(middleware::trace_request)
+        .around(move |ep, req| middleware::handle(ep, req, tls))
         .into_endpoint()
 }
 

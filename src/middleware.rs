@@ -1,6 +1,6 @@
-//! Cross-cutting request handling, outermost first: request id + tracing span, security headers,
-//! body size limit, and the error envelope that every failure (including poem's own: unknown route,
-//! wrong method, bad JSON, wrong content type, panics) is rendered in.
+//! Cross-cutting request handling: request id + tracing span, security headers, body size limit, and the
+//! error envelope that every failure (including poem's own: unknown route, wrong method, bad JSON, wrong
+//! content type, panics) is rendered in.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,18 +31,21 @@ fn request_id_of(req: &Request) -> String {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
-/// Gives the request an id, runs it inside a span carrying that id (so every log line of the request
-/// shows it), logs method, path, status and latency, and echoes the id in `X-Request-Id`.
-pub async fn trace_request<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
+/// Every request's own handling, in one layer (each layer costs a request its own moves of the request
+/// and of the nested futures): an id, echoed in `X-Request-Id`, and a span carrying it, so every log line
+/// of the request shows it; the body size limit; every error in the envelope; the security headers; and
+/// the log line with method, path, status and latency.
+pub async fn handle<E: Endpoint>(ep: Arc<E>, mut req: Request, tls: bool) -> poem::Result<Response> {
     let id = request_id_of(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
     async move {
-        let mut resp = match ep.call(req).await {
-            Ok(resp) => resp.into_response(),
-            Err(err) => render_error(err),
+        let mut resp = match limit_body(&mut req).await {
+            Ok(()) => ep.call(req).await.map(IntoResponse::into_response).unwrap_or_else(render_error),
+            Err(e) => e.as_response_envelope(),
         };
+        add_security_headers(&mut resp, tls);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(status = resp.status().as_u16(), latency_ms, "request finished");
         if let Ok(value) = HeaderValue::from_str(&id) {
@@ -64,6 +67,7 @@ pub fn add_security_headers(resp: &mut Response, tls: bool) {
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::CACHE_CONTROL, "no-store"),
     ];
+    headers.reserve(defaults.len() + 2);
     for (name, value) in defaults {
         headers.entry(name).or_insert(HeaderValue::from_static(value));
     }
@@ -74,34 +78,26 @@ pub fn add_security_headers(resp: &mut Response, tls: bool) {
 }
 
 /// Refuses bodies over 1 MiB with 413: by `Content-Length` when given, else while reading the body.
-pub async fn limit_body<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<E::Output> {
+async fn limit_body(req: &mut Request) -> Result<(), Error> {
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(len) if len > BODY_LIMIT_BYTES as u64 => return Err(too_large().into()),
-        Some(_) => {}
-        None if req.method() == Method::GET || req.method() == Method::HEAD => {}
+        Some(len) if len > BODY_LIMIT_BYTES as u64 => Err(too_large()),
+        Some(_) => Ok(()),
+        None if req.method() == Method::GET || req.method() == Method::HEAD => Ok(()),
         None => {
             let bytes = req.take_body().into_bytes_limit(BODY_LIMIT_BYTES).await.map_err(|e| match e {
                 ReadBodyError::PayloadTooLarge => too_large(),
                 other => Error::bad_request(format!("cannot read the request body: {other}")),
             })?;
             req.set_body(bytes);
+            Ok(())
         }
     }
-    ep.call(req).await
 }
 
 fn too_large() -> Error {
     Error::new(ErrorCode::PayloadTooLarge, format!("request body exceeds {BODY_LIMIT_BYTES} bytes"))
-}
-
-/// Renders every error in the envelope; see [`render_error`].
-pub async fn envelope<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
-    Ok(match ep.call(req).await {
-        Ok(resp) => resp.into_response(),
-        Err(err) => render_error(err),
-    })
 }
 
 /// Maps any `poem::Error` to the envelope: ours render themselves, poem's and poem-openapi's get the

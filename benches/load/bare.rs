@@ -1,5 +1,5 @@
-//! The reference row: a bare poem server answering one invoice's JSON from memory, no store, no
-//! middleware, no authentication. Runs in its own process (this bench binary started again with
+//! The reference row: a bare poem server answering one invoice's JSON from memory when the request
+//! carries a bearer token (it checks the header's form only), no store, no middleware. Runs in its own process (this bench binary started again with
 //! `LOAD_BARE_ADDR` and `LOAD_BARE_BODY` set), like the servers it is compared with.
 
 use std::net::SocketAddr;
@@ -20,10 +20,18 @@ pub fn serve_if_asked() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         #[handler]
-        fn invoice(poem::web::Data(body): poem::web::Data<&bytes::Bytes>) -> Response {
+        fn invoice(req: &poem::Request, poem::web::Data(body): poem::web::Data<&bytes::Bytes>) -> Response {
+            let bearer = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            if !bearer.is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ")) {
+                return Response::builder().status(poem::http::StatusCode::UNAUTHORIZED).finish();
+            }
             Response::builder().header(header::CONTENT_TYPE, "application/json; charset=utf-8").body(body.clone())
         }
-        let app = Route::new().at("/invoice", get(invoice)).data(body);
+        #[handler]
+        fn ready() -> &'static str {
+            "ok"
+        }
+        let app = Route::new().at("/invoice", get(invoice)).at("/ready", get(ready)).data(body);
         Server::new(TcpListener::bind(addr)).run(app).await.expect("bare server");
     });
     std::process::exit(0);

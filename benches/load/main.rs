@@ -238,10 +238,10 @@ async fn start_bare(dir: &std::path::Path, portal: Option<&Target>) -> Target {
     let addr = free_addr();
     let started = Instant::now();
     let child = bare::spawn(dir, addr, &body);
-    let startup = wait_ready(addr, "/invoice", started).await;
+    let startup = wait_ready(addr, "/ready", started).await;
     let idle_rss_mb = rss_mb(&child);
     let mut ops: HashMap<&'static str, MakeRequest> = HashMap::new();
-    ops.insert("get", Arc::new(|_| get("/invoice", "")));
+    ops.insert("get", Arc::new(|_| get("/invoice", "Authorization: Bearer bench-token\r\n")));
     Target { name: "bare", addr, child, ops, startup, idle_rss_mb }
 }
 

@@ -31,13 +31,19 @@ const MAX_GROUP: usize = 256;
 /// A queued write. `run` may be called more than once (see [`commit_group`]); `deliver` answers the
 /// caller once, with the value of the run that was committed or with the error.
 struct WriteJob {
-    run: Box<dyn Fn(&WriteTransaction) -> Result<Box<dyn Any + Send>> + Send>,
-    deliver: Box<dyn FnOnce(Result<Box<dyn Any + Send>>) + Send>,
+    run: Box<Run>,
+    deliver: Box<dyn FnOnce(Result<Value>) + Send>,
 }
+
+/// A write's closure, its return value boxed.
+type Run = dyn Fn(&WriteTransaction) -> Result<Value> + Send;
+
+/// What a write returned, typed again when it is delivered.
+type Value = Box<dyn Any + Send>;
 
 /// What became of the writes run in one transaction.
 enum Ran {
-    Committed(Vec<Box<dyn Any + Send>>),
+    Committed(Vec<Value>),
     /// The write at this index failed (or panicked); the transaction was aborted.
     Failed(usize, Error),
     /// The transaction could not be begun or committed.
@@ -230,7 +236,7 @@ where
     T: Send + 'static,
 {
     WriteJob {
-        run: Box::new(move |tx| f(tx).map(|value| Box::new(value) as Box<dyn Any + Send>)),
+        run: Box::new(move |tx| f(tx).map(|value| Box::new(value) as Value)),
         deliver: Box::new(move |result| {
             deliver(result.and_then(|value| {
                 value.downcast::<T>().map(|v| *v).map_err(|_| Error::internal("a write answered with another type"))
@@ -262,8 +268,9 @@ fn write_groups(db: &Db, jobs: &mpsc::Receiver<WriteJob>) {
 /// with its error, and the writes after it go on in the next transaction. Transactions before the
 /// group's last are committed without fsync; the last one's fsync makes them all durable.
 fn commit_group(db: &Db, group: Vec<WriteJob>) {
-    let mut results: Vec<Option<Result<Box<dyn Any + Send>>>> = group.iter().map(|_| None).collect();
-    let mut segments = VecDeque::from([0..group.len()]);
+    let mut results: Vec<Option<Result<Value>>> = group.iter().map(|_| None).collect();
+    let mut segments = VecDeque::new();
+    segments.push_back(0..group.len());
     let mut unsynced = false;
     let mut failure = None;
     while let Some(segment) = segments.pop_front() {
