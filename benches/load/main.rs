@@ -1,7 +1,8 @@
 //! `cargo bench --bench load`: Portal (the release binary over a seeded redb store) side by side with
 //! PocketBase (same data and access rule) and a bare poem handler, under the same keep-alive load.
 //!
-//! Seeds 2 customers, 1,000 users and 100,000 invoices, then drives each server, one operation at a time,
+//! Seeds 2 customers, 1,000 users and 100,000 invoices (Portal also 16 customers without invoices, which
+//! its creates bill), then drives each server, one operation at a time,
 //! with N connections for a fixed time: GET an invoice by id (customer user), list 50 invoices of the
 //! customer, create an invoice (admin, durable) and sign in. Prints requests/s, p50, p99 and errors and
 //! writes the same numbers as JSON (`target/load.json`).
@@ -98,6 +99,27 @@ fn rss_mb(child: &Child) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU time (user + system) `child` has used so far, in clock ticks.
+fn cpu_ticks(child: &Child) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after_name.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum()
+}
+
+/// Waits (up to 60 s) until no server uses CPU any more: a server still working through requests of the
+/// previous row (PocketBase's slow lists go on after their clients gave up) would slow the next one.
+async fn settle(targets: &[Target]) {
+    for _ in 0..300 {
+        let before: Vec<u64> = targets.iter().map(|t| cpu_ticks(&t.child)).collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let busy = targets.iter().zip(before).any(|(t, b)| cpu_ticks(&t.child).saturating_sub(b) > 2);
+        if !busy {
+            return;
+        }
+    }
+}
+
 /// Waits for `path` to answer 200; returns how long the server took to come up.
 async fn wait_ready(addr: SocketAddr, path: &str, started: Instant) -> Duration {
     let request = get(path, "");
@@ -164,7 +186,8 @@ async fn start_portal(dir: &std::path::Path, settings: &Settings, creates: Arc<A
         "create",
         Arc::new(move |_| {
             let k = creates.fetch_add(1, Ordering::Relaxed);
-            let body = json!({"customer_id": s.customers[(k % 2) as usize].to_string(), "period_start": portal_target::create_month(&s, k).to_string()});
+            let (customer, month) = portal_target::create_period(&s, k);
+            let body = json!({"customer_id": customer.to_string(), "period_start": month.to_string()});
             post_json("/billing/generate-recurring", &admin_auth, &body.to_string())
         }),
     );
@@ -314,6 +337,7 @@ async fn run(settings: Settings) {
             // Side by side: every target runs this operation before the next operation starts.
             for t in &targets {
                 let Some(make) = t.ops.get(op.as_str()) else { continue };
+                settle(&targets).await;
                 let stats = driver::run(t.addr, connections, warmup, duration, Arc::clone(make)).await;
                 let row = Row { target: t.name, op: op.clone(), connections, stats };
                 print_row(&row);

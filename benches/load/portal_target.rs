@@ -22,22 +22,28 @@ fn month(k: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(1, 1, 1).and_then(|d| d.checked_add_months(Months::new(k))).expect("month")
 }
 
+/// Customers without invoices that the creates bill, so that a fast run does not run out of months
+/// (each customer has 119,988 months up to year 9999).
+const BILLED_CUSTOMERS: usize = 16;
+
 /// What the load needs to know about the seeded store.
 pub struct Seeded {
+    /// The two customers holding the seeded invoices and users.
     pub customers: [CustomerId; 2],
     /// Invoices of the first customer (the one the signed-in customer user belongs to).
     pub invoices: Vec<InvoiceId>,
-    /// The first month free for new invoices (per customer).
-    pub next_month: u32,
+    /// The customers new invoices are created for.
+    pub billed: Vec<CustomerId>,
 }
 
 pub async fn seed(dir: &Path, seed: &Seed) -> Seeded {
     let store = Store::open(dir).expect("store");
     ::portal::app::install(&store).expect("install");
-    let customers = store
+    let (customers, billed) = store
         .write(|tx| {
             let mut ids = Vec::new();
-            for name in ["Alpha", "Beta"] {
+            let names = ["Alpha".to_string(), "Beta".to_string()].into_iter();
+            for name in names.chain((0..BILLED_CUSTOMERS).map(|i| format!("Billed{i}"))) {
                 let change = CustomerChange {
                     name: Some(format!("{name} Contact")),
                     company_name: Some(format!("{name} GmbH")),
@@ -53,7 +59,7 @@ pub async fn seed(dir: &Path, seed: &Seed) -> Seeded {
                 let billing = BillingChange { monthly_fee: Some(1250.0), tax_rate: Some(19.0), ..Default::default() };
                 ids.push(customers::create(tx, &change, &billing)?.customer.id);
             }
-            Ok([ids[0], ids[1]])
+            Ok(([ids[0], ids[1]], ids[2..].to_vec()))
         })
         .await
         .expect("customers");
@@ -105,12 +111,13 @@ pub async fn seed(dir: &Path, seed: &Seed) -> Seeded {
         first = last;
     }
     drop(store);
-    Seeded { customers, invoices, next_month: per_customer }
+    Seeded { customers, invoices, billed }
 }
 
-/// The month a create request `n` bills (`n` counts all creates of the run, alternating customers).
-pub fn create_month(seeded: &Seeded, n: u64) -> NaiveDate {
-    month(seeded.next_month + (n / 2) as u32)
+/// The customer and month that create request `n` bills (`n` counts all creates of the run).
+pub fn create_period(seeded: &Seeded, n: u64) -> (CustomerId, NaiveDate) {
+    let customers = seeded.billed.len() as u64;
+    (seeded.billed[(n % customers) as usize], month((n / customers) as u32))
 }
 
 /// Starts `portal serve` on `addr` over the seeded store; its log goes to `<dir>/portal.log`.
