@@ -7,6 +7,7 @@ pub mod backup;
 pub mod docs;
 pub mod health;
 pub mod log_writer;
+pub mod logging;
 pub mod middleware;
 
 pub use app::App;

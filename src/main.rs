@@ -10,11 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use portal::{log_writer, App};
-use portal_core::config::{LogFormat, StoreConfig};
+use portal::{logging, App};
+use portal_core::config::StoreConfig;
 use portal_core::ids::CustomerId;
 use portal_core::{Config, Context, Store};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "portal", version, about = "Self-hosted customer analytics and billing portal")]
@@ -77,22 +76,6 @@ enum AdminCommand {
         #[arg(long, default_value = "Administrator")]
         name: String,
     },
-}
-
-/// Logs to stderr through a writer thread (see [`log_writer`]); the returned guard writes out what is
-/// still waiting when dropped.
-fn init_logging(format: LogFormat) -> log_writer::FlushGuard {
-    let filter = EnvFilter::try_from_env("PORTAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = log_writer::batched(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
-    }
-    guard
 }
 
 /// Installs the SIGINT and SIGTERM handlers now, before the server answers (so a signal that comes right
@@ -174,7 +157,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(config) => {
-            let _log = init_logging(config.log_format);
+            let _log = logging::init(config.log_format);
             block_on(serve(config)).map_err(|e| e.to_string())
         }
         Command::Openapi => portal::app::openapi_document().map(|doc| print!("{doc}")).map_err(|e| e.to_string()),

@@ -11,7 +11,6 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::error::{ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError};
 use portal_core::config::BODY_LIMIT_BYTES;
 use portal_core::{Error, ErrorCode};
-use tracing::Instrument;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -32,28 +31,35 @@ fn request_id_of(req: &Request) -> String {
 }
 
 /// Every request's own handling, in one layer (each layer costs a request its own moves of the request
-/// and of the nested futures): an id, echoed in `X-Request-Id`, and a span carrying it, so every log line
-/// of the request shows it; the body size limit; every error in the envelope; the security headers; and
-/// the log line with method, path, status and latency.
+/// and of the nested futures): an id, echoed in `X-Request-Id` and carried by every log line of the
+/// request; the body size limit; every error in the envelope; the security headers; and the access log
+/// line with method, path, status and latency.
 pub async fn handle<E: Endpoint>(ep: Arc<E>, mut req: Request, tls: bool) -> poem::Result<Response> {
     let id = request_id_of(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     let started = Instant::now();
-    async move {
+    let header = HeaderValue::from_str(&id);
+    crate::logging::with_request_id(id, async move {
         let mut resp = match limit_body(&mut req).await {
             Ok(()) => ep.call(req).await.map(IntoResponse::into_response).unwrap_or_else(render_error),
             Err(e) => e.as_response_envelope(),
         };
         add_security_headers(&mut resp, tls);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(status = resp.status().as_u16(), latency_ms, "request finished");
-        if let Ok(value) = HeaderValue::from_str(&id) {
+        tracing::info!(
+            target: "portal::access",
+            method = method.as_str(),
+            path = uri.path(),
+            status = resp.status().as_u16(),
+            latency_ms,
+            "request finished"
+        );
+        if let Ok(value) = header {
             resp.headers_mut().insert(REQUEST_ID, value);
         }
         Ok(resp)
-    }
-    .instrument(span)
+    })
     .await
 }
 
