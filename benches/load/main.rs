@@ -1,8 +1,8 @@
 //! `cargo bench --bench load`: Portal (the release binary over a seeded redb store) side by side with
 //! PocketBase (same data and access rule) and a bare poem handler, under the same keep-alive load.
 //!
-//! Seeds 2 customers, 1,000 users and 100,000 invoices (Portal also 16 customers without invoices, which
-//! its creates bill), then drives each server, one operation at a time,
+//! Seeds 2 customers, 1,000 users and 100,000 invoices (and, for Portal, 16 customers without invoices: the
+//! creates on both servers spread over 16 customers), then drives each server, one operation at a time,
 //! with N connections for a fixed time: GET an invoice by id (customer user), list 50 invoices of the
 //! customer, create an invoice (admin, durable) and sign in. Prints requests/s, p50, p99 and errors and
 //! writes the same numbers as JSON (`target/load.json`).
@@ -232,7 +232,7 @@ async fn start_pocketbase(bin: &std::path::Path, dir: &std::path::Path, settings
         "create",
         Arc::new(move |n| {
             let body = json!({
-                "customer": format!("c{}", n % 2), "invoice_number": format!("INV-2026-{:06}", 200_000 + n),
+                "customer": format!("billed{}", n % portal_target::BILLED_CUSTOMERS as u64), "invoice_number": format!("INV-2026-{:06}", 200_000 + n),
                 "status": "pending", "amount": 1250, "tax_amount": 237.5, "total_amount": 1487.5,
                 "infrastructure_costs": 0, "currency": "USD", "issue_date": "2026-11-25 09:00:00.000Z",
                 "due_date": "2026-12-25 09:00:00.000Z", "description": "Recurring charges",

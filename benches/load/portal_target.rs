@@ -23,8 +23,8 @@ fn month(k: u32) -> NaiveDate {
 }
 
 /// Customers without invoices that the creates bill, so that a fast run does not run out of months
-/// (each customer has 119,988 months up to year 9999).
-const BILLED_CUSTOMERS: usize = 16;
+/// (each customer has 119,988 months up to year 9999). PocketBase's creates spread over as many.
+pub const BILLED_CUSTOMERS: usize = 16;
 
 /// What the load needs to know about the seeded store.
 pub struct Seeded {
