@@ -138,7 +138,7 @@ pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
 }
 
 /// Wraps `ep` in the portal's cross-cutting middleware: the panic catcher, inside the request's own
-/// handling (id, tracing, body limit, error envelope, security headers).
+/// handling (id, body limit, error envelope, security headers, access log line).
 pub fn with_middleware(ep: impl Endpoint + 'static, tls: bool) -> impl Endpoint<Output = Response> {
     ep.with(CatchPanic::new().with_handler(middleware::panic_response))
         .around(move |ep, req| middleware::handle(ep, req, tls))

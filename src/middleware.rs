@@ -1,5 +1,5 @@
-//! Cross-cutting request handling: request id + tracing span, security headers, body size limit, and the
-//! error envelope that every failure (including poem's own: unknown route, wrong method, bad JSON, wrong
+//! Cross-cutting request handling: request id and access log line, security headers, body size limit, and
+//! the error envelope that every failure (including poem's own: unknown route, wrong method, bad JSON, wrong
 //! content type, panics) is rendered in.
 
 use std::sync::Arc;
