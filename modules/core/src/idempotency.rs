@@ -82,7 +82,8 @@ pub struct Ticket {
     store: Store,
     key: [u8; 32],
     request: [u8; 32],
-    completed: std::sync::atomic::AtomicBool,
+    /// Set once the write that recorded the answer is committed (then there is nothing to free).
+    completed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Ticket {
@@ -93,7 +94,8 @@ impl Ticket {
             response: Some(Recorded { status, body: body.to_json_string() }),
         };
         KEYS.insert(tx, &self.key, &entry)?;
-        self.completed.store(true, std::sync::atomic::Ordering::Release);
+        let completed = self.completed.clone();
+        crate::store::on_commit(move || completed.store(true, std::sync::atomic::Ordering::Release));
         Ok(())
     }
 }

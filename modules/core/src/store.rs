@@ -88,6 +88,28 @@ impl Default for Changes {
 thread_local! {
     /// The changes noted by the write running on this thread; `None` outside a store write.
     static NOTED: RefCell<Option<Vec<&'static Changes>>> = const { RefCell::new(None) };
+    /// What the writes running on this thread do once their transaction is committed; `None` outside.
+    static ON_COMMIT: RefCell<Option<Vec<CommitHook>>> = const { RefCell::new(None) };
+}
+
+/// See [`on_commit`].
+type CommitHook = Box<dyn FnOnce()>;
+
+/// Runs `hook` (an in-memory consequence of a write) once the store write running on this thread is
+/// committed, and never when it rolls back; a write that runs again registers again. Outside a store
+/// write it runs at once.
+pub fn on_commit(hook: impl FnOnce() + 'static) {
+    let hook: CommitHook = Box::new(hook);
+    let now = ON_COMMIT.with(|hooks| match hooks.borrow_mut().as_mut() {
+        Some(list) => {
+            list.push(hook);
+            None
+        }
+        None => Some(hook),
+    });
+    if let Some(hook) = now {
+        hook();
+    }
 }
 
 /// The database and the snapshot its reads share.
@@ -323,6 +345,7 @@ fn run_together(db: &Db, jobs: &[WriteJob], durable: bool) -> Ran {
         return Ran::CommitFailed(Error::internal(format!("cannot set the commit durability: {e}")));
     }
     NOTED.with(|noted| *noted.borrow_mut() = Some(Vec::new()));
+    ON_COMMIT.with(|hooks| *hooks.borrow_mut() = Some(Vec::new()));
     let ran: std::result::Result<Vec<_>, (usize, Error)> = jobs
         .iter()
         .enumerate()
@@ -348,6 +371,10 @@ fn run_together(db: &Db, jobs: &[WriteJob], durable: bool) -> Ran {
     // After the commit (or the rollback, where counting is merely cautious).
     for changes in NOTED.with(|noted| noted.borrow_mut().take()).into_iter().flatten() {
         changes.bump();
+    }
+    let hooks = ON_COMMIT.with(|hooks| hooks.borrow_mut().take()).unwrap_or_default();
+    if matches!(outcome, Ran::Committed(_)) {
+        hooks.into_iter().for_each(|hook| hook());
     }
     outcome
 }
@@ -632,6 +659,41 @@ mod tests {
         assert_eq!(counted.await.unwrap(), 2);
         assert_eq!(failing.await.unwrap_err().code(), ErrorCode::Conflict);
         assert_eq!(keys(&store), vec![b"counted".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn commit_hooks_run_once_for_committed_writes_only() {
+        let (store, _) = store();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let hook = |ran: &Arc<AtomicUsize>| {
+            let ran = ran.clone();
+            move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let (blocker, go) = block_writer(&store);
+        let kept = {
+            let ran = ran.clone();
+            queue(&store, move |tx| {
+                on_commit(hook(&ran));
+                put(tx, b"kept")
+            })
+        };
+        let failing = {
+            let ran = ran.clone();
+            queue(&store, move |_| {
+                on_commit(hook(&ran));
+                Err(Error::conflict("refused"))
+            })
+        };
+        go.send(()).unwrap();
+        blocker.await.unwrap();
+        kept.await.unwrap();
+        failing.await.unwrap_err();
+        // `kept` ran twice (its first run was rolled back with the failing write), its hook once.
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        on_commit(hook(&ran));
+        assert_eq!(ran.load(Ordering::SeqCst), 2, "outside a write the hook runs at once");
     }
 
     #[tokio::test]
