@@ -374,7 +374,8 @@ fn run_together(db: &Db, jobs: &[WriteJob], durable: bool) -> Ran {
     }
     let hooks = ON_COMMIT.with(|hooks| hooks.borrow_mut().take()).unwrap_or_default();
     if matches!(outcome, Ran::Committed(_)) {
-        hooks.into_iter().for_each(|hook| hook());
+        // A panicking hook must not take the writer thread down with it.
+        hooks.into_iter().for_each(|hook| drop(catch_unwind(AssertUnwindSafe(hook))));
     }
     outcome
 }
