@@ -8,10 +8,10 @@ use std::ops::{Bound, Deref};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableError, TableHandle};
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableHandle};
 
 use crate::error::Result;
-use crate::table::{get_in, scan_in, RawTable, ReadTx};
+use crate::table::{get_in, open_existing, scan_in, RawTable, ReadTx};
 
 type OpenTable = Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>;
 
@@ -34,11 +34,7 @@ impl Snapshot {
         if let Some((_, open)) = tables.iter().find(|(n, _)| n == name) {
             return Ok(open.clone());
         }
-        let open = match self.tx.open_table(table) {
-            Ok(t) => Some(Arc::new(t)),
-            Err(TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let open = open_existing(&self.tx, table)?.map(Arc::new);
         tables.push((name.to_string(), open.clone()));
         Ok(open)
     }
@@ -55,10 +51,7 @@ impl Deref for Snapshot {
 
 impl ReadTx for Snapshot {
     fn get_raw<R>(&self, table: RawTable, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R> {
-        match self.table(table)? {
-            Some(t) => get_in(&*t, key, f),
-            None => f(None),
-        }
+        get_in(self.table(table)?.as_deref(), key, f)
     }
 
     fn scan_raw(
@@ -68,10 +61,7 @@ impl ReadTx for Snapshot {
         reverse: bool,
         visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        match self.table(table)? {
-            Some(t) => scan_in(&*t, range, reverse, visit),
-            None => Ok(()),
-        }
+        scan_in(self.table(table)?.as_deref(), range, reverse, visit)
     }
 }
 
@@ -104,12 +94,12 @@ impl Snapshots {
     /// as its last reader finishes (an open snapshot keeps redb from reusing the pages it sees).
     pub fn committed(&self) {
         self.commits.fetch_add(1, Ordering::SeqCst);
-        let retired = self.lock().take();
-        drop(retired);
+        self.clear();
     }
 
     /// Lets go of the shared snapshot (when the store closes).
     pub fn clear(&self) {
+        // Dropped after the lock is released: closing a read transaction takes redb's own locks.
         let retired = self.lock().take();
         drop(retired);
     }

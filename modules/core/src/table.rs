@@ -6,7 +6,7 @@
 use std::marker::PhantomData;
 use std::ops::Bound;
 
-use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, WriteTransaction};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition, TableError, WriteTransaction};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{Error, Result};
@@ -55,18 +55,32 @@ pub trait ReadTx {
     ) -> Result<()>;
 }
 
-pub(crate) fn get_in<T, R>(table: &T, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R>
+/// `table` in a read transaction; `None` when it was never created (it reads as empty).
+pub(crate) fn open_existing(
+    tx: &ReadTransaction,
+    table: RawTable,
+) -> Result<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>> {
+    match tx.open_table(table) {
+        Ok(t) => Ok(Some(t)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `get_raw` on an open table (`None`: a table that does not exist).
+pub(crate) fn get_in<T, R>(table: Option<&T>, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R>
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
 {
-    match table.get(key)? {
+    match table.map(|t| t.get(key)).transpose()?.flatten() {
         Some(guard) => f(Some(guard.value())),
         None => f(None),
     }
 }
 
+/// `scan_raw` on an open table (`None`: a table that does not exist).
 pub(crate) fn scan_in<T>(
-    table: &T,
+    table: Option<&T>,
     range: (Bound<&[u8]>, Bound<&[u8]>),
     reverse: bool,
     mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
@@ -74,6 +88,7 @@ pub(crate) fn scan_in<T>(
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
 {
+    let Some(table) = table else { return Ok(()) };
     let iter = table.range::<&[u8]>(range)?;
     if reverse {
         for entry in iter.rev() {
@@ -95,11 +110,7 @@ where
 
 impl ReadTx for ReadTransaction {
     fn get_raw<R>(&self, table: RawTable, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R> {
-        match self.open_table(table) {
-            Ok(t) => get_in(&t, key, f),
-            Err(TableError::TableDoesNotExist(_)) => f(None),
-            Err(e) => Err(e.into()),
-        }
+        get_in(open_existing(self, table)?.as_ref(), key, f)
     }
 
     fn scan_raw(
@@ -109,17 +120,13 @@ impl ReadTx for ReadTransaction {
         reverse: bool,
         visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        match self.open_table(table) {
-            Ok(t) => scan_in(&t, range, reverse, visit),
-            Err(TableError::TableDoesNotExist(_)) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        scan_in(open_existing(self, table)?.as_ref(), range, reverse, visit)
     }
 }
 
 impl ReadTx for WriteTransaction {
     fn get_raw<R>(&self, table: RawTable, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R> {
-        get_in(&self.open_table(table)?, key, f)
+        get_in(Some(&self.open_table(table)?), key, f)
     }
 
     fn scan_raw(
@@ -129,7 +136,7 @@ impl ReadTx for WriteTransaction {
         reverse: bool,
         visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        scan_in(&self.open_table(table)?, range, reverse, visit)
+        scan_in(Some(&self.open_table(table)?), range, reverse, visit)
     }
 }
 
