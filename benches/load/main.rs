@@ -107,9 +107,12 @@ fn cpu_ticks(child: &Child) -> u64 {
     after_name.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum()
 }
 
-/// Waits (up to 60 s) until no server uses CPU any more: a server still working through requests of the
-/// previous row (PocketBase's slow lists go on after their clients gave up) would slow the next one.
+/// Flushes dirty pages to disk, then waits (up to 60 s) until no server uses CPU any more: a server still
+/// working through requests of the previous row (PocketBase's slow lists go on after their clients gave
+/// up) would slow the next one.
 async fn settle(targets: &[Target]) {
+    // The seeding's and earlier rows' dirty pages, written back during a row, would slow its fsyncs.
+    let _ = tokio::process::Command::new("sync").status().await;
     for _ in 0..300 {
         let before: Vec<u64> = targets.iter().map(|t| cpu_ticks(&t.child)).collect();
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -11,7 +11,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use portal_core::redb;
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -180,10 +179,11 @@ async fn write_until_killed(client: Arc<Client>, ledger: Arc<Mutex<Ledger>>, wor
     }
 }
 
-/// After a kill: the file passes redb's integrity check (opening it repairs what a crash may leave).
+/// After a kill: the store (its file with what the journal holds applied) passes redb's integrity check
+/// (opening it repairs what a crash may leave).
 fn file_is_sound(data_dir: &Path) -> bool {
     let path = data_dir.join(portal_core::store::FILE_NAME);
-    match redb::Database::open(&path) {
+    match portal_core::store::open_database(&path) {
         Ok(mut db) => db.check_integrity().unwrap_or(false),
         Err(_) => false,
     }

@@ -169,7 +169,7 @@ fn open_stopped(store_file: &Path) -> Result<Database> {
     if !store_file.exists() {
         return Err(Error::new(format!("no store at {}", store_file.display())));
     }
-    Database::open(store_file).map_err(|e| match e {
+    crate::store::open_database(store_file).map_err(|e| match e {
         DatabaseError::DatabaseAlreadyOpen => Error::new(format!(
             "{} is in use by a running portal: stop it first, or back up through the server (--server)",
             store_file.display()
@@ -258,6 +258,11 @@ pub fn restore(from: &Path, data_dir: &Path, force: bool) -> Result<Restored> {
     let temp = data_dir.join(format!(".{FILE_NAME}.restoring"));
     let _ = std::fs::remove_file(&temp);
     let result = stage(from, &temp).and_then(|(tables, rows)| {
+        // A journal left beside the old store belongs to it, not to the snapshot.
+        match std::fs::remove_file(crate::journal::journal_path(&target)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
         std::fs::rename(&temp, &target)?;
         File::open(data_dir)?.sync_all()?;
         Ok(Restored { tables, rows, sha256: actual })

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod idempotency;
 pub mod ids;
+pub mod journal;
 pub mod json_object;
 pub mod list;
 pub mod module;

@@ -1,11 +1,12 @@
 //! Read snapshots shared between requests. Beginning a redb read transaction and opening a table in it
 //! (a lookup by name in the table tree, then the table's root page) cost more than a point read itself,
 //! so reads that start while nothing new was committed share one transaction and the tables already
-//! opened in it. Every commit retires the shared snapshot: a read that starts after a write was
-//! acknowledged always sees it.
+//! opened in it. Every commit retires the shared snapshot, or, in a journaled store, the answering thread
+//! publishes a snapshot of it once it is durable: a read that starts after a write was acknowledged
+//! always sees it, and none sees a write that is not yet durable.
 
 use std::ops::{Bound, Deref};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableHandle};
@@ -70,6 +71,8 @@ impl ReadTx for Snapshot {
 pub struct Snapshots {
     commits: AtomicU64,
     shared: Mutex<Option<(u64, Arc<Snapshot>)>>,
+    /// Set by the first [`publish`](Self::publish): from then on reads take only published snapshots.
+    published: AtomicBool,
 }
 
 impl Snapshots {
@@ -77,7 +80,7 @@ impl Snapshots {
     pub fn current(&self, db: &Database) -> Result<Arc<Snapshot>> {
         let commits = self.commits.load(Ordering::SeqCst);
         if let Some((taken_at, snapshot)) = &*self.lock() {
-            if *taken_at == commits {
+            if *taken_at == commits || self.published.load(Ordering::SeqCst) {
                 return Ok(snapshot.clone());
             }
         }
@@ -95,6 +98,16 @@ impl Snapshots {
     pub fn committed(&self) {
         self.commits.fetch_add(1, Ordering::SeqCst);
         self.clear();
+    }
+
+    /// Makes `tx` the snapshot every read takes until the next one is published: a store whose commits
+    /// become durable after they return shows each to readers only then.
+    pub fn publish(&self, tx: ReadTransaction) {
+        let snapshot = Arc::new(Snapshot::new(tx));
+        self.published.store(true, Ordering::SeqCst);
+        let commits = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        let retired = self.lock().replace((commits, snapshot));
+        drop(retired);
     }
 
     /// Lets go of the shared snapshot (when the store closes).
