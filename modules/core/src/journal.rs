@@ -43,8 +43,9 @@ const SET_LEN: u8 = b'L';
 
 /// Checkpoint once the journal has grown past this …
 const JOURNAL_LIMIT: u64 = 256 << 20;
-/// … or the pages changed since the last checkpoint (held in memory) take this much.
-const PENDING_LIMIT: usize = 16 << 20;
+/// … or the pages changed since the last checkpoint (held in memory) take this much. A checkpoint holds
+/// up the commits behind it (about 20 ms for 8 MB here); larger ones write each page less often.
+const PENDING_LIMIT: usize = 8 << 20;
 
 /// The store file and its journal, as redb's storage backend. Clones share them.
 #[derive(Debug, Clone)]
