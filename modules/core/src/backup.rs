@@ -311,6 +311,39 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_drops_the_journal_a_crashed_store_left_beside_it() {
+        use redb::StorageBackend;
+        const T: TableDefinition<&[u8], &[u8]> = TableDefinition::new("core.meta");
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source.redb");
+        {
+            let db = crate::store::open_database(&source).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(T).unwrap().insert(b"kept".as_slice(), b"yes".as_slice()).unwrap();
+            tx.commit().unwrap();
+        }
+        let snapshot_path = dir.path().join("snap.redb");
+        let summary = snapshot_file(&source, &snapshot_path, |_| {}).unwrap();
+        write_checksum(&snapshot_path, &summary.sha256).unwrap();
+
+        // Another store crashed in the data directory: its file is gone, its journal holds a synced batch.
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let crashed = crate::journal::JournaledFile::open(&data_dir.join(FILE_NAME)).unwrap();
+        crashed.set_len(8192).unwrap();
+        crashed.write(0, &[0xab; 8192]).unwrap();
+        crashed.sync_data().unwrap();
+        drop(crashed);
+        std::fs::remove_file(data_dir.join(FILE_NAME)).unwrap();
+
+        restore(&snapshot_path, &data_dir, false).unwrap();
+        assert!(!crate::journal::journal_path(&data_dir.join(FILE_NAME)).exists());
+        let db = crate::store::open_database(&data_dir.join(FILE_NAME)).unwrap();
+        let tx = db.begin_read().unwrap();
+        assert_eq!(tx.open_table(T).unwrap().get(b"kept".as_slice()).unwrap().unwrap().value(), b"yes");
+    }
+
+    #[test]
     fn progress_percent_handles_empty_stores() {
         assert_eq!(Progress { rows_done: 0, rows_total: 0 }.percent(), 100);
         assert_eq!(Progress { rows_done: 1, rows_total: 3 }.percent(), 33);
