@@ -361,9 +361,10 @@ fn apply(store: &File, mut body: &[u8]) -> io::Result<()> {
             WRITE if rest.len() >= 16 => {
                 let offset = number(&rest[..8]);
                 let len = usize::try_from(number(&rest[8..16])).map_err(|_| corrupt())?;
-                let data = rest.get(16..16 + len).ok_or_else(corrupt)?;
+                let end = len.checked_add(16).ok_or_else(corrupt)?;
+                let data = rest.get(16..end).ok_or_else(corrupt)?;
                 store.write_all_at(data, offset)?;
-                body = &rest[16 + len..];
+                body = &rest[end..];
             }
             SET_LEN if rest.len() >= 8 => {
                 store.set_len(number(&rest[..8]))?;
