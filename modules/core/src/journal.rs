@@ -546,16 +546,22 @@ mod tests {
         out
     }
 
-    fn journal_len(dir: &Path) -> u64 {
-        std::fs::metadata(journal_path(&dir.join("s"))).unwrap().len()
+    /// A temp directory and the store path in it (the directory goes when the first is dropped).
+    fn temp_store() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        (dir, path)
+    }
+
+    fn journal_len(store_path: &Path) -> u64 {
+        std::fs::metadata(journal_path(store_path)).unwrap().len()
     }
 
     // Dropping a `JournaledFile` without `close` is a crash: what was written stays, nothing is finished.
 
     #[test]
     fn synced_writes_survive_a_crash_and_unsynced_ones_do_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s");
+        let (_dir, path) = temp_store();
         let file = JournaledFile::open(&path).unwrap();
         file.set_len(2 * PAGE as u64).unwrap();
         file.write(0, &page(1)).unwrap();
@@ -573,8 +579,7 @@ mod tests {
 
     #[test]
     fn deferred_commits_are_durable_only_once_the_journal_is_synced() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s");
+        let (_dir, path) = temp_store();
         let file = JournaledFile::open_deferred(&path).unwrap();
         let sync = file.clone();
         file.set_len(PAGE as u64).unwrap();
@@ -591,16 +596,15 @@ mod tests {
 
     #[test]
     fn a_torn_batch_is_dropped_with_what_follows_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s");
+        let (_dir, path) = temp_store();
         let file = JournaledFile::open(&path).unwrap();
         file.set_len(PAGE as u64).unwrap();
         file.write(0, &page(1)).unwrap();
         file.sync_data().unwrap();
-        let first_end = journal_len(dir.path());
+        let first_end = journal_len(&path);
         file.write(0, &page(2)).unwrap();
         file.sync_data().unwrap();
-        let second_end = journal_len(dir.path());
+        let second_end = journal_len(&path);
         file.write(0, &page(3)).unwrap();
         file.sync_data().unwrap();
         drop(file);
@@ -615,8 +619,7 @@ mod tests {
 
     #[test]
     fn batches_of_a_generation_before_the_checkpoint_are_not_applied_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s");
+        let (_dir, path) = temp_store();
         let file = JournaledFile::open(&path).unwrap();
         file.set_len(2 * PAGE as u64).unwrap();
         file.write(0, &page(1)).unwrap();
@@ -637,8 +640,7 @@ mod tests {
 
     #[test]
     fn overlapping_writes_and_shrinks_read_back_as_written_before_and_after_recovery() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s");
+        let (_dir, path) = temp_store();
         let file = JournaledFile::open(&path).unwrap();
         file.set_len(4 * PAGE as u64).unwrap();
         file.write(0, &[7; 4 * PAGE]).unwrap();
@@ -667,8 +669,7 @@ mod tests {
 
     #[test]
     fn a_second_open_is_refused_while_the_store_is_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s");
+        let (_dir, path) = temp_store();
         let _open = JournaledFile::open(&path).unwrap();
         let second = JournaledFile::open(&path).map(|_| ()).unwrap_err();
         assert_eq!(second.kind(), io::ErrorKind::WouldBlock);
@@ -677,8 +678,7 @@ mod tests {
     #[test]
     fn redb_on_the_journal_leaves_a_complete_store_file_when_closed() {
         const T: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("t");
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s");
+        let (_dir, path) = temp_store();
         let db = redb::Database::builder().create_with_backend(JournaledFile::open(&path).unwrap()).unwrap();
         for i in 0..100u64 {
             let tx = db.begin_write().unwrap();
