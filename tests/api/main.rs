@@ -11,6 +11,7 @@ mod errors;
 mod health;
 mod helpers;
 mod lifecycle;
+mod migrations;
 mod openapi;
 mod payments;
 mod rate_limits;

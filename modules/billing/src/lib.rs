@@ -28,7 +28,8 @@ pub use api::BillingApi;
 pub use payments_api::PaymentsApi;
 use portal_stripe::Stripe;
 
-const SCHEMA_VERSION: u32 = 1;
+/// 2: the invoice indexes share one table.
+const SCHEMA_VERSION: u32 = 2;
 
 pub struct BillingModule;
 
@@ -53,6 +54,10 @@ impl Module for BillingModule {
         tables::create_all(tx)?;
         match store::schema_version(tx, Self::NAME)? {
             0 => store::set_schema_version(tx, Self::NAME, SCHEMA_VERSION),
+            1 => {
+                tables::share_invoice_indexes(tx)?;
+                store::set_schema_version(tx, Self::NAME, SCHEMA_VERSION)
+            }
             SCHEMA_VERSION => Ok(()),
             v => Err(Error::internal(format!("billing tables have schema {v}; this binary knows {SCHEMA_VERSION}"))),
         }

@@ -7,24 +7,27 @@ use crate::model::{Collection, Invoice, Payment, Totals};
 
 /// invoice id → invoice
 pub(crate) const INVOICES: Table<Invoice> = Table::new("billing.invoices");
-/// customer id ‖ invoice id
-pub(crate) const BY_CUSTOMER: Index = Index::new("billing.invoices_by_customer");
-/// customer id ‖ status index ‖ invoice id (stored status)
-pub(crate) const BY_CUSTOMER_STATUS: Index = Index::new("billing.invoices_by_customer_status");
-/// proposal id ‖ invoice id: the invoices a proposal generated
-pub(crate) const BY_PROPOSAL: Index = Index::new("billing.invoices_by_proposal");
-/// invoice number → invoice id
-pub(crate) const BY_NUMBER: Index = Index::new("billing.invoices_by_number");
-/// due date key ‖ invoice id, for pending invoices (the overdue sweep)
-pub(crate) const DUE: Index = Index::new("billing.pending_by_due_date");
-/// customer id ‖ period start → period end ‖ invoice id: the billed recurring periods
-pub(crate) const PERIODS: Index = Index::new("billing.recurring_periods");
-/// year (u16) → last invoice sequence number of that year (u32)
-pub(crate) const NUMBERS: Index = Index::new("billing.invoice_numbers");
 /// scope (customer id, or 16 zero bytes for all) ‖ currency → running totals by status
 pub(crate) const TOTALS: Table<Totals> = Table::new("billing.totals");
+/// The table the invoice indexes below share, each under its tag: an invoice write updates one B-tree
+/// for all of them.
+const INDEXES: &str = "billing.invoice_indexes";
+/// customer id ‖ invoice id
+pub(crate) const BY_CUSTOMER: Index = Index::shared(INDEXES, b"\x01");
+/// customer id ‖ status index ‖ invoice id (stored status)
+pub(crate) const BY_CUSTOMER_STATUS: Index = Index::shared(INDEXES, b"\x02");
+/// proposal id ‖ invoice id: the invoices a proposal generated
+pub(crate) const BY_PROPOSAL: Index = Index::shared(INDEXES, b"\x03");
+/// invoice number → invoice id
+pub(crate) const BY_NUMBER: Index = Index::shared(INDEXES, b"\x04");
+/// due date key ‖ invoice id, for pending invoices (the overdue sweep)
+pub(crate) const DUE: Index = Index::shared(INDEXES, b"\x05");
+/// customer id ‖ period start → period end ‖ invoice id: the billed recurring periods
+pub(crate) const PERIODS: Index = Index::shared(INDEXES, b"\x06");
+/// year (u16) → last invoice sequence number of that year (u32)
+pub(crate) const NUMBERS: Index = Index::shared(INDEXES, b"\x07");
 /// scope ‖ currency ‖ year-month (u32) → money collected that month (i64)
-pub(crate) const PAID_BY_MONTH: Index = Index::new("billing.paid_by_month");
+pub(crate) const PAID_BY_MONTH: Index = Index::shared(INDEXES, b"\x08");
 
 /// invoice id → the payment that settled it
 pub(crate) const PAYMENTS: Table<Payment> = Table::new("billing.payments");
@@ -35,6 +38,28 @@ pub(crate) const COLLECTIONS: Table<Collection> = Table::new("billing.collection
 
 /// Stripe event id → when it was applied (each event is applied once)
 pub(crate) const STRIPE_EVENTS: Index = Index::new("billing.stripe_events");
+
+/// Schema 1 kept each invoice index in a table of its own.
+const FORMER_TABLES: [(&Index, &str); 8] = [
+    (&BY_CUSTOMER, "billing.invoices_by_customer"),
+    (&BY_CUSTOMER_STATUS, "billing.invoices_by_customer_status"),
+    (&BY_PROPOSAL, "billing.invoices_by_proposal"),
+    (&BY_NUMBER, "billing.invoices_by_number"),
+    (&DUE, "billing.pending_by_due_date"),
+    (&PERIODS, "billing.recurring_periods"),
+    (&NUMBERS, "billing.invoice_numbers"),
+    (&PAID_BY_MONTH, "billing.paid_by_month"),
+];
+
+/// Schema 1 → 2: the invoice indexes move into their shared table.
+pub(crate) fn share_invoice_indexes(tx: &WriteTransaction) -> Result<()> {
+    let mut moved = 0;
+    for (index, former) in FORMER_TABLES {
+        moved += index.take_over(tx, former)?;
+    }
+    tracing::info!(moved, "billing schema 2: invoice index entries moved into {INDEXES}");
+    Ok(())
+}
 
 pub(crate) fn create_all(tx: &WriteTransaction) -> Result<()> {
     INVOICES.create(tx)?;

@@ -90,18 +90,29 @@ impl Record for Entry {}
 
 /// audit id → entry
 const ENTRIES: Table<Entry> = Table::new("core.audit");
+/// The table the indexes below share, each under its tag (one B-tree updated per entry).
+const INDEXES: &str = "core.audit_indexes";
 /// customer id ‖ audit id
-const BY_CUSTOMER: Index = Index::new("core.audit_by_customer");
+const BY_CUSTOMER: Index = Index::shared(INDEXES, b"\x01");
 /// user id ‖ audit id
-const BY_USER: Index = Index::new("core.audit_by_user");
+const BY_USER: Index = Index::shared(INDEXES, b"\x02");
 /// sha256(object id)[..16] ‖ audit id
-const BY_OBJECT: Index = Index::new("core.audit_by_object");
+const BY_OBJECT: Index = Index::shared(INDEXES, b"\x03");
 
 pub(crate) fn install(tx: &WriteTransaction) -> Result<()> {
     ENTRIES.create(tx)?;
     for index in [&BY_CUSTOMER, &BY_USER, &BY_OBJECT] {
         index.create(tx)?;
     }
+    Ok(())
+}
+
+/// Core schema 1 → 2: the indexes, each in a table of its own before, move into their shared table.
+pub(crate) fn share_indexes(tx: &WriteTransaction) -> Result<()> {
+    let moved = BY_CUSTOMER.take_over(tx, "core.audit_by_customer")?
+        + BY_USER.take_over(tx, "core.audit_by_user")?
+        + BY_OBJECT.take_over(tx, "core.audit_by_object")?;
+    tracing::info!(moved, "core schema 2: audit index entries moved into {INDEXES}");
     Ok(())
 }
 

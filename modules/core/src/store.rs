@@ -525,17 +525,23 @@ pub fn open_database(path: &Path) -> std::result::Result<Database, redb::Databas
     Database::builder().create_with_backend(file)
 }
 
+/// The core tables' schema; 2: the audit trail's indexes share one table.
+const CORE_SCHEMA: u32 = 2;
+
 /// Creates the core tables and checks that the file was not written by a newer portal.
 pub fn install_core(tx: &WriteTransaction) -> Result<()> {
     tx.open_table(META)?;
     crate::idempotency::install(tx)?;
     crate::audit::install(tx)?;
-    let version = schema_version(tx, "core")?;
-    match version {
-        0 => set_schema_version(tx, "core", 1),
-        1 => Ok(()),
+    match schema_version(tx, "core")? {
+        0 => set_schema_version(tx, "core", CORE_SCHEMA),
+        1 => {
+            crate::audit::share_indexes(tx)?;
+            set_schema_version(tx, "core", CORE_SCHEMA)
+        }
+        CORE_SCHEMA => Ok(()),
         v => Err(Error::internal(format!(
-            "the store was written by a newer portal (core schema {v}); this binary reads schema 1"
+            "the store was written by a newer portal (core schema {v}); this binary reads schema {CORE_SCHEMA}"
         ))),
     }
 }

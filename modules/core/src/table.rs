@@ -3,6 +3,7 @@
 //! logical order, ids are time-ordered UUID v7), values are `Record`s encoded as a schema-version byte
 //! followed by named MessagePack, so a field added later with `#[serde(default)]` still reads old records.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::ops::Bound;
 
@@ -251,13 +252,22 @@ impl<V: Record> Table<V> {
 
 /// A secondary index: keys only (e.g. `customer_id ‖ invoice_id`), or a unique lookup key → id bytes.
 /// Maintained in the same write transaction as the record it points to.
+///
+/// Indexes a module writes together can share one redb table, each under its own one-byte tag: a commit
+/// then updates, checksums and frees the pages of one B-tree instead of one per index.
 pub struct Index {
     def: RawTable,
+    tag: &'static [u8],
 }
 
 impl Index {
     pub const fn new(name: &'static str) -> Self {
-        Self { def: TableDefinition::new(name) }
+        Self { def: TableDefinition::new(name), tag: &[] }
+    }
+
+    /// An index stored in the shared table `name`, its keys prefixed with `tag` (unique per table).
+    pub const fn shared(name: &'static str, tag: &'static [u8; 1]) -> Self {
+        Self { def: TableDefinition::new(name), tag }
     }
 
     pub fn raw(&self) -> RawTable {
@@ -269,23 +279,32 @@ impl Index {
         Ok(())
     }
 
+    /// The stored form of `key`: behind the tag of a shared index.
+    fn stored<'k>(&self, key: &'k [u8]) -> Cow<'k, [u8]> {
+        if self.tag.is_empty() {
+            Cow::Borrowed(key)
+        } else {
+            Cow::Owned([self.tag, key].concat())
+        }
+    }
+
     /// Stores `key → target` (target is empty for key-only indexes).
     pub fn put(&self, tx: &WriteTransaction, key: &[u8], target: &[u8]) -> Result<()> {
-        tx.open_table(self.def)?.insert(key, target)?;
+        tx.open_table(self.def)?.insert(&*self.stored(key), target)?;
         Ok(())
     }
 
     pub fn remove(&self, tx: &WriteTransaction, key: &[u8]) -> Result<bool> {
-        Ok(tx.open_table(self.def)?.remove(key)?.is_some())
+        Ok(tx.open_table(self.def)?.remove(&*self.stored(key))?.is_some())
     }
 
     /// The target stored under `key`.
     pub fn get(&self, tx: &impl ReadTx, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        tx.get_raw(self.def, key, |bytes| Ok(bytes.map(<[u8]>::to_vec)))
+        tx.get_raw(self.def, &self.stored(key), |bytes| Ok(bytes.map(<[u8]>::to_vec)))
     }
 
     pub fn contains(&self, tx: &impl ReadTx, key: &[u8]) -> Result<bool> {
-        tx.get_raw(self.def, key, |bytes| Ok(bytes.is_some()))
+        tx.get_raw(self.def, &self.stored(key), |bytes| Ok(bytes.is_some()))
     }
 
     /// Keys with `prefix`, largest first, paged.
@@ -294,8 +313,7 @@ impl Index {
         if page.limit == 0 {
             return Ok(out);
         }
-        let range = page_range(page);
-        tx.scan_raw(self.def, as_ref_range(&range), true, |k, _| {
+        self.visit_keys_desc(tx, page.prefix, page.after, |k| {
             out.push(k.to_vec());
             Ok(out.len() < page.limit)
         })?;
@@ -311,13 +329,34 @@ impl Index {
         after: Option<&[u8]>,
         mut visit: impl FnMut(&[u8]) -> Result<bool>,
     ) -> Result<()> {
-        let range = page_range(&Page { prefix, after, limit: usize::MAX });
-        tx.scan_raw(self.def, as_ref_range(&range), true, |k, _| visit(k))
+        let (prefix, after) = (self.stored(prefix), after.map(|a| self.stored(a)));
+        let range = page_range(&Page { prefix: &prefix, after: after.as_deref(), limit: usize::MAX });
+        let tag = self.tag.len();
+        tx.scan_raw(self.def, as_ref_range(&range), true, |k, _| visit(&k[tag..]))
+    }
+
+    /// Moves every entry of `former`, a table that held this index on its own, into this shared index and
+    /// deletes `former` (a migration step; a store without `former` is left as it is). Returns how many
+    /// entries moved.
+    pub fn take_over(&self, tx: &WriteTransaction, former: &'static str) -> Result<u64> {
+        let former: RawTable = TableDefinition::new(former);
+        let mut moved = 0;
+        {
+            let from = tx.open_table(former)?;
+            let mut to = tx.open_table(self.def)?;
+            for entry in from.iter()? {
+                let (k, v) = entry?;
+                to.insert(&*self.stored(k.value()), v.value())?;
+                moved += 1;
+            }
+        }
+        tx.delete_table(former)?;
+        Ok(moved)
     }
 
     /// Whether any key starts with `prefix`.
     pub fn any_with_prefix(&self, tx: &impl ReadTx, prefix: &[u8]) -> Result<bool> {
-        let range = prefix_range(prefix);
+        let range = prefix_range(&self.stored(prefix));
         let mut found = false;
         tx.scan_raw(self.def, as_ref_range(&range), false, |_, _| {
             found = true;
@@ -338,5 +377,31 @@ mod tests {
         assert_eq!(e, Bound::Excluded(vec![1, 3]));
         let (_, e) = prefix_range(&[0xff, 0xff]);
         assert_eq!(e, Bound::Unbounded);
+    }
+
+    #[test]
+    fn indexes_sharing_a_table_see_only_their_own_keys() {
+        const A: Index = Index::shared("test.indexes", b"\x01");
+        const B: Index = Index::shared("test.indexes", b"\x02");
+        let db = redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        let tx = db.begin_write().unwrap();
+        for k in [[1u8, 1], [1, 2], [2, 1]] {
+            A.put(&tx, &k, b"a").unwrap();
+        }
+        B.put(&tx, &[1, 3], b"b").unwrap();
+        B.put(&tx, &[0xff, 0xff], b"b").unwrap();
+        let page = |index: &Index, prefix: &[u8], after: Option<&[u8]>| {
+            index.page_keys(&tx, &Page { prefix, after, limit: 10 }).unwrap()
+        };
+        assert_eq!(page(&A, &[], None), [vec![2, 1], vec![1, 2], vec![1, 1]]);
+        assert_eq!(page(&A, &[1], Some(&[1, 2])), [vec![1, 1]]);
+        assert_eq!(page(&B, &[], None), [vec![0xff, 0xff], vec![1, 3]]);
+        assert_eq!(page(&B, &[1], None), [vec![1, 3]]);
+        assert_eq!(A.get(&tx, &[1, 3]).unwrap(), None);
+        assert_eq!(B.get(&tx, &[1, 3]).unwrap().as_deref(), Some(&b"b"[..]));
+        assert!(!A.any_with_prefix(&tx, &[0xff]).unwrap());
+        assert!(A.remove(&tx, &[1, 1]).unwrap());
+        assert!(!B.remove(&tx, &[1, 1]).unwrap());
+        assert_eq!(page(&A, &[1], None), [vec![1, 2]]);
     }
 }

@@ -1,0 +1,142 @@
+//! A store written by an earlier schema opens and answers as it did: its migrations run once, in the
+//! start-up transaction.
+
+use redb::{ReadableTable, TableDefinition, TableHandle};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::billing::{customer, recurring_invoice};
+use crate::helpers::TestApp;
+
+type Raw = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// Schema 1 of billing: each invoice index in a table of its own, named here by its tag in schema 2.
+const BILLING_SCHEMA_1: [(u8, &str); 8] = [
+    (1, "billing.invoices_by_customer"),
+    (2, "billing.invoices_by_customer_status"),
+    (3, "billing.invoices_by_proposal"),
+    (4, "billing.invoices_by_number"),
+    (5, "billing.pending_by_due_date"),
+    (6, "billing.recurring_periods"),
+    (7, "billing.invoice_numbers"),
+    (8, "billing.paid_by_month"),
+];
+/// Schema 1 of core: the audit trail's indexes, each in a table of its own.
+const CORE_SCHEMA_1: [(u8, &str); 3] =
+    [(1, "core.audit_by_customer"), (2, "core.audit_by_user"), (3, "core.audit_by_object")];
+
+/// Rewrites a stopped store's shared index table the way schema 1 kept it and marks the module as schema 1.
+fn back_to_schema_1(
+    store: &portal_core::Store,
+    module: &'static str,
+    shared: &'static str,
+    former: &'static [(u8, &str)],
+) {
+    store
+        .write_blocking(move |tx| {
+            let mut entries = Vec::new();
+            for entry in tx.open_table(Raw::new(shared))?.iter()? {
+                let (k, v) = entry?;
+                entries.push((k.value().to_vec(), v.value().to_vec()));
+            }
+            assert!(!entries.is_empty(), "{shared} holds the store's index entries");
+            for (tag, name) in former {
+                let mut table = tx.open_table(Raw::new(name))?;
+                for (k, v) in entries.iter().filter(|(k, _)| k[0] == *tag) {
+                    table.insert(&k[1..], v.as_slice())?;
+                }
+            }
+            assert!(tx.delete_table(Raw::new(shared))?);
+            portal_core::store::set_schema_version(tx, module, 1)
+        })
+        .unwrap();
+}
+
+fn table_names(store: &portal_core::Store) -> Vec<String> {
+    store.write_blocking(|tx| Ok(tx.list_tables()?.map(|t| t.name().to_string()).collect())).unwrap()
+}
+
+/// What the migrated indexes answer: lists (all, by status), stats, a customer's overview, the audit
+/// trail of a customer and of an invoice.
+async fn answers(app: &TestApp, admin: &str, customer: &str, invoice: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for path in [
+        format!("/billing/invoices/customer/{customer}"),
+        format!("/billing/invoices/customer/{customer}?status=paid"),
+        format!("/billing/invoices/customer/{customer}?status=pending"),
+        "/billing/stats".to_string(),
+        format!("/billing/customer/{customer}/overview"),
+        format!("/audit?customer_id={customer}"),
+        format!("/audit?object_id={invoice}"),
+    ] {
+        let r = app.call(Method::GET, &path, admin, None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        let mut body = r.json();
+        // Computed at read time.
+        if let Some(o) = body.as_object_mut() {
+            o.remove("generated_at");
+        }
+        out.push(body);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_schema_1_store_moves_its_indexes_into_the_shared_tables_and_answers_as_before() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let billing = json!({"billing_frequency": "monthly", "monthly_fee": 100, "billing_day": 1});
+    let a = customer(&app, &admin, "Alpha GmbH", billing.clone()).await;
+    let b = customer(&app, &admin, "Beta Ltd", billing).await;
+    let first = recurring_invoice(&app, &admin, &a, "2026-01-01").await;
+    recurring_invoice(&app, &admin, &a, "2026-02-01").await;
+    recurring_invoice(&app, &admin, &b, "2026-01-01").await;
+    let paid_id = first["id"].as_str().unwrap().to_string();
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/billing/invoices/{paid_id}/mark-paid"),
+            &admin,
+            Some(json!({"payment_method": "bank_transfer"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let before = answers(&app, &admin, &a, &paid_id).await;
+    assert_eq!(before[0].as_array().unwrap().len(), 2, "{}", before[0]);
+    assert_eq!(before[1].as_array().unwrap().len(), 1, "{}", before[1]);
+    assert!(!before[5].as_array().unwrap().is_empty(), "{}", before[5]);
+
+    let dir = app.stop().await;
+    {
+        let store = portal_core::Store::open(dir.path()).unwrap();
+        back_to_schema_1(&store, "billing", "billing.invoice_indexes", &BILLING_SCHEMA_1);
+        back_to_schema_1(&store, "core", "core.audit_indexes", &CORE_SCHEMA_1);
+        let names = table_names(&store);
+        assert!(names.iter().any(|n| n == "billing.invoices_by_customer"), "{names:?}");
+    }
+
+    let app = TestApp::spawn_in(dir).await;
+    let admin = app.admin_token().await;
+    assert_eq!(answers(&app, &admin, &a, &paid_id).await, before);
+    let names = table_names(&app.store);
+    for (_, former) in BILLING_SCHEMA_1.iter().chain(&CORE_SCHEMA_1) {
+        assert!(!names.iter().any(|n| n == former), "{former} is still there: {names:?}");
+    }
+    for module in ["billing", "core"] {
+        let version = app.store.read_blocking(|tx| portal_core::store::schema_version(tx, module)).unwrap();
+        assert_eq!(version, 2, "{module}");
+    }
+    // The numbering and the billed periods moved too: the next number follows, a billed period is refused.
+    let next = recurring_invoice(&app, &admin, &a, "2026-03-01").await;
+    let number = |v: &Value| v["invoice_number"].as_str().unwrap()[9..].parse::<u32>().unwrap();
+    assert_eq!(number(&next), number(&first) + 3);
+    let again = app
+        .call(
+            Method::POST,
+            "/billing/generate-recurring",
+            &admin,
+            Some(json!({"customer_id": a, "period_start": "2026-02-01"})),
+        )
+        .await;
+    again.assert_error(409, "conflict");
+}
