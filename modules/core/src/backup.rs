@@ -259,11 +259,9 @@ pub fn restore(from: &Path, data_dir: &Path, force: bool) -> Result<Restored> {
     let _ = std::fs::remove_file(&temp);
     let result = stage(from, &temp).and_then(|(tables, rows)| {
         // A journal left beside the old store belongs to it, not to the snapshot.
-        for journal in crate::journal::journal_paths(&target) {
-            match std::fs::remove_file(journal) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
+        match std::fs::remove_file(crate::journal::journal_path(&target)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
         }
         std::fs::rename(&temp, &target)?;
         File::open(data_dir)?.sync_all()?;
@@ -339,7 +337,7 @@ mod tests {
         std::fs::remove_file(data_dir.join(FILE_NAME)).unwrap();
 
         restore(&snapshot_path, &data_dir, false).unwrap();
-        assert!(crate::journal::journal_paths(&data_dir.join(FILE_NAME)).iter().all(|p| !p.exists()));
+        assert!(!crate::journal::journal_path(&data_dir.join(FILE_NAME)).exists());
         let db = crate::store::open_database(&data_dir.join(FILE_NAME)).unwrap();
         let tx = db.begin_read().unwrap();
         assert_eq!(tx.open_table(T).unwrap().get(b"kept".as_slice()).unwrap().unwrap().value(), b"yes");

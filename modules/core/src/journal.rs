@@ -1,26 +1,23 @@
 //! The store file's storage backend: commits are made durable through a journal beside the file.
 //!
-//! redb copies on write, so a durable commit writes every page it changed (some forty for a few
-//! invoices, scattered over the file: one disk request each) and fsyncs them. Here the writes of a commit
-//! are appended to the journal as one checksummed batch and only the journal is fsynced: one sequential
-//! write. The store file is brought up to date by checkpoints, which write the latest version of each page
-//! changed since the last one (once, however often it changed) and fsync the file. Under writes a
-//! checkpoint runs in the background: the pages waiting for it are set aside (reads still see them), new
-//! batches go to the second journal file under a new generation, and a checkpoint thread writes the set-
-//! aside pages while commits go on; the next one waits for it. After a second without writes, and on a
-//! clean close (which also removes the journal files), the checkpoint runs in place and empties both files.
-//! Opening first applies, in generation order, the whole batches a crash left in the two files; a batch
-//! torn by the crash fails its checksum and is dropped with what follows it. Applying again batches a
-//! checkpoint already wrote is harmless, since those that follow them are applied after. So the store
-//! file plus the journal always hold the state of the last sync, which is all redb asks of a disk.
+//! redb copies on write, so a durable commit writes every page it changed (about forty for one invoice,
+//! scattered over the file: one disk request each) and fsyncs them. Here the writes of a commit are
+//! appended to `portal.redb-journal` as one checksummed batch and only the journal is fsynced: one
+//! sequential write. The store file is brought up to date now and then: a checkpoint writes the latest
+//! version of each page changed since the last one (once, however often it changed) and fsyncs the file,
+//! when the journal or the pages held in memory grow large, after a second without writes, and on a clean
+//! close, which also removes the journal. Opening first applies, in order, the whole batches a crash left
+//! in the journal; a batch torn by the crash fails its checksum and is dropped with what follows it. So
+//! the store file plus the journal always hold the state of the last sync, which is all redb asks of a
+//! disk.
 //!
 //! A store that answers writes itself opens the file with [`JournaledFile::open_deferred`]: a commit then
 //! only hands its batch over, and the store syncs the journal ([`JournaledFile::sync`]) on another thread
 //! before it answers the writes of that commit, while the next commit is already being built.
 //!
-//! Journal file layout: a header (magic, generation) and then batches, each a header (magic, generation,
+//! Journal layout: a header (magic, generation) and then batches, each a header (magic, generation,
 //! body length, body CRC, header CRC) and a body of operations (`W` offset length bytes / `L` length).
-//! Batches whose generation is not the file's (left from its earlier use) do not count.
+//! A checkpoint starts a new generation, so the batches of the old one left in the file no longer count.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -30,13 +27,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 
-/// The journal files' names are the store file's with these appended.
-pub const SUFFIXES: [&str; 2] = ["-journal", "-journal2"];
+/// The journal's file name is the store file's with this appended.
+pub const SUFFIX: &str = "-journal";
 
 const FILE_MAGIC: &[u8; 8] = b"pjournal";
 const FILE_HEADER: u64 = 32;
@@ -45,9 +41,10 @@ const BATCH_HEADER: usize = 32;
 const WRITE: u8 = b'W';
 const SET_LEN: u8 = b'L';
 
-/// Checkpoint once a journal file has grown past this …
+/// Checkpoint once the journal has grown past this …
 const JOURNAL_LIMIT: u64 = 256 << 20;
-/// … or the pages changed since the last checkpoint (held in memory) take this much.
+/// … or the pages changed since the last checkpoint (held in memory) take this much. A checkpoint holds
+/// up the commits behind it (about 20 ms for 8 MB here); larger ones write each page less often.
 const PENDING_LIMIT: usize = 8 << 20;
 
 /// The store file and its journal, as redb's storage backend. Clones share them.
@@ -68,12 +65,10 @@ pub struct Journaled {
     locks: FileBackend,
     store: File,
     journal: Arc<JournalSync>,
-    journal_paths: [PathBuf; 2],
+    journal_path: PathBuf,
     /// Whether `sync_data` leaves syncing the journal to the caller of [`JournaledFile::open_deferred`].
     deferred: bool,
     state: RwLock<State>,
-    /// The background checkpoint running, if any.
-    checkpointing: Mutex<Option<JoinHandle<io::Result<()>>>>,
 }
 
 #[derive(Debug)]
@@ -82,27 +77,15 @@ struct State {
     len: u64,
     /// The store file's length on disk.
     store_len: u64,
-    /// Under the pending bytes, bytes from here on read as zeros: redb shrank the file since the last
-    /// checkpoint began.
+    /// The store file's bytes from here on read as zeros: redb shrank the file since the last checkpoint.
     zero_from: u64,
-    /// The bytes written since the last checkpoint began, by offset, not overlapping.
+    /// The bytes written since the last checkpoint, by offset, not overlapping.
     pending: BTreeMap<u64, Arc<[u8]>>,
     pending_bytes: usize,
-    /// What the active journal file holds, about.
+    /// What the journal holds since the last checkpoint, about.
     journal_bytes: u64,
     /// The operations since the last sync.
     batch: Vec<Op>,
-    /// The pages a checkpoint is writing to the store file; they read from here until it is done.
-    set_aside: Option<Arc<SetAside>>,
-}
-
-/// The store file's state that a checkpoint writes: its pages and lengths when it began.
-#[derive(Debug)]
-struct SetAside {
-    pages: BTreeMap<u64, Arc<[u8]>>,
-    len: u64,
-    zero_from: u64,
-    store_len: u64,
 }
 
 #[derive(Debug)]
@@ -114,7 +97,7 @@ enum Op {
 /// Appends batches to the journal and makes them durable.
 #[derive(Debug)]
 struct JournalSync {
-    files: [File; 2],
+    file: File,
     /// Batches handed over by `sync_data`, not yet written.
     queued: Mutex<Vec<Vec<Op>>>,
     /// Held while writing: where the next batch goes, and its generation.
@@ -128,12 +111,8 @@ struct JournalSync {
 
 #[derive(Debug)]
 struct Tail {
-    /// The file batches go to.
-    active: usize,
     end: u64,
     generation: u64,
-    /// Whether both files are empty of batches (since the last reset).
-    empty: bool,
 }
 
 impl JournalSync {
@@ -148,8 +127,8 @@ impl JournalSync {
         self.check()?;
         let mut tail = self.tail.lock().unwrap();
         let batches = std::mem::take(&mut *self.queued.lock().unwrap());
-        let written = self.write(&mut tail, batches).and_then(|()| self.files[tail.active].sync_data());
-        written.inspect_err(|_| self.fail())
+        let written = self.write(&mut tail, batches).and_then(|()| self.file.sync_data());
+        written.inspect_err(|_| self.failed.store(true, Ordering::SeqCst))
     }
 
     fn write(&self, tail: &mut Tail, batches: Vec<Vec<Op>>) -> io::Result<()> {
@@ -184,48 +163,22 @@ impl JournalSync {
             let header_crc = crc32fast::hash(&header[..24]);
             header[24..28].copy_from_slice(&header_crc.to_le_bytes());
         }
-        self.files[tail.active].write_all_at(&out, tail.end)?;
+        self.file.write_all_at(&out, tail.end)?;
         tail.end += out.len() as u64;
-        tail.empty = false;
         Ok(())
     }
 
-    /// Sends the batches from now on to the other file, under the next generation. The other file's
-    /// batches must be in the store file by now.
-    fn switch(&self) -> io::Result<()> {
+    /// Writes the journal header of a new generation (the old one's batches stop counting) and syncs it.
+    fn start_generation(&self, generation: u64) -> io::Result<()> {
         let mut tail = self.tail.lock().unwrap();
-        let (next, generation) = (1 - tail.active, tail.generation + 1);
-        self.start_generation(&mut tail, next, generation)
-    }
-
-    /// Empties both files and starts the next generation in the first: everything is in the store file.
-    fn reset(&self) -> io::Result<()> {
-        let mut tail = self.tail.lock().unwrap();
-        // The older file goes first, and for good: applied without the newer one after it, its batches
-        // would take the store file back to an older state.
-        let older = &self.files[1 - tail.active];
-        older.set_len(0)?;
-        older.sync_data()?;
-        let generation = tail.generation + 1;
-        self.start_generation(&mut tail, 0, generation)?;
-        // Applied again alone, its batches (the newest, all in the store file) would change nothing.
-        self.files[1].set_len(0)?;
-        tail.empty = true;
-        Ok(())
-    }
-
-    /// Writes the header of `generation` to file `index`, drops what the file held and syncs it.
-    fn start_generation(&self, tail: &mut Tail, index: usize, generation: u64) -> io::Result<()> {
         let mut header = [0u8; FILE_HEADER as usize];
         header[..8].copy_from_slice(FILE_MAGIC);
         header[8..16].copy_from_slice(&generation.to_le_bytes());
         let crc = crc32fast::hash(&header[..16]);
         header[16..20].copy_from_slice(&crc.to_le_bytes());
-        let file = &self.files[index];
-        file.set_len(FILE_HEADER)?;
-        file.write_all_at(&header, 0)?;
-        file.sync_data()?;
-        *tail = Tail { active: index, end: FILE_HEADER, generation, empty: tail.empty };
+        self.file.write_all_at(&header, 0)?;
+        self.file.sync_data()?;
+        *tail = Tail { end: FILE_HEADER, generation };
         Ok(())
     }
 
@@ -235,19 +188,13 @@ impl JournalSync {
             false => Ok(()),
         }
     }
-
-    fn fail(&self) {
-        self.failed.store(true, Ordering::SeqCst);
-    }
 }
 
-/// The journal files of the store file at `store_path`.
-pub fn journal_paths(store_path: &Path) -> [PathBuf; 2] {
-    SUFFIXES.map(|suffix| {
-        let mut name = store_path.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    })
+/// The journal of the store file at `store_path`.
+pub fn journal_path(store_path: &Path) -> PathBuf {
+    let mut name = store_path.as_os_str().to_owned();
+    name.push(SUFFIX);
+    PathBuf::from(name)
 }
 
 impl JournaledFile {
@@ -266,12 +213,15 @@ impl JournaledFile {
         (started_rx, go)
     }
 
-    /// Checkpoints if the journal holds anything, so an idle store holds no pages in memory, its file is up
-    /// to date and the journal takes no disk space. Call it between commits, on the committing thread.
+    /// Checkpoints if anything was written since the last checkpoint, so an idle store holds no pages in
+    /// memory, its file is up to date and the journal takes no disk space. Call it between commits, on
+    /// the committing thread.
     pub fn checkpoint_if_written(&self) -> io::Result<()> {
-        let written = !self.journal.tail.lock().unwrap().empty || self.state.read().unwrap().journal_bytes > 0;
+        let written = self.state.read().unwrap().journal_bytes > 0;
         if written {
             self.checkpoint()?;
+            let _tail = self.journal.tail.lock().unwrap();
+            self.journal.file.set_len(FILE_HEADER)?;
         }
         Ok(())
     }
@@ -291,29 +241,27 @@ impl JournaledFile {
 
     fn open_with(store_path: &Path, deferred: bool) -> io::Result<Self> {
         let open = |path: &Path| OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path);
-        let journal_paths = journal_paths(store_path);
-        let first = open(&journal_paths[0])?;
-        // The first journal file's lock says the store is open.
-        first.try_lock().map_err(|e| match e {
+        let journal_path = journal_path(store_path);
+        let journal = open(&journal_path)?;
+        journal.try_lock().map_err(|e| match e {
             std::fs::TryLockError::WouldBlock => io::Error::new(io::ErrorKind::WouldBlock, "the store is in use"),
             std::fs::TryLockError::Error(e) => e,
         })?;
-        let files = [first, open(&journal_paths[1])?];
         let store = open(store_path)?;
-        let (generation, newest) = recover(&store, &files)?;
+        let generation = recover(&store, &journal)?;
         let store_len = store.metadata()?.len();
         let file = Self(Arc::new(Journaled {
             locks: FileBackend::new(store.try_clone()?).map_err(io::Error::other)?,
             store,
             journal: Arc::new(JournalSync {
-                files,
+                file: journal,
                 queued: Mutex::new(Vec::new()),
-                tail: Mutex::new(Tail { active: newest, end: FILE_HEADER, generation, empty: false }),
+                tail: Mutex::new(Tail { end: FILE_HEADER, generation }),
                 failed: AtomicBool::new(false),
                 #[cfg(test)]
                 hold: Mutex::default(),
             }),
-            journal_paths,
+            journal_path,
             deferred,
             state: RwLock::new(State {
                 len: store_len,
@@ -323,128 +271,65 @@ impl JournaledFile {
                 pending_bytes: 0,
                 journal_bytes: 0,
                 batch: Vec::new(),
-                set_aside: None,
             }),
-            checkpointing: Mutex::new(None),
         }));
-        file.journal.reset()?;
+        file.journal.start_generation(generation + 1)?;
         Ok(file)
     }
 
-    /// Brings the store file up to date in place and empties the journal (idle, close, tests).
+    /// Writes the pages changed since the last checkpoint into the store file, syncs it and starts a new
+    /// journal generation. Runs on the committing thread, so nothing writes meanwhile.
     fn checkpoint(&self) -> io::Result<()> {
-        self.finish_checkpoint()?;
-        self.journal.sync()?;
-        let set_aside = self.set_aside();
-        write_set_aside(&self.store, &set_aside).inspect_err(|_| self.journal.fail())?;
-        self.done_with(&set_aside);
-        self.journal.reset()
-    }
-
-    /// Sets the pending pages aside and has a checkpoint thread write them, while new batches go to the
-    /// other journal file; waits for the checkpoint before, if it still runs.
-    fn start_checkpoint(&self) -> io::Result<()> {
-        self.finish_checkpoint()?;
         // The store file may only hold what the journal already made durable.
         self.journal.sync()?;
-        let set_aside = self.set_aside();
-        self.journal.switch()?;
-        let file = self.clone();
-        let thread = std::thread::Builder::new().name("store-checkpoint".into()).spawn(move || {
-            write_set_aside(&file.store, &set_aside).inspect_err(|_| file.journal.fail())?;
-            file.done_with(&set_aside);
-            Ok(())
-        })?;
-        *self.checkpointing.lock().unwrap() = Some(thread);
-        Ok(())
-    }
-
-    /// Waits for the background checkpoint, if one runs, and passes on its failure.
-    fn finish_checkpoint(&self) -> io::Result<()> {
-        let running = self.checkpointing.lock().unwrap().take();
-        match running.map(JoinHandle::join) {
-            None => Ok(()),
-            Some(Ok(result)) => result,
-            Some(Err(_)) => {
-                self.journal.fail();
-                Err(io::Error::other("the store checkpoint thread panicked"))
+        {
+            let state = self.state.read().unwrap();
+            if state.zero_from < state.store_len {
+                self.store.set_len(state.zero_from)?;
             }
+            if state.len != state.zero_from.min(state.store_len) {
+                self.store.set_len(state.len)?;
+            }
+            for (offset, data) in &state.pending {
+                self.store.write_all_at(data, *offset)?;
+            }
+            self.store.sync_data()?;
         }
-    }
-
-    /// Moves the pending pages aside, for a checkpoint to write.
-    fn set_aside(&self) -> Arc<SetAside> {
-        let mut state = self.state.write().unwrap();
-        let set_aside = Arc::new(SetAside {
-            pages: std::mem::take(&mut state.pending),
-            len: state.len,
-            zero_from: state.zero_from,
-            store_len: state.store_len,
-        });
-        state.zero_from = state.len;
-        state.pending_bytes = 0;
-        state.journal_bytes = 0;
-        state.set_aside = Some(Arc::clone(&set_aside));
-        set_aside
-    }
-
-    /// The store file now holds `set_aside`: reads go to the file again.
-    fn done_with(&self, set_aside: &SetAside) {
-        let mut state = self.state.write().unwrap();
-        state.store_len = set_aside.len;
-        state.set_aside = None;
+        {
+            let mut state = self.state.write().unwrap();
+            state.store_len = state.len;
+            state.zero_from = state.len;
+            state.pending.clear();
+            state.pending_bytes = 0;
+            state.journal_bytes = 0;
+        }
+        let generation = self.journal.tail.lock().unwrap().generation;
+        self.journal.start_generation(generation + 1)
     }
 }
 
-/// Writes the set-aside pages and lengths into the store file and syncs it.
-fn write_set_aside(store: &File, set_aside: &SetAside) -> io::Result<()> {
-    if set_aside.zero_from < set_aside.store_len {
-        store.set_len(set_aside.zero_from)?;
-    }
-    if set_aside.len != set_aside.zero_from.min(set_aside.store_len) {
-        store.set_len(set_aside.len)?;
-    }
-    for (offset, data) in &set_aside.pages {
-        store.write_all_at(data, *offset)?;
-    }
-    store.sync_data()
-}
-
-/// Applies the whole batches of both journal files to the store file, the older generation first, and
-/// syncs it. Returns the newest generation found (0 for new or unreadable journal files) and its file.
-fn recover(store: &File, journals: &[File; 2]) -> io::Result<(u64, usize)> {
-    let mut found = Vec::new();
-    for (index, journal) in journals.iter().enumerate() {
-        if let Some(generation) = generation_of(journal)? {
-            found.push((generation, index));
-        }
-    }
-    found.sort_by_key(|(generation, _)| *generation);
-    let mut applied = false;
-    for &(generation, index) in &found {
-        let mut at = FILE_HEADER;
-        while let Some(body) = read_batch(&journals[index], at, generation)? {
-            apply(store, &body)?;
-            applied = true;
-            at += (BATCH_HEADER + body.len()) as u64;
-        }
-    }
-    if applied {
-        store.sync_data()?;
-    }
-    Ok(found.last().copied().unwrap_or((0, 0)))
-}
-
-/// The generation in a journal file's header, if it has a whole one.
-fn generation_of(journal: &File) -> io::Result<Option<u64>> {
+/// Applies the whole batches of the journal's generation to the store file, in order, and syncs it.
+/// Returns the generation found (0 for a new or unreadable journal).
+fn recover(store: &File, journal: &File) -> io::Result<u64> {
     let mut header = [0u8; FILE_HEADER as usize];
     if read_at(journal, &mut header, 0)? < header.len()
         || &header[..8] != FILE_MAGIC
         || crc32fast::hash(&header[..16]).to_le_bytes() != header[16..20]
     {
-        return Ok(None);
+        return Ok(0);
     }
-    Ok(Some(u64::from_le_bytes(header[8..16].try_into().unwrap())))
+    let generation = u64::from_le_bytes(header[8..16].try_into().unwrap());
+    let mut at = FILE_HEADER;
+    let mut applied = false;
+    while let Some(body) = read_batch(journal, at, generation)? {
+        apply(store, &body)?;
+        applied = true;
+        at += (BATCH_HEADER + body.len()) as u64;
+    }
+    if applied {
+        store.sync_data()?;
+    }
+    Ok(generation)
 }
 
 /// The body of the batch at `at`, if a whole batch of `generation` is there.
@@ -540,24 +425,6 @@ impl State {
     }
 }
 
-/// Copies into `out` (the bytes at `offset`) what `pages` hold of them.
-fn overlay(pages: &BTreeMap<u64, Arc<[u8]>>, offset: u64, out: &mut [u8]) {
-    let end = offset + out.len() as u64;
-    let overlapping = pages.range(..end).rev().take_while(|(at, data)| **at + data.len() as u64 > offset);
-    for (at, data) in overlapping {
-        let start = (*at).max(offset);
-        let stop = (at + data.len() as u64).min(end);
-        out[(start - offset) as usize..(stop - offset) as usize]
-            .copy_from_slice(&data[(start - at) as usize..(stop - at) as usize]);
-    }
-}
-
-/// Zeroes the part of `out` (the bytes at `offset`) at or past `from`.
-fn zero_from(from: u64, offset: u64, out: &mut [u8]) {
-    let keep = from.saturating_sub(offset).min(out.len() as u64) as usize;
-    out[keep..].fill(0);
-}
-
 impl StorageBackend for JournaledFile {
     fn len(&self) -> io::Result<u64> {
         Ok(self.state.read().unwrap().len)
@@ -577,19 +444,17 @@ impl StorageBackend for JournaledFile {
                 return Ok(());
             }
         }
-        // Layer by layer: the store file, the pages a checkpoint is writing, the pending ones.
-        let file_end = match &state.set_aside {
-            Some(set_aside) => set_aside.store_len.min(set_aside.zero_from),
-            None => state.store_len,
-        };
-        let from_file = file_end.saturating_sub(offset).min(out.len() as u64) as usize;
-        self.store.read_exact_at(&mut out[..from_file], offset)?;
-        out[from_file..].fill(0);
-        if let Some(set_aside) = &state.set_aside {
-            overlay(&set_aside.pages, offset, out);
+        let on_disk = state.zero_from.min(state.store_len);
+        let from_disk = on_disk.saturating_sub(offset).min(out.len() as u64) as usize;
+        self.store.read_exact_at(&mut out[..from_disk], offset)?;
+        out[from_disk..].fill(0);
+        let overlapping = state.pending.range(..end).rev().take_while(|(at, data)| **at + data.len() as u64 > offset);
+        for (at, data) in overlapping {
+            let start = (*at).max(offset);
+            let stop = (at + data.len() as u64).min(end);
+            out[(start - offset) as usize..(stop - offset) as usize]
+                .copy_from_slice(&data[(start - at) as usize..(stop - at) as usize]);
         }
-        zero_from(state.zero_from, offset, out);
-        overlay(&state.pending, offset, out);
         Ok(())
     }
 
@@ -616,8 +481,7 @@ impl StorageBackend for JournaledFile {
             self.journal.queued.lock().unwrap().push(batch);
         }
         if due {
-            // Syncs the journal first.
-            self.start_checkpoint()
+            self.checkpoint()
         } else if self.deferred {
             Ok(())
         } else {
@@ -635,12 +499,7 @@ impl StorageBackend for JournaledFile {
     }
 
     fn close(&self) -> io::Result<()> {
-        let result = self.checkpoint().and_then(|()| {
-            self.journal_paths.iter().try_for_each(|path| match std::fs::remove_file(path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            })
-        });
+        let result = self.checkpoint().and_then(|()| std::fs::remove_file(&self.journal_path));
         let unlocked = self.locks.close();
         result?;
         unlocked
@@ -695,7 +554,7 @@ mod tests {
     }
 
     fn journal_len(store_path: &Path) -> u64 {
-        std::fs::metadata(&journal_paths(store_path)[0]).unwrap().len()
+        std::fs::metadata(journal_path(store_path)).unwrap().len()
     }
 
     // Dropping a `JournaledFile` without `close` is a crash: what was written stays, nothing is finished.
@@ -750,7 +609,7 @@ mod tests {
         file.sync_data().unwrap();
         drop(file);
         // The crash tore the second batch: one byte of its body never reached the disk.
-        let journal = OpenOptions::new().write(true).open(&journal_paths(&path)[0]).unwrap();
+        let journal = OpenOptions::new().write(true).open(journal_path(&path)).unwrap();
         journal.write_all_at(&[0], (first_end + second_end) / 2).unwrap();
         drop(journal);
 
@@ -805,71 +664,7 @@ mod tests {
         assert_eq!(read(&file, 0, 4 * PAGE), expected, "after recovery");
         file.close().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), expected, "after a clean close the store file holds it all");
-        assert!(journal_paths(&path).iter().all(|p| !p.exists()), "and the journal is gone");
-    }
-
-    /// What a background checkpoint does before its thread writes anything: a crash right after it.
-    fn checkpoint_started_not_written(file: &JournaledFile) {
-        file.journal.sync().unwrap();
-        file.set_aside();
-        file.journal.switch().unwrap();
-    }
-
-    #[test]
-    fn a_crash_before_a_background_checkpoint_wrote_its_pages_loses_nothing() {
-        let (_dir, path) = temp_store();
-        let file = JournaledFile::open(&path).unwrap();
-        file.set_len(2 * PAGE as u64).unwrap();
-        file.write(0, &page(1)).unwrap();
-        file.write(PAGE as u64, &page(2)).unwrap();
-        file.sync_data().unwrap();
-        checkpoint_started_not_written(&file);
-        assert_eq!(read(&file, 0, 2 * PAGE), [page(1), page(2)].concat(), "set-aside pages still read");
-        file.write(PAGE as u64, &page(3)).unwrap();
-        file.sync_data().unwrap();
-        assert_eq!(read(&file, 0, 2 * PAGE), [page(1), page(3)].concat());
-        assert!(std::fs::metadata(&journal_paths(&path)[1]).unwrap().len() > FILE_HEADER, "in the second file");
-        drop(file);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "the store file never got the pages");
-
-        let file = JournaledFile::open(&path).unwrap();
-        assert_eq!(read(&file, 0, 2 * PAGE), [page(1), page(3)].concat());
-    }
-
-    #[test]
-    fn background_checkpoints_keep_reads_and_recovery_exact_across_shrinks_and_file_switches() {
-        let (_dir, path) = temp_store();
-        let file = JournaledFile::open(&path).unwrap();
-        file.set_len(4 * PAGE as u64).unwrap();
-        for i in 0..4u8 {
-            file.write(u64::from(i) * PAGE as u64, &page(i + 1)).unwrap();
-        }
-        file.sync_data().unwrap();
-        file.start_checkpoint().unwrap();
-        // Shrunk and grown again while the checkpoint may still be writing: the last two pages read as zeros.
-        file.set_len(2 * PAGE as u64).unwrap();
-        file.set_len(4 * PAGE as u64).unwrap();
-        file.write(0, &page(9)).unwrap();
-        file.sync_data().unwrap();
-        let expected = [page(9), page(2), vec![0; PAGE], vec![0; PAGE]].concat();
-        assert_eq!(read(&file, 0, 4 * PAGE), expected);
-        file.finish_checkpoint().unwrap();
-        let on_disk = [page(1), page(2), page(3), page(4)].concat();
-        assert_eq!(std::fs::read(&path).unwrap(), on_disk, "the store file holds what was set aside");
-        assert_eq!(read(&file, 0, 4 * PAGE), expected, "after the checkpoint");
-        // The next one sends new batches back to the first file, whose old batches no longer count.
-        file.start_checkpoint().unwrap();
-        file.write(3 * PAGE as u64, &page(7)).unwrap();
-        file.sync_data().unwrap();
-        file.finish_checkpoint().unwrap();
-        let expected = [page(9), page(2), vec![0; PAGE], page(7)].concat();
-        assert_eq!(read(&file, 0, 4 * PAGE), expected);
-        drop(file);
-
-        let file = JournaledFile::open(&path).unwrap();
-        assert_eq!(read(&file, 0, 4 * PAGE), expected, "after a crash");
-        file.close().unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), expected, "after a clean close");
+        assert!(!journal_path(&path).exists(), "and the journal is gone");
     }
 
     #[test]
@@ -891,7 +686,7 @@ mod tests {
             tx.commit().unwrap();
         }
         drop(db);
-        assert!(journal_paths(&path).iter().all(|p| !p.exists()));
+        assert!(!journal_path(&path).exists());
 
         let db = redb::Database::open(&path).unwrap();
         let tx = redb::ReadableDatabase::begin_read(&db).unwrap();
