@@ -16,7 +16,7 @@ pub struct HealthStatus {
     pub status: String,
     /// The portal's version.
     pub version: String,
-    /// `ok` when the store could be read.
+    /// `ok` when the store could be read and takes writes.
     pub database: String,
 }
 
@@ -34,11 +34,15 @@ impl HealthApi {
 impl HealthApi {
     /// Health check
     ///
-    /// 200 when the service runs and its store can be read; 503 (`upstream_unavailable`) when the store
-    /// cannot be read. Needs no credentials and is not rate limited.
+    /// 200 when the service runs and its store can be read and written; 503 (`upstream_unavailable`) when
+    /// the store cannot be read, or refuses writes after a failed disk write (a restart recovers it). Needs
+    /// no credentials and is not rate limited.
     #[oai(path = "/health", method = "get")]
     async fn health(&self) -> Result<Json<HealthStatus>, Error> {
         self.store.ping().await.map_err(|e| Error::upstream("the database cannot be read", e))?;
+        self.store.writable().map_err(|e| {
+            Error::upstream("the database refuses writes since a disk write failed; restart the portal", e)
+        })?;
         Ok(Json(HealthStatus { status: "ok".into(), version: crate::VERSION.into(), database: "ok".into() }))
     }
 }

@@ -107,6 +107,9 @@ struct JournalSync {
     /// Tests hold the next sync: it says it started, then waits for the go.
     #[cfg(test)]
     hold: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
+    /// Tests make the next sync fail as a full or broken disk would.
+    #[cfg(test)]
+    fail_next: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -127,6 +130,11 @@ impl JournalSync {
         self.check()?;
         let mut tail = self.tail.lock().unwrap();
         let batches = std::mem::take(&mut *self.queued.lock().unwrap());
+        #[cfg(test)]
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            self.failed.store(true, Ordering::SeqCst);
+            return Err(io::Error::other("the disk failed (simulated)"));
+        }
         let written = self.write(&mut tail, batches).and_then(|()| self.file.sync_data());
         written.inspect_err(|_| self.failed.store(true, Ordering::SeqCst))
     }
@@ -204,6 +212,18 @@ impl JournaledFile {
         self.journal.sync()
     }
 
+    /// Fails once a write or sync of the journal failed: the journal may have lost batches redb counts as
+    /// durable, so every later commit fails too, until the store is opened again (and recovers).
+    pub fn check_writable(&self) -> io::Result<()> {
+        self.journal.check()
+    }
+
+    /// Makes the next sync fail.
+    #[cfg(test)]
+    pub(crate) fn fail_next_sync(&self) {
+        self.journal.fail_next.store(true, Ordering::SeqCst);
+    }
+
     /// Holds the next sync until the returned sender speaks; the receiver hears when it started.
     #[cfg(test)]
     pub(crate) fn hold_next_sync(&self) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
@@ -260,6 +280,8 @@ impl JournaledFile {
                 failed: AtomicBool::new(false),
                 #[cfg(test)]
                 hold: Mutex::default(),
+                #[cfg(test)]
+                fail_next: AtomicBool::new(false),
             }),
             journal_path,
             deferred,

@@ -164,6 +164,7 @@ pub struct Store {
 struct Inner {
     db: Arc<Db>,
     path: PathBuf,
+    journal: Option<JournaledFile>,
     writer: Option<mpsc::Sender<WriteJob>>,
     /// The writer thread, then the thread that answers a journaled store's writes.
     threads: Vec<JoinHandle<()>>,
@@ -211,7 +212,7 @@ impl Store {
         let db = Arc::new(Db { file: db, snapshots: Snapshots::default() });
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         let mut threads = Vec::new();
-        let idle_journal = journal.clone();
+        let (idle_journal, own_journal) = (journal.clone(), journal.clone());
         let answer: Box<dyn Fn(Answers, Aftermath) + Send> = match journal {
             Some(journal) => {
                 // Reads see a commit only once it is durable: the answering thread publishes a snapshot
@@ -249,7 +250,7 @@ impl Store {
             .name("store-writer".into())
             .spawn(move || write_groups(&writer_db, &receiver, answer, idle_journal));
         threads.splice(0..0, writer.ok());
-        Self { inner: Arc::new(Inner { db, path, writer: Some(sender), threads }) }
+        Self { inner: Arc::new(Inner { db, path, journal: own_journal, writer: Some(sender), threads }) }
     }
 
     pub fn path(&self) -> &Path {
@@ -319,6 +320,15 @@ impl Store {
     /// Checks that the store can be read (for `/health`).
     pub async fn ping(&self) -> Result<()> {
         self.read(|tx| tx.get_raw(META, b"schema:core", |_| Ok(()))).await
+    }
+
+    /// Checks that the store still takes writes (for `/health`): after a failed write or sync of its
+    /// journal it refuses them until the portal is restarted.
+    pub fn writable(&self) -> Result<()> {
+        match &self.inner.journal {
+            Some(journal) => journal.check_writable().map_err(Error::internal),
+            None => Ok(()),
+        }
     }
 }
 
@@ -844,6 +854,31 @@ mod tests {
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(keys(&reopened), vec![b"after".to_vec(), b"before".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_journal_sync_the_store_refuses_writes_and_says_so_until_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let journal = JournaledFile::open_deferred(&path).unwrap();
+        let db = Database::builder().create_with_backend(journal.clone()).unwrap();
+        let store = Store::from_database(db, path.clone(), Some(journal.clone()));
+        store.write_blocking(|tx| put(tx, b"kept")).unwrap();
+        assert!(store.writable().is_ok());
+
+        journal.fail_next_sync();
+        store.write_blocking(|tx| put(tx, b"lost")).unwrap_err();
+        store.write_blocking(|tx| put(tx, b"refused")).unwrap_err();
+        let refusal = store.writable().unwrap_err();
+        assert!(format!("{refusal:?}").contains("an earlier write of the store journal failed"), "{refusal:?}");
+        store.ping().await.expect("reads go on");
+        assert_eq!(keys(&store), vec![b"kept".to_vec()]);
+
+        drop((store, journal));
+        let reopened = Store::open(dir.path()).unwrap();
+        assert!(reopened.writable().is_ok());
+        reopened.write_blocking(|tx| put(tx, b"again")).unwrap();
+        assert_eq!(keys(&reopened), vec![b"again".to_vec(), b"kept".to_vec()]);
     }
 
     #[tokio::test]
