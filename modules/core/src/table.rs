@@ -270,6 +270,7 @@ impl Index {
         Self { def: TableDefinition::new(name), tag }
     }
 
+    /// The redb table behind the index (a shared one also holds the other indexes' keys, under their tags).
     pub fn raw(&self) -> RawTable {
         self.def
     }
