@@ -52,6 +52,14 @@ pub(crate) async fn recurring_invoice(app: &TestApp, admin: &str, customer: &str
     r.json()
 }
 
+/// Marks an invoice paid by bank transfer (admin) and returns it.
+pub(crate) async fn mark_paid(app: &TestApp, admin: &str, invoice: &str) -> Value {
+    let path = format!("/billing/invoices/{invoice}/mark-paid");
+    let r = app.call(Method::POST, &path, admin, Some(json!({"payment_method": "bank_transfer"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()
+}
+
 /// Minor units of a JSON amount (2-decimal currencies).
 pub(crate) fn cents(v: &Value) -> i64 {
     (v.as_f64().expect("amount") * 100.0).round() as i64
@@ -410,18 +418,10 @@ async fn infrastructure_costs_payments_and_cancellation() {
         .await;
     r.assert_error(422, "validation_failed");
 
-    let r = app
-        .call(
-            Method::POST,
-            &format!("/billing/invoices/{a}/mark-paid"),
-            &admin,
-            Some(json!({"payment_method": "bank_transfer"})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json()["status"], "paid");
-    assert_eq!(r.json()["payment_method"], "bank_transfer");
-    assert!(r.json()["paid_date"].is_string());
+    let paid = mark_paid(&app, &admin, a).await;
+    assert_eq!(paid["status"], "paid");
+    assert_eq!(paid["payment_method"], "bank_transfer");
+    assert!(paid["paid_date"].is_string());
     app.call(
         Method::PUT,
         &format!("/billing/invoices/{a}/infrastructure-costs"),

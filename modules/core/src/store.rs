@@ -816,14 +816,19 @@ mod tests {
         assert_eq!(keys(&store), vec![b"counted".to_vec()]);
     }
 
+    /// A store on a journal in `dir`, as `Store::open` makes it, with a handle on the journal.
+    fn journaled_store(dir: &Path) -> (Store, JournaledFile) {
+        let path = dir.join(FILE_NAME);
+        let journal = JournaledFile::open_deferred(&path).unwrap();
+        let db = Database::builder().create_with_backend(journal.clone()).unwrap();
+        (Store::from_database(db, path, Some(journal.clone())), journal)
+    }
+
     #[tokio::test]
     async fn a_journaled_write_is_answered_and_seen_by_readers_only_once_the_journal_is_synced() {
         static WATCHED: Changes = Changes::new();
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let journal = JournaledFile::open_deferred(&path).unwrap();
-        let db = Database::builder().create_with_backend(journal.clone()).unwrap();
-        let store = Store::from_database(db, path.clone(), Some(journal.clone()));
+        let (store, journal) = journaled_store(dir.path());
         store.write_blocking(|tx| put(tx, b"before")).unwrap();
         let hooked = Arc::new(AtomicBool::new(false));
 
@@ -859,10 +864,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_failed_journal_sync_the_store_refuses_writes_and_says_so_until_reopened() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let journal = JournaledFile::open_deferred(&path).unwrap();
-        let db = Database::builder().create_with_backend(journal.clone()).unwrap();
-        let store = Store::from_database(db, path.clone(), Some(journal.clone()));
+        let (store, journal) = journaled_store(dir.path());
         store.write_blocking(|tx| put(tx, b"kept")).unwrap();
         assert!(store.writable().is_ok());
 
