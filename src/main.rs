@@ -15,6 +15,12 @@ use portal_core::config::StoreConfig;
 use portal_core::ids::CustomerId;
 use portal_core::{Config, Context, Store};
 
+/// jemalloc rather than the system allocator: glibc's arenas keep the memory of every password hash
+/// (argon2's 19 MiB) after a sign-in, so an idle server held ~140 MB after a few sign-ins; jemalloc
+/// gives it back (~30 MB) and its thread caches make GETs ~10 % cheaper.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "portal", version, about = "Self-hosted customer analytics and billing portal")]
 struct Cli {

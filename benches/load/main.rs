@@ -348,6 +348,10 @@ async fn run(settings: Settings) {
             }
         }
     }
+    println!();
+    for t in &targets {
+        println!("{:<11} RSS after the run {:>6.1} MB", t.name, rss_mb(&t.child));
+    }
     let loaded_rss: Vec<Value> =
         targets.iter().map(|t| json!({"target": t.name, "startup_ms": t.startup.as_secs_f64() * 1000.0, "idle_rss_mb": t.idle_rss_mb, "rss_after_load_mb": rss_mb(&t.child)})).collect();
     let report = json!({
