@@ -160,9 +160,9 @@ impl App {
 
     /// Opens the store and serves on an already bound listener (tests bind port 0).
     pub async fn with_listener(config: Config, listener: TcpListener) -> Result<Self> {
-        let data_dir = config.store.data_dir.clone();
+        let store_config = config.store.clone();
         let store = tokio::task::spawn_blocking(move || {
-            let store = Store::open(&data_dir)?;
+            let store = Store::open_config(&store_config)?;
             install(&store)?;
             Ok::<_, portal_core::Error>(store)
         })

@@ -115,9 +115,9 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 async fn create_admin(store: StoreConfig, email: &str, password: &str, name: &str) -> portal_core::Result<()> {
     let mut config = Config::for_data_dir(store.data_dir.clone());
     config.store = store;
-    let data_dir = config.store.data_dir.clone();
+    let store_config = config.store.clone();
     let store = tokio::task::spawn_blocking(move || {
-        let store = Store::open(&data_dir)?;
+        let store = Store::open_config(&store_config)?;
         portal::app::install(&store)?;
         Ok::<_, portal_core::Error>(store)
     })
@@ -133,7 +133,7 @@ async fn create_admin(store: StoreConfig, email: &str, password: &str, name: &st
 fn import_analytics(store: StoreConfig, customer: CustomerId, file: &Path) -> portal_core::Result<()> {
     let input = std::fs::File::open(file)
         .map_err(|e| portal_core::Error::internal(format!("cannot open {}: {e}", file.display())))?;
-    let store = Store::open(&store.data_dir)?;
+    let store = Store::open_config(&store)?;
     portal::app::install(&store)?;
     let report = portal_analytics::import::import(&store, customer, BufReader::new(input), |r| {
         eprint!("\rimported {} events, skipped {} lines", r.imported, r.skipped);

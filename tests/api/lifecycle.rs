@@ -25,6 +25,7 @@ async fn sigterm_stops_the_binary_within_five_seconds_and_the_file_reopens() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_portal"))
         .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
         .env("PORTAL_DATA_DIR", dir.path())
+        .env("PORTAL_CACHE_MB", "8")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -54,4 +55,18 @@ async fn sigterm_stops_the_binary_within_five_seconds_and_the_file_reopens() {
     assert!(status.success(), "exit status {status:?}");
     let store = portal_core::Store::open(dir.path()).expect("file reopens");
     store.read_blocking(|tx| portal_core::store::schema_version(tx, "core")).map(|v| assert_eq!(v, 2)).unwrap();
+}
+
+#[test]
+fn a_cache_size_out_of_range_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portal"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--cache-mb", "0"])
+        .env("PORTAL_DATA_DIR", dir.path())
+        .output()
+        .expect("portal runs");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("--cache-mb") && said.contains("0 is not in 1..=1048576"), "said: {said}");
+    assert!(!dir.path().join("portal.redb").exists(), "no store was created");
 }

@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
+use crate::config::StoreConfig;
 use crate::error::{Error, Result};
 use crate::journal::JournaledFile;
 use crate::snapshot::{Snapshot, Snapshots};
@@ -189,14 +190,23 @@ impl Drop for Inner {
 }
 
 impl Store {
-    /// Opens (creating if needed) `<data_dir>/portal.redb`.
+    /// Opens (creating if needed) `<data_dir>/portal.redb` with the default cache.
     pub fn open(data_dir: &Path) -> Result<Self> {
+        Self::open_config(&StoreConfig::new(data_dir.to_path_buf()))
+    }
+
+    /// Opens (creating if needed) the store `config` names.
+    pub fn open_config(config: &StoreConfig) -> Result<Self> {
+        let data_dir = &config.data_dir;
         std::fs::create_dir_all(data_dir)
             .map_err(|e| Error::internal(format!("cannot create data dir {}: {e}", data_dir.display())))?;
         let path = data_dir.join(FILE_NAME);
         let cannot_open = |e: &dyn std::fmt::Display| Error::internal(format!("cannot open {}: {e}", path.display()));
         let journal = JournaledFile::open_deferred(&path).map_err(|e| cannot_open(&e))?;
-        let db = Database::builder().create_with_backend(journal.clone()).map_err(|e| cannot_open(&e))?;
+        let db = Database::builder()
+            .set_cache_size(config.cache_bytes())
+            .create_with_backend(journal.clone())
+            .map_err(|e| cannot_open(&e))?;
         Ok(Self::from_database(db, path, Some(journal)))
     }
 
@@ -822,6 +832,50 @@ mod tests {
         let journal = JournaledFile::open_deferred(&path).unwrap();
         let db = Database::builder().create_with_backend(journal.clone()).unwrap();
         (Store::from_database(db, path, Some(journal.clone())), journal)
+    }
+
+    #[test]
+    fn a_store_with_a_small_cache_keeps_and_reads_back_far_more_than_it() {
+        fn value(i: u32) -> Vec<u8> {
+            format!("{i:08}").repeat(128).into_bytes()
+        }
+        fn insert(store: &Store, keys: std::ops::Range<u32>) {
+            store
+                .write_blocking(move |tx| {
+                    let mut table = tx.open_table(DATA)?;
+                    for i in keys.clone() {
+                        table.insert(i.to_be_bytes().as_slice(), value(i).as_slice())?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig { data_dir: dir.path().to_path_buf(), cache_mb: 1 };
+        {
+            let store = Store::open_config(&config).unwrap();
+            // One transaction of ~3 MB (three times the cache), then many small ones.
+            insert(&store, 0..3_000);
+            for start in (3_000..4_000).step_by(100) {
+                insert(&store, start..start + 100);
+            }
+        }
+        let store = Store::open_config(&config).unwrap();
+        let stored = store
+            .read_blocking(|tx| {
+                let table = tx.open_table(DATA)?;
+                let mut stored = Vec::new();
+                for entry in table.iter()? {
+                    let (key, found) = entry?;
+                    stored.push((u32::from_be_bytes(key.value().try_into().unwrap()), found.value().to_vec()));
+                }
+                Ok(stored)
+            })
+            .unwrap();
+        assert_eq!(stored.len(), 4_000);
+        for (i, found) in stored {
+            assert_eq!(found, value(i), "value of key {i}");
+        }
     }
 
     #[tokio::test]
