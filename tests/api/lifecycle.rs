@@ -54,7 +54,7 @@ async fn sigterm_stops_the_binary_within_five_seconds_and_the_file_reopens() {
     };
     assert!(status.success(), "exit status {status:?}");
     let store = portal_core::Store::open(dir.path()).expect("file reopens");
-    store.read_blocking(|tx| portal_core::store::schema_version(tx, "core")).map(|v| assert_eq!(v, 2)).unwrap();
+    store.read_blocking(|tx| portal_core::store::schema_version(tx, "core")).map(|v| assert_eq!(v, 3)).unwrap();
 }
 
 #[test]

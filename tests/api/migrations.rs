@@ -4,6 +4,7 @@
 use redb::{ReadableTable, TableDefinition, TableHandle};
 use reqwest::Method;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::billing::{customer, mark_paid, recurring_invoice};
 use crate::helpers::TestApp;
@@ -50,6 +51,45 @@ fn back_to_schema_1(
             portal_core::store::set_schema_version(tx, module, 1)
         })
         .unwrap();
+}
+
+/// Rewrites a stopped store's audit index the way schema 2 kept it: entries of objects with UUID ids
+/// under the first 16 bytes of the id's SHA-256. Returns how many keys it rewrote.
+fn hash_object_keys(store: &portal_core::Store) -> usize {
+    store
+        .write_blocking(|tx| {
+            let mut by_id = Vec::new();
+            for entry in tx.open_table(Raw::new("core.audit_indexes"))?.iter()? {
+                let key = entry?.0.value().to_vec();
+                if key[0] == 3 {
+                    by_id.push(key);
+                }
+            }
+            let audit = tx.open_table(Raw::new("core.audit"))?;
+            let mut indexes = tx.open_table(Raw::new("core.audit_indexes"))?;
+            for key in &by_id {
+                let stored = audit.get(&key[17..])?.expect("the indexed entry");
+                let entry: portal_core::audit::Entry = portal_core::table::decode(stored.value())?;
+                assert_eq!(&key[1..17], uuid::Uuid::parse_str(&entry.object_id).unwrap().as_bytes());
+                let hashed = &Sha256::digest(entry.object_id.as_bytes())[..16];
+                indexes.remove(key.as_slice())?;
+                indexes.insert([&[3], hashed, &key[17..]].concat().as_slice(), [].as_slice())?;
+            }
+            Ok(by_id.len())
+        })
+        .unwrap()
+}
+
+/// Whether the audit index holds an entry under `object`'s id itself.
+fn indexed_under_id(store: &portal_core::Store, object: &str) -> bool {
+    let prefix = [&[3], uuid::Uuid::parse_str(object).unwrap().as_bytes().as_slice()].concat();
+    store
+        .read_blocking(move |tx| {
+            let table = tx.open_table(Raw::new("core.audit_indexes"))?;
+            let found = table.range(prefix.as_slice()..)?.next().transpose()?;
+            Ok(found.is_some_and(|(k, _)| k.value().starts_with(&prefix)))
+        })
+        .unwrap()
 }
 
 fn table_names(store: &portal_core::Store) -> Vec<String> {
@@ -102,6 +142,7 @@ async fn a_schema_1_store_moves_its_indexes_into_the_shared_tables_and_answers_a
     {
         let store = portal_core::Store::open(dir.path()).unwrap();
         back_to_schema_1(&store, "billing", "billing.invoice_indexes", &BILLING_SCHEMA_1);
+        assert!(hash_object_keys(&store) > 0);
         back_to_schema_1(&store, "core", "core.audit_indexes", &CORE_SCHEMA_1);
         let names = table_names(&store);
         assert!(names.iter().any(|n| n == "billing.invoices_by_customer"), "{names:?}");
@@ -114,10 +155,11 @@ async fn a_schema_1_store_moves_its_indexes_into_the_shared_tables_and_answers_a
     for (_, former) in BILLING_SCHEMA_1.iter().chain(&CORE_SCHEMA_1) {
         assert!(!names.iter().any(|n| n == former), "{former} is still there: {names:?}");
     }
-    for module in ["billing", "core"] {
+    for (module, expected) in [("billing", 2), ("core", 3)] {
         let version = app.store.read_blocking(|tx| portal_core::store::schema_version(tx, module)).unwrap();
-        assert_eq!(version, 2, "{module}");
+        assert_eq!(version, expected, "{module}");
     }
+    assert!(indexed_under_id(&app.store, &paid_id));
     // The numbering and the billed periods moved too: the next number follows, a billed period is refused.
     let next = recurring_invoice(&app, &admin, &a, "2026-03-01").await;
     let number = |v: &Value| v["invoice_number"].as_str().unwrap()[9..].parse::<u32>().unwrap();
@@ -131,4 +173,37 @@ async fn a_schema_1_store_moves_its_indexes_into_the_shared_tables_and_answers_a
         )
         .await;
     again.assert_error(409, "conflict");
+}
+
+#[tokio::test]
+async fn a_schema_2_store_indexes_audit_entries_under_their_object_ids_and_answers_as_before() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let billing = json!({"billing_frequency": "monthly", "monthly_fee": 100, "billing_day": 1});
+    let a = customer(&app, &admin, "Alpha GmbH", billing).await;
+    let invoice = recurring_invoice(&app, &admin, &a, "2026-01-01").await;
+    let id = invoice["id"].as_str().unwrap().to_string();
+    mark_paid(&app, &admin, &id).await;
+    let before = answers(&app, &admin, &a, &id).await;
+    let trail = before[6].as_array().unwrap();
+    let actions: Vec<&str> = trail.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["paid", "issue"], "{}", before[6]);
+    assert!(indexed_under_id(&app.store, &id));
+
+    let dir = app.stop().await;
+    {
+        let store = portal_core::Store::open(dir.path()).unwrap();
+        // The customer's entries and the invoice's (issue, paid), the admins' and users' of the test app.
+        assert!(hash_object_keys(&store) >= 4);
+        store.write_blocking(|tx| portal_core::store::set_schema_version(tx, "core", 2)).unwrap();
+        assert!(!indexed_under_id(&store, &id));
+    }
+
+    let app = TestApp::spawn_in(dir).await;
+    let admin = app.admin_token().await;
+    assert_eq!(answers(&app, &admin, &a, &id).await, before);
+    assert!(indexed_under_id(&app.store, &id));
+    assert!(indexed_under_id(&app.store, &a));
+    let version = app.store.read_blocking(|tx| portal_core::store::schema_version(tx, "core")).unwrap();
+    assert_eq!(version, 3);
 }

@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use redb::{ReadTransaction, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -96,7 +96,7 @@ const INDEXES: &str = "core.audit_indexes";
 const BY_CUSTOMER: Index = Index::shared(INDEXES, b"\x01");
 /// user id ‖ audit id
 const BY_USER: Index = Index::shared(INDEXES, b"\x02");
-/// sha256(object id)[..16] ‖ audit id
+/// object key (see [`object_key`]) ‖ audit id
 const BY_OBJECT: Index = Index::shared(INDEXES, b"\x03");
 
 pub(crate) fn install(tx: &WriteTransaction) -> Result<()> {
@@ -116,7 +116,35 @@ pub(crate) fn share_indexes(tx: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// Core schema 2 → 3: the entries of objects with UUID ids go from under the id's hash to under the id
+/// itself (see [`object_key`]). Returns how many moved.
+pub(crate) fn key_objects_by_id(tx: &WriteTransaction) -> Result<u64> {
+    let mut moved = 0;
+    let entries = tx.open_table(ENTRIES.raw())?;
+    for stored in entries.iter()? {
+        let (id, bytes) = stored?;
+        let entry: Entry = decode(bytes.value())?;
+        if let Ok(object) = uuid::Uuid::parse_str(&entry.object_id) {
+            BY_OBJECT.remove(tx, &key(&[&hashed_object_key(&entry.object_id), id.value()]))?;
+            BY_OBJECT.put(tx, &key(&[object.as_bytes(), id.value()]), &[])?;
+            moved += 1;
+        }
+    }
+    tracing::info!(moved, "core schema 3: audit entries indexed under their object's id");
+    Ok(moved)
+}
+
+/// Where an object's entries are indexed: under its id when that is a UUID (the portal's ids are
+/// time-ordered, so a new object's entries go at the end of the index instead of onto a random page
+/// each), under the first 16 bytes of the id's SHA-256 otherwise. Lists compare the object id itself.
 fn object_key(object_id: &str) -> [u8; 16] {
+    match uuid::Uuid::parse_str(object_id) {
+        Ok(id) => id.into_bytes(),
+        Err(_) => hashed_object_key(object_id),
+    }
+}
+
+fn hashed_object_key(object_id: &str) -> [u8; 16] {
     let digest = Sha256::digest(object_id.as_bytes());
     let mut out = [0; 16];
     out.copy_from_slice(&digest[..16]);

@@ -545,25 +545,33 @@ pub fn open_database(path: &Path) -> std::result::Result<Database, redb::Databas
     Database::builder().create_with_backend(file)
 }
 
-/// The core tables' schema; 2: the audit trail's indexes share one table.
-const CORE_SCHEMA: u32 = 2;
+/// The core tables' schema; 2: the audit trail's indexes share one table; 3: audit entries of objects
+/// with UUID ids are indexed under the id instead of its hash.
+const CORE_SCHEMA: u32 = 3;
 
-/// Creates the core tables and checks that the file was not written by a newer portal.
+/// Creates the core tables, migrates them from an earlier schema and checks that the file was not
+/// written by a newer portal.
 pub fn install_core(tx: &WriteTransaction) -> Result<()> {
     tx.open_table(META)?;
     crate::idempotency::install(tx)?;
     crate::audit::install(tx)?;
-    match schema_version(tx, "core")? {
-        0 => set_schema_version(tx, "core", CORE_SCHEMA),
-        1 => {
-            crate::audit::share_indexes(tx)?;
-            set_schema_version(tx, "core", CORE_SCHEMA)
-        }
-        CORE_SCHEMA => Ok(()),
-        v => Err(Error::internal(format!(
-            "the store was written by a newer portal (core schema {v}); this binary reads schema {CORE_SCHEMA}"
-        ))),
+    let found = schema_version(tx, "core")?;
+    if found > CORE_SCHEMA {
+        return Err(Error::internal(format!(
+            "the store was written by a newer portal (core schema {found}); this binary reads schema {CORE_SCHEMA}"
+        )));
     }
+    if found == CORE_SCHEMA {
+        return Ok(());
+    }
+    // A new store (0) starts at the current schema.
+    if found == 1 {
+        crate::audit::share_indexes(tx)?;
+    }
+    if (1..3).contains(&found) {
+        crate::audit::key_objects_by_id(tx)?;
+    }
+    set_schema_version(tx, "core", CORE_SCHEMA)
 }
 
 /// The schema version a module last migrated its tables to (0 when never installed).
