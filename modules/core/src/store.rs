@@ -564,12 +564,14 @@ pub fn install_core(tx: &WriteTransaction) -> Result<()> {
     if found == CORE_SCHEMA {
         return Ok(());
     }
-    // A new store (0) starts at the current schema.
-    if found == 1 {
-        crate::audit::share_indexes(tx)?;
-    }
-    if (1..3).contains(&found) {
-        crate::audit::key_objects_by_id(tx)?;
+    // A new store (0) starts at the current schema; an older one takes every step after its own.
+    if found != 0 {
+        if found < 2 {
+            crate::audit::share_indexes(tx)?;
+        }
+        if found < 3 {
+            crate::audit::key_objects_by_id(tx)?;
+        }
     }
     set_schema_version(tx, "core", CORE_SCHEMA)
 }
