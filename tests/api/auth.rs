@@ -551,6 +551,77 @@ async fn one_time_code_by_sms_goes_through_the_gateway_with_basic_auth() {
     assert_eq!(r.json()["user"]["email"], "sms@example.com");
 }
 
+/// The stored sign-in codes, raw (user id → entry).
+async fn stored_codes(app: &TestApp) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use redb::{ReadableTable, TableDefinition};
+    let codes: TableDefinition<&[u8], &[u8]> = TableDefinition::new("auth.sign_in_codes");
+    app.store
+        .read(move |tx| {
+            let mut out = Vec::new();
+            for entry in tx.open_table(codes)?.iter()? {
+                let (k, v) = entry?;
+                out.push((k.value().to_vec(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_code_that_could_not_be_sent_leaves_the_one_sent_before_it_working() {
+    let (base, log) = start_sms_gateway().await;
+    let app = TestApp::spawn_with(|c| {
+        c.notify.sms_api_base = base;
+        c.notify.sms_account_sid = Some("AC0123456789abcdef0123456789abcdef".into());
+        c.notify.sms_auth_token = Some(portal_core::config::Secret::new("gateway-token"));
+        c.notify.sms_from = Some("+15005550006".into());
+    })
+    .await;
+    let login = app.register_and_login("resend@example.com", PASSWORD).await;
+    let access = token(&login);
+    let set_phone = |phone: &'static str| app.call(Method::PUT, "/users/me", &access, Some(json!({"phone": phone})));
+    assert_eq!(set_phone("+14155550123").await.status, 200);
+    let sent = |n: usize| {
+        let log = log.clone();
+        async move {
+            for _ in 0..250 {
+                if log.lock().unwrap().len() >= n {
+                    return log.lock().unwrap()[n - 1].1.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("the gateway did not receive message {n}");
+        }
+    };
+
+    let r = app.post("/auth/request-code", json!({"phone": "+14155550123", "channel": "sms"})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let first: String = sent(1).await["Body"].chars().filter(char::is_ascii_digit).take(6).collect();
+    let first_stored = stored_codes(&app).await;
+    assert_eq!(first_stored.len(), 1);
+
+    // The gateway refuses this number, so the second code never reaches anyone.
+    assert_eq!(set_phone("+15005550001").await.status, 200);
+    let r = app.post("/auth/request-code", json!({"phone": "+15005550001", "channel": "sms"})).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    sent(2).await;
+    let mut stored = stored_codes(&app).await;
+    for _ in 0..250 {
+        if stored == first_stored {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stored = stored_codes(&app).await;
+    }
+    assert_eq!(stored, first_stored, "the first code was not put back");
+
+    let r = app.post("/auth/verify-code", json!({"phone": "+15005550001", "code": first})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["user"]["email"], "resend@example.com");
+    assert!(stored_codes(&app).await.is_empty(), "a used code is gone");
+}
+
 #[tokio::test]
 async fn without_transports_messages_land_in_the_outbox() {
     let app = TestApp::spawn().await;

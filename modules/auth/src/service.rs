@@ -460,14 +460,39 @@ impl AuthService {
             expires_at: Timestamp::now().plus_secs(CODE_TTL_SECS),
             attempts: 0,
         };
-        let id = user.id;
-        self.store.write(move |tx| SIGN_IN_CODES.insert(tx, &id.to_key(), &entry)).await?;
+        if channel == Channel::Sms && user.phone.is_none() {
+            return Ok(());
+        }
+        let (key, new_mac) = (user.id.to_key(), entry.code_mac);
+        let previous = self
+            .store
+            .write(move |tx| {
+                let previous = SIGN_IN_CODES.get(tx, &key)?;
+                SIGN_IN_CODES.insert(tx, &key, &entry)?;
+                Ok(previous)
+            })
+            .await?;
         let text = format!("Your Portal sign-in code is {code}. It expires in 10 minutes.");
-        match (channel, &user.phone) {
-            (Channel::Sms, Some(phone)) => self.notifier.send_sms(phone, &text).await?,
-            (Channel::Sms, None) => return Ok(()),
-            (Channel::Email, _) => self.notifier.send_email(&user.email, "Your Portal sign-in code", &text).await?,
+        let sent = match (channel, &user.phone) {
+            (Channel::Sms, Some(phone)) => self.notifier.send_sms(phone, &text).await,
+            _ => self.notifier.send_email(&user.email, "Your Portal sign-in code", &text).await,
         };
+        if let Err(e) = sent {
+            // The new code never reached its user: the one sent before it, if any, goes on working.
+            let key = user.id.to_key();
+            self.store
+                .write(move |tx| {
+                    if SIGN_IN_CODES.get(tx, &key)?.is_some_and(|current| current.code_mac == new_mac) {
+                        match &previous {
+                            Some(previous) => SIGN_IN_CODES.insert(tx, &key, previous)?,
+                            None => drop(SIGN_IN_CODES.remove(tx, &key)?),
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+            return Err(e);
+        }
         Ok(())
     }
 
