@@ -513,17 +513,22 @@ async fn start_sms_gateway() -> (String, GatewayLog) {
     (format!("http://{addr}"), log)
 }
 
-#[tokio::test]
-async fn one_time_code_by_sms_goes_through_the_gateway_with_basic_auth() {
-    use base64::Engine;
-    let (base, log) = start_sms_gateway().await;
-    let app = TestApp::spawn_with(|c| {
+/// A portal that sends SMS through the gateway at `base`.
+async fn app_with_sms_gateway(base: String) -> TestApp {
+    TestApp::spawn_with(|c| {
         c.notify.sms_api_base = base;
         c.notify.sms_account_sid = Some("AC0123456789abcdef0123456789abcdef".into());
         c.notify.sms_auth_token = Some(portal_core::config::Secret::new("gateway-token"));
         c.notify.sms_from = Some("+15005550006".into());
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn one_time_code_by_sms_goes_through_the_gateway_with_basic_auth() {
+    use base64::Engine;
+    let (base, log) = start_sms_gateway().await;
+    let app = app_with_sms_gateway(base).await;
     let login = app.register_and_login("sms@example.com", PASSWORD).await;
     let r = app.call(Method::PUT, "/users/me", &token(&login), Some(json!({"phone": "+14155550123"}))).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -571,13 +576,7 @@ async fn stored_codes(app: &TestApp) -> Vec<(Vec<u8>, Vec<u8>)> {
 #[tokio::test]
 async fn a_code_that_could_not_be_sent_leaves_the_one_sent_before_it_working() {
     let (base, log) = start_sms_gateway().await;
-    let app = TestApp::spawn_with(|c| {
-        c.notify.sms_api_base = base;
-        c.notify.sms_account_sid = Some("AC0123456789abcdef0123456789abcdef".into());
-        c.notify.sms_auth_token = Some(portal_core::config::Secret::new("gateway-token"));
-        c.notify.sms_from = Some("+15005550006".into());
-    })
-    .await;
+    let app = app_with_sms_gateway(base).await;
     let login = app.register_and_login("resend@example.com", PASSWORD).await;
     let access = token(&login);
     let set_phone = |phone: &'static str| app.call(Method::PUT, "/users/me", &access, Some(json!({"phone": phone})));
