@@ -74,7 +74,7 @@ impl AnalyticsApi {
     ) -> Result<DashboardResponse> {
         caller.authorize_customer(id, "customer")?;
         let range = parse_range(start.as_deref(), end.as_deref(), Day::today())?;
-        let customer = self.store.read(move |tx| Ok(record_for(tx, &caller, id)?.customer)).await?;
+        let customer = self.store.read_blocking(|tx| Ok(record_for(tx, &caller, id)?.customer))?;
         let provider = self.providers.for_customer(&customer);
         let figures = provider.figures(&customer, range).await?;
         Ok(DashboardResponse::Ok(Json(metrics::compute(range, &figures)), provider.source().as_str().to_string()))

@@ -77,13 +77,10 @@ impl AuthService {
     }
 
     async fn session_cookie(&self, req: &Request, token: String) -> Result<Principal> {
-        let found = self
-            .store()
-            .read(move |tx| match sessions::by_cookie(tx, &token)? {
-                Some(session) => Ok(users::get(tx, session.user_id)?.map(|user| (session, user))),
-                None => Ok(None),
-            })
-            .await?;
+        let found = self.store().read_blocking(|tx| match sessions::by_cookie(tx, &token)? {
+            Some(session) => Ok(users::get(tx, session.user_id)?.map(|user| (session, user))),
+            None => Ok(None),
+        })?;
         let now = Timestamp::now();
         let (session, user) = found
             .filter(|(s, u)| self.policy().is_live(s, now) && !u.disabled)

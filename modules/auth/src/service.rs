@@ -126,7 +126,7 @@ impl AuthService {
         if let Some(known) = self.session_cache.get(id, version) {
             return Ok(known);
         }
-        let found = self.store.read(move |tx| sessions::get(tx, id)).await?;
+        let found = self.store.read_blocking(|tx| sessions::get(tx, id))?;
         self.session_cache.keep(id, version, found.clone());
         Ok(found)
     }
@@ -168,7 +168,7 @@ impl AuthService {
 
     pub async fn login(&self, email: &str, password: &str) -> Result<SignIn> {
         let email = users::normalize_email(email);
-        let user = self.store.read(move |tx| users::by_email(tx, &email)).await?;
+        let user = self.store.read_blocking(|tx| users::by_email(tx, &email))?;
         let stored_hash = user.as_ref().and_then(|u| u.password_hash.clone());
         let ok = password::verify(password.to_string(), stored_hash).await?;
         match user {
@@ -307,7 +307,7 @@ impl AuthService {
     }
 
     pub async fn user(&self, id: UserId) -> Result<User> {
-        self.store.read(move |tx| users::get(tx, id)).await?.ok_or_else(|| Error::not_found("user"))
+        self.store.read_blocking(|tx| users::get(tx, id))?.ok_or_else(|| Error::not_found("user"))
     }
 
     /// Trades a current refresh token for new tokens (rotation with reuse detection).
@@ -413,11 +413,10 @@ impl AuthService {
         let lookup = key;
         let user = self
             .store
-            .read(move |tx| match RESET_TOKENS.get(tx, &lookup)? {
+            .read_blocking(|tx| match RESET_TOKENS.get(tx, &lookup)? {
                 Some(entry) if Timestamp::now() < entry.expires_at => users::get(tx, entry.user_id),
                 _ => Ok(None),
-            })
-            .await?
+            })?
             .ok_or_else(|| Error::invalid("token", "invalid or expired reset token"))?;
         password::check_policy(new_password, &user.email).map_err(|why| Error::invalid("new_password", why))?;
         let hash = password::hash(new_password.to_string()).await?;
@@ -453,7 +452,7 @@ impl AuthService {
     async fn send_code(&self, email: Option<String>, phone: Option<String>, channel: Channel) -> Result<()> {
         let code = format!("{:06}", rand::random_range(0..1_000_000u32));
         let keys_code = code.clone();
-        let user = self.store.read(move |tx| find_user(tx, email.as_deref(), phone.as_deref())).await?;
+        let user = self.store.read_blocking(|tx| find_user(tx, email.as_deref(), phone.as_deref()))?;
         let Some(user) = user.filter(|u| !u.disabled) else { return Ok(()) };
         let entry = SignInCode {
             code_mac: self.keys.code_mac(user.id, &keys_code)?,
@@ -503,7 +502,7 @@ impl AuthService {
             Passed(User),
             Failed,
         }
-        let user = self.store.read(move |tx| find_user(tx, email.as_deref(), phone.as_deref())).await?;
+        let user = self.store.read_blocking(|tx| find_user(tx, email.as_deref(), phone.as_deref()))?;
         let Some(user) = user else { return Err(Error::unauthorized("invalid or expired code")) };
         let presented = self.keys.code_mac(user.id, code.trim())?;
         let outcome = self

@@ -43,12 +43,12 @@ struct Reservation {
 /// (one node) and carries an idempotency key, so concurrent first payments never make two.
 pub async fn stripe_customer(store: &Store, stripe: &Stripe, id: CustomerId) -> Result<String> {
     static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let read = || store.read(move |tx| portal_customers::service::get_listed(tx, id));
-    if let Some(existing) = read().await?.stripe_customer_id {
+    let read = || store.read_blocking(|tx| portal_customers::service::get_listed(tx, id));
+    if let Some(existing) = read()?.stripe_customer_id {
         return Ok(existing);
     }
     let _creating = CREATING.lock().await;
-    let customer = read().await?;
+    let customer = read()?;
     if let Some(existing) = customer.stripe_customer_id {
         return Ok(existing);
     }
@@ -72,7 +72,7 @@ pub async fn pay(
     claim: &Claim,
     now: Timestamp,
 ) -> Result<PaymentView> {
-    let customer = store.read(move |tx| Ok(invoices::get(tx, invoice_id)?.map(|i| i.customer_id))).await?;
+    let customer = store.read_blocking(|tx| Ok(invoices::get(tx, invoice_id)?.map(|i| i.customer_id)))?;
     let customer = customer.ok_or_else(|| Error::not_found("invoice"))?;
     let stripe_customer = stripe_customer(store, stripe, customer).await?;
     let reservation =

@@ -61,8 +61,8 @@ impl PaymentsApi {
     }
 
     /// Checks that the caller may act for `customer` (admin, or one of its users) and that it is listed.
-    async fn authorize(&self, caller: Principal, customer: CustomerId) -> Result<()> {
-        self.store.read(move |tx| portal_customers::service::record_for(tx, &caller, customer).map(|_| ())).await
+    fn authorize(&self, caller: &Principal, customer: CustomerId) -> Result<()> {
+        self.store.read_blocking(|tx| portal_customers::service::record_for(tx, caller, customer).map(|_| ()))
     }
 }
 
@@ -88,7 +88,7 @@ impl PaymentsApi {
                 own
             }
         };
-        self.authorize(caller, customer).await?;
+        self.authorize(&caller, customer)?;
         let stripe_customer = collect::stripe_customer(&self.store, stripe, customer).await?;
         let key = format!("portal-setup-{customer}-{}", Timestamp::now().micros());
         let intent = stripe.create_setup_intent(&stripe_customer, &key).await?;
@@ -106,14 +106,10 @@ impl PaymentsApi {
     async fn payment_methods(&self, auth: Auth, customer_id: Path<CustomerId>) -> Result<Json<Vec<PaymentMethodView>>> {
         let stripe = self.stripe()?;
         let id = customer_id.0;
-        let caller = auth.0;
-        let (stripe_customer, default) = self
-            .store
-            .read(move |tx| {
-                let record = portal_customers::service::record_for(tx, &caller, id)?;
-                Ok((record.customer.stripe_customer_id, record.billing.stripe_payment_method_id))
-            })
-            .await?;
+        let (stripe_customer, default) = self.store.read_blocking(|tx| {
+            let record = portal_customers::service::record_for(tx, &auth.0, id)?;
+            Ok((record.customer.stripe_customer_id, record.billing.stripe_payment_method_id))
+        })?;
         let Some(stripe_customer) = stripe_customer else { return Ok(Json(Vec::new())) };
         let cards = stripe.cards(&stripe_customer).await?;
         Ok(Json(
@@ -149,8 +145,7 @@ impl PaymentsApi {
         let body = body.0;
         let caller = auth.0;
         let invoice_id = body.invoice_id;
-        let reader = caller.clone();
-        let invoice = self.store.read(move |tx| invoices::visible(tx, &reader, invoice_id)).await?;
+        let invoice = self.store.read_blocking(|tx| invoices::visible(tx, &caller, invoice_id))?;
         let claim = idempotency::begin(
             &self.store,
             caller.user_id,

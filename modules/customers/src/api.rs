@@ -417,7 +417,7 @@ impl CustomersApi {
     async fn me(&self, auth: Auth) -> Result<Json<CustomerView>> {
         let id = auth.0.own_customer()?;
         let caller = auth.0;
-        let record = self.store.read(move |tx| service::record_for(tx, &caller, id)).await?;
+        let record = self.store.read_blocking(|tx| service::record_for(tx, &caller, id))?;
         Ok(Json((&record).into()))
     }
 
@@ -425,7 +425,7 @@ impl CustomersApi {
     #[oai(path = "/:customer_id", method = "get")]
     async fn get(&self, auth: Auth, customer_id: Path<CustomerId>) -> Result<Json<CustomerView>> {
         let caller = auth.0;
-        let record = self.store.read(move |tx| service::record_for(tx, &caller, customer_id.0)).await?;
+        let record = self.store.read_blocking(|tx| service::record_for(tx, &caller, customer_id.0))?;
         Ok(Json((&record).into()))
     }
 
@@ -496,7 +496,7 @@ impl CustomersApi {
     #[oai(path = "/:customer_id/billing", method = "get")]
     async fn billing(&self, auth: Auth, customer_id: Path<CustomerId>) -> Result<Json<BillingSettingsView>> {
         let caller = auth.0;
-        let record = self.store.read(move |tx| service::record_for(tx, &caller, customer_id.0)).await?;
+        let record = self.store.read_blocking(|tx| service::record_for(tx, &caller, customer_id.0))?;
         Ok(Json((&record.billing).into()))
     }
 

@@ -44,10 +44,8 @@ pub(crate) async fn create(auth: &AuthService, new: NewCustomerUser) -> Result<U
         .await?;
     let Some(token) = token else { return Ok(user) };
     let customer = user.customer_id.unwrap_or(new.customer);
-    let company = auth
-        .store()
-        .read(move |tx| Ok(service::get(tx, customer)?.map(|c| c.company_name).unwrap_or_default()))
-        .await?;
+    let company =
+        auth.store().read_blocking(|tx| Ok(service::get(tx, customer)?.map(|c| c.company_name).unwrap_or_default()))?;
     let link = auth.link(&format!("/reset-password?token={token}"));
     let body = format!(
         "Hello {name},\n\nYou have been invited to the Portal account of {company}.\n\n\

@@ -250,7 +250,7 @@ impl ProposalsApi {
     #[oai(path = "/:proposal_id", method = "get")]
     async fn get(&self, auth: Auth, proposal_id: Path<ProposalId>) -> Result<Json<ProposalView>> {
         let caller = auth.0;
-        let proposal = self.store.read(move |tx| service::visible(tx, &caller, proposal_id.0)).await?;
+        let proposal = self.store.read_blocking(|tx| service::visible(tx, &caller, proposal_id.0))?;
         Ok(Json((&proposal).into()))
     }
 
