@@ -39,7 +39,7 @@ impl HealthApi {
     /// no credentials and is not rate limited.
     #[oai(path = "/health", method = "get")]
     async fn health(&self) -> Result<Json<HealthStatus>, Error> {
-        self.store.ping().await.map_err(|e| Error::upstream("the database cannot be read", e))?;
+        self.store.ping().map_err(|e| Error::upstream("the database cannot be read", e))?;
         self.store.writable().map_err(|e| {
             Error::upstream("the database refuses writes since a disk write failed; restart the portal", e)
         })?;
