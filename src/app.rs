@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem::listener::TcpAcceptor;
-use poem::middleware::{CatchPanic, CookieJarManager};
+use poem::middleware::CookieJarManager;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, Route, Server};
 use poem_openapi::OpenApiService;
 use portal_core::{store, Config, Context, Job, Result, Store};
@@ -18,7 +18,6 @@ use portal_analytics::AnalyticsModule;
 use portal_audit::AuditModule;
 use portal_auth::AuthModule;
 use portal_billing::BillingModule;
-use portal_core::auth::SharedAuthenticator;
 use portal_core::rate_limit::RateLimiter;
 use portal_core::Module;
 use portal_customers::CustomersModule;
@@ -121,28 +120,23 @@ pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
     let api = openapi_service(ctx)?;
     let spec = api.spec() + "\n";
     let swagger = api.swagger_ui_html();
-    let authenticator: SharedAuthenticator = portal_auth::service(ctx)?;
+    let gate = Arc::new(middleware::Gate { authenticator: portal_auth::service(ctx)?, limiter: rate_limiter(ctx) });
     let routes = Route::new()
         .nest("/", api)
         .at("/openapi.json", docs::spec_endpoint(spec))
         .at("/docs", docs::swagger_endpoint(swagger))
-        .around(portal_core::rate_limit::limit)
-        .around(portal_core::auth::authenticate)
+        .around(move |ep, req| middleware::admit(ep, req, Arc::clone(&gate)))
         .with(CookieJarManager::new())
-        .data(authenticator)
-        .data(rate_limiter(ctx))
         // Boxed so the middleware around it does not nest the future types past the compiler's limit.
         .map_to_response()
         .boxed();
     Ok(with_middleware(routes, ctx.config.served_over_tls()))
 }
 
-/// Wraps `ep` in the portal's cross-cutting middleware: the panic catcher, inside the request's own
-/// handling (id, body limit, error envelope, security headers, access log line).
+/// Wraps `ep` in the portal's cross-cutting middleware: the request's own handling (id, body limit, panics
+/// and errors in the envelope, security headers, access log line).
 pub fn with_middleware(ep: impl Endpoint + 'static, tls: bool) -> impl Endpoint<Output = Response> {
-    ep.with(CatchPanic::new().with_handler(middleware::panic_response))
-        .around(move |ep, req| middleware::handle(ep, req, tls))
-        .into_endpoint()
+    ep.around(move |ep, req| middleware::handle(ep, req, tls)).into_endpoint()
 }
 
 /// A built portal, bound to its listener and ready to serve.

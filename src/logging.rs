@@ -27,9 +27,10 @@ tokio::task_local! {
     static REQUEST_ID: String;
 }
 
-/// Runs `request` with `id` on every line it logs.
-pub async fn with_request_id<F: Future>(id: String, request: F) -> F::Output {
-    REQUEST_ID.scope(id, request).await
+/// Runs `request` with `id` on every line it logs. Not an `async fn`, which would hold `request` twice in
+/// its state.
+pub fn with_request_id<F: Future>(id: String, request: F) -> impl Future<Output = F::Output> {
+    REQUEST_ID.scope(id, request)
 }
 
 /// Logs to stderr through a writer thread (see [`log_writer`]), filtered by `PORTAL_LOG` (default

@@ -2,14 +2,19 @@
 //! the error envelope that every failure (including poem's own: unknown route, wrong method, bad JSON, wrong
 //! content type, panics) is rendered in.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
+
+use futures_util::FutureExt;
 
 use poem::error::{MethodNotAllowedError, NotFoundError, ReadBodyError};
 use poem::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::error::{ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError};
+use portal_core::auth::SharedAuthenticator;
 use portal_core::config::BODY_LIMIT_BYTES;
+use portal_core::rate_limit::RateLimiter;
 use portal_core::{Error, ErrorCode};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -32,7 +37,7 @@ fn request_id_of(req: &Request) -> String {
 
 /// Every request's own handling, in one layer (each layer costs a request its own moves of the request
 /// and of the nested futures): an id, echoed in `X-Request-Id` and carried by every log line of the
-/// request; the body size limit; every error in the envelope; the security headers; and the access log
+/// request; the body size limit; every error and panic in the envelope; the security headers; and the access log
 /// line with method, path, status and latency.
 pub async fn handle<E: Endpoint>(ep: Arc<E>, mut req: Request, tls: bool) -> poem::Result<Response> {
     let id = request_id_of(&req);
@@ -42,7 +47,10 @@ pub async fn handle<E: Endpoint>(ep: Arc<E>, mut req: Request, tls: bool) -> poe
     let header = HeaderValue::from_str(&id);
     crate::logging::with_request_id(id, async move {
         let mut resp = match limit_body(&mut req).await {
-            Ok(()) => ep.call(req).await.map(IntoResponse::into_response).unwrap_or_else(render_error),
+            Ok(()) => match AssertUnwindSafe(ep.call(req)).catch_unwind().await {
+                Ok(result) => result.map(IntoResponse::into_response).unwrap_or_else(render_error),
+                Err(panic) => panic_response(panic),
+            },
             Err(e) => e.as_response_envelope(),
         };
         add_security_headers(&mut resp, tls);
@@ -61,6 +69,19 @@ pub async fn handle<E: Endpoint>(ep: Arc<E>, mut req: Request, tls: bool) -> poe
         Ok(resp)
     })
     .await
+}
+
+/// What the routes need from the app before they run: the credential check and the rate limiter.
+pub struct Gate {
+    pub authenticator: SharedAuthenticator,
+    pub limiter: Arc<RateLimiter>,
+}
+
+/// The caller resolved from its credentials, then held to its rate limit, then the route run as its audit
+/// actor: one layer for the three (see [`handle`]).
+pub async fn admit<E: Endpoint>(ep: Arc<E>, mut req: Request, gate: Arc<Gate>) -> poem::Result<Response> {
+    let actor = portal_core::auth::identify(&mut req, &*gate.authenticator).await;
+    actor.scope(portal_core::rate_limit::limit(&*ep, req, &gate.limiter)).await
 }
 
 /// Adds the contract's headers to a response (pages that set their own CSP, like `/docs`, keep it).
@@ -91,15 +112,19 @@ async fn limit_body(req: &mut Request) -> Result<(), Error> {
         Some(len) if len > BODY_LIMIT_BYTES as u64 => Err(too_large()),
         Some(_) => Ok(()),
         None if req.method() == Method::GET || req.method() == Method::HEAD => Ok(()),
-        None => {
-            let bytes = req.take_body().into_bytes_limit(BODY_LIMIT_BYTES).await.map_err(|e| match e {
-                ReadBodyError::PayloadTooLarge => too_large(),
-                other => Error::bad_request(format!("cannot read the request body: {other}")),
-            })?;
-            req.set_body(bytes);
-            Ok(())
-        }
+        // Boxed: the body read is a large future, and most requests never get here.
+        None => Box::pin(read_body_within_limit(req)).await,
     }
+}
+
+/// Reads a body of unknown length, up to the limit, and puts it back into the request.
+async fn read_body_within_limit(req: &mut Request) -> Result<(), Error> {
+    let bytes = req.take_body().into_bytes_limit(BODY_LIMIT_BYTES).await.map_err(|e| match e {
+        ReadBodyError::PayloadTooLarge => too_large(),
+        other => Error::bad_request(format!("cannot read the request body: {other}")),
+    })?;
+    req.set_body(bytes);
+    Ok(())
 }
 
 fn too_large() -> Error {
@@ -152,7 +177,7 @@ fn payload_error(reason: &str) -> Error {
 }
 
 /// A panic in a handler: a 500 envelope, details only in the log.
-pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -52,9 +52,9 @@ impl Actor {
         REQUEST_ACTOR.try_with(Clone::clone).unwrap_or_default()
     }
 
-    /// Runs `fut` (a request) as this actor.
-    pub async fn scope<F: std::future::Future>(self, fut: F) -> F::Output {
-        REQUEST_ACTOR.scope(self, fut).await
+    /// Runs `fut` (a request) as this actor. Not an `async fn`, which would hold `fut` twice in its state.
+    pub fn scope<F: std::future::Future>(self, fut: F) -> impl std::future::Future<Output = F::Output> {
+        REQUEST_ACTOR.scope(self, fut)
     }
 
     /// Runs `f` (a write on the writer thread) as this actor.

@@ -3,7 +3,7 @@
 //! exist, admin-only operations answer 403 to customer users.
 //!
 //! The credentials themselves (JWT, session cookie, CSRF) are checked by the auth module, which installs
-//! an [`Authenticator`] in the request data. The [`authenticate`] middleware calls it once per request and
+//! an [`Authenticator`]. The app's middleware calls it through [`identify`] once per request, which
 //! leaves the outcome in the request extensions: a [`Principal`] when the credentials are good, an
 //! [`AuthFailure`] when they were presented but are bad, nothing when none were presented. The rate
 //! limiter keys on that principal; the [`Auth`] extractor turns the outcome into the handler's argument
@@ -86,37 +86,33 @@ impl Principal {
     }
 }
 
-/// Checks a request's credentials. Implemented by the auth module and placed in the request data.
+/// Checks a request's credentials. Implemented by the auth module, called by the app's middleware.
 #[async_trait::async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     /// `Ok(None)` when the request presents no credentials at all.
     async fn authenticate(&self, req: &Request) -> Result<Option<Principal>>;
 }
 
-/// The shared authenticator, as stored in request data.
+/// The shared authenticator.
 pub type SharedAuthenticator = Arc<dyn Authenticator>;
 
 /// Credentials were presented but refused (bad, expired or revoked token; missing CSRF token).
 #[derive(Debug, Clone)]
 pub struct AuthFailure(pub Error);
 
-/// Middleware: resolves the caller once per request (see the module docs).
-/// The request then runs as its caller's audit actor.
-pub async fn authenticate<E: poem::Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<E::Output> {
-    if let Some(authenticator) = req.data::<SharedAuthenticator>().cloned() {
-        match authenticator.authenticate(&req).await {
-            Ok(Some(principal)) => {
-                req.extensions_mut().insert(principal);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                req.extensions_mut().insert(AuthFailure(e));
-            }
+/// Resolves the caller once per request (see the module docs) and returns the request's audit actor.
+pub async fn identify(req: &mut Request, authenticator: &dyn Authenticator) -> crate::audit::Actor {
+    match authenticator.authenticate(req).await {
+        Ok(Some(principal)) => {
+            req.extensions_mut().insert(principal);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            req.extensions_mut().insert(AuthFailure(e));
         }
     }
     let request_id = req.extensions().get::<crate::audit::RequestId>().map(|r| r.0.clone());
-    let actor = crate::audit::Actor::of(req.extensions().get::<Principal>(), request_id);
-    actor.scope(ep.call(req)).await
+    crate::audit::Actor::of(req.extensions().get::<Principal>(), request_id)
 }
 
 /// Extractor for protected operations: the caller's `Principal`, from a bearer JWT or the session cookie.

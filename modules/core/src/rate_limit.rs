@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use poem::http::{HeaderValue, Method};
@@ -143,12 +143,10 @@ impl RateLimiter {
     }
 }
 
-/// Middleware (inside authentication, so signed-in callers are keyed by user): reads the shared
-/// `Arc<RateLimiter>` from the request data.
-pub async fn limit<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
-    let limiter = req.data::<Arc<RateLimiter>>().filter(|l| l.enabled()).cloned();
-    let class = classify(req.method(), req.uri().path());
-    let (Some(limiter), Some(class)) = (limiter, class) else {
+/// Calls `ep` within `limiter`'s limits (after authentication, so signed-in callers are keyed by user).
+pub async fn limit<E: Endpoint>(ep: &E, req: Request, limiter: &RateLimiter) -> poem::Result<Response> {
+    let class = classify(req.method(), req.uri().path()).filter(|_| limiter.enabled());
+    let Some(class) = class else {
         return ep.call(req).await.map(IntoResponse::into_response);
     };
     let caller = match req.extensions().get::<Principal>() {
