@@ -128,7 +128,6 @@ pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
         .around(move |ep, req| middleware::admit(ep, req, Arc::clone(&gate)))
         .with(CookieJarManager::new())
         // Boxed so the middleware around it does not nest the future types past the compiler's limit.
-        .map_to_response()
         .boxed();
     Ok(with_middleware(routes, ctx.config.served_over_tls()))
 }
