@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use poem::listener::TcpAcceptor;
 use poem::middleware::CookieJarManager;
-use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, Route, Server};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Server};
 use poem_openapi::OpenApiService;
 use portal_core::{store, Config, Context, Job, Result, Store};
 use tokio::net::TcpListener;
@@ -121,15 +121,35 @@ pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
     let spec = api.spec() + "\n";
     let swagger = api.swagger_ui_html();
     let gate = Arc::new(middleware::Gate { authenticator: portal_auth::service(ctx)?, limiter: rate_limiter(ctx) });
-    let routes = Route::new()
-        .nest("/", api)
-        .at("/openapi.json", docs::spec_endpoint(spec))
-        .at("/docs", docs::swagger_endpoint(swagger))
+    let site =
+        Site { api: api.into_endpoint(), spec: docs::spec_endpoint(spec), docs: docs::swagger_endpoint(swagger) };
+    let routes = site
         .around(move |ep, req| middleware::admit(ep, req, Arc::clone(&gate)))
         .with(CookieJarManager::new())
         // Boxed so the middleware around it does not nest the future types past the compiler's limit.
         .boxed();
     Ok(with_middleware(routes, ctx.config.served_over_tls()))
+}
+
+/// The API with its two documents beside it: `/openapi.json` and `/docs` by their exact paths, every other
+/// path to the API. A plain match, where poem's router with the API nested under `/` would look each request
+/// up twice and rewrite its URI on the way in.
+struct Site<A, S, D> {
+    api: A,
+    spec: S,
+    docs: D,
+}
+
+impl<A: Endpoint, S: Endpoint, D: Endpoint> Endpoint for Site<A, S, D> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        match req.uri().path() {
+            "/openapi.json" => self.spec.call(req).await.map(IntoResponse::into_response),
+            "/docs" => self.docs.call(req).await.map(IntoResponse::into_response),
+            _ => self.api.call(req).await.map(IntoResponse::into_response),
+        }
+    }
 }
 
 /// Wraps `ep` in the portal's cross-cutting middleware: the request's own handling (id, body limit, panics
