@@ -410,10 +410,9 @@ impl AuthService {
     /// Sets a new password with a reset (or invitation) token; every session of the user ends.
     pub async fn confirm_password_reset(&self, token: &str, new_password: &str) -> Result<()> {
         let key = sha256(token);
-        let lookup = key;
         let user = self
             .store
-            .read_blocking(|tx| match RESET_TOKENS.get(tx, &lookup)? {
+            .read_blocking(|tx| match RESET_TOKENS.get(tx, &key)? {
                 Some(entry) if Timestamp::now() < entry.expires_at => users::get(tx, entry.user_id),
                 _ => Ok(None),
             })?
