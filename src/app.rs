@@ -126,7 +126,7 @@ pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
     let routes = site
         .around(move |ep, req| middleware::admit(ep, req, Arc::clone(&gate)))
         .with(CookieJarManager::new())
-        // Boxed so the middleware around it does not nest the future types past the compiler's limit.
+        // Boxed: the request's own layer then holds a pointer to this future instead of the future itself.
         .boxed();
     Ok(with_middleware(routes, ctx.config.served_over_tls()))
 }

@@ -1,13 +1,12 @@
-//! Cross-cutting request handling: request id and access log line, security headers, body size limit, and
-//! the error envelope that every failure (including poem's own: unknown route, wrong method, bad JSON, wrong
-//! content type, panics) is rendered in.
+//! Cross-cutting request handling: request id and access log line, security headers, body size limit,
+//! the caller's credentials and rate limit, and the error envelope that every failure (including poem's
+//! own: unknown route, wrong method, bad JSON, wrong content type, panics) is rendered in.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::FutureExt;
-
 use poem::error::{MethodNotAllowedError, NotFoundError, ReadBodyError};
 use poem::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
@@ -37,8 +36,8 @@ fn request_id_of(req: &Request) -> String {
 
 /// Every request's own handling, in one layer (each layer costs a request its own moves of the request
 /// and of the nested futures): an id, echoed in `X-Request-Id` and carried by every log line of the
-/// request; the body size limit; every error and panic in the envelope; the security headers; and the access log
-/// line with method, path, status and latency.
+/// request; the body size limit; every error and panic in the envelope; the security headers; and the
+/// access log line with method, path, status and latency.
 pub async fn handle<E: Endpoint>(ep: Arc<E>, mut req: Request, tls: bool) -> poem::Result<Response> {
     let id = request_id_of(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
