@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use poem::error::MethodNotAllowedError;
+use poem::http::Method;
 use poem::listener::TcpAcceptor;
 use poem::middleware::CookieJarManager;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Server};
@@ -140,14 +142,26 @@ struct Site<A, S, D> {
     docs: D,
 }
 
+enum Document {
+    Spec,
+    Docs,
+}
+
 impl<A: Endpoint, S: Endpoint, D: Endpoint> Endpoint for Site<A, S, D> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        match req.uri().path() {
-            "/openapi.json" => self.spec.call(req).await.map(IntoResponse::into_response),
-            "/docs" => self.docs.call(req).await.map(IntoResponse::into_response),
-            _ => self.api.call(req).await.map(IntoResponse::into_response),
+        let document = match req.uri().path() {
+            "/openapi.json" => Document::Spec,
+            "/docs" => Document::Docs,
+            _ => return self.api.call(req).await.map(IntoResponse::into_response),
+        };
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return Err(MethodNotAllowedError.into());
+        }
+        match document {
+            Document::Spec => self.spec.call(req).await.map(IntoResponse::into_response),
+            Document::Docs => self.docs.call(req).await.map(IntoResponse::into_response),
         }
     }
 }

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::FutureExt;
-use poem::error::{MethodNotAllowedError, NotFoundError, ReadBodyError};
-use poem::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use poem::error::ReadBodyError;
+use poem::http::{header, HeaderName, HeaderValue, Method};
 use poem::{Endpoint, IntoResponse, Request, Response};
-use poem_openapi::error::{ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError};
 use portal_core::auth::SharedAuthenticator;
 use portal_core::config::BODY_LIMIT_BYTES;
 use portal_core::rate_limit::RateLimiter;
-use portal_core::{Error, ErrorCode};
+use portal_core::Error;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -108,7 +107,7 @@ async fn limit_body(req: &mut Request) -> Result<(), Error> {
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(len) if len > BODY_LIMIT_BYTES as u64 => Err(too_large()),
+        Some(len) if len > BODY_LIMIT_BYTES as u64 => Err(Error::payload_too_large()),
         Some(_) => Ok(()),
         None if req.method() == Method::GET || req.method() == Method::HEAD => Ok(()),
         // Boxed: the body read is a large future, and most requests never get here.
@@ -119,60 +118,16 @@ async fn limit_body(req: &mut Request) -> Result<(), Error> {
 /// Reads a body of unknown length, up to the limit, and puts it back into the request.
 async fn read_body_within_limit(req: &mut Request) -> Result<(), Error> {
     let bytes = req.take_body().into_bytes_limit(BODY_LIMIT_BYTES).await.map_err(|e| match e {
-        ReadBodyError::PayloadTooLarge => too_large(),
+        ReadBodyError::PayloadTooLarge => Error::payload_too_large(),
         other => Error::bad_request(format!("cannot read the request body: {other}")),
     })?;
     req.set_body(bytes);
     Ok(())
 }
 
-fn too_large() -> Error {
-    Error::new(ErrorCode::PayloadTooLarge, format!("request body exceeds {BODY_LIMIT_BYTES} bytes"))
-}
-
-/// Maps any `poem::Error` to the envelope: ours render themselves, poem's and poem-openapi's get the
-/// matching code, anything else is an internal error whose details stay in the log.
+/// Maps any `poem::Error` to the envelope (see [`Error::from_poem`]).
 pub fn render_error(err: poem::Error) -> Response {
-    if let Some(ours) = err.downcast_ref::<Error>() {
-        return ours.as_response_envelope();
-    }
-    let status = err.status();
-    let ours = if err.is::<NotFoundError>() {
-        Error::new(ErrorCode::NotFound, "no such route")
-    } else if err.is::<MethodNotAllowedError>() {
-        Error::new(ErrorCode::MethodNotAllowed, "method not allowed for this route")
-    } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
-        Error::invalid(e.name, e.reason.clone())
-    } else if err.is::<ParsePathError>() {
-        Error::new(ErrorCode::NotFound, "no such object")
-    } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
-        payload_error(&e.reason)
-    } else if let Some(e) = err.downcast_ref::<ContentTypeError>() {
-        Error::new(ErrorCode::UnsupportedMediaType, format!("{e}; send application/json"))
-    } else {
-        match status {
-            StatusCode::NOT_FOUND => Error::new(ErrorCode::NotFound, "no such route"),
-            StatusCode::METHOD_NOT_ALLOWED => Error::new(ErrorCode::MethodNotAllowed, "method not allowed"),
-            StatusCode::UNAUTHORIZED => Error::unauthorized("missing or invalid credentials"),
-            StatusCode::FORBIDDEN => Error::forbidden("forbidden"),
-            StatusCode::PAYLOAD_TOO_LARGE => too_large(),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => Error::new(ErrorCode::UnsupportedMediaType, "send application/json"),
-            s if s.is_client_error() => Error::bad_request(err.to_string()),
-            _ => Error::internal(err.to_string()),
-        }
-    };
-    ours.as_response_envelope()
-}
-
-/// A body that is not JSON at all is a 400; JSON of the wrong shape is a 422 with the reason.
-fn payload_error(reason: &str) -> Error {
-    let syntax = ["expected", "EOF", "trailing", "invalid", "key must be a string", "control character"];
-    if reason.contains("line") && reason.contains("column") && syntax.iter().any(|s| reason.contains(s)) {
-        Error::bad_request(format!("the request body is not valid JSON: {reason}"))
-    } else {
-        Error::new(ErrorCode::ValidationFailed, format!("the request body does not match the schema: {reason}"))
-            .with_detail("body", reason.to_string())
-    }
+    Error::from_poem(err).as_response_envelope()
 }
 
 /// A panic in a handler: a 500 envelope, details only in the log.

@@ -27,6 +27,45 @@ async fn wrong_method_is_405_envelope() {
     app.send(app.request(Method::DELETE, "/health")).await.assert_error(405, "method_not_allowed");
 }
 
+/// With the production defaults (rate limits on): unknown paths, files under `/docs`, wrong methods on the
+/// two documents and on API routes all answer in the envelope with the security headers, signed in or not.
+#[tokio::test]
+async fn every_unknown_route_answers_in_the_envelope_with_rate_limits_on() {
+    let app = TestApp::spawn_with(|c| c.rate_limit.mode = portal_core::config::RateLimitMode::On).await;
+    let token = app.admin_token().await;
+    let cases = [
+        (Method::GET, "/no-such-path", 404, "not_found"),
+        (Method::GET, "/docs/", 404, "not_found"),
+        (Method::GET, "/docs/swagger-ui.css", 404, "not_found"),
+        (Method::GET, "/docs/index.html", 404, "not_found"),
+        (Method::GET, "/openapi.json/x", 404, "not_found"),
+        (Method::POST, "/openapi.json", 405, "method_not_allowed"),
+        (Method::DELETE, "/docs", 405, "method_not_allowed"),
+        (Method::PUT, "/health", 405, "method_not_allowed"),
+        (Method::PATCH, "/customers", 405, "method_not_allowed"),
+    ];
+    for (method, path, status, code) in cases {
+        for bearer in [None, Some(token.as_str())] {
+            let mut req = app.request(method.clone(), path);
+            if let Some(token) = bearer {
+                req = req.bearer_auth(token);
+            }
+            let reply = app.send(req).await;
+            reply.assert_error(status, code);
+            assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{method} {path}");
+            assert_eq!(reply.header("x-frame-options"), Some("DENY"), "{method} {path}");
+            assert!(reply.header("content-security-policy").is_some(), "{method} {path}");
+            assert!(reply.header("x-request-id").is_some(), "{method} {path}");
+        }
+    }
+    // The documents themselves still answer.
+    let spec = app.get("/openapi.json").await;
+    assert_eq!(spec.status, 200);
+    assert!(spec.json()["paths"]["/customers"].is_object());
+    let docs = app.send(app.request(Method::HEAD, "/docs")).await;
+    assert_eq!(docs.status, 200);
+}
+
 #[tokio::test]
 async fn two_mib_body_is_413_envelope_with_or_without_content_length() {
     let app = TestApp::spawn().await;
@@ -65,10 +104,11 @@ struct Fixture;
 impl Fixture {
     #[oai(path = "/echo", method = "post")]
     async fn echo(&self, body: JsonBody<Echo>) -> Result<Json<Echo>, Error> {
+        let body = body.into_inner()?;
         if body.count > 10 {
             return Err(Error::invalid("count", "must be at most 10"));
         }
-        Ok(Json(body.0))
+        Ok(Json(body))
     }
 
     #[oai(path = "/items", method = "get")]

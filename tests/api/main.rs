@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod backup;
 mod billing;
+mod contract;
 mod crash;
 mod customers;
 mod errors;

@@ -39,3 +39,32 @@ fn every_operation_documents_the_error_envelope() {
         }
     }
 }
+
+/// Client generators (openapi-python-client among them) drop operations whose schemas reach an enum
+/// through `allOf`, which poem-openapi emits for a documented field of a named type. Such a field's text
+/// belongs on its type.
+#[test]
+fn no_schema_wraps_a_reference_in_all_of() {
+    fn visit(value: &serde_json::Value, at: &str, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map.contains_key("allOf") {
+                    found.push(at.to_string());
+                }
+                for (key, v) in map {
+                    visit(v, &format!("{at}/{key}"), found);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    visit(v, &format!("{at}/{i}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let doc: serde_json::Value = serde_json::from_str(COMMITTED).unwrap();
+    let mut found = Vec::new();
+    visit(&doc, "", &mut found);
+    assert!(found.is_empty(), "move these fields' docs onto their types: {found:#?}");
+}

@@ -457,10 +457,11 @@ async fn payment_endpoints_check_access_and_need_stripe() {
     let admin = plain.admin_token().await;
     let c = customer(&plain, &admin, "Plain Co", json!({"monthly_fee": 10})).await;
     let user = user_token(&plain, &admin, &c, "plain@plain.example.com").await;
+    let c_invoice = invoice(&plain, &admin, &c).await["id"].clone();
     for (method, path, body) in [
         (Method::POST, "/billing/payment-methods/setup".to_string(), Some(json!({}))),
         (Method::GET, format!("/billing/payment-methods/customer/{c}"), None),
-        (Method::POST, "/billing/pay-invoice".to_string(), Some(json!({"invoice_id": a_invoice}))),
+        (Method::POST, "/billing/pay-invoice".to_string(), Some(json!({"invoice_id": c_invoice}))),
     ] {
         let e = plain.call(method, &path, &user, body).await.assert_error(503, "upstream_unavailable");
         assert!(e["message"].as_str().unwrap().contains("STRIPE_SECRET_KEY"), "{e}");

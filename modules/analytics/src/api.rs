@@ -7,7 +7,7 @@ use poem_openapi::{ApiResponse, OpenApi, Tags};
 use portal_core::error::Validation;
 use portal_core::ids::CustomerId;
 use portal_core::responses::NoContent;
-use portal_core::{Auth, Error, JsonBody, Principal, Result, Store, Timestamp};
+use portal_core::{Admin, Auth, Error, JsonBody, Principal, Result, Store, Timestamp};
 use portal_customers::service::{get_listed, record_for};
 
 use crate::events::{self, Candidate, Event};
@@ -178,7 +178,7 @@ impl AnalyticsApi {
                     }
                 }
                 get_listed(tx, id)?;
-                let events = check_batch(&body.0, now)?;
+                let events = check_batch(body.get()?, now)?;
                 crate::local::store_events(tx, id, &events)?;
                 Ok(events.len() as u64)
             })
@@ -191,9 +191,8 @@ impl AnalyticsApi {
     /// A key lets an app or a pipeline send this customer's events as `X-Ingest-Key`. The secret is
     /// answered once; only its hash is stored.
     #[oai(path = "/customer/:customer_id/ingest-keys", method = "post")]
-    async fn create_key(&self, auth: Auth, customer_id: Path<CustomerId>) -> Result<KeyCreated> {
-        auth.0.require_admin()?;
-        let (id, by) = (customer_id.0, auth.0.user_id);
+    async fn create_key(&self, admin: Admin, customer_id: Path<CustomerId>) -> Result<KeyCreated> {
+        let (id, by) = (customer_id.0, admin.0.user_id);
         let (key, secret) = self
             .store
             .write(move |tx| {
@@ -215,11 +214,10 @@ impl AnalyticsApi {
     #[oai(path = "/customer/:customer_id/ingest-keys/:key_id", method = "delete")]
     async fn revoke_key(
         &self,
-        auth: Auth,
+        _admin: Admin,
         customer_id: Path<CustomerId>,
         key_id: Path<IngestKeyId>,
     ) -> Result<NoContent> {
-        auth.0.require_admin()?;
         let (id, key) = (customer_id.0, key_id.0);
         self.store.write(move |tx| keys::revoke(tx, id, key)).await?;
         Ok(NoContent::NoContent)

@@ -7,7 +7,7 @@ use poem_openapi::param::Query;
 use poem_openapi::{Object, OpenApi, Tags};
 use portal_core::audit::{self, AuditId, Entry, Filter};
 use portal_core::ids::{CustomerId, UserId};
-use portal_core::{Auth, Context, Error, ListResponse, Module, PageRequest, Result, Role, Store, Timestamp};
+use portal_core::{Admin, Context, Error, ListResponse, Module, PageRequest, Result, Role, Store, Timestamp};
 use redb::WriteTransaction;
 
 pub struct AuditModule;
@@ -88,8 +88,8 @@ impl AuditApi {
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
+        _admin: Admin,
         req: &Request,
-        auth: Auth,
         customer_id: Query<Option<CustomerId>>,
         object_id: Query<Option<String>>,
         user_id: Query<Option<UserId>>,
@@ -97,7 +97,6 @@ impl AuditApi {
         limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> Result<ListResponse<AuditEntryView>> {
-        auth.0.require_admin()?;
         let page = PageRequest::<AuditId>::parse(limit.0, cursor.0.as_deref())?;
         if object_id.0.as_ref().is_some_and(|o| o.is_empty() || o.len() > 255) {
             return Err(Error::invalid("object_id", "must be 1 to 255 characters"));

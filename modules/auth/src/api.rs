@@ -328,6 +328,7 @@ impl AuthApi {
     /// `PORTAL_REGISTRATION=closed` (403).
     #[oai(path = "/register", method = "post")]
     async fn register(&self, body: JsonBody<RegisterRequest>) -> Result<RegisterResponse, Error> {
+        let body = body.into_inner()?;
         let user = self.service.register(&body.email, &body.password, &body.name).await?;
         Ok(RegisterResponse::Created(Json((&user).into())))
     }
@@ -339,6 +340,7 @@ impl AuthApi {
     /// in the same time.
     #[oai(path = "/login", method = "post")]
     async fn login(&self, body: JsonBody<LoginRequest>, jar: &CookieJar) -> Result<Json<LoginResult>, Error> {
+        let body = body.into_inner()?;
         let sign_in = self.service.login(&body.email, &body.password).await?;
         Ok(Json(self.signed_in(sign_in, jar)))
     }
@@ -360,6 +362,7 @@ impl AuthApi {
     /// the whole session.
     #[oai(path = "/refresh", method = "post")]
     async fn refresh(&self, body: JsonBody<RefreshRequest>, auth: MaybeAuth) -> Result<Json<TokenResponse>, Error> {
+        let body = body.into_inner()?;
         let issued = match (&body.refresh_token, auth.0) {
             (Some(token), _) => self.service.refresh(token).await?,
             (None, Some(caller)) if caller.credential == portal_core::auth::Credential::Cookie => {
@@ -378,6 +381,7 @@ impl AuthApi {
     /// valid for 30 minutes.
     #[oai(path = "/password-reset", method = "post")]
     async fn password_reset(&self, body: JsonBody<PasswordResetRequest>) -> Result<Accepted, Error> {
+        let body = body.into_inner()?;
         self.service.request_password_reset(&body.email);
         Ok(Accepted::Accepted)
     }
@@ -387,6 +391,7 @@ impl AuthApi {
     /// The token works once; every session of the user ends.
     #[oai(path = "/password-reset/confirm", method = "post")]
     async fn password_reset_confirm(&self, body: JsonBody<PasswordResetConfirm>) -> Result<NoContent, Error> {
+        let body = body.into_inner()?;
         self.service.confirm_password_reset(&body.token, &body.new_password).await?;
         Ok(NoContent::NoContent)
     }
@@ -403,6 +408,7 @@ impl AuthApi {
         auth: MaybeAuth,
         jar: &CookieJar,
     ) -> Result<Json<VerifyTwoFactorResult>, Error> {
+        let body = body.into_inner()?;
         match (&body.challenge_token, auth.0) {
             (Some(challenge), _) => {
                 let issued = self.service.verify_challenge(challenge, &body.code).await?;
@@ -444,7 +450,7 @@ impl AuthApi {
     /// phone belongs to an account.
     #[oai(path = "/request-code", method = "post")]
     async fn request_code(&self, body: JsonBody<RequestCodeRequest>) -> Result<Accepted, Error> {
-        let body = body.0;
+        let body = body.into_inner()?;
         let (email, phone) = identifier(body.email, body.phone)?;
         let channel = match body.channel {
             CodeChannel::Email => Channel::Email,
@@ -463,7 +469,7 @@ impl AuthApi {
         body: JsonBody<VerifyCodeRequest>,
         jar: &CookieJar,
     ) -> Result<Json<LoginResult>, Error> {
-        let body = body.0;
+        let body = body.into_inner()?;
         let (email, phone) = identifier(body.email, body.phone)?;
         let sign_in = self.service.verify_code(email, phone, &body.code).await?;
         Ok(Json(self.signed_in(sign_in, jar)))

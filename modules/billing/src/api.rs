@@ -6,7 +6,9 @@ use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 use portal_core::ids::CustomerId;
-use portal_core::{idempotency, Auth, Error, JsonBody, ListResponse, PageRequest, Result, SerdeJson, Store, Timestamp};
+use portal_core::{
+    idempotency, Admin, Auth, Error, JsonBody, ListResponse, PageRequest, PutBody, Result, SerdeJson, Store, Timestamp,
+};
 use portal_proposals::model::ProposalId;
 use serde::Serialize;
 
@@ -46,6 +48,7 @@ struct InfrastructureCostsRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
 #[oai(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
+/// How the money of a payment recorded by hand arrived.
 enum ManualPaymentMethod {
     BankTransfer,
     Paypal,
@@ -56,7 +59,6 @@ enum ManualPaymentMethod {
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields)]
 struct MarkPaidRequest {
-    /// How the money arrived.
     payment_method: ManualPaymentMethod,
     /// When it arrived; default now.
     paid_date: Option<Timestamp>,
@@ -103,8 +105,7 @@ impl BillingApi {
     /// Revenue collected (all time, this month), outstanding and overdue amounts and counts, MRR and ARR
     /// per currency; invoices and customers by status.
     #[oai(path = "/stats", method = "get")]
-    async fn stats(&self, auth: Auth) -> Result<Json<BillingStats>> {
-        auth.0.require_admin()?;
+    async fn stats(&self, _admin: Admin) -> Result<Json<BillingStats>> {
         Ok(Json(self.store.read(|tx| stats::stats(tx, Timestamp::now())).await?))
     }
 
@@ -174,16 +175,17 @@ impl BillingApi {
 
     /// Set an invoice's infrastructure costs (admin)
     ///
-    /// Recomputes `total_amount`. Only draft, pending or overdue invoices (409 otherwise).
+    /// Recomputes `total_amount`. Only draft, pending or overdue invoices (409 otherwise). Also takes the
+    /// invoice as `GET /billing/invoices/{id}` gives it, with only `infrastructure_costs` changed.
     #[oai(path = "/invoices/:invoice_id/infrastructure-costs", method = "put")]
     async fn infrastructure_costs(
         &self,
-        auth: Auth,
+        admin: Admin,
         invoice_id: Path<InvoiceId>,
-        body: JsonBody<InfrastructureCostsRequest>,
+        body: PutBody<InfrastructureCostsRequest, InvoiceView>,
     ) -> Result<Json<InvoiceView>> {
-        auth.0.require_admin()?;
-        let costs = body.0.infrastructure_costs;
+        let current = self.store.read_blocking(|tx| invoices::visible(tx, &admin.0, invoice_id.0))?;
+        let costs = body.into_inner(&InvoiceView::from(&current))?.infrastructure_costs;
         let invoice = self.store.write(move |tx| invoices::set_infrastructure_costs(tx, invoice_id.0, costs)).await?;
         Ok(Json((&invoice).into()))
     }
@@ -192,8 +194,7 @@ impl BillingApi {
     ///
     /// Paid and cancelled invoices never change (409).
     #[oai(path = "/invoices/:invoice_id/cancel", method = "post")]
-    async fn cancel(&self, auth: Auth, invoice_id: Path<InvoiceId>) -> Result<Json<InvoiceView>> {
-        auth.0.require_admin()?;
+    async fn cancel(&self, _admin: Admin, invoice_id: Path<InvoiceId>) -> Result<Json<InvoiceView>> {
         let invoice = self.store.write(move |tx| invoices::cancel(tx, invoice_id.0)).await?;
         Ok(Json((&invoice).into()))
     }
@@ -205,12 +206,11 @@ impl BillingApi {
     #[oai(path = "/invoices/:invoice_id/mark-paid", method = "post")]
     async fn mark_paid(
         &self,
-        auth: Auth,
+        _admin: Admin,
         invoice_id: Path<InvoiceId>,
         body: JsonBody<MarkPaidRequest>,
     ) -> Result<Json<InvoiceView>> {
-        auth.0.require_admin()?;
-        let body = body.0;
+        let body = body.into_inner()?;
         let now = Timestamp::now();
         let paid_at = body.paid_date.unwrap_or(now);
         if paid_at > now {
@@ -270,14 +270,13 @@ impl BillingApi {
     #[oai(path = "/generate-from-proposal", method = "post")]
     async fn generate_from_proposal(
         &self,
-        auth: Auth,
+        admin: Admin,
         body: JsonBody<GenerateFromProposalRequest>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<Generated> {
-        auth.0.require_admin()?;
-        let body = body.0;
+        let body = body.into_inner()?;
         let op = "POST /billing/generate-from-proposal";
-        let claim = idempotency::begin(&self.store, auth.0.user_id, op, idempotency_key.0.as_deref(), &body).await?;
+        let claim = idempotency::begin(&self.store, admin.0.user_id, op, idempotency_key.0.as_deref(), &body).await?;
         if let Some((_, views)) = claim.replayed::<Vec<InvoiceView>>()? {
             return Ok(Generated::Created(Json(views)));
         }
@@ -305,12 +304,11 @@ impl BillingApi {
     #[oai(path = "/generate-recurring", method = "post")]
     async fn generate_recurring(
         &self,
-        auth: Auth,
+        admin: Admin,
         body: JsonBody<GenerateRecurringRequest>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<GeneratedOne> {
-        auth.0.require_admin()?;
-        let body = body.0;
+        let body = body.into_inner()?;
         let start = match &body.period_start {
             Some(s) => Some(
                 s.parse::<NaiveDate>().map_err(|_| Error::invalid("period_start", "must be a date like 2026-11-01"))?,
@@ -318,7 +316,7 @@ impl BillingApi {
             None => None,
         };
         let op = "POST /billing/generate-recurring";
-        let claim = idempotency::begin(&self.store, auth.0.user_id, op, idempotency_key.0.as_deref(), &body).await?;
+        let claim = idempotency::begin(&self.store, admin.0.user_id, op, idempotency_key.0.as_deref(), &body).await?;
         if let Some((_, view)) = claim.replayed::<InvoiceView>()? {
             return Ok(GeneratedOne::Created(Json(view)));
         }

@@ -16,6 +16,8 @@ portal_core::id_type!(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Enum)]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
+/// Where an invoice stands: `draft`, `pending` (issued, waiting for payment), `paid`, `overdue` (a pending
+/// invoice past its due date) or `cancelled`.
 pub enum InvoiceStatus {
     Draft,
     Pending,

@@ -77,7 +77,7 @@ impl PaymentsApi {
     async fn setup(&self, auth: Auth, body: JsonBody<SetupRequest>) -> Result<Json<SetupIntentView>> {
         let stripe = self.stripe()?;
         let caller = auth.0;
-        let customer = match (caller.is_admin(), body.0.customer_id) {
+        let customer = match (caller.is_admin(), body.into_inner()?.customer_id) {
             (true, Some(id)) => id,
             (true, None) => return Err(Error::invalid("customer_id", "admins name the customer")),
             (false, named) => {
@@ -141,11 +141,11 @@ impl PaymentsApi {
         body: JsonBody<PayInvoiceRequest>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<PayInvoiceResponse> {
-        let stripe = self.stripe()?;
-        let body = body.0;
+        let body = body.into_inner()?;
         let caller = auth.0;
         let invoice_id = body.invoice_id;
         let invoice = self.store.read_blocking(|tx| invoices::visible(tx, &caller, invoice_id))?;
+        let stripe = self.stripe()?;
         let claim = idempotency::begin(
             &self.store,
             caller.user_id,

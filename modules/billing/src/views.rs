@@ -46,7 +46,6 @@ pub struct InvoiceView {
     pub proposal_id: Option<ProposalId>,
     /// `INV-YYYY-NNNNNN`, sequential and gapless per year.
     pub invoice_number: String,
-    /// A pending invoice past its due date is `overdue`.
     pub status: InvoiceStatus,
     pub amount: f64,
     pub tax_amount: f64,
@@ -214,10 +213,10 @@ pub struct BillingOverview {
     pub billing_settings: BillingSummary,
 }
 
-/// The answer of `POST /billing/pay-invoice`.
+/// The answer of `POST /billing/pay-invoice`: the invoice after the payment (`paid` when `status` is
+/// `succeeded`) and Stripe's PaymentIntent.
 #[derive(Debug, Clone, Object)]
 pub struct PaymentView {
-    /// The invoice after the payment (`paid` when `status` is `succeeded`).
     pub invoice: InvoiceView,
     /// Stripe's PaymentIntent.
     pub payment_intent_id: String,

@@ -167,13 +167,47 @@ impl<'a> ApiExtractor<'a> for Auth {
         _body: &mut poem::RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        if let Some(principal) = req.extensions().get::<Principal>() {
-            return Ok(Auth(principal.clone()));
-        }
-        match req.extensions().get::<AuthFailure>() {
-            Some(AuthFailure(e)) => Err(e.clone().into()),
-            None => Err(Error::unauthorized("sign in first: send a bearer token or the session cookie").into()),
-        }
+        Ok(Auth(signed_in(req)?))
+    }
+}
+
+/// The caller resolved by [`identify`], or the 401 its credentials earned.
+fn signed_in(req: &Request) -> Result<Principal> {
+    if let Some(principal) = req.extensions().get::<Principal>() {
+        return Ok(principal.clone());
+    }
+    match req.extensions().get::<AuthFailure>() {
+        Some(AuthFailure(e)) => Err(e.clone()),
+        None => Err(Error::unauthorized("sign in first: send a bearer token or the session cookie")),
+    }
+}
+
+/// Extractor for admin-only operations: 401 without good credentials, 403 for everyone but admins. Put
+/// first among an operation's arguments, it refuses before any parameter or body is looked at, so a
+/// caller who may not use the operation never learns its schema.
+pub struct Admin(pub Principal);
+
+impl<'a> ApiExtractor<'a> for Admin {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        register_schemes(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec![BEARER_SCHEME, COOKIE_SCHEME]
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _body: &mut poem::RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let principal = signed_in(req)?;
+        principal.require_admin()?;
+        Ok(Admin(principal))
     }
 }
 

@@ -2,27 +2,37 @@
 //! poem-openapi's `Json<T>`, but answers a body of the wrong shape with a 422 whose `details` name each bad
 //! field (`"address.country": "is required"`, `"status": "must be one of: active, inactive"`), checked
 //! against `T`'s own schema, instead of one message about the whole body. Bodies that are not JSON at all
-//! answer 400.
+//! answer 400, bodies that are not sent as JSON 415.
+//!
+//! The body's verdict is held back until the handler asks for it with [`JsonBody::into_inner`], after it
+//! checked who the caller is and what it may touch: the order of refusals is 401, then 403/404, then
+//! 400/415/422, so that a caller who may not use an operation never learns its schema.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Deref;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use poem::{FromRequest, Request, RequestBody};
 use poem_openapi::payload::{ParsePayload, Payload};
-use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseFromJSON, Type};
+use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde_json::Value;
 
 use crate::error::{Error, ErrorCode};
 
+/// The request body, parsed, or why it was refused. See the module docs.
 #[derive(Debug, Clone)]
-pub struct JsonBody<T>(pub T);
+pub struct JsonBody<T>(Result<T, Error>);
 
-impl<T> Deref for JsonBody<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
+impl<T> JsonBody<T> {
+    /// The body, or the 400/415/422 it earned. Call it once the caller's access is settled.
+    pub fn into_inner(self) -> Result<T, Error> {
+        self.0
+    }
+
+    /// [`into_inner`](Self::into_inner) by reference, for closures that may run more than once.
+    pub fn get(&self) -> Result<&T, Error> {
+        self.0.as_ref().map_err(Clone::clone)
     }
 }
 
@@ -30,9 +40,7 @@ impl<T: Type> Payload for JsonBody<T> {
     const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
 
     fn check_content_type(content_type: &str) -> bool {
-        content_type.parse::<mime::Mime>().is_ok_and(|m| {
-            m.type_() == "application" && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
-        })
+        is_json(content_type)
     }
 
     fn schema_ref() -> MetaSchemaRef {
@@ -48,27 +56,96 @@ impl<T: ParseFromJSON> ParsePayload for JsonBody<T> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let data = Vec::<u8>::from_request(request, body).await?;
-        let value: Value = serde_json::from_slice(&data)
-            .map_err(|e| Error::bad_request(format!("the request body is not valid JSON: {e}")))?;
-        let shape = shape_of::<T>();
-        let mut problems = BTreeMap::new();
-        check(&shape.registry, &shape.root, &value, "", &mut problems);
-        if !problems.is_empty() {
-            return Err(invalid(problems).into());
-        }
-        T::parse_from_json(Some(value)).map(JsonBody).map_err(|e| {
-            let message = e.into_message();
-            let mut problems = BTreeMap::new();
-            problems.insert(field_named_in(&message).unwrap_or_else(|| "body".into()), Value::String(message));
-            invalid(problems).into()
-        })
+        let data = <Vec<u8> as FromRequest>::from_request(request, body).await?;
+        Ok(JsonBody(parse::<T>(&data)))
     }
 }
 
-poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: ParseFromJSON);
+/// Documented like poem-openapi's payloads, but the content type is judged with the body, later.
+impl<'a, T: ParseFromJSON> ApiExtractor<'a> for JsonBody<T> {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+    type ParamType = ();
+    type ParamRawType = ();
 
-fn invalid(problems: BTreeMap<String, Value>) -> Error {
+    fn register(registry: &mut Registry) {
+        <Self as Payload>::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: vec![MetaMediaType {
+                content_type: <Self as Payload>::CONTENT_TYPE,
+                schema: <Self as Payload>::schema_ref(),
+            }],
+            required: <Self as ParsePayload>::IS_REQUIRED,
+        })
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        match refused_content_type(request) {
+            Some(refusal) => Ok(JsonBody(Err(refusal))),
+            None => <Self as ParsePayload>::from_request(request, body).await,
+        }
+    }
+}
+
+/// Why a body with this request's content type is refused (415), if it is.
+pub(crate) fn refused_content_type(request: &Request) -> Option<Error> {
+    let why = match request.content_type() {
+        Some(content_type) if is_json(content_type) => return None,
+        Some(content_type) => format!("unsupported content type `{content_type}`; send application/json"),
+        None => "the request has no content type; send application/json".to_string(),
+    };
+    Some(Error::new(ErrorCode::UnsupportedMediaType, why))
+}
+
+/// `application/json` or `application/…+json`, with any parameters.
+fn is_json(content_type: &str) -> bool {
+    content_type
+        .parse::<mime::Mime>()
+        .is_ok_and(|m| m.type_() == "application" && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json")))
+}
+
+/// JSON of `T`'s shape, or the 400/422 naming what is wrong.
+fn parse<T: ParseFromJSON>(data: &[u8]) -> Result<T, Error> {
+    parse_value(parse_json(data)?)
+}
+
+/// Any JSON, or a 400.
+pub(crate) fn parse_json(data: &[u8]) -> Result<Value, Error> {
+    serde_json::from_slice(data).map_err(|e| Error::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+/// `value` as a `T`, or the 422 naming each field that does not fit `T`'s schema.
+pub(crate) fn parse_value<T: ParseFromJSON>(value: Value) -> Result<T, Error> {
+    let shape = shape_of::<T>();
+    let mut problems = BTreeMap::new();
+    check(&shape.registry, &shape.root, &value, "", &mut problems);
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    T::parse_from_json(Some(value)).map_err(|e| {
+        let message = e.into_message();
+        let mut problems = BTreeMap::new();
+        problems.insert(field_named_in(&message).unwrap_or_else(|| "body".into()), Value::String(message));
+        invalid(problems)
+    })
+}
+
+/// The names of the top-level properties of object type `T`.
+pub(crate) fn property_names<T: Type>() -> Vec<&'static str> {
+    let shape = shape_of::<T>();
+    resolve(&shape.registry, &shape.root)
+        .map(|s| s.properties.iter().map(|(name, _)| *name).collect())
+        .unwrap_or_default()
+}
+
+pub(crate) fn invalid(problems: BTreeMap<String, Value>) -> Error {
     let names: Vec<&str> = problems.keys().map(String::as_str).collect();
     Error::new(ErrorCode::ValidationFailed, format!("invalid field(s): {}", names.join(", "))).with_details(problems)
 }

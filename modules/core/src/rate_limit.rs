@@ -161,7 +161,8 @@ pub async fn limit<E: Endpoint>(ep: &E, req: Request, limiter: &RateLimiter) -> 
         Decision::Allowed { limit, remaining } => {
             let mut resp = match ep.call(req).await {
                 Ok(output) => output.into_response(),
-                Err(err) => err.into_response(),
+                // Rendered here (not left to the outer layer) so that the limit headers go on it too.
+                Err(err) => poem::error::ResponseError::as_response(&Error::from_poem(err)),
             };
             set_headers(&mut resp, limit, remaining);
             Ok(resp)

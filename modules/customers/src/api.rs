@@ -12,7 +12,9 @@ use portal_core::error::Validation;
 use portal_core::idempotency;
 use portal_core::ids::{CustomerId, UserId};
 use portal_core::money::to_major;
-use portal_core::{Auth, JsonBody, JsonObject, ListResponse, PageRequest, Result, Role, Store, Timestamp};
+use portal_core::{
+    Admin, Auth, JsonBody, JsonObject, ListResponse, PageRequest, PutBody, Result, Role, Store, Timestamp,
+};
 use serde::Serialize;
 
 use crate::dependents::Dependents;
@@ -178,8 +180,8 @@ struct AddressPatch {
     country: Option<String>,
 }
 
-/// Billing settings to set; left out fields keep their values (or the defaults), `null` clears an
-/// optional field.
+/// Billing settings to set; left out fields keep their values, `null` clears an optional field. A new
+/// customer's defaults: manual, monthly, fee 0, USD, day 1, no auto charge, tax 0, 30 days to pay.
 #[derive(Debug, Clone, Default, Object, Serialize)]
 #[oai(deny_unknown_fields)]
 struct BillingSettingsInput {
@@ -230,7 +232,6 @@ struct CreateCustomerRequest {
     /// 1–200 characters.
     #[oai(validator(max_length = 1024))]
     company_name: String,
-    /// Default `onboarding`.
     status: Option<CustomerStatus>,
     #[oai(validator(max_length = 254))]
     billing_email: String,
@@ -244,7 +245,6 @@ struct CreateCustomerRequest {
     firebase_project_id: Option<String>,
     #[oai(validator(max_length = 255))]
     stripe_customer_id: Option<String>,
-    /// Defaults: manual, monthly, fee 0, USD, day 1, no auto charge, tax 0, 30 days to pay.
     billing_settings: Option<BillingSettingsInput>,
 }
 
@@ -342,14 +342,13 @@ impl CustomersApi {
     #[oai(path = "/", method = "post")]
     async fn create(
         &self,
-        auth: Auth,
+        admin: Admin,
         body: JsonBody<CreateCustomerRequest>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<CreatedCustomer> {
-        auth.0.require_admin()?;
-        let body = body.0;
+        let body = body.into_inner()?;
         let claim =
-            idempotency::begin(&self.store, auth.0.user_id, "POST /customers", idempotency_key.0.as_deref(), &body)
+            idempotency::begin(&self.store, admin.0.user_id, "POST /customers", idempotency_key.0.as_deref(), &body)
                 .await?;
         if let Some((_, view)) = claim.replayed::<CustomerView>()? {
             return Ok(CreatedCustomer::Created(Json(view)));
@@ -395,15 +394,14 @@ impl CustomersApi {
     #[allow(clippy::too_many_arguments)] // one argument per documented query parameter
     async fn list(
         &self,
+        _admin: Admin,
         req: &Request,
-        auth: Auth,
         limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
         status: Query<Option<CustomerStatus>>,
         q: Query<Option<String>>,
         archived: Query<Option<bool>>,
     ) -> Result<ListResponse<CustomerView>> {
-        auth.0.require_admin()?;
         let page = PageRequest::<CustomerId>::parse(limit.0, cursor.0.as_deref())?;
         let filter = CustomerFilter { status: status.0, query: q.0, archived: archived.0.unwrap_or(false) };
         let fetch = page.fetch();
@@ -432,15 +430,19 @@ impl CustomersApi {
     /// Update a customer (admin or its users)
     ///
     /// Partial. Customer users may change only the contact fields (name, phone, address, billing_email);
-    /// another field with a new value → 403 naming it.
+    /// another field with a new value → 403 naming it. Takes the customer as the GET gives it: read-only
+    /// fields (`id`, `billing_settings`, `created_at` …) are ignored when unchanged, a changed one → 422
+    /// naming it.
     #[oai(path = "/:customer_id", method = "put")]
     async fn update(
         &self,
         auth: Auth,
         customer_id: Path<CustomerId>,
-        body: JsonBody<UpdateCustomerRequest>,
+        body: PutBody<UpdateCustomerRequest, CustomerView>,
     ) -> Result<Json<CustomerView>> {
-        let body = body.0;
+        // A customer the caller cannot see is a 404 whatever the body says.
+        let current = self.store.read_blocking(|tx| service::record_for(tx, &auth.0, customer_id.0))?;
+        let body = body.into_inner(&CustomerView::from(&current))?;
         let change = CustomerChange {
             name: body.name,
             company_name: body.company_name,
@@ -470,8 +472,7 @@ impl CustomersApi {
     /// `POST /customers/{id}/restore` brings it back). A customer with none is deleted with its users,
     /// billing settings and draft data. The answer says which happened.
     #[oai(path = "/:customer_id", method = "delete")]
-    async fn delete(&self, auth: Auth, customer_id: Path<CustomerId>) -> Result<Json<CustomerDeletion>> {
-        auth.0.require_admin()?;
+    async fn delete(&self, _admin: Admin, customer_id: Path<CustomerId>) -> Result<Json<CustomerDeletion>> {
         let dependents = Arc::clone(&self.dependents);
         let id = customer_id.0;
         let removal = self.store.write(move |tx| service::remove(tx, id, &dependents)).await?;
@@ -486,8 +487,7 @@ impl CustomersApi {
     ///
     /// Lists it again and lets its users sign in again.
     #[oai(path = "/:customer_id/restore", method = "post")]
-    async fn restore(&self, auth: Auth, customer_id: Path<CustomerId>) -> Result<Json<CustomerView>> {
-        auth.0.require_admin()?;
+    async fn restore(&self, _admin: Admin, customer_id: Path<CustomerId>) -> Result<Json<CustomerView>> {
         let record = self.store.write(move |tx| service::restore(tx, customer_id.0)).await?;
         Ok(Json((&record).into()))
     }
@@ -502,16 +502,17 @@ impl CustomersApi {
 
     /// Update a customer's billing settings (admin)
     ///
-    /// Partial. Changing `currency` of a non-zero fee needs the fee restated in the new currency.
+    /// Partial. Changing `currency` of a non-zero fee needs the fee restated in the new currency. Takes
+    /// the settings as the GET gives them (`id`, `customer_id` and the times ignored when unchanged).
     #[oai(path = "/:customer_id/billing", method = "put")]
     async fn update_billing(
         &self,
-        auth: Auth,
+        admin: Admin,
         customer_id: Path<CustomerId>,
-        body: JsonBody<BillingSettingsInput>,
+        body: PutBody<BillingSettingsInput, BillingSettingsView>,
     ) -> Result<Json<BillingSettingsView>> {
-        auth.0.require_admin()?;
-        let change = BillingChange::from(&body.0);
+        let current = self.store.read_blocking(|tx| service::record_for(tx, &admin.0, customer_id.0))?;
+        let change = BillingChange::from(&body.into_inner(&BillingSettingsView::from(&current.billing))?);
         let settings = self.store.write(move |tx| service::update_billing(tx, customer_id.0, &change)).await?;
         Ok(Json((&settings).into()))
     }
@@ -523,12 +524,11 @@ impl CustomersApi {
     #[oai(path = "/:customer_id/users", method = "post")]
     async fn create_user(
         &self,
-        auth: Auth,
+        _admin: Admin,
         customer_id: Path<CustomerId>,
         body: JsonBody<CreateCustomerUserRequest>,
     ) -> Result<CreatedUser> {
-        auth.0.require_admin()?;
-        let body = body.0;
+        let body = body.into_inner()?;
         let mut v = Validation::default();
         let email = portal_auth::users::normalize_email(&body.email);
         v.check("email", portal_auth::users::validate_email(&email));

@@ -13,6 +13,7 @@ portal_core::id_type!(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Enum)]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
+/// Where a customer account stands; a new customer starts as `onboarding` unless told otherwise.
 pub enum CustomerStatus {
     Active,
     Inactive,

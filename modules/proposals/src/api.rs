@@ -8,7 +8,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use portal_core::ids::CustomerId;
 use portal_core::money::to_major;
 use portal_core::responses::NoContent;
-use portal_core::{idempotency, Auth, JsonBody, ListResponse, PageRequest, Result, Store, Timestamp};
+use portal_core::{idempotency, Admin, Auth, JsonBody, ListResponse, PageRequest, PutBody, Result, Store, Timestamp};
 use serde::Serialize;
 
 use crate::model::{Proposal, ProposalId, ProposalStatus, WHOLE};
@@ -43,7 +43,6 @@ pub struct ProposalView {
     pub title: String,
     #[oai(skip_serializing_if_is_none)]
     pub description: Option<String>,
-    /// An open proposal past `valid_until` is `expired`.
     pub status: ProposalStatus,
     pub total_amount: f64,
     /// ISO 4217; the customer's billing currency.
@@ -106,7 +105,6 @@ struct CreateProposalRequest {
     title: String,
     #[oai(validator(max_length = 20000))]
     description: Option<String>,
-    /// `draft` (default) or `sent`.
     status: Option<ProposalStatus>,
     /// Greater than 0, in `currency`.
     total_amount: f64,
@@ -131,7 +129,6 @@ struct UpdateProposalRequest {
     title: Option<String>,
     #[oai(validator(max_length = 20000))]
     description: MaybeUndefined<String>,
-    /// `draft` or `sent`.
     status: Option<ProposalStatus>,
     total_amount: Option<f64>,
     #[oai(validator(max_length = 3))]
@@ -182,14 +179,13 @@ impl ProposalsApi {
     #[oai(path = "/", method = "post")]
     async fn create(
         &self,
-        auth: Auth,
+        admin: Admin,
         body: JsonBody<CreateProposalRequest>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<CreatedProposal> {
-        auth.0.require_admin()?;
-        let body = body.0;
+        let body = body.into_inner()?;
         let claim =
-            idempotency::begin(&self.store, auth.0.user_id, "POST /proposals", idempotency_key.0.as_deref(), &body)
+            idempotency::begin(&self.store, admin.0.user_id, "POST /proposals", idempotency_key.0.as_deref(), &body)
                 .await?;
         if let Some((_, view)) = claim.replayed::<ProposalView>()? {
             return Ok(CreatedProposal::Created(Json(view)));
@@ -256,21 +252,25 @@ impl ProposalsApi {
 
     /// Update a proposal (admin)
     ///
-    /// Partial. An accepted proposal can no longer be changed (409).
+    /// Partial. An accepted proposal can no longer be changed (409). Takes the proposal as the GET gives
+    /// it: read-only fields (`id`, `customer_id`, the times) and an unchanged `status` are ignored, a
+    /// changed read-only field → 422 naming it.
     #[oai(path = "/:proposal_id", method = "put")]
     async fn update(
         &self,
-        auth: Auth,
+        admin: Admin,
         proposal_id: Path<ProposalId>,
-        body: JsonBody<UpdateProposalRequest>,
+        body: PutBody<UpdateProposalRequest, ProposalView>,
     ) -> Result<Json<ProposalView>> {
-        auth.0.require_admin()?;
-        let body = body.0;
+        let current: ProposalView =
+            (&self.store.read_blocking(|tx| service::visible(tx, &admin.0, proposal_id.0))?).into();
+        let body = body.into_inner(&current)?;
         let change = ProposalChange {
             customer_id: None,
             title: body.title,
             description: patch(&body.description),
-            status: body.status,
+            // The status as read (`expired`, say) sent back is no request to change it.
+            status: body.status.filter(|s| *s != current.status),
             total_amount: body.total_amount,
             currency: body.currency,
             billing_schedule: body.billing_schedule.as_deref().map(schedule),
@@ -285,8 +285,7 @@ impl ProposalsApi {
     ///
     /// An accepted proposal is a financial record and cannot be deleted (409).
     #[oai(path = "/:proposal_id", method = "delete")]
-    async fn delete(&self, auth: Auth, proposal_id: Path<ProposalId>) -> Result<NoContent> {
-        auth.0.require_admin()?;
+    async fn delete(&self, _admin: Admin, proposal_id: Path<ProposalId>) -> Result<NoContent> {
         self.store.write(move |tx| service::delete(tx, proposal_id.0)).await?;
         Ok(NoContent::NoContent)
     }
@@ -295,8 +294,7 @@ impl ProposalsApi {
     ///
     /// Only a draft or sent proposal that has not expired (409 otherwise).
     #[oai(path = "/:proposal_id/accept", method = "post")]
-    async fn accept(&self, auth: Auth, proposal_id: Path<ProposalId>) -> Result<Json<ProposalView>> {
-        auth.0.require_admin()?;
+    async fn accept(&self, _admin: Admin, proposal_id: Path<ProposalId>) -> Result<Json<ProposalView>> {
         let proposal = self.store.write(move |tx| service::decide(tx, proposal_id.0, true)).await?;
         Ok(Json((&proposal).into()))
     }
@@ -305,8 +303,7 @@ impl ProposalsApi {
     ///
     /// Only a draft or sent proposal that has not expired (409 otherwise).
     #[oai(path = "/:proposal_id/reject", method = "post")]
-    async fn reject(&self, auth: Auth, proposal_id: Path<ProposalId>) -> Result<Json<ProposalView>> {
-        auth.0.require_admin()?;
+    async fn reject(&self, _admin: Admin, proposal_id: Path<ProposalId>) -> Result<Json<ProposalView>> {
         let proposal = self.store.write(move |tx| service::decide(tx, proposal_id.0, false)).await?;
         Ok(Json((&proposal).into()))
     }

@@ -13,6 +13,9 @@ portal_core::id_type!(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Enum)]
 #[serde(rename_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
+/// Where a proposal stands. A new proposal is a `draft` (or `sent`); clients set only `draft` or `sent`,
+/// `accepted` and `rejected` come from their own operations, and an open proposal past `valid_until` is
+/// `expired`.
 pub enum ProposalStatus {
     Draft,
     Sent,

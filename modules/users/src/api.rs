@@ -5,8 +5,8 @@ use std::sync::Arc;
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi, Tags};
-use portal_auth::{AuthService, UserProfile};
-use portal_core::{Auth, Error, JsonBody};
+use portal_auth::{AuthService, UserProfile, UserSettingsView};
+use portal_core::{Auth, Error, PutBody};
 
 use crate::service::{self, ProfileChange, SettingsChange};
 
@@ -57,6 +57,9 @@ struct UpdateSettingsRequest {
     notifications: Option<NotificationChange>,
 }
 
+/// Profile fields only an admin sets: changing them through `PUT /users/me` is forbidden, not invalid.
+const PRIVILEGED: &[&str] = &["role", "customer_id"];
+
 pub struct UsersApi {
     auth: Arc<AuthService>,
 }
@@ -78,10 +81,20 @@ impl UsersApi {
     /// Update my profile
     ///
     /// Partial: fields left out keep their values, `phone: null` removes the phone. Changing the email or
-    /// the password needs `current_password`; a new password ends every other session.
+    /// the password needs `current_password`; a new password ends every other session. Takes the profile
+    /// as `GET /users/me` gives it: its other fields are ignored when unchanged; a changed `role` or
+    /// `customer_id` → 403, another changed read-only field → 422 naming it.
     #[oai(path = "/me", method = "put")]
-    async fn update_me(&self, auth: Auth, body: JsonBody<UpdateProfileRequest>) -> Result<Json<UserProfile>, Error> {
-        let body = body.0;
+    async fn update_me(
+        &self,
+        auth: Auth,
+        body: PutBody<UpdateProfileRequest, UserProfile>,
+    ) -> Result<Json<UserProfile>, Error> {
+        let current: UserProfile = (&self.auth.user(auth.0.user_id).await?).into();
+        if let Some(field) = body.changed_read_only(&current).into_iter().find(|f| PRIVILEGED.contains(&f.as_str())) {
+            return Err(Error::forbidden(format!("`{field}` is set by an admin, not through your profile")));
+        }
+        let body = body.into_inner(&current)?;
         let phone = match body.phone {
             MaybeUndefined::Undefined => None,
             MaybeUndefined::Null => Some(None),
@@ -100,14 +113,16 @@ impl UsersApi {
 
     /// Update my settings
     ///
-    /// Time zone, locale and notification choices; partial like the profile.
+    /// Time zone, locale and notification choices; partial like the profile. Takes the `settings` of
+    /// `GET /users/me` back as they are.
     #[oai(path = "/me/settings", method = "put")]
     async fn update_settings(
         &self,
         auth: Auth,
-        body: JsonBody<UpdateSettingsRequest>,
+        body: PutBody<UpdateSettingsRequest, UserSettingsView>,
     ) -> Result<Json<UserProfile>, Error> {
-        let body = body.0;
+        let current = UserProfile::from(&self.auth.user(auth.0.user_id).await?).settings;
+        let body = body.into_inner(&current)?;
         let n = body.notifications;
         let change = SettingsChange {
             timezone: body.timezone,
