@@ -52,6 +52,13 @@ pub(crate) async fn recurring_invoice(app: &TestApp, admin: &str, customer: &str
     r.json()
 }
 
+/// Issues the invoice of `customer`'s current period (what the scheduler would bill on the next start).
+pub(crate) async fn current_invoice(app: &TestApp, admin: &str, customer: &str) -> Value {
+    let r = app.call(Method::POST, "/billing/generate-recurring", admin, Some(json!({"customer_id": customer}))).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json()
+}
+
 /// Marks an invoice paid by bank transfer (admin) and returns it.
 pub(crate) async fn mark_paid(app: &TestApp, admin: &str, invoice: &str) -> Value {
     let path = format!("/billing/invoices/{invoice}/mark-paid");
@@ -320,14 +327,6 @@ async fn recurring_invoices_bill_each_period_once() {
         )
         .await;
     assert!(off_day.assert_error(422, "validation_failed")["details"]["period_start"].is_string());
-    // Created today with billing day 1: the first period starts next month.
-    let r = app.call(Method::POST, "/billing/generate-recurring", &admin, Some(json!({"customer_id": cid}))).await;
-    let today = chrono::Utc::now().date_naive();
-    if chrono::Datelike::day(&today) == 1 {
-        assert_eq!(r.status, 201, "{}", r.text);
-    } else {
-        r.assert_error(409, "conflict");
-    }
     let one_time = customer(&app, &admin, "Once Co", json!({"billing_frequency": "one_time", "monthly_fee": 10})).await;
     let r = app
         .call(
@@ -349,6 +348,93 @@ async fn recurring_invoices_bill_each_period_once() {
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert!(r.json()["description"].as_str().unwrap().contains("2026-02-28 – 2026-03-31"), "{}", r.text);
+}
+
+/// The first period of a customer created today with billing day `day`, and its share of a full
+/// period (days, full days), computed here from the calendar alone.
+fn first_period(today: chrono::NaiveDate, day: u32, months: u32) -> (chrono::NaiveDate, chrono::NaiveDate, u32, u32) {
+    use chrono::{Datelike, Months, NaiveDate};
+    let billing_date = |any: NaiveDate| {
+        let first = any.with_day(1).unwrap();
+        let last = (first + Months::new(1)).pred_opt().unwrap().day();
+        first.with_day(day.min(last)).unwrap()
+    };
+    let mut first = billing_date(today);
+    if first < today {
+        first = billing_date(today.with_day(1).unwrap() + Months::new(1));
+    }
+    if first == today {
+        first = billing_date(today.with_day(1).unwrap() + Months::new(months));
+    }
+    let full_start = billing_date(first - Months::new(months));
+    let days = |a: NaiveDate, b: NaiveDate| (b - a).num_days() as u32;
+    (today, first, days(today, first), days(full_start, first))
+}
+
+/// `n × part ÷ whole` rounded half to even.
+fn half_even(n: i64, part: u32, whole: u32) -> i64 {
+    let (n, d) = (n as i128 * part as i128, whole as i128);
+    let (q, r) = (n / d, n % d);
+    (if 2 * r > d || (2 * r == d && q % 2 == 1) { q + 1 } else { q }) as i64
+}
+
+#[tokio::test]
+async fn a_customer_onboarded_mid_period_is_billed_for_exactly_its_days() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let today = chrono::Utc::now().date_naive();
+    let today_day = chrono::Datelike::day(&today);
+    // A billing day other than today: the first period is partial.
+    let day = if today_day == 1 { 15 } else { 1 };
+    for (frequency, months) in [("monthly", 1), ("quarterly", 3), ("annual", 12)] {
+        let fee = 1234.56;
+        let billing = json!({"billing_frequency": frequency, "monthly_fee": fee, "billing_day": day});
+        let cid = customer(&app, &admin, &format!("Mid {frequency}"), billing).await;
+        accepted(&app, &admin, &cid, 100.0, json!([{"percentage": 100, "milestone": "Setup"}]), 99.99).await;
+        let r = app.call(Method::POST, "/billing/generate-recurring", &admin, Some(json!({"customer_id": cid}))).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let invoice = r.json();
+        let (start, end, days, full) = first_period(today, day, months);
+        assert!(days < full, "{frequency}: {days}/{full}");
+        let word = if frequency == "annual" { "annual" } else { frequency };
+        let last = end.pred_opt().unwrap();
+        let items = invoice["line_items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{invoice}");
+        let expected = [
+            (format!("Monthly fee: {start} – {last}, {days}/{full} of the {word} fee"), 123_456),
+            (format!("Website rebuild (monthly): {start} – {last}, {days}/{full} of the {word} amount"), 9_999),
+        ];
+        for (item, (description, monthly)) in items.iter().zip(expected) {
+            let amount = half_even(monthly * months as i64, days, full);
+            assert_eq!(item["description"], description.as_str());
+            assert_eq!((item["quantity"].as_i64(), cents(&item["amount"])), (Some(1), amount), "{item}");
+        }
+        let total: i64 = items.iter().map(|i| cents(&i["amount"])).sum();
+        assert_eq!(cents(&invoice["total_amount"]), total);
+        // Billed once: the job's period and this one are the same.
+        let again =
+            app.call(Method::POST, "/billing/generate-recurring", &admin, Some(json!({"customer_id": cid}))).await;
+        again.assert_error(409, "conflict");
+        // The next period is a full one from the first billing day.
+        let next = app
+            .call(
+                Method::POST,
+                "/billing/generate-recurring",
+                &admin,
+                Some(json!({"customer_id": cid, "period_start": end.to_string()})),
+            )
+            .await;
+        assert_eq!(next.status, 201, "{}", next.text);
+        assert_eq!(cents(&next.json()["amount"]), (123_456 + 9_999) * months as i64);
+    }
+    // Created on its billing day: a full first period.
+    let cid = customer(&app, &admin, "On the day", json!({"monthly_fee": 1000, "billing_day": today_day})).await;
+    let r = app.call(Method::POST, "/billing/generate-recurring", &admin, Some(json!({"customer_id": cid}))).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let invoice = r.json();
+    assert_eq!(cents(&invoice["amount"]), 100_000);
+    assert_eq!(invoice["line_items"][0]["description"], "Monthly fee");
+    assert!(invoice["description"].as_str().unwrap().contains(&today.to_string()), "{invoice}");
 }
 
 #[tokio::test]

@@ -206,6 +206,11 @@ impl TaxRate {
     }
 }
 
+/// `amount × part ÷ whole` minor units, rounded half to even (a fee for part of a period); `whole > 0`.
+pub fn prorate(amount: i64, part: u32, whole: u32) -> i64 {
+    round_half_even_div(i128::from(amount) * i128::from(part), i128::from(whole.max(1)))
+}
+
 /// `n / d` rounded half to even, for `d > 0`.
 fn round_half_even_div(n: i128, d: i128) -> i64 {
     let q = n.div_euclid(d);
@@ -289,6 +294,15 @@ mod tests {
         assert!(Currency::parse("XYZ").is_err());
         assert_eq!(Currency::parse("JPY").unwrap().exponent(), 0);
         assert!(CURRENCIES.windows(2).all(|w| w[0].0 < w[1].0), "table must stay sorted");
+    }
+
+    #[test]
+    fn prorating_rounds_half_even() {
+        assert_eq!(prorate(100_000, 30, 31), 96_774); // 96,774.19…
+        assert_eq!(prorate(5, 1, 2), 2); // 2.5 → 2
+        assert_eq!(prorate(15, 1, 2), 8); // 7.5 → 8
+        assert_eq!(prorate(1_000, 31, 31), 1_000);
+        assert_eq!(prorate(0, 3, 7), 0);
     }
 
     #[test]
