@@ -15,19 +15,21 @@ async fn data_dir_is_created_and_reopens_after_a_graceful_stop() {
     assert_eq!(app.get("/health").await.json()["database"], "ok");
 }
 
-#[tokio::test]
-async fn sigterm_stops_the_binary_within_five_seconds_and_the_file_reopens() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts the real binary on `dir` with its log in `log`, and waits until `/health` answers.
+#[allow(clippy::zombie_processes)] // the caller waits for the child it gets back
+async fn start_binary(dir: &std::path::Path, log: &std::path::Path) -> std::process::Child {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_portal"))
         .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-        .env("PORTAL_DATA_DIR", dir.path())
+        .env("PORTAL_DATA_DIR", dir)
         .env("PORTAL_CACHE_MB", "8")
+        .env_remove("PORTAL_ADMIN_EMAIL")
+        .env_remove("PORTAL_ADMIN_PASSWORD")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("portal starts");
     let client = reqwest::Client::new();
@@ -36,12 +38,48 @@ async fn sigterm_stops_the_binary_within_five_seconds_and_the_file_reopens() {
     loop {
         if let Ok(r) = client.get(&url).send().await {
             if r.status() == 200 {
-                break;
+                return child;
             }
         }
-        assert!(Instant::now() < deadline, "portal did not come up");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("portal did not come up: {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn a_first_start_without_an_admin_says_how_to_create_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("first.log");
+    let mut child = start_binary(dir.path(), &log).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let said = std::fs::read_to_string(&log).unwrap();
+    let hints: Vec<&str> = said.lines().filter(|l| l.contains("no admin yet")).collect();
+    assert_eq!(hints.len(), 1, "log: {said}");
+    assert!(hints[0].contains("portal admin create") && hints[0].contains("PORTAL_ADMIN_EMAIL"), "{}", hints[0]);
+
+    let created = Command::new(env!("CARGO_BIN_EXE_portal"))
+        .args(["admin", "create", "--email", "boss@example.com", "--password", "a-long-unusual-passphrase"])
+        .env("PORTAL_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let log = dir.path().join("second.log");
+    let mut child = start_binary(dir.path(), &log).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("portal listening") && !said.contains("no admin yet"), "log: {said}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_binary_within_five_seconds_and_the_file_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start_binary(dir.path(), &dir.path().join("portal.log")).await;
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let started = Instant::now();

@@ -77,15 +77,20 @@ pub async fn create_admin(ctx: &Context, email: &str, password: &str, name: &str
     Ok(user)
 }
 
+/// What a first start with no admin logs: how to get in.
+pub const NO_ADMIN_YET: &str = "no admin yet: stop the portal and run `portal admin create --email you@example.com \
+     --password '…'`, or start it with PORTAL_ADMIN_EMAIL and PORTAL_ADMIN_PASSWORD set to create the first admin";
+
 /// On start-up: creates the admin named by `PORTAL_ADMIN_EMAIL`/`PORTAL_ADMIN_PASSWORD` when the store
-/// has no admin yet.
+/// has no admin yet, and says how to create one when neither is there.
 pub async fn bootstrap_admin(ctx: &Context) -> Result<()> {
-    let (Some(email), Some(password)) = (&ctx.config.auth.admin_email, &ctx.config.auth.admin_password) else {
-        return Ok(());
-    };
     if ctx.store.read(users::any_admin).await? {
         return Ok(());
     }
+    let (Some(email), Some(password)) = (&ctx.config.auth.admin_email, &ctx.config.auth.admin_password) else {
+        tracing::warn!("{NO_ADMIN_YET}");
+        return Ok(());
+    };
     let user = create_admin(ctx, email, password.expose(), "Administrator").await?;
     tracing::info!(user_id = %user.id, "first admin created from PORTAL_ADMIN_EMAIL");
     Ok(())
