@@ -480,7 +480,12 @@ async fn scripted_stripe(script: Vec<u16>) -> (String, StripeLog) {
     type Script = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u16>>>;
 
     #[handler]
-    fn payment_intents(req: &Request, log: Data<&StripeLog>, script: Data<&Script>) -> Response {
+    fn payment_intents(
+        req: &Request,
+        form: poem::web::Form<std::collections::HashMap<String, String>>,
+        log: Data<&StripeLog>,
+        script: Data<&Script>,
+    ) -> Response {
         let key = req.header("idempotency-key").unwrap_or_default().to_string();
         log.0.lock().unwrap().push(key);
         let status = script.0.lock().unwrap().pop_front().unwrap_or(200);
@@ -490,7 +495,10 @@ async fn scripted_stripe(script: Vec<u16>) -> (String, StripeLog) {
                 json!({"error": {"type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
                 "message": "Your card has insufficient funds."}})
             }
-            _ => json!({"id": "pi_scripted_1", "object": "payment_intent", "status": "succeeded", "amount": 1000}),
+            // As Stripe answers: the PaymentIntent with the amount, currency and customer it was created with.
+            _ => json!({"id": "pi_scripted_1", "object": "payment_intent", "status": "succeeded",
+                "amount": form.get("amount").and_then(|a| a.parse::<i64>().ok()), "currency": form.get("currency"),
+                "customer": form.get("customer")}),
         };
         Response::builder()
             .status(StatusCode::from_u16(status).unwrap())
@@ -556,4 +564,110 @@ async fn an_attempt_cut_short_is_repeated_under_its_own_key_and_a_decline_starts
         ],
         "a failed call repeats its key; a decline moves to the next attempt"
     );
+}
+
+/// Paid means paid in full: infrastructure costs raised while charges run never leave an invoice paid for
+/// less than its total. Each invoice is charged and re-priced at once; every paid invoice's total is what
+/// Stripe charged for it, and a refused change says why (409).
+#[tokio::test]
+async fn totals_raised_during_charges_never_leave_an_invoice_paid_for_less() {
+    let ls = LocalStripe::start();
+    let stripe = StripeSide::new(&ls);
+    let app = app_with(&ls).await;
+    let admin = app.admin_token().await;
+    let cid = customer(&app, &admin, "Race Costs", json!({"monthly_fee": 500})).await;
+    let (user, _) = user_with_default_card(&app, &stripe, &admin, &cid, "costs@race.example.com", GOOD_CARD).await;
+    let mut ids = Vec::new();
+    for month in 1..=8 {
+        ids.push(
+            recurring_invoice(&app, &admin, &cid, &format!("2026-{month:02}-01")).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let races = ids.iter().map(|id| {
+        let (app, user, admin) = (&app, &user, &admin);
+        async move {
+            let pay = app.call(Method::POST, "/billing/pay-invoice", user, Some(json!({"invoice_id": id})));
+            let costs = format!("/billing/invoices/{id}/infrastructure-costs");
+            let raise = app.call(Method::PUT, &costs, admin, Some(json!({"infrastructure_costs": 9500})));
+            futures_util::future::join(pay, raise).await
+        }
+    });
+    let mut refused_changes = 0;
+    for (pay, raise) in futures_util::future::join_all(races).await {
+        assert_eq!(pay.status, 200, "{}", pay.text);
+        if raise.status != 200 {
+            raise.assert_error(409, "conflict");
+            refused_changes += 1;
+        }
+    }
+    for id in &ids {
+        let invoice = get_invoice(&app, &admin, id).await;
+        assert_eq!(invoice["status"], "paid", "{invoice}");
+        let charged: i64 = stripe.intents_of(id).await.iter().map(|pi| pi["amount"].as_i64().unwrap()).sum();
+        assert_eq!(charged, cents(&invoice["total_amount"]), "invoice {id} paid for less than its total: {invoice}");
+    }
+    let unmatched = app.call(Method::GET, "/billing/unmatched-payments", &admin, None).await.json();
+    assert_eq!(unmatched, json!([]));
+    println!("{refused_changes} of {} cost changes met a charge in flight", ids.len());
+}
+
+/// A signed `payment_intent.succeeded` pays its invoice only with exactly its total, currency and Stripe
+/// customer; any other success is kept for admins (listed, with an audit entry) and the invoice stays open.
+#[tokio::test]
+async fn a_success_of_another_amount_currency_or_customer_never_pays_the_invoice() {
+    let ls = LocalStripe::start();
+    let app = app_with(&ls).await;
+    let admin = app.admin_token().await;
+    let body = json!({"name": "Ada", "company_name": "Exact Co", "billing_email": "ap@exact.example.com",
+        "stripe_customer_id": "cus_Exact", "address": {"street": "1 Main St", "city": "Berlin", "country": "DE"},
+        "billing_settings": {"monthly_fee": 500}});
+    let cid = app.call(Method::POST, "/customers", &admin, Some(body)).await.json()["id"].as_str().unwrap().to_string();
+    let id = invoice(&app, &admin, &cid).await["id"].as_str().unwrap().to_string();
+    let succeeded = |n: u32, amount: i64, currency: &str, customer: &str| {
+        json!({"id": format!("evt_exact_{n}"), "type": "payment_intent.succeeded",
+            "data": {"object": {"id": format!("pi_exact_{n}"), "object": "payment_intent", "status": "succeeded",
+                "amount": amount, "amount_received": amount, "currency": currency, "customer": customer,
+                "metadata": {"invoice_id": id}}}})
+    };
+    let wrong = [
+        (succeeded(1, 1, "jpy", "cus_Exact"), "JPY"),
+        (succeeded(2, 49_999, "usd", "cus_Exact"), "49999"),
+        (succeeded(3, 50_000, "usd", "cus_Other"), "cus_Other"),
+    ];
+    for (event, why) in &wrong {
+        assert_eq!(deliver(&app, event).await["outcome"], "applied");
+        let invoice = get_invoice(&app, &admin, &id).await;
+        assert_eq!(invoice["status"], "pending", "{why}: {invoice}");
+        let listed = app.call(Method::GET, "/billing/unmatched-payments", &admin, None).await.json();
+        assert!(listed[0]["reason"].as_str().unwrap().contains(why), "{listed}");
+        assert_eq!(listed[0]["invoice_id"], id.as_str());
+        assert_eq!(listed[0]["payment_intent_id"], event["data"]["object"]["id"]);
+    }
+    let listed = app.call(Method::GET, "/billing/unmatched-payments", &admin, None).await.json();
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    assert_eq!((listed[2]["amount_minor"].as_i64(), listed[2]["currency"].as_str()), (Some(1), Some("JPY")));
+    let audit = app.call(Method::GET, &format!("/audit?object_id={id}"), &admin, None).await.json();
+    let unmatched = audit.as_array().unwrap().iter().filter(|e| e["action"] == "payment_unmatched").count();
+    assert_eq!(unmatched, 3, "{audit}");
+    let stats = usd_stats(&app.call(Method::GET, "/billing/stats", &admin, None).await.json());
+    assert_eq!(cents(&stats["revenue_all_time"]), 0);
+
+    // The exact payment pays it; reported again under another event id, nothing more happens.
+    assert_eq!(deliver(&app, &succeeded(4, 50_000, "usd", "cus_Exact")).await["outcome"], "applied");
+    assert_eq!(get_invoice(&app, &admin, &id).await["status"], "paid");
+    let mut again = succeeded(4, 50_000, "usd", "cus_Exact");
+    again["id"] = json!("evt_exact_4_again");
+    deliver(&app, &again).await;
+    // A second, different payment of the paid invoice is money to give back.
+    deliver(&app, &succeeded(5, 50_000, "usd", "cus_Exact")).await;
+    let listed = app.call(Method::GET, "/billing/unmatched-payments", &admin, None).await.json();
+    assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
+    assert_eq!(listed[0]["payment_intent_id"], "pi_exact_5");
+    assert!(listed[0]["reason"].as_str().unwrap().contains("already paid"), "{listed}");
+    // Customer users never see them.
+    let user = user_token(&app, &admin, &cid, "u@exact.example.com").await;
+    app.call(Method::GET, "/billing/unmatched-payments", &user, None).await.assert_error(403, "forbidden");
 }

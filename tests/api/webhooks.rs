@@ -42,7 +42,8 @@ async fn signed_events_apply_once_and_forged_or_stale_ones_are_refused() {
     let invoice = recurring_invoice(&app, &admin, cid, "2026-01-01").await["id"].as_str().unwrap().to_string();
 
     let paid = json!({"id": "evt_paid_1", "type": "payment_intent.succeeded", "created": chrono::Utc::now().timestamp(),
-        "data": {"object": {"id": "pi_123", "object": "payment_intent", "status": "succeeded", "metadata": {"invoice_id": invoice}}}});
+        "data": {"object": {"id": "pi_123", "object": "payment_intent", "status": "succeeded", "amount": 1000,
+            "currency": "usd", "customer": "cus_Hook1", "metadata": {"invoice_id": invoice}}}});
     for (secret, age) in [("whsec_wrong", 0), (SECRET, 600)] {
         deliver(&app, &paid, secret, age).await.assert_error(400, "bad_request");
     }

@@ -12,9 +12,9 @@ use portal_core::{
 use portal_proposals::model::ProposalId;
 use serde::Serialize;
 
-use crate::model::{InvoiceId, InvoiceStatus};
-use crate::views::{BillingOverview, BillingStats, InvoiceView};
-use crate::{invoices, milestones, recurring, stats, webhooks};
+use crate::model::{InvoiceId, InvoiceStatus, UnmatchedPaymentId};
+use crate::views::{BillingOverview, BillingStats, InvoiceView, UnmatchedPaymentView};
+use crate::{invoices, milestones, recurring, stats, unmatched, webhooks};
 
 #[derive(Tags)]
 pub(crate) enum BillingTag {
@@ -107,6 +107,26 @@ impl BillingApi {
     #[oai(path = "/stats", method = "get")]
     async fn stats(&self, _admin: Admin) -> Result<Json<BillingStats>> {
         Ok(Json(self.store.read(|tx| stats::stats(tx, Timestamp::now())).await?))
+    }
+
+    /// Payments that did not pay their invoice (admin)
+    ///
+    /// Successful Stripe payments the portal did not count as paying their invoice: another amount,
+    /// currency or Stripe customer than the invoice's, or an invoice already paid or cancelled. Each also
+    /// has a `payment_unmatched` audit entry on its invoice. Newest first, paged like every list.
+    #[oai(path = "/unmatched-payments", method = "get")]
+    async fn unmatched_payments(
+        &self,
+        _admin: Admin,
+        req: &Request,
+        limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+    ) -> Result<ListResponse<UnmatchedPaymentView>> {
+        let page = PageRequest::<UnmatchedPaymentId>::parse(limit.0, cursor.0.as_deref())?;
+        let fetch = page.fetch();
+        let rows = self.store.read(move |tx| unmatched::list(tx, page.after, fetch)).await?;
+        let views = rows.iter().map(UnmatchedPaymentView::from).collect();
+        Ok(ListResponse::new(req, views, page.limit, |p| p.id.to_string()))
     }
 
     /// A customer's billing overview (admin or its users)

@@ -14,6 +14,7 @@ use redb::WriteTransaction;
 use crate::invoices;
 use crate::model::{Collection, Invoice, InvoiceId, InvoiceStatus};
 use crate::tables::COLLECTIONS;
+use crate::unmatched::{self, Received};
 use crate::views::PaymentView;
 
 /// An attempt older than this died with its request (Stripe calls time out after 20 s).
@@ -146,11 +147,20 @@ fn settle(
     let answer = match outcome {
         // Not charged as far as we know: the same attempt (same key) runs again next time.
         Err(e) => Err(e),
-        Ok(ChargeOutcome::Succeeded { payment_intent_id }) => {
-            let invoice = paid(tx, id, &payment_intent_id, now)?;
+        Ok(ChargeOutcome::Succeeded { payment_intent_id, amount, currency, customer }) => {
+            let received = Received {
+                payment_intent_id: payment_intent_id.clone(),
+                amount,
+                currency,
+                stripe_customer_id: customer,
+            };
+            COLLECTIONS.remove(tx, &id.to_key())?;
+            let invoice = match paid(tx, id, &received, now)? {
+                Ok(invoice) => invoice,
+                Err(unmatched) => return Ok(Err(unmatched)),
+            };
             let view = PaymentView::new(&invoice, payment_intent_id, "succeeded".into(), now);
             claim.complete(tx, 200, &view)?;
-            COLLECTIONS.remove(tx, &id.to_key())?;
             return Ok(Ok(view));
         }
         Ok(ChargeOutcome::Pending { payment_intent_id, status }) => {
@@ -183,13 +193,22 @@ fn settle(
     Ok(answer)
 }
 
-/// Records a succeeded PaymentIntent: the invoice becomes paid, unless its webhook got there first.
-fn paid(tx: &WriteTransaction, id: InvoiceId, payment_intent: &str, now: Timestamp) -> Result<Invoice> {
+/// Records a succeeded charge: the invoice becomes paid (unless its webhook got there first), or, when the
+/// charge does not match it, the charge is kept as an unmatched payment and the payer told so (409).
+fn paid(tx: &WriteTransaction, id: InvoiceId, received: &Received, now: Timestamp) -> Result<Result<Invoice>> {
     let invoice = invoices::get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
-    if invoice.status == InvoiceStatus::Paid {
-        return Ok(invoice);
+    if let Some(reason) = unmatched::mismatch(tx, &invoice, received)? {
+        let kept = unmatched::record(tx, &invoice, received, reason.clone())?;
+        return Ok(Err(Error::conflict(format!(
+            "the charge did not pay the invoice ({reason}); it is kept for an admin to reconcile"
+        ))
+        .with_detail("payment_intent_id", kept.payment_intent_id)
+        .with_detail("unmatched_payment_id", kept.id.to_string())));
     }
-    invoices::mark_paid(tx, id, "stripe", now, Some(payment_intent))
+    if invoice.status == InvoiceStatus::Paid {
+        return Ok(Ok(invoice));
+    }
+    invoices::mark_paid(tx, id, "stripe", now, Some(&received.payment_intent_id)).map(Ok)
 }
 
 /// Counts an automatic decline; when the retries have run out the invoice is recorded as overdue.

@@ -221,6 +221,10 @@ pub fn set_infrastructure_costs(tx: &WriteTransaction, id: InvoiceId, costs: f64
     if !old.status.is_open() {
         return Err(Error::conflict(format!("a {} invoice can no longer change", word(old.status))));
     }
+    // A charge of the old total may be with Stripe: the total stands until it has settled.
+    if crate::collect::collecting(tx, id, Timestamp::now())? {
+        return Err(Error::conflict("a payment of this invoice is in progress; its total cannot change now"));
+    }
     let minor =
         parse_non_negative_minor(costs, old.currency).map_err(|why| Error::invalid("infrastructure_costs", why))?;
     let mut new = old.clone();

@@ -13,6 +13,7 @@ mod payments_api;
 pub mod recurring;
 pub mod stats;
 mod tables;
+pub mod unmatched;
 pub mod views;
 pub mod webhooks;
 

@@ -157,6 +157,32 @@ pub struct Payment {
 
 impl Record for Payment {}
 
+portal_core::id_type!(
+    /// A payment that did not match its invoice.
+    UnmatchedPaymentId
+);
+
+/// A successful payment the portal did not count as paying its invoice: another amount, currency or Stripe
+/// customer than the invoice's, or an invoice already paid. The money was taken; an admin reconciles it
+/// (refunds it, or records the invoice as paid by hand).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnmatchedPayment {
+    pub id: UnmatchedPaymentId,
+    pub invoice_id: InvoiceId,
+    pub customer_id: CustomerId,
+    pub payment_intent_id: String,
+    /// In the currency's smallest unit, as Stripe reported it.
+    pub amount: i64,
+    /// ISO 4217, upper case, as Stripe reported it.
+    pub currency: String,
+    pub stripe_customer_id: Option<String>,
+    /// Why it did not pay the invoice.
+    pub reason: String,
+    pub received_at: Timestamp,
+}
+
+impl Record for UnmatchedPayment {}
+
 /// The state of collecting an invoice through Stripe.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Collection {

@@ -3,7 +3,7 @@
 use portal_core::{Index, Result, Table};
 use redb::WriteTransaction;
 
-use crate::model::{Collection, Invoice, Payment, Totals};
+use crate::model::{Collection, Invoice, Payment, Totals, UnmatchedPayment};
 
 /// invoice id → invoice
 pub(crate) const INVOICES: Table<Invoice> = Table::new("billing.invoices");
@@ -36,6 +36,9 @@ pub(crate) const BY_PAYMENT_INTENT: Index = Index::new("billing.invoices_by_paym
 /// invoice id → the state of collecting it through Stripe
 pub(crate) const COLLECTIONS: Table<Collection> = Table::new("billing.collections");
 
+/// unmatched payment id → a successful payment that did not pay its invoice, for admins to reconcile
+pub(crate) const UNMATCHED_PAYMENTS: Table<UnmatchedPayment> = Table::new("billing.unmatched_payments");
+
 /// Stripe event id → when it was applied (each event is applied once)
 pub(crate) const STRIPE_EVENTS: Index = Index::new("billing.stripe_events");
 
@@ -66,6 +69,7 @@ pub(crate) fn create_all(tx: &WriteTransaction) -> Result<()> {
     TOTALS.create(tx)?;
     PAYMENTS.create(tx)?;
     COLLECTIONS.create(tx)?;
+    UNMATCHED_PAYMENTS.create(tx)?;
     for index in [
         &BY_CUSTOMER,
         &BY_CUSTOMER_STATUS,

@@ -304,3 +304,40 @@ mod tests {
         }
     }
 }
+
+/// A successful payment that did not pay its invoice (another amount, currency or Stripe customer, or an
+/// invoice already paid or cancelled): the money was taken, and an admin reconciles it.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "UnmatchedPayment")]
+pub struct UnmatchedPaymentView {
+    pub id: crate::model::UnmatchedPaymentId,
+    pub invoice_id: InvoiceId,
+    pub customer_id: CustomerId,
+    /// Stripe's PaymentIntent.
+    pub payment_intent_id: String,
+    /// In the currency's smallest unit (cents for USD), exactly as Stripe reported it.
+    pub amount_minor: i64,
+    /// ISO 4217, as Stripe reported it.
+    pub currency: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub stripe_customer_id: Option<String>,
+    /// Why it did not pay the invoice.
+    pub reason: String,
+    pub received_at: Timestamp,
+}
+
+impl From<&crate::model::UnmatchedPayment> for UnmatchedPaymentView {
+    fn from(p: &crate::model::UnmatchedPayment) -> Self {
+        Self {
+            id: p.id,
+            invoice_id: p.invoice_id,
+            customer_id: p.customer_id,
+            payment_intent_id: p.payment_intent_id.clone(),
+            amount_minor: p.amount,
+            currency: p.currency.clone(),
+            stripe_customer_id: p.stripe_customer_id.clone(),
+            reason: p.reason.clone(),
+            received_at: p.received_at,
+        }
+    }
+}

@@ -7,6 +7,7 @@ use redb::WriteTransaction;
 
 use crate::model::{InvoiceId, InvoiceStatus};
 use crate::tables::STRIPE_EVENTS;
+use crate::unmatched::{self, Received};
 use crate::{collect, invoices};
 
 /// What applying an event did.
@@ -44,10 +45,20 @@ fn payment_succeeded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
         return Ok(Applied::Ignored);
     };
     let Some(invoice) = invoices::get(tx, invoice_id)? else { return Ok(Applied::Ignored) };
-    if let Some(intent) = event.object_str("id") {
-        collect::intent_settled(tx, invoice_id, intent, false)?;
+    let Some(intent) = event.object_str("id") else { return Ok(Applied::Ignored) };
+    collect::intent_settled(tx, invoice_id, intent, false)?;
+    let received = Received {
+        payment_intent_id: intent.to_string(),
+        amount: event.object_i64("amount_received").or_else(|| event.object_i64("amount")).unwrap_or(0),
+        currency: event.object_str("currency").unwrap_or_default().to_string(),
+        stripe_customer_id: event.object_str("customer").map(str::to_string),
+    };
+    if let Some(reason) = unmatched::mismatch(tx, &invoice, &received)? {
+        unmatched::record(tx, &invoice, &received, reason)?;
+        return Ok(Applied::Applied);
     }
     if !invoice.status.is_open() {
+        // The PaymentIntent that paid it, reported again.
         return Ok(Applied::Applied);
     }
     let paid_at = event.object_i64("created").or(event.created).map_or_else(Timestamp::now, |secs| {

@@ -57,20 +57,13 @@ pub struct ChargeRequest<'a> {
 /// How a charge ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeOutcome {
-    Succeeded {
-        payment_intent_id: String,
-    },
+    /// What Stripe says it charged: the amount (smallest currency unit), currency and customer, so that the
+    /// caller can check them against what it meant to charge.
+    Succeeded { payment_intent_id: String, amount: i64, currency: String, customer: Option<String> },
     /// Stripe accepted the intent but it is not paid yet (`processing`, `requires_action`…).
-    Pending {
-        payment_intent_id: String,
-        status: String,
-    },
+    Pending { payment_intent_id: String, status: String },
     /// The card was declined (HTTP 402).
-    Declined {
-        code: Option<String>,
-        decline_code: Option<String>,
-        message: String,
-    },
+    Declined { code: Option<String>, decline_code: Option<String>, message: String },
 }
 
 #[derive(Deserialize)]
@@ -101,6 +94,20 @@ struct CardObject {
 struct PaymentIntentObject {
     id: String,
     status: String,
+    amount: Option<i64>,
+    currency: Option<String>,
+    /// The customer's id, or the customer object when expanded.
+    customer: Option<serde_json::Value>,
+}
+
+impl PaymentIntentObject {
+    fn customer_id(&self) -> Option<String> {
+        match &self.customer {
+            Some(serde_json::Value::String(id)) => Some(id.clone()),
+            Some(object) => object.get("id").and_then(|id| id.as_str()).map(str::to_string),
+            None => None,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -210,9 +217,13 @@ impl Stripe {
             .await
         {
             Err(_) => Err(Error::upstream("Stripe did not answer in time", "timeout")),
-            Ok(Ok(intent)) if intent.status == "succeeded" => {
-                Ok(ChargeOutcome::Succeeded { payment_intent_id: intent.id })
-            }
+            Ok(Ok(intent)) if intent.status == "succeeded" => Ok(ChargeOutcome::Succeeded {
+                customer: intent.customer_id(),
+                // A PaymentIntent always states these; a lenient read falls back to what was asked for.
+                amount: intent.amount.unwrap_or(request.amount),
+                currency: intent.currency.clone().unwrap_or_else(|| request.currency.to_string()),
+                payment_intent_id: intent.id,
+            }),
             Ok(Ok(intent)) => Ok(ChargeOutcome::Pending { payment_intent_id: intent.id, status: intent.status }),
             Ok(Err(StripeError::Stripe(e))) if e.http_status == 402 => Ok(ChargeOutcome::Declined {
                 code: e.code.map(|c| c.to_string()),
