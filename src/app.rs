@@ -20,7 +20,7 @@ use portal_analytics::AnalyticsModule;
 use portal_audit::AuditModule;
 use portal_auth::AuthModule;
 use portal_billing::BillingModule;
-use portal_core::rate_limit::RateLimiter;
+use portal_core::rate_limit;
 use portal_core::Module;
 use portal_customers::CustomersModule;
 use portal_proposals::ProposalsModule;
@@ -75,7 +75,7 @@ pub fn install(store: &Store) -> Result<()> {
 
 fn jobs(ctx: &Context) -> Vec<Job> {
     let purge = Job::new("rate-limit-purge", Duration::from_secs(60), |ctx: Context| async move {
-        rate_limiter(&ctx).purge_stale();
+        rate_limit::shared(&ctx).purge_stale();
         Ok(())
     });
     let forget_keys = Job::new("idempotency-sweep", Duration::from_secs(3600), |ctx: Context| async move {
@@ -91,11 +91,6 @@ fn jobs(ctx: &Context) -> Vec<Job> {
         AnalyticsModule::jobs(ctx),
     ]
     .concat()
-}
-
-/// The one rate limiter of the app, shared by the middleware and its purge job.
-fn rate_limiter(ctx: &Context) -> Arc<RateLimiter> {
-    ctx.services.get_or_init(|| RateLimiter::new(ctx.config.rate_limit.clone()))
 }
 
 /// How long in-flight requests may take to finish after a shutdown signal.
@@ -122,7 +117,8 @@ pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
     let api = openapi_service(ctx)?;
     let spec = api.spec() + "\n";
     let swagger = api.swagger_ui_html();
-    let gate = Arc::new(middleware::Gate { authenticator: portal_auth::service(ctx)?, limiter: rate_limiter(ctx) });
+    let gate =
+        Arc::new(middleware::Gate { authenticator: portal_auth::service(ctx)?, limiter: rate_limit::shared(ctx) });
     let site =
         Site { api: api.into_endpoint(), spec: docs::spec_endpoint(spec), docs: docs::swagger_endpoint(swagger) };
     let routes = site

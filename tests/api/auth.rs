@@ -640,3 +640,78 @@ async fn without_transports_messages_land_in_the_outbox() {
     assert_eq!(messages[0].channel, portal_notify::Channel::Email);
     assert!(messages[0].body.contains("sign-in code is "), "{}", messages[0].body);
 }
+
+/// The mails `to` received whose subject contains `subject`.
+fn mails_about(smtp: &portal_testkit::SmtpServer, to: &str, subject: &str) -> usize {
+    smtp.all_mail().iter().filter(|m| m.to.eq_ignore_ascii_case(to) && m.subject.contains(subject)).count()
+}
+
+#[tokio::test]
+async fn a_totp_factor_locks_after_its_budget_however_many_challenges_are_opened() {
+    let smtp = portal_testkit::SmtpServer::start();
+    let url = smtp.url();
+    let app = TestApp::spawn_with(|c| c.notify.smtp_url = Some(portal_core::config::Secret::new(url))).await;
+    let access = token(&app.register_and_login("locked@example.com", PASSWORD).await);
+    let secret =
+        app.call(Method::POST, "/auth/enable-2fa", &access, None).await.json()["secret"].as_str().unwrap().to_string();
+    let code = totp_code(&secret, stable_now().await);
+    let r = app.call(Method::POST, "/auth/verify-2fa", &access, Some(json!({"code": code}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // Ten wrong codes over five challenges (two each, never the per-challenge five).
+    for _ in 0..5 {
+        let challenge = app.login("locked@example.com", PASSWORD).await;
+        for _ in 0..2 {
+            let r = app
+                .post("/auth/verify-2fa", json!({"challenge_token": challenge["challenge_token"], "code": "000001"}))
+                .await;
+            r.assert_error(401, "unauthorized");
+        }
+    }
+    // A new challenge, the right code: still refused, and the answer says why.
+    let challenge = app.login("locked@example.com", PASSWORD).await;
+    let right = totp_code(&secret, stable_now().await);
+    let r = app.post("/auth/verify-2fa", json!({"challenge_token": challenge["challenge_token"], "code": right})).await;
+    let error = r.assert_error(401, "unauthorized");
+    assert!(error["message"].as_str().unwrap().contains("locked"), "{error}");
+    let mail = smtp.wait_for_mail_with("locked@example.com", "Sign-in locked", Duration::from_secs(20)).await;
+    assert!(mail.subject.contains("Sign-in locked") && mail.body.contains("two-factor codes"), "{}", mail.body);
+    assert_eq!(mails_about(&smtp, "locked@example.com", "Sign-in locked"), 1, "one notice per lock");
+}
+
+#[tokio::test]
+async fn sign_in_codes_lock_after_their_budget_and_new_codes_do_not_reset_it() {
+    let smtp = portal_testkit::SmtpServer::start();
+    let url = smtp.url();
+    let app = TestApp::spawn_with(|c| c.notify.smtp_url = Some(portal_core::config::Secret::new(url))).await;
+    app.register_and_login("guessed@example.com", PASSWORD).await;
+    let request = || app.post("/auth/request-code", json!({"email": "guessed@example.com", "channel": "email"}));
+    let codes_sent = || mails_about(&smtp, "guessed@example.com", "sign-in code");
+    // Ten wrong codes, asking for a fresh code after every four.
+    for round in 0..10 {
+        if round % 4 == 0 {
+            let sent = codes_sent();
+            assert_eq!(request().await.status, 202);
+            while codes_sent() == sent {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let r = app.post("/auth/verify-code", json!({"email": "guessed@example.com", "code": "999999"})).await;
+        r.assert_error(401, "unauthorized");
+    }
+    let notice = smtp.wait_for_mail_with("guessed@example.com", "Sign-in locked", Duration::from_secs(20)).await;
+    assert!(notice.body.contains("one-time sign-in codes"), "{}", notice.body);
+    // The last code sent, right and still fresh (two tries of its five used): refused like a wrong one.
+    let mails = smtp.all_mail();
+    let last = mails.iter().rev().find(|m| m.subject.contains("sign-in code")).unwrap();
+    let code = last.body.split_whitespace().find(|w| w.len() == 7 && w.ends_with('.')).unwrap()[..6].to_string();
+    let r = app.post("/auth/verify-code", json!({"email": "guessed@example.com", "code": code})).await;
+    let locked = r.assert_error(401, "unauthorized");
+    let unknown = app.post("/auth/verify-code", json!({"email": "nobody@example.com", "code": code})).await;
+    assert_eq!(locked, unknown.assert_error(401, "unauthorized"), "a locked account answers like an unknown one");
+    // While locked no new code goes out (it could not be used), and the answer is still 202.
+    assert_eq!(request().await.status, 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(codes_sent(), 3);
+    assert_eq!(mails_about(&smtp, "guessed@example.com", "Sign-in locked"), 1);
+}

@@ -377,12 +377,12 @@ impl AuthApi {
 
     /// Request a password reset mail
     ///
-    /// Always 202, whether or not the email belongs to an account. The mail carries a single-use token
+    /// 202 whether or not the email belongs to an account (429 past the per-IP or per-account limit). The mail carries a single-use token
     /// valid for 30 minutes.
     #[oai(path = "/password-reset", method = "post")]
     async fn password_reset(&self, body: JsonBody<PasswordResetRequest>) -> Result<Accepted, Error> {
         let body = body.into_inner()?;
-        self.service.request_password_reset(&body.email);
+        self.service.request_password_reset(&body.email)?;
         Ok(Accepted::Accepted)
     }
 
@@ -446,8 +446,9 @@ impl AuthApi {
 
     /// Request a one-time sign-in code
     ///
-    /// Always 202. Sends a 6-digit code (valid 10 minutes, 5 attempts) by mail or SMS when the email or
-    /// phone belongs to an account.
+    /// 202 whether or not the email or phone belongs to an account (429 past the per-IP or per-account
+    /// limit). Sends a 6-digit code (valid 10 minutes, 5 attempts) by mail or SMS when it does, and its
+    /// sign-in codes are not locked.
     #[oai(path = "/request-code", method = "post")]
     async fn request_code(&self, body: JsonBody<RequestCodeRequest>) -> Result<Accepted, Error> {
         let body = body.into_inner()?;
@@ -456,7 +457,7 @@ impl AuthApi {
             CodeChannel::Email => Channel::Email,
             CodeChannel::Sms => Channel::Sms,
         };
-        self.service.request_code(email, phone, channel);
+        self.service.request_code(email, phone, channel)?;
         Ok(Accepted::Accepted)
     }
 

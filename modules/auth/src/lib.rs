@@ -5,6 +5,7 @@
 
 pub mod api;
 mod authn;
+mod lockout;
 pub mod model;
 pub mod password;
 pub mod service;

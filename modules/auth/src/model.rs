@@ -115,6 +115,18 @@ pub struct Challenge {
 
 impl Record for Challenge {}
 
+/// Wrong codes of one factor (TOTP, or one-time sign-in codes) of one user, across challenges and codes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FactorFailures {
+    /// When the current counting window began.
+    pub since: Option<Timestamp>,
+    pub failures: u32,
+    /// Set when the budget ran out: the factor refuses every code until then.
+    pub locked_until: Option<Timestamp>,
+}
+
+impl Record for FactorFailures {}
+
 /// A password-reset (or invitation) token, by hash.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResetToken {

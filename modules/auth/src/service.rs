@@ -6,10 +6,12 @@ use std::sync::Arc;
 use portal_core::config::{Config, Registration};
 use portal_core::error::Validation;
 use portal_core::ids::{SessionId, UserId};
+use portal_core::rate_limit::RateLimiter;
 use portal_core::{Context, Error, Principal, Result, Role, Store, Timestamp};
 use portal_notify::Notifier;
 use subtle::ConstantTimeEq;
 
+use crate::lockout::{self, Factor};
 use crate::model::{Challenge, ResetToken, Session, Settings, SignInCode, User};
 use crate::session_cache::SessionCache;
 use crate::sessions::{self, Policy, Refresh};
@@ -62,6 +64,8 @@ pub struct AuthService {
     public_url: Option<String>,
     secure_cookies: bool,
     session_cache: SessionCache,
+    /// Holds each target account of the credential routes to its limit, from any number of IPs.
+    limiter: Arc<RateLimiter>,
 }
 
 /// The shared auth service of this app (built on first use).
@@ -101,6 +105,7 @@ impl AuthService {
             public_url: config.public_url.clone(),
             secure_cookies: config.served_over_tls(),
             session_cache: SessionCache::default(),
+            limiter: portal_core::rate_limit::shared(ctx),
         })
     }
 
@@ -153,6 +158,7 @@ impl AuthService {
             return Err(Error::forbidden("registration is closed; ask an administrator for an account"));
         }
         let email = users::normalize_email(email);
+        self.limiter.check_account(&email)?;
         let mut v = Validation::default();
         v.check("email", users::validate_email(&email));
         v.check("name", users::validate_name(name));
@@ -168,6 +174,7 @@ impl AuthService {
 
     pub async fn login(&self, email: &str, password: &str) -> Result<SignIn> {
         let email = users::normalize_email(email);
+        self.limiter.check_account(&email)?;
         let user = self.store.read_blocking(|tx| users::by_email(tx, &email))?;
         let stored_hash = user.as_ref().and_then(|u| u.password_hash.clone());
         let ok = password::verify(password.to_string(), stored_hash).await?;
@@ -214,6 +221,8 @@ impl AuthService {
             Passed(User),
             Wrong,
             Locked,
+            /// The user's TOTP factor is locked until then; `true` when this attempt locked it.
+            FactorLocked(User, Timestamp, bool),
             Invalid,
         }
         let key = sha256(challenge_token);
@@ -228,10 +237,19 @@ impl AuthService {
                     CHALLENGES.remove(tx, &key)?;
                     return Ok(Outcome::Invalid);
                 };
+                if let Some(until) = lockout::locked_until(tx, user.id, Factor::Totp, now)? {
+                    CHALLENGES.remove(tx, &key)?;
+                    return Ok(Outcome::FactorLocked(user, until, false));
+                }
                 if totp::accept(&mut user.two_factor, &code, unix_secs(now))? {
                     CHALLENGES.remove(tx, &key)?;
                     USERS.insert(tx, &user.id.to_key(), &user)?;
+                    lockout::passed(tx, user.id, Factor::Totp)?;
                     return Ok(Outcome::Passed(user));
+                }
+                if let Some(until) = lockout::failed(tx, user.id, Factor::Totp, now)? {
+                    CHALLENGES.remove(tx, &key)?;
+                    return Ok(Outcome::FactorLocked(user, until, true));
                 }
                 challenge.failures += 1;
                 if challenge.failures >= MAX_ATTEMPTS {
@@ -246,6 +264,16 @@ impl AuthService {
             Outcome::Passed(user) => self.open_session(user).await,
             Outcome::Wrong => Err(Error::unauthorized("invalid or already used code")),
             Outcome::Locked => Err(Error::unauthorized("too many wrong codes; sign in again")),
+            Outcome::FactorLocked(user, until, just_now) => {
+                if just_now {
+                    self.tell_factor_locked(&user, Factor::Totp, until).await;
+                }
+                // The challenge proves the password, so saying why reveals nothing to a stranger.
+                Err(Error::unauthorized(format!(
+                    "two-factor sign-in is locked after too many wrong codes until {}",
+                    until.datetime().format("%Y-%m-%d %H:%M UTC")
+                )))
+            }
             Outcome::Invalid => Err(Error::unauthorized("invalid or expired challenge; sign in again")),
         }
     }
@@ -373,14 +401,16 @@ impl AuthService {
 
     /// Sends a reset link when the email belongs to an active user. Runs in the background so the
     /// answer (and its timing) is the same whether or not the account exists.
-    pub fn request_password_reset(self: &Arc<Self>, email: &str) {
+    pub fn request_password_reset(self: &Arc<Self>, email: &str) -> Result<()> {
         let this = Arc::clone(self);
         let email = users::normalize_email(email);
+        self.limiter.check_account(&email)?;
         tokio::spawn(async move {
             if let Err(e) = this.send_reset(&email).await {
                 tracing::warn!(error = %e, "password reset mail not sent");
             }
         });
+        Ok(())
     }
 
     async fn send_reset(&self, email: &str) -> Result<()> {
@@ -439,19 +469,34 @@ impl AuthService {
 
     /// Sends a 6-digit sign-in code when the email or phone belongs to an active user (in the
     /// background: the answer is the same either way).
-    pub fn request_code(self: &Arc<Self>, email: Option<String>, phone: Option<String>, channel: Channel) {
+    pub fn request_code(
+        self: &Arc<Self>,
+        email: Option<String>,
+        phone: Option<String>,
+        channel: Channel,
+    ) -> Result<()> {
+        self.limiter.check_account(&account_key(email.as_deref(), phone.as_deref()))?;
         let this = Arc::clone(self);
         tokio::spawn(async move {
             if let Err(e) = this.send_code(email, phone, channel).await {
                 tracing::warn!(error = %e, "sign-in code not sent");
             }
         });
+        Ok(())
     }
 
     async fn send_code(&self, email: Option<String>, phone: Option<String>, channel: Channel) -> Result<()> {
         let code = format!("{:06}", rand::random_range(0..1_000_000u32));
         let keys_code = code.clone();
-        let user = self.store.read_blocking(|tx| find_user(tx, email.as_deref(), phone.as_deref()))?;
+        let now = Timestamp::now();
+        let user = self.store.read_blocking(|tx| {
+            let user = find_user(tx, email.as_deref(), phone.as_deref())?;
+            // No code for a locked factor: it could not be used.
+            match user {
+                Some(u) if lockout::locked_until(tx, u.id, Factor::SignInCode, now)?.is_some() => Ok(None),
+                other => Ok(other),
+            }
+        })?;
         let Some(user) = user.filter(|u| !u.disabled) else { return Ok(()) };
         let entry = SignInCode {
             code_mac: self.keys.code_mac(user.id, &keys_code)?,
@@ -500,31 +545,61 @@ impl AuthService {
         enum Outcome {
             Passed(User),
             Failed,
+            /// This wrong code spent the factor's budget: locked until then.
+            JustLocked(User, Timestamp),
         }
+        self.limiter.check_account(&account_key(email.as_deref(), phone.as_deref()))?;
         let user = self.store.read_blocking(|tx| find_user(tx, email.as_deref(), phone.as_deref()))?;
         let Some(user) = user else { return Err(Error::unauthorized("invalid or expired code")) };
         let presented = self.keys.code_mac(user.id, code.trim())?;
         let outcome = self
             .store
             .write(move |tx| {
+                let now = Timestamp::now();
                 let key = user.id.to_key();
+                // Locked: every code is wrong, and the answer is the same as for one (no account oracle).
+                if lockout::locked_until(tx, user.id, Factor::SignInCode, now)?.is_some() {
+                    return Ok(Outcome::Failed);
+                }
                 let Some(mut entry) = SIGN_IN_CODES.get(tx, &key)? else { return Ok(Outcome::Failed) };
-                if Timestamp::now() >= entry.expires_at || entry.attempts >= MAX_ATTEMPTS {
+                if now >= entry.expires_at || entry.attempts >= MAX_ATTEMPTS {
                     SIGN_IN_CODES.remove(tx, &key)?;
                     return Ok(Outcome::Failed);
                 }
                 if bool::from(entry.code_mac.ct_eq(&presented)) {
                     SIGN_IN_CODES.remove(tx, &key)?;
+                    lockout::passed(tx, user.id, Factor::SignInCode)?;
                     return Ok(Outcome::Passed(user.clone()));
                 }
                 entry.attempts += 1;
                 SIGN_IN_CODES.insert(tx, &key, &entry)?;
-                Ok(Outcome::Failed)
+                match lockout::failed(tx, user.id, Factor::SignInCode, now)? {
+                    Some(until) => Ok(Outcome::JustLocked(user.clone(), until)),
+                    None => Ok(Outcome::Failed),
+                }
             })
             .await?;
         match outcome {
             Outcome::Passed(user) => self.first_factor_passed(user).await,
             Outcome::Failed => Err(Error::unauthorized("invalid or expired code")),
+            Outcome::JustLocked(user, until) => {
+                self.tell_factor_locked(&user, Factor::SignInCode, until).await;
+                Err(Error::unauthorized("invalid or expired code"))
+            }
+        }
+    }
+
+    /// Mails the user that a factor of its account was locked after too many wrong codes.
+    async fn tell_factor_locked(&self, user: &User, factor: Factor, until: Timestamp) {
+        let body = format!(
+            "Too many wrong {} were entered for your Portal account, so signing in with them is locked until \
+             {}. If this was not you, someone may know your password or your email: change your password.",
+            factor.name(),
+            until.datetime().format("%Y-%m-%d %H:%M UTC")
+        );
+        tracing::warn!(user_id = %user.id, factor = factor.name(), "sign-in factor locked after too many wrong codes");
+        if let Err(e) = self.notifier.send_email(&user.email, "Sign-in locked on your Portal account", &body).await {
+            tracing::warn!(user_id = %user.id, error = %e, "the lock notice was not sent");
         }
     }
 
@@ -561,6 +636,15 @@ fn sweep_expired<V: portal_core::Record>(
         table.remove(tx, k)?;
     }
     Ok(keys.len())
+}
+
+/// The account a code route targets, as the per-account limit knows it.
+fn account_key(email: Option<&str>, phone: Option<&str>) -> String {
+    match (email, phone) {
+        (Some(email), _) => users::normalize_email(email),
+        (None, Some(phone)) => phone.trim().to_string(),
+        (None, None) => String::new(),
+    }
 }
 
 fn find_user(tx: &impl portal_core::ReadTx, email: Option<&str>, phone: Option<&str>) -> Result<Option<User>> {

@@ -3,7 +3,7 @@
 use portal_core::{Index, Table};
 use redb::WriteTransaction;
 
-use crate::model::{Challenge, RefreshEntry, ResetToken, Session, SignInCode, User};
+use crate::model::{Challenge, FactorFailures, RefreshEntry, ResetToken, Session, SignInCode, User};
 
 pub(crate) const USERS: Table<User> = Table::new("auth.users");
 /// email → user id
@@ -27,6 +27,8 @@ pub(crate) const CHALLENGES: Table<Challenge> = Table::new("auth.challenges");
 pub(crate) const RESET_TOKENS: Table<ResetToken> = Table::new("auth.reset_tokens");
 /// user id → the pending one-time sign-in code
 pub(crate) const SIGN_IN_CODES: Table<SignInCode> = Table::new("auth.sign_in_codes");
+/// user id ‖ factor tag → the factor's wrong codes and lock
+pub(crate) const FACTOR_FAILURES: Table<FactorFailures> = Table::new("auth.factor_failures");
 /// key name → key bytes (the generated JWT key)
 pub(crate) const KEYS: Index = Index::new("auth.keys");
 
@@ -42,5 +44,6 @@ pub(crate) fn create_all(tx: &WriteTransaction) -> portal_core::Result<()> {
     CHALLENGES.create(tx)?;
     RESET_TOKENS.create(tx)?;
     SIGN_IN_CODES.create(tx)?;
+    FACTOR_FAILURES.create(tx)?;
     Ok(())
 }

@@ -2,6 +2,11 @@
 //! client IP. Each class is a GCRA bucket: `N` requests per minute, a burst of `N`, refilled evenly.
 //! Every limited response carries `X-RateLimit-Limit` and `X-RateLimit-Remaining`; over the limit →
 //! `429 rate_limited` with `Retry-After`.
+//!
+//! Routes where credentials are guessed (sign-in, codes, 2FA, reset, register, refresh) are keyed by the
+//! client IP whatever token comes with them — a token bought by registering an account must not buy more
+//! guesses — and the auth service also holds each target account (an email or phone, known or not) to
+//! the auth class's limit ([`RateLimiter::check_account`]).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -43,11 +48,28 @@ pub fn classify(method: &Method, path: &str) -> Option<RateClass> {
     }
 }
 
+/// Whether `path` is a route where credentials are guessed (see the module docs).
+pub fn guesses_credentials(path: &str) -> bool {
+    matches!(
+        path,
+        "/auth/login"
+            | "/auth/register"
+            | "/auth/request-code"
+            | "/auth/verify-code"
+            | "/auth/verify-2fa"
+            | "/auth/password-reset"
+            | "/auth/password-reset/confirm"
+            | "/auth/refresh"
+    )
+}
+
 /// Who a bucket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Caller {
     User(UserId),
     Ip(IpAddr),
+    /// A target account of the credential routes, by a hash of its normalized email or phone.
+    Account(u64),
 }
 
 /// The outcome of one request against its bucket.
@@ -117,6 +139,19 @@ impl RateLimiter {
         Decision::Allowed { limit, remaining }
     }
 
+    /// One more attempt on `account` (a normalized email or phone, whether or not a user has it), held to
+    /// the auth class's limit: 429 beyond it, from any number of IPs.
+    pub fn check_account(&self, account: &str) -> Result<(), Error> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let caller = Caller::Account(self.hasher.hash_one(account));
+        match self.check(RateClass::Auth, caller, Instant::now()) {
+            Decision::Allowed { .. } => Ok(()),
+            Decision::Limited { retry_after, .. } => Err(limited(retry_after)),
+        }
+    }
+
     /// Forgets buckets that are full again (they behave exactly like absent ones).
     pub fn purge_stale(&self) {
         let now = Instant::now().saturating_duration_since(self.started);
@@ -149,7 +184,8 @@ pub async fn limit<E: Endpoint>(ep: &E, req: Request, limiter: &RateLimiter) -> 
     let Some(class) = class else {
         return ep.call(req).await.map(IntoResponse::into_response);
     };
-    let caller = match req.extensions().get::<Principal>() {
+    let signed_in = req.extensions().get::<Principal>().filter(|_| !guesses_credentials(req.uri().path()));
+    let caller = match signed_in {
         Some(principal) => Caller::User(principal.user_id),
         None => match limiter.client_ip(&req) {
             Some(ip) => Caller::Ip(ip),
@@ -168,12 +204,22 @@ pub async fn limit<E: Endpoint>(ep: &E, req: Request, limiter: &RateLimiter) -> 
             Ok(resp)
         }
         Decision::Limited { limit, retry_after } => {
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            let mut resp = poem::error::ResponseError::as_response(&Error::rate_limited(secs.max(1)));
+            let mut resp = poem::error::ResponseError::as_response(&limited(retry_after));
             set_headers(&mut resp, limit, 0);
             Ok(resp)
         }
     }
+}
+
+/// A 429 whose `Retry-After` is `retry_after` rounded up to whole seconds.
+fn limited(retry_after: Duration) -> Error {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    Error::rate_limited(secs.max(1))
+}
+
+/// The one rate limiter of the app, shared by the middleware, the auth service and the purge job.
+pub fn shared(ctx: &crate::Context) -> std::sync::Arc<RateLimiter> {
+    ctx.services.get_or_init(|| RateLimiter::new(ctx.config.rate_limit.clone()))
 }
 
 fn set_headers(resp: &mut Response, limit: u32, remaining: u32) {

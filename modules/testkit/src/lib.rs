@@ -77,9 +77,16 @@ impl SmtpServer {
 
     /// Waits for a message to `to`; panics (failing the test) when none arrives in time.
     pub async fn wait_for_mail(&self, to: &str, timeout: Duration) -> ReceivedMail {
+        self.wait_for_mail_with(to, "", timeout).await
+    }
+
+    /// Waits for a message to `to` whose subject contains `subject`; panics when none arrives in time.
+    pub async fn wait_for_mail_with(&self, to: &str, subject: &str, timeout: Duration) -> ReceivedMail {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(mail) = self.try_mail(to) {
+            let found =
+                self.all_mail().into_iter().find(|m| m.to.eq_ignore_ascii_case(to) && m.subject.contains(subject));
+            if let Some(mail) = found {
                 return mail;
             }
             assert!(Instant::now() < deadline, "no mail to {to} within {timeout:?}; received: {:?}", self.all_mail());
