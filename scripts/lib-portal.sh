@@ -43,7 +43,7 @@ start_portal() {
   portal_pids+=("$!")
   addr=""
   for _ in $(seq 1 600); do
-    if grep -q '"server started"' "$dir/portal.log" 2>/dev/null; then
+    if grep -q '"portal listening"' "$dir/portal.log" 2>/dev/null; then
       addr=$(grep '"portal listening"' "$dir/portal.log" | grep -o '"addr":"[^"]*"' | head -n1 | cut -d'"' -f4)
       break
     fi

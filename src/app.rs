@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use poem::error::MethodNotAllowedError;
 use poem::http::Method;
-use poem::listener::TcpAcceptor;
 use poem::middleware::CookieJarManager;
-use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Server};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response};
 use poem_openapi::OpenApiService;
 use portal_core::{store, Config, Context, Job, Result, Store};
 use tokio::net::TcpListener;
@@ -28,7 +27,7 @@ use portal_users::UsersModule;
 
 use crate::backup::BackupApi;
 use crate::health::HealthApi;
-use crate::{docs, middleware};
+use crate::{docs, middleware, server};
 
 /// Every module's API, joined. Adding a module is one entry here and one in `install` and `jobs`.
 type Apis = (
@@ -126,7 +125,8 @@ pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
         .with(CookieJarManager::new())
         // Boxed: the request's own layer then holds a pointer to this future instead of the future itself.
         .boxed();
-    Ok(with_middleware(routes, ctx.config.served_over_tls()))
+    let body_deadline = Duration::from_secs(ctx.config.connections.request_timeout_seconds);
+    Ok(with_middleware(routes, ctx.config.served_over_tls(), body_deadline))
 }
 
 /// The API with its two documents beside it: `/openapi.json` and `/docs` by their exact paths, every other
@@ -164,8 +164,12 @@ impl<A: Endpoint, S: Endpoint, D: Endpoint> Endpoint for Site<A, S, D> {
 
 /// Wraps `ep` in the portal's cross-cutting middleware: the request's own handling (id, body limit, panics
 /// and errors in the envelope, security headers, access log line).
-pub fn with_middleware(ep: impl Endpoint + 'static, tls: bool) -> impl Endpoint<Output = Response> {
-    ep.around(move |ep, req| middleware::handle(ep, req, tls)).into_endpoint()
+pub fn with_middleware(
+    ep: impl Endpoint + 'static,
+    tls: bool,
+    body_deadline: Duration,
+) -> impl Endpoint<Output = Response> {
+    ep.around(move |ep, req| middleware::handle(ep, req, tls, body_deadline)).into_endpoint()
 }
 
 /// A built portal, bound to its listener and ready to serve.
@@ -212,12 +216,18 @@ impl App {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let App { listener, ctx } = self;
         let scheduled: Vec<_> = jobs(&ctx).into_iter().map(|job| spawn_job(job, ctx.clone())).collect();
-        tracing::info!(addr = %listener.local_addr()?, data = %ctx.store.path().display(), "portal listening");
-        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        // Room for many connections where the system allows it; the connection limits stay below it.
+        let file_limit = rlimit::increase_nofile_limit(u64::MAX).ok();
+        let limits =
+            server::Limits::new(&ctx.config.connections, ctx.config.rate_limit.trusted_proxies.clone(), file_limit);
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            data = %ctx.store.path().display(),
+            max_connections = limits.max_connections,
+            "portal listening"
+        );
         let endpoint = endpoint(&ctx)?;
-        let result = Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(endpoint, shutdown, Some(SHUTDOWN_GRACE))
-            .await;
+        let result = server::serve(listener, endpoint, limits, shutdown, SHUTDOWN_GRACE).await;
         // Wait for the aborted jobs to let go of the store, so it is closed when this returns.
         for job in &scheduled {
             job.abort();

@@ -9,6 +9,7 @@ pub mod health;
 pub mod log_writer;
 pub mod logging;
 pub mod middleware;
+pub mod server;
 
 pub use app::App;
 

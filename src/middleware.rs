@@ -4,7 +4,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use poem::error::ReadBodyError;
@@ -13,7 +13,7 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use portal_core::auth::SharedAuthenticator;
 use portal_core::config::BODY_LIMIT_BYTES;
 use portal_core::rate_limit::RateLimiter;
-use portal_core::Error;
+use portal_core::{Error, ErrorCode};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -37,14 +37,19 @@ fn request_id_of(req: &Request) -> String {
 /// and of the nested futures): an id, echoed in `X-Request-Id` and carried by every log line of the
 /// request; the body size limit; every error and panic in the envelope; the security headers; and the
 /// access log line with method, path, status and latency.
-pub async fn handle<E: Endpoint>(ep: Arc<E>, mut req: Request, tls: bool) -> poem::Result<Response> {
+pub async fn handle<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    tls: bool,
+    body_deadline: Duration,
+) -> poem::Result<Response> {
     let id = request_id_of(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let started = Instant::now();
     let header = HeaderValue::from_str(&id);
     crate::logging::with_request_id(id, async move {
-        let mut resp = match limit_body(&mut req).await {
+        let mut resp = match limit_body(&mut req, body_deadline).await {
             Ok(()) => match AssertUnwindSafe(ep.call(req)).catch_unwind().await {
                 Ok(result) => result.map(IntoResponse::into_response).unwrap_or_else(render_error),
                 Err(panic) => panic_response(panic),
@@ -102,25 +107,35 @@ pub fn add_security_headers(resp: &mut Response, tls: bool) {
     }
 }
 
-/// Refuses bodies over 1 MiB with 413: by `Content-Length` when given, else while reading the body.
-async fn limit_body(req: &mut Request) -> Result<(), Error> {
+/// Refuses bodies over 1 MiB with 413 (by `Content-Length` when given, else while reading the body) and
+/// bodies that do not arrive within `deadline` with 408: a body is read whole here, so no handler waits on
+/// a client that trickles it.
+async fn limit_body(req: &mut Request, deadline: Duration) -> Result<(), Error> {
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(len) if len > BODY_LIMIT_BYTES as u64 => Err(Error::payload_too_large()),
-        Some(_) => Ok(()),
+        Some(0) => Ok(()),
         None if req.method() == Method::GET || req.method() == Method::HEAD => Ok(()),
-        // Boxed: the body read is a large future, and most requests never get here.
-        None => Box::pin(read_body_within_limit(req)).await,
+        // Boxed: the body read is a large future, and reads (most requests) never get here.
+        _ => Box::pin(read_body_within_limits(req, deadline)).await,
     }
 }
 
-/// Reads a body of unknown length, up to the limit, and puts it back into the request.
-async fn read_body_within_limit(req: &mut Request) -> Result<(), Error> {
-    let bytes = req.take_body().into_bytes_limit(BODY_LIMIT_BYTES).await.map_err(|e| match e {
-        ReadBodyError::PayloadTooLarge => Error::payload_too_large(),
-        other => Error::bad_request(format!("cannot read the request body: {other}")),
-    })?;
+/// Reads the body, up to the size limit and within `deadline`, and puts it back into the request.
+async fn read_body_within_limits(req: &mut Request, deadline: Duration) -> Result<(), Error> {
+    let read = tokio::time::timeout(deadline, req.take_body().into_bytes_limit(BODY_LIMIT_BYTES)).await;
+    let bytes = read
+        .map_err(|_| {
+            Error::new(
+                ErrorCode::RequestTimeout,
+                format!("the request body did not arrive within {} s", deadline.as_secs()),
+            )
+        })?
+        .map_err(|e| match e {
+            ReadBodyError::PayloadTooLarge => Error::payload_too_large(),
+            other => Error::bad_request(format!("cannot read the request body: {other}")),
+        })?;
     req.set_body(bytes);
     Ok(())
 }

@@ -120,11 +120,13 @@ pub fn create_period(seeded: &Seeded, n: u64) -> (CustomerId, NaiveDate) {
     (seeded.billed[(n % customers) as usize], month((n / customers) as u32))
 }
 
-/// Starts `portal serve` on `addr` over the seeded store; its log goes to `<dir>/portal.log`.
+/// Starts `portal serve` on `addr` over the seeded store; its log goes to `<dir>/portal.log`. The load
+/// generator is one client standing for many: no rate limits, no per-IP connection cap.
 pub fn spawn(dir: &Path, addr: SocketAddr) -> Child {
     let log = std::fs::File::create(dir.join("portal.log")).expect("log file");
     Command::new(env!("CARGO_BIN_EXE_portal"))
-        .args(["serve", "--rate-limit", "off", "--addr", &addr.to_string(), "--data-dir"])
+        .args(["serve", "--rate-limit", "off", "--max-connections-per-ip", "4096", "--addr", &addr.to_string()])
+        .arg("--data-dir")
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(log)

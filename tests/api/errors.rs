@@ -131,7 +131,11 @@ impl Fixture {
 async fn fixture() -> (String, reqwest::Client) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let ep = portal::app::with_middleware(OpenApiService::new(Fixture, "fixture", "1").into_endpoint(), false);
+    let ep = portal::app::with_middleware(
+        OpenApiService::new(Fixture, "fixture", "1").into_endpoint(),
+        false,
+        std::time::Duration::from_secs(10),
+    );
     tokio::spawn(Server::new_with_acceptor(TcpAcceptor::from_tokio(listener).unwrap()).run(ep));
     (base, reqwest::Client::new())
 }

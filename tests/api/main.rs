@@ -16,6 +16,7 @@ mod migrations;
 mod openapi;
 mod payments;
 mod rate_limits;
+mod slow_clients;
 mod store;
 mod upstream;
 mod users;

@@ -88,6 +88,9 @@ pub struct Config {
     pub public_url: Option<String>,
 
     #[command(flatten)]
+    pub connections: ConnectionConfig,
+
+    #[command(flatten)]
     pub auth: AuthConfig,
 
     #[command(flatten)]
@@ -101,6 +104,24 @@ pub struct Config {
 
     #[command(flatten)]
     pub analytics: AnalyticsConfig,
+}
+
+/// Limits on client connections, so that slow or greedy clients cannot take the server from the others.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionConfig {
+    /// Open connections at most; beyond it new ones are closed at once (also kept below the process's
+    /// file limit).
+    #[arg(long, env = "PORTAL_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Open connections at most per client IP (trusted proxies count only toward the total).
+    #[arg(long, env = "PORTAL_MAX_CONNECTIONS_PER_IP", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: u32,
+
+    /// Seconds a client has to send a request's headers, and its body, once it starts one; and how long an
+    /// idle keep-alive connection stays open.
+    #[arg(long, env = "PORTAL_REQUEST_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_seconds: u64,
 }
 
 /// Stripe: payments, saved cards and webhooks. Without a secret key the payment endpoints answer 503.
@@ -280,6 +301,11 @@ impl Config {
                 registration: Registration::Open,
                 admin_email: None,
                 admin_password: None,
+            },
+            connections: ConnectionConfig {
+                max_connections: 4096,
+                max_connections_per_ip: 64,
+                request_timeout_seconds: 10,
             },
             notify: NotifyConfig {
                 smtp_url: None,
