@@ -652,9 +652,11 @@ async fn a_customer_with_invoices_is_archived_and_restorable() {
     app.call(Method::GET, &format!("/customers/{cid}"), &admin, None).await.assert_error(404, "not_found");
     app.call(Method::GET, &format!("/billing/invoices/{invoice}"), &admin, None).await.assert_error(404, "not_found");
     app.call(Method::GET, "/users/me", &token, None).await.assert_error(401, "unauthorized");
-    app.post("/auth/login", json!({"email": "user@archive.example.com", "password": PASSWORD}))
-        .await
-        .assert_error(401, "unauthorized");
+    // The right password of a disabled account answers exactly like a wrong one: no hint that it exists.
+    let right = app.post("/auth/login", json!({"email": "user@archive.example.com", "password": PASSWORD})).await;
+    let wrong =
+        app.post("/auth/login", json!({"email": "user@archive.example.com", "password": "not the password"})).await;
+    assert_eq!(right.assert_error(401, "unauthorized"), wrong.assert_error(401, "unauthorized"));
     let archived = app.call(Method::GET, "/customers?archived=true", &admin, None).await.json();
     assert_eq!(archived[0]["id"], json!(cid));
 

@@ -363,6 +363,17 @@ async fn creating_twice_with_one_idempotency_key_creates_once() {
     );
     let listed = app.call(Method::GET, "/customers?q=race", &admin, None).await.json();
     assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    // A key that is not visible ASCII is refused, not ignored (a retry would create a duplicate).
+    for key in [&b"cl\xc3\xa9-1"[..], &b"tab\tkey"[..], &b""[..], &[b'k'; 256][..]] {
+        let value = reqwest::header::HeaderValue::from_bytes(key).unwrap();
+        let req = app.request(Method::POST, "/customers").bearer_auth(&admin).header("Idempotency-Key", value);
+        let r = app.send(req.json(&new_customer("Accented"))).await;
+        let error = r.assert_error(422, "validation_failed");
+        assert!(error["details"]["Idempotency-Key"].is_string(), "{error}");
+    }
+    let listed = app.call(Method::GET, "/customers?q=accented", &admin, None).await.json();
+    assert_eq!(listed, json!([]), "nothing created under a refused key");
 }
 
 #[tokio::test]
@@ -482,4 +493,24 @@ async fn isolation_matrix_over_every_customer_endpoint() {
     assert_eq!(b_now["name"], "Ada Lovelace");
     assert_eq!(app.call(Method::GET, "/customers/me", &token_a, None).await.json()["id"], json!(a));
     eprintln!("isolation matrix: {cases} cases, 0 leaks");
+}
+
+#[tokio::test]
+async fn names_refuse_bidi_overrides_and_invisible_characters() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let mut body = new_customer("Spoof");
+    body["company_name"] = json!("Invoice\u{202E}fdp.exe");
+    body["name"] = json!("Ada\u{200B}Lovelace");
+    let error = app.call(Method::POST, "/customers", &admin, Some(body)).await.assert_error(422, "validation_failed");
+    assert!(error["details"]["company_name"].as_str().unwrap().contains("U+202E"), "{error}");
+    assert!(error["details"]["name"].as_str().unwrap().contains("U+200B"), "{error}");
+    // Scripts that need joiners keep them.
+    let mut body = new_customer("Persian");
+    body["name"] = json!("مهدی\u{200C}زاده");
+    assert_eq!(app.call(Method::POST, "/customers", &admin, Some(body)).await.status, 201);
+    let r = app
+        .post("/auth/register", json!({"email": "rtl@example.com", "password": PASSWORD, "name": "Eve\u{2066}x"}))
+        .await;
+    assert!(r.assert_error(422, "validation_failed")["details"]["name"].is_string());
 }

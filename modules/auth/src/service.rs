@@ -186,8 +186,9 @@ impl AuthService {
 
     /// The first factor is done: a session, or the 2FA challenge when the user has 2FA on.
     async fn first_factor_passed(&self, user: User) -> Result<SignIn> {
+        // Disabled (its customer archived): the answer of a wrong password, so that only an admin learns it.
         if user.disabled {
-            return Err(Error::unauthorized("this account is disabled; contact your administrator"));
+            return Err(bad_credentials());
         }
         if !user.two_factor.enabled() {
             return self.open_session(user).await.map(SignIn::Done);

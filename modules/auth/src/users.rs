@@ -55,8 +55,8 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
         Err("must not be empty".into())
     } else if trimmed.chars().count() > 200 {
         Err("must be at most 200 characters".into())
-    } else if trimmed.chars().any(char::is_control) {
-        Err("must not contain control characters".into())
+    } else if let Some(why) = portal_core::text::hidden_characters(trimmed) {
+        Err(why)
     } else {
         Ok(())
     }

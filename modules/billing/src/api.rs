@@ -292,11 +292,11 @@ impl BillingApi {
         &self,
         admin: Admin,
         body: JsonBody<GenerateFromProposalRequest>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: idempotency::IdempotencyKey,
     ) -> Result<Generated> {
         let body = body.into_inner()?;
         let op = "POST /billing/generate-from-proposal";
-        let claim = idempotency::begin(&self.store, admin.0.user_id, op, idempotency_key.0.as_deref(), &body).await?;
+        let claim = idempotency::begin(&self.store, admin.0.user_id, op, &idempotency_key, &body).await?;
         if let Some((_, views)) = claim.replayed::<Vec<InvoiceView>>()? {
             return Ok(Generated::Created(Json(views)));
         }
@@ -326,7 +326,7 @@ impl BillingApi {
         &self,
         admin: Admin,
         body: JsonBody<GenerateRecurringRequest>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: idempotency::IdempotencyKey,
     ) -> Result<GeneratedOne> {
         let body = body.into_inner()?;
         let start = match &body.period_start {
@@ -336,7 +336,7 @@ impl BillingApi {
             None => None,
         };
         let op = "POST /billing/generate-recurring";
-        let claim = idempotency::begin(&self.store, admin.0.user_id, op, idempotency_key.0.as_deref(), &body).await?;
+        let claim = idempotency::begin(&self.store, admin.0.user_id, op, &idempotency_key, &body).await?;
         if let Some((_, view)) = claim.replayed::<InvoiceView>()? {
             return Ok(GeneratedOne::Created(Json(view)));
         }

@@ -1,7 +1,7 @@
 //! `/billing` payment endpoints: saving cards through Stripe SetupIntents, listing them, and paying
 //! invoices. Without `STRIPE_SECRET_KEY` they answer 503 and everything else works.
 
-use poem_openapi::param::{Header, Path};
+use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use portal_core::error::ErrorEnvelope;
@@ -139,21 +139,16 @@ impl PaymentsApi {
         &self,
         auth: Auth,
         body: JsonBody<PayInvoiceRequest>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: idempotency::IdempotencyKey,
     ) -> Result<PayInvoiceResponse> {
         let body = body.into_inner()?;
         let caller = auth.0;
         let invoice_id = body.invoice_id;
         let invoice = self.store.read_blocking(|tx| invoices::visible(tx, &caller, invoice_id))?;
         let stripe = self.stripe()?;
-        let claim = idempotency::begin(
-            &self.store,
-            caller.user_id,
-            "POST /billing/pay-invoice",
-            idempotency_key.0.as_deref(),
-            &body,
-        )
-        .await?;
+        let claim =
+            idempotency::begin(&self.store, caller.user_id, "POST /billing/pay-invoice", &idempotency_key, &body)
+                .await?;
         if let Some((_, view)) = claim.replayed::<PaymentView>()? {
             return Ok(PayInvoiceResponse::Paid(Json(view)));
         }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorCode, Result};
+pub use crate::idempotency_key::IdempotencyKey;
 use crate::ids::UserId;
 use crate::store::Store;
 use crate::table::{Record, Table};
@@ -129,13 +130,10 @@ pub async fn begin(
     store: &Store,
     caller: UserId,
     operation: &str,
-    key: Option<&str>,
+    key: &IdempotencyKey,
     body: &impl Serialize,
 ) -> Result<Claim> {
-    let Some(key) = key else { return Ok(Claim::None) };
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::invalid("Idempotency-Key", "must be 1–255 visible ASCII characters"));
-    }
+    let Some(key) = key.get()? else { return Ok(Claim::None) };
     let slot: [u8; 32] = Sha256::new()
         .chain_update(caller.to_key())
         .chain_update(operation.as_bytes())

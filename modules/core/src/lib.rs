@@ -9,6 +9,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod idempotency;
+mod idempotency_key;
 pub mod ids;
 pub mod journal;
 pub mod json_object;
@@ -23,6 +24,7 @@ pub mod serde_json_payload;
 pub mod snapshot;
 pub mod store;
 pub mod table;
+pub mod text;
 pub mod time;
 
 pub use auth::{Admin, Auth, Authenticator, MaybeAuth, Principal, Role};

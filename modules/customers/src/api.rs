@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use poem::Request;
-use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
@@ -344,12 +344,11 @@ impl CustomersApi {
         &self,
         admin: Admin,
         body: JsonBody<CreateCustomerRequest>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: idempotency::IdempotencyKey,
     ) -> Result<CreatedCustomer> {
         let body = body.into_inner()?;
         let claim =
-            idempotency::begin(&self.store, admin.0.user_id, "POST /customers", idempotency_key.0.as_deref(), &body)
-                .await?;
+            idempotency::begin(&self.store, admin.0.user_id, "POST /customers", &idempotency_key, &body).await?;
         if let Some((_, view)) = claim.replayed::<CustomerView>()? {
             return Ok(CreatedCustomer::Created(Json(view)));
         }

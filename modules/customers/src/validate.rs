@@ -21,7 +21,7 @@ pub fn country(code: &str) -> Result<String, String> {
     }
 }
 
-/// Trimmed text of `min..=max` characters without control characters.
+/// Trimmed text of `min..=max` characters without control or invisible formatting characters.
 pub fn text(value: &str, min: usize, max: usize) -> Result<String, String> {
     let trimmed = value.trim();
     let len = trimmed.chars().count();
@@ -31,8 +31,8 @@ pub fn text(value: &str, min: usize, max: usize) -> Result<String, String> {
     if len > max {
         return Err(format!("must be at most {max} characters"));
     }
-    if trimmed.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
+    if let Some(why) = portal_core::text::hidden_characters(trimmed) {
+        return Err(why);
     }
     Ok(trimmed.to_string())
 }

@@ -1,7 +1,7 @@
 //! `/proposals` endpoints.
 
 use poem::Request;
-use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
@@ -181,12 +181,11 @@ impl ProposalsApi {
         &self,
         admin: Admin,
         body: JsonBody<CreateProposalRequest>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: idempotency::IdempotencyKey,
     ) -> Result<CreatedProposal> {
         let body = body.into_inner()?;
         let claim =
-            idempotency::begin(&self.store, admin.0.user_id, "POST /proposals", idempotency_key.0.as_deref(), &body)
-                .await?;
+            idempotency::begin(&self.store, admin.0.user_id, "POST /proposals", &idempotency_key, &body).await?;
         if let Some((_, view)) = claim.replayed::<ProposalView>()? {
             return Ok(CreatedProposal::Created(Json(view)));
         }

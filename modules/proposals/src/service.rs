@@ -259,9 +259,10 @@ fn apply(old: &Proposal, change: &ProposalChange, now: Timestamp, v: &mut Valida
     let mut p = old.clone();
     if let Some(title) = &change.title {
         let title = title.trim();
-        match title.chars().count() {
-            0 => v.add("title", "must not be empty"),
-            1..=200 => p.title = title.to_string(),
+        match (title.chars().count(), portal_core::text::hidden_characters(title)) {
+            (0, _) => v.add("title", "must not be empty"),
+            (_, Some(why)) => v.add("title", why),
+            (1..=200, None) => p.title = title.to_string(),
             _ => v.add("title", "must be at most 200 characters"),
         }
     }
@@ -346,6 +347,9 @@ fn schedule_from(schedule: &[MilestoneInput], v: &mut Validation) -> Option<Vec<
         let name = m.milestone.trim();
         if name.is_empty() || name.chars().count() > 200 {
             v.add(format!("billing_schedule[{i}].milestone"), "must be 1–200 characters");
+            valid = false;
+        } else if let Some(why) = portal_core::text::hidden_characters(name) {
+            v.add(format!("billing_schedule[{i}].milestone"), why);
             valid = false;
         }
         let due_days = match m.due_days {
