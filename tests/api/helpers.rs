@@ -86,7 +86,13 @@ impl TestApp {
 
     /// Starts the app on an existing data dir (to test what survives a restart).
     pub async fn spawn_in(dir: TempDir) -> TestApp {
-        let config = test_config(dir.path());
+        Self::spawn_in_with(dir, |_| {}).await
+    }
+
+    /// Starts the app on an existing data dir with the test configuration changed by `adjust`.
+    pub async fn spawn_in_with(dir: TempDir, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
         Self::start(dir, config).await
     }
 

@@ -228,3 +228,48 @@ async fn a_store_written_by_a_newer_portal_is_refused_and_left_as_it_is() {
     let version = store.read_blocking(|tx| portal_core::store::schema_version(tx, "core")).unwrap();
     assert_eq!(version, 99);
 }
+
+/// A table's rows, keys and values.
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Every row of table `name`.
+fn rows(store: &portal_core::Store, name: &'static str) -> Rows {
+    store.write_blocking(move |tx| Ok(rows_of(tx, name)?)).unwrap()
+}
+
+#[tokio::test]
+async fn an_auth_schema_1_store_moves_its_keys_where_backups_leave_them_out_and_tokens_keep_working() {
+    let app = TestApp::spawn_with(|c| c.auth.jwt_secret = None).await;
+    let admin = app.admin_token().await;
+    let dir = app.stop().await;
+    let keys = {
+        let store = portal_core::Store::open(dir.path()).unwrap();
+        let keys = rows(&store, "auth.secrets");
+        assert_eq!(keys.len(), 2);
+        store
+            .write_blocking(move |tx| {
+                let mut former = tx.open_table(Raw::new("auth.keys"))?;
+                for (k, v) in rows_of(tx, "auth.secrets")? {
+                    former.insert(k.as_slice(), v.as_slice())?;
+                }
+                drop(former);
+                assert!(tx.delete_table(Raw::new("auth.secrets"))?);
+                portal_core::store::set_schema_version(tx, "auth", 1)
+            })
+            .unwrap();
+        keys
+    };
+    let app = TestApp::spawn_in_with(dir, |c| c.auth.jwt_secret = None).await;
+    assert_eq!(rows(&app.store, "auth.secrets"), keys, "the same keys, moved");
+    assert!(!table_names(&app.store).iter().any(|n| n == "auth.keys"));
+    let version = app.store.read_blocking(|tx| portal_core::store::schema_version(tx, "auth")).unwrap();
+    assert_eq!(version, 2);
+    // A token signed before the upgrade still works.
+    assert_eq!(app.call(Method::GET, "/users/me", &admin, None).await.status, 200);
+}
+
+fn rows_of(tx: &redb::WriteTransaction, name: &'static str) -> Result<Rows, redb::Error> {
+    let table = tx.open_table(Raw::new(name))?;
+    let rows = table.iter()?.map(|e| e.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())));
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}

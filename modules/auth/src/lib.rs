@@ -26,7 +26,7 @@ pub use api::{AuthApi, UserProfile, UserSettingsView};
 pub use authn::{CSRF_COOKIE, CSRF_HEADER};
 pub use service::{service, AuthService};
 
-const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_VERSION: u32 = 2;
 
 pub struct AuthModule;
 
@@ -36,16 +36,21 @@ impl Module for AuthModule {
 
     fn install(tx: &WriteTransaction) -> Result<()> {
         tables::create_all(tx)?;
+        match store::schema_version(tx, Self::NAME)? {
+            0 | SCHEMA_VERSION => {}
+            // Schema 2: the keys move to `auth.secrets`, which backups leave out.
+            1 => drop(tables::KEYS.take_over(tx, tables::FORMER_KEYS)?),
+            v => {
+                return Err(Error::internal(format!("auth tables have schema {v}; this binary knows {SCHEMA_VERSION}")))
+            }
+        }
+        // A new store, or one restored from a backup (which holds no keys): new keys.
         for name in [b"jwt".as_slice(), b"codes"] {
             if tables::KEYS.get(tx, name)?.is_none() {
                 tables::KEYS.put(tx, name, &rand::random::<[u8; 32]>())?;
             }
         }
-        match store::schema_version(tx, Self::NAME)? {
-            0 => store::set_schema_version(tx, Self::NAME, SCHEMA_VERSION),
-            SCHEMA_VERSION => Ok(()),
-            v => Err(Error::internal(format!("auth tables have schema {v}; this binary knows {SCHEMA_VERSION}"))),
-        }
+        store::set_schema_version(tx, Self::NAME, SCHEMA_VERSION)
     }
 
     fn api(ctx: &Context) -> Result<AuthApi> {

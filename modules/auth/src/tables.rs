@@ -29,8 +29,10 @@ pub(crate) const RESET_TOKENS: Table<ResetToken> = Table::new("auth.reset_tokens
 pub(crate) const SIGN_IN_CODES: Table<SignInCode> = Table::new("auth.sign_in_codes");
 /// user id ‖ factor tag → the factor's wrong codes and lock
 pub(crate) const FACTOR_FAILURES: Table<FactorFailures> = Table::new("auth.factor_failures");
-/// key name → key bytes (the generated JWT key)
-pub(crate) const KEYS: Index = Index::new("auth.keys");
+/// key name → key bytes (the generated JWT and code keys). A `.secrets` table: never in a backup.
+pub(crate) const KEYS: Index = Index::new("auth.secrets");
+/// Where schema 1 kept the keys.
+pub(crate) const FORMER_KEYS: &str = "auth.keys";
 
 pub(crate) fn create_all(tx: &WriteTransaction) -> portal_core::Result<()> {
     USERS.create(tx)?;

@@ -117,8 +117,15 @@ pub fn snapshot(tx: &ReadTransaction, dest: &Path, progress: impl FnMut(Progress
     Ok(Summary { tables, rows, bytes, sha256: file_sha256(dest)? })
 }
 
+/// Whether `table` holds a module's secrets (`<module>.secrets`, such as the keys that sign access tokens):
+/// a backup leaves them out, and a store restored from it makes new ones at start-up, so whoever holds a
+/// backup cannot sign tokens for the portal that made it.
+pub fn is_secret(table: &str) -> bool {
+    table.ends_with(".secrets")
+}
+
 fn copy_tables(tx: &ReadTransaction, dest: &Path, mut progress: impl FnMut(Progress)) -> Result<(usize, u64)> {
-    let names = table_names(tx)?;
+    let names: Vec<String> = table_names(tx)?.into_iter().filter(|name| !is_secret(name)).collect();
     let mut rows_total = 0;
     for name in &names {
         rows_total += tx.open_table(raw(name))?.len()?;
