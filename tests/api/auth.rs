@@ -305,7 +305,14 @@ async fn two_factor_enrolment_challenge_replay_and_lockout() {
     let status = app.call(Method::GET, "/auth/2fa-status", &access, None).await.json();
     assert_eq!(status, json!({"enabled": false}));
 
+    // The password is asked again: none, or a wrong one, starts nothing.
     let r = app.call(Method::POST, "/auth/enable-2fa", &access, None).await;
+    r.assert_error(415, "unsupported_media_type");
+    let r =
+        app.call(Method::POST, "/auth/enable-2fa", &access, Some(json!({"current_password": "not it at all"}))).await;
+    assert!(r.assert_error(422, "validation_failed")["details"]["current_password"].is_string());
+    assert_eq!(app.call(Method::GET, "/auth/2fa-status", &access, None).await.json(), json!({"enabled": false}));
+    let r = app.call(Method::POST, "/auth/enable-2fa", &access, Some(json!({"current_password": PASSWORD}))).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let enrolment = r.json();
     let secret = enrolment["secret"].as_str().unwrap().to_string();
@@ -653,7 +660,11 @@ async fn a_totp_factor_locks_after_its_budget_however_many_challenges_are_opened
     let app = TestApp::spawn_with(|c| c.notify.smtp_url = Some(portal_core::config::Secret::new(url))).await;
     let access = token(&app.register_and_login("locked@example.com", PASSWORD).await);
     let secret =
-        app.call(Method::POST, "/auth/enable-2fa", &access, None).await.json()["secret"].as_str().unwrap().to_string();
+        app.call(Method::POST, "/auth/enable-2fa", &access, Some(json!({"current_password": PASSWORD}))).await.json()
+            ["secret"]
+            .as_str()
+            .unwrap()
+            .to_string();
     let code = totp_code(&secret, stable_now().await);
     let r = app.call(Method::POST, "/auth/verify-2fa", &access, Some(json!({"code": code}))).await;
     assert_eq!(r.status, 200, "{}", r.text);

@@ -156,6 +156,15 @@ enum LoginResult {
     TwoFactor(TwoFactorChallenge),
 }
 
+/// The password of the signed-in user, asked again before 2FA is set up (a session alone, say on a
+/// borrowed computer, must not be enough to tie the account to someone else's authenticator).
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct EnableTwoFactorRequest {
+    #[oai(validator(max_length = 1024))]
+    current_password: String,
+}
+
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 struct VerifyTwoFactorRequest {
@@ -429,11 +438,17 @@ impl AuthApi {
 
     /// Start two-factor enrolment
     ///
-    /// Returns a new TOTP secret (also as an `otpauth://` URI and a QR code PNG). 2FA turns on only when
-    /// its first code is confirmed at `/auth/verify-2fa`.
+    /// Asks for the user's password (a wrong one → 422 naming `current_password`) and returns a new TOTP
+    /// secret (also as an `otpauth://` URI and a QR code PNG). 2FA turns on only when its first code is
+    /// confirmed at `/auth/verify-2fa`.
     #[oai(path = "/enable-2fa", method = "post")]
-    async fn enable_2fa(&self, auth: Auth) -> Result<Json<EnableTwoFactorResponse>, Error> {
-        let e = self.service.begin_enrolment(&auth.0).await?;
+    async fn enable_2fa(
+        &self,
+        auth: Auth,
+        body: JsonBody<EnableTwoFactorRequest>,
+    ) -> Result<Json<EnableTwoFactorResponse>, Error> {
+        let body = body.into_inner()?;
+        let e = self.service.begin_enrolment(&auth.0, &body.current_password).await?;
         Ok(Json(EnableTwoFactorResponse { secret: e.secret, otpauth_uri: e.uri, qr_code_png_base64: e.qr_png_base64 }))
     }
 

@@ -280,8 +280,12 @@ impl AuthService {
     }
 
     /// Starts TOTP enrolment: a new secret, waiting for its first code.
-    pub async fn begin_enrolment(&self, caller: &Principal) -> Result<totp::Enrolment> {
+    pub async fn begin_enrolment(&self, caller: &Principal, current_password: &str) -> Result<totp::Enrolment> {
         let id = caller.user_id;
+        let stored_hash = self.user(id).await?.password_hash;
+        if !password::verify(current_password.to_string(), stored_hash).await? {
+            return Err(Error::invalid("current_password", "is incorrect"));
+        }
         let secret = totp::new_secret();
         let pending = secret.clone();
         let email = self
