@@ -207,3 +207,24 @@ async fn panics_and_internal_failures_are_500_without_internals() {
         assert!(r.header("x-request-id").is_some());
     }
 }
+
+/// Every bad field is named by its path, in plain words: no internal type names or parser traces.
+#[tokio::test]
+async fn details_name_fields_by_path_in_plain_words() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let body = serde_json::json!({"name": "N", "company_name": "C", "billing_email": "b@example.com",
+        "stripe_customer_id": "x".repeat(300),
+        "address": {"street": "1 St", "city": "Berlin", "country": "DE", "colour": "blue"},
+        "billing_settings": {"billing_day": -1, "payment_terms_days": 99_999_999_999u64}});
+    let reply = app.call(Method::POST, "/customers", &admin, Some(body)).await;
+    let error = reply.assert_error(422, "validation_failed");
+    let details = &error["details"];
+    assert_eq!(details["stripe_customer_id"], "must be at most 255 characters", "{error}");
+    assert_eq!(details["address.colour"], "is not a field of this object", "{error}");
+    assert_eq!(details["billing_settings.billing_day"], "must be an integer from 0 to 4294967295", "{error}");
+    assert_eq!(details["billing_settings.payment_terms_days"], "must be an integer from 0 to 4294967295");
+    for internal in ["Request", "Input", "uint32", "occurred while parsing", "failed to parse"] {
+        assert!(!reply.text.contains(internal), "{internal} in {}", reply.text);
+    }
+}

@@ -132,7 +132,8 @@ pub(crate) fn parse_value<T: ParseFromJSON>(value: Value) -> Result<T, Error> {
     T::parse_from_json(Some(value)).map_err(|e| {
         let message = e.into_message();
         let mut problems = BTreeMap::new();
-        problems.insert(field_named_in(&message).unwrap_or_else(|| "body".into()), Value::String(message));
+        let field = field_named_in(&message).unwrap_or_else(|| "body".into());
+        problems.insert(field, Value::String(plain_reason(&message)));
         invalid(problems)
     })
 }
@@ -148,6 +149,55 @@ pub(crate) fn property_names<T: Type>() -> Vec<&'static str> {
 pub(crate) fn invalid(problems: BTreeMap<String, Value>) -> Error {
     let names: Vec<&str> = problems.keys().map(String::as_str).collect();
     Error::new(ErrorCode::ValidationFailed, format!("invalid field(s): {}", names.join(", "))).with_details(problems)
+}
+
+/// Why a value of the right JSON type is still out of its schema's bounds: an integer outside its format's
+/// range, a string longer or shorter than allowed.
+fn out_of_bounds(schema: &MetaSchema, value: &Value) -> Option<String> {
+    match value {
+        Value::Number(n) if schema.ty == "integer" => {
+            let (min, max): (i128, i128) = match schema.format? {
+                "uint8" => (0, u8::MAX.into()),
+                "uint16" => (0, u16::MAX.into()),
+                "uint32" => (0, u32::MAX.into()),
+                "uint64" => (0, u64::MAX.into()),
+                "int8" => (i8::MIN.into(), i8::MAX.into()),
+                "int16" => (i16::MIN.into(), i16::MAX.into()),
+                "int32" => (i32::MIN.into(), i32::MAX.into()),
+                "int64" => (i64::MIN.into(), i64::MAX.into()),
+                _ => return None,
+            };
+            let n = n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from))?;
+            (n < min || n > max).then(|| format!("must be an integer from {min} to {max}"))
+        }
+        Value::String(s) => {
+            let len = s.chars().count();
+            match (schema.min_length, schema.max_length) {
+                (_, Some(max)) if len > max => Some(format!("must be at most {max} characters")),
+                (Some(min), _) if len < min => Some(format!("must be at least {min} characters")),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// poem-openapi's parse errors in plain words, without its internal type names: "failed to parse
+/// \"NewAddress\": unknown field `x`. (occurred while parsing \"CreateCustomerRequest\")" → "is not a field
+/// of this object".
+fn plain_reason(message: &str) -> String {
+    let reason = match message.split_once("\": ") {
+        Some((head, rest)) if head.starts_with("failed to parse \"") => rest,
+        _ => message,
+    };
+    let reason = reason.split(" (occurred while parsing").next().unwrap_or(reason).trim();
+    if reason.starts_with("unknown field") {
+        "is not a field of this object".to_string()
+    } else if let Some((_, check)) = reason.split_once("verification failed. ") {
+        format!("fails the check {check}")
+    } else {
+        reason.to_string()
+    }
 }
 
 /// poem-openapi names the field in validator and unknown-field messages: "field `x` …", "unknown field `x`".
@@ -234,12 +284,23 @@ fn check(
         complain(format!("must be a{} {}", if schema.ty.starts_with(['a', 'i', 'o']) { "n" } else { "" }, schema.ty));
         return;
     }
+    if let Some(why) = out_of_bounds(schema, value) {
+        complain(why);
+        return;
+    }
     match value {
         Value::Object(object) if !schema.properties.is_empty() => {
             let prefix = if path.is_empty() { String::new() } else { format!("{path}.") };
             for required in &schema.required {
                 if object.get(*required).is_none_or(Value::is_null) {
                     problems.entry(format!("{prefix}{required}")).or_insert(Value::String("is required".into()));
+                }
+            }
+            // Request objects take their own fields only (a typo must not pass as a default).
+            if schema.additional_properties.is_none() {
+                for key in object.keys().filter(|k| !schema.properties.iter().any(|(name, _)| name == k)) {
+                    let why = Value::String("is not a field of this object".into());
+                    problems.entry(format!("{prefix}{key}")).or_insert(why);
                 }
             }
             for (name, property) in &schema.properties {
@@ -263,6 +324,16 @@ fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poem_messages_lose_their_type_names() {
+        let nested =
+            "failed to parse \"NewAddress\": unknown field `x`. (occurred while parsing \"CreateCustomerRequest\")";
+        assert_eq!(plain_reason(nested), "is not a field of this object");
+        let check = "failed to parse \"CreateCustomerRequest\": field `name` verification failed. maxLength(5)";
+        assert_eq!(plain_reason(check), "fails the check maxLength(5)");
+        assert_eq!(plain_reason("something plain"), "something plain");
+    }
 
     #[test]
     fn finds_the_field_in_poem_messages() {
