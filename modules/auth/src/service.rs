@@ -555,7 +555,13 @@ impl AuthService {
         }
         self.limiter.check_account(&account_key(email.as_deref(), phone.as_deref()))?;
         let user = self.store.read_blocking(|tx| find_user(tx, email.as_deref(), phone.as_deref()))?;
-        let Some(user) = user else { return Err(Error::unauthorized("invalid or expired code")) };
+        let Some(user) = user else {
+            // The work done for an account (a MAC and a durable write), so that the time of the answer
+            // does not tell whether the address has one.
+            self.keys.code_mac(UserId::generate(), code.trim())?;
+            self.store.write(|_| Ok(())).await?;
+            return Err(Error::unauthorized("invalid or expired code"));
+        };
         let presented = self.keys.code_mac(user.id, code.trim())?;
         let outcome = self
             .store
