@@ -168,6 +168,15 @@ async fn bad_credentials_and_bad_tokens_are_401_with_www_authenticate() {
     app.call(Method::GET, "/users/me", &unsigned, None).await.assert_error(401, "unauthorized");
     // The genuine token still works.
     assert_eq!(app.call(Method::GET, "/users/me", &token(&login), None).await.status, 200);
+
+    // Signed with the real key (as whoever holds it could), on the user's live session, claiming to be an
+    // admin of another customer: the session says who this is, and the claims change nothing.
+    let forged = Claims { role: "admin".into(), cid: Some(uuid::Uuid::now_v7().to_string()), ..clone_claims(&live) };
+    let forged = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &forged, &key).unwrap();
+    app.call(Method::GET, "/customers", &forged, None).await.assert_error(403, "forbidden");
+    app.call(Method::GET, "/audit", &forged, None).await.assert_error(403, "forbidden");
+    let me = app.call(Method::GET, "/users/me", &forged, None).await.json();
+    assert_eq!((me["role"].as_str(), me.get("customer_id")), (Some("customer"), None), "{me}");
 }
 
 fn clone_claims(c: &Claims) -> Claims {

@@ -273,3 +273,26 @@ fn rows_of(tx: &redb::WriteTransaction, name: &'static str) -> Result<Rows, redb
     let rows = table.iter()?.map(|e| e.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())));
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
+
+#[tokio::test]
+async fn sessions_opened_before_they_recorded_their_holder_still_say_who_signed_in() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    // Every session as an older portal wrote it: no holder.
+    app.store
+        .write_blocking(|tx| {
+            for (key, value) in rows_of(tx, "auth.sessions")? {
+                let mut session: portal_auth::model::Session = portal_core::table::decode(&value)?;
+                session.holder = None;
+                tx.open_table(Raw::new("auth.sessions"))?
+                    .insert(key.as_slice(), portal_core::table::encode(&session)?.as_slice())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let dir = app.stop().await;
+    let app = TestApp::spawn_in(dir).await;
+    // The admin's token still reaches admin operations: the role comes from the user record.
+    let r = app.call(Method::GET, "/customers", &admin, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}

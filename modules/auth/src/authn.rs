@@ -8,6 +8,7 @@ use portal_core::auth::{Credential, SESSION_COOKIE};
 use portal_core::{Authenticator, Error, Principal, Result, Timestamp};
 use subtle::ConstantTimeEq;
 
+use crate::model::Holder;
 use crate::service::AuthService;
 use crate::tokens::sha256;
 use crate::{sessions, users};
@@ -65,15 +66,30 @@ impl AuthService {
         let bearer = self.keys().bearer(token)?;
         let session = self.session(bearer.session_id).await?;
         match session {
-            Some(s) if s.user_id == bearer.user_id && self.policy().is_live(&s, Timestamp::now()) => Ok(Principal {
-                user_id: bearer.user_id,
-                session_id: bearer.session_id,
-                role: bearer.role,
-                customer_id: bearer.customer_id,
-                credential: Credential::Bearer,
-            }),
+            Some(s) if s.user_id == bearer.user_id && self.policy().is_live(&s, Timestamp::now()) => {
+                // The session says who this is; the token's own role and customer claims are not trusted,
+                // so a leaked signing key cannot make anyone an admin.
+                let holder = match s.holder {
+                    Some(holder) => holder,
+                    None => self.holder_of(s.user_id)?,
+                };
+                Ok(Principal {
+                    user_id: bearer.user_id,
+                    session_id: bearer.session_id,
+                    role: holder.role,
+                    customer_id: holder.customer_id,
+                    credential: Credential::Bearer,
+                })
+            }
             _ => Err(Error::unauthorized("the session of this token has ended; sign in again")),
         }
+    }
+
+    /// The role and customer of a session opened before sessions recorded them.
+    fn holder_of(&self, user: portal_core::ids::UserId) -> Result<Holder> {
+        let user = self.store().read_blocking(|tx| users::get(tx, user))?;
+        let user = user.ok_or_else(|| Error::unauthorized("the session of this token has ended; sign in again"))?;
+        Ok(Holder { role: user.role, customer_id: user.customer_id })
     }
 
     async fn session_cookie(&self, req: &Request, token: String) -> Result<Principal> {

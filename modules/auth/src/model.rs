@@ -93,6 +93,17 @@ pub struct Session {
     pub csrf_hash: [u8; 32],
     /// SHA-256 of every refresh token issued; the last one is current.
     pub refresh_hashes: Vec<[u8; 32]>,
+    /// Who signed in: what every request of the session may do, whatever its access token claims. Absent
+    /// in sessions opened before it was recorded (their user is read instead).
+    #[serde(default)]
+    pub holder: Option<Holder>,
+}
+
+/// The role and customer of a session's user, as they were when it signed in (neither changes for a user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub role: Role,
+    pub customer_id: Option<CustomerId>,
 }
 
 impl Record for Session {}

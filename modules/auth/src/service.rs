@@ -12,7 +12,7 @@ use portal_notify::Notifier;
 use subtle::ConstantTimeEq;
 
 use crate::lockout::{self, Factor};
-use crate::model::{Challenge, ResetToken, Session, Settings, SignInCode, User};
+use crate::model::{Challenge, Holder, ResetToken, Session, Settings, SignInCode, User};
 use crate::session_cache::SessionCache;
 use crate::sessions::{self, Policy, Refresh};
 use crate::tables::{CHALLENGES, KEYS, RESET_TOKENS, SIGN_IN_CODES, USERS};
@@ -204,7 +204,8 @@ impl AuthService {
     async fn open_session(&self, user: User) -> Result<Issued> {
         let policy = self.policy;
         let user_id = user.id;
-        let opened = self.store.write(move |tx| sessions::open(tx, user_id, &policy, Timestamp::now())).await?;
+        let holder = Holder { role: user.role, customer_id: user.customer_id };
+        let opened = self.store.write(move |tx| sessions::open(tx, user_id, holder, &policy, Timestamp::now())).await?;
         let (access_token, expires_in) = self.keys.issue(user.id, opened.session.id, user.role, user.customer_id)?;
         Ok(Issued {
             access_token,

@@ -70,6 +70,7 @@ mod tests {
             cookie_hash: [0; 32],
             csrf_hash: [0; 32],
             refresh_hashes: Vec::new(),
+            holder: None,
         }
     }
 

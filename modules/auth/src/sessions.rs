@@ -8,7 +8,7 @@ use portal_core::table::{key, Page};
 use portal_core::{ReadTx, Result, Timestamp};
 use redb::WriteTransaction;
 
-use crate::model::{RefreshEntry, Session};
+use crate::model::{Holder, RefreshEntry, Session};
 use crate::session_cache::CHANGES;
 use crate::tables::{REFRESH_TOKENS, SESSIONS, SESSIONS_BY_COOKIE, SESSIONS_BY_USER};
 use crate::tokens::{random_token, sha256};
@@ -34,7 +34,7 @@ pub struct Opened {
     pub refresh: String,
 }
 
-pub fn open(tx: &WriteTransaction, user: UserId, policy: &Policy, now: Timestamp) -> Result<Opened> {
+pub fn open(tx: &WriteTransaction, user: UserId, holder: Holder, policy: &Policy, now: Timestamp) -> Result<Opened> {
     CHANGES.note();
     let (cookie, csrf, refresh) = (random_token(), random_token(), random_token());
     let session = Session {
@@ -46,6 +46,7 @@ pub fn open(tx: &WriteTransaction, user: UserId, policy: &Policy, now: Timestamp
         cookie_hash: sha256(&cookie),
         csrf_hash: sha256(&csrf),
         refresh_hashes: vec![sha256(&refresh)],
+        holder: Some(holder),
     };
     SESSIONS.insert(tx, &session.id.to_key(), &session)?;
     SESSIONS_BY_USER.put(tx, &key(&[&user.to_key(), &session.id.to_key()]), &[])?;
