@@ -36,8 +36,11 @@ impl<T> JsonBody<T> {
     }
 }
 
+/// The content type the API speaks.
+pub(crate) const JSON: &str = "application/json; charset=utf-8";
+
 impl<T: Type> Payload for JsonBody<T> {
-    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+    const CONTENT_TYPE: &'static str = JSON;
 
     fn check_content_type(content_type: &str) -> bool {
         is_json(content_type)
@@ -72,14 +75,7 @@ impl<'a, T: ParseFromJSON> ApiExtractor<'a> for JsonBody<T> {
     }
 
     fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: None,
-            content: vec![MetaMediaType {
-                content_type: <Self as Payload>::CONTENT_TYPE,
-                schema: <Self as Payload>::schema_ref(),
-            }],
-            required: <Self as ParsePayload>::IS_REQUIRED,
-        })
+        json_request_meta::<T>()
     }
 
     async fn from_request(
@@ -92,6 +88,12 @@ impl<'a, T: ParseFromJSON> ApiExtractor<'a> for JsonBody<T> {
             None => <Self as ParsePayload>::from_request(request, body).await,
         }
     }
+}
+
+/// How a required JSON body of `T` is documented (as poem-openapi documents its own payloads).
+pub(crate) fn json_request_meta<T: Type>() -> Option<MetaRequest> {
+    let content = vec![MetaMediaType { content_type: JSON, schema: T::schema_ref() }];
+    Some(MetaRequest { description: None, content, required: true })
 }
 
 /// Why a body with this request's content type is refused (415), if it is.

@@ -12,12 +12,12 @@ use std::marker::PhantomData;
 
 use poem::{FromRequest, Request, RequestBody};
 use poem_openapi::payload::{ParsePayload, Payload};
-use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchemaRef, Registry};
+use poem_openapi::registry::{MetaRequest, MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseFromJSON, ToJSON, Type};
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use serde_json::{Map, Value};
 
-use crate::body::{invalid, parse_json, parse_value, property_names, refused_content_type};
+use crate::body::{invalid, json_request_meta, parse_json, parse_value, property_names, refused_content_type, JSON};
 use crate::error::Error;
 
 /// See the module docs.
@@ -103,7 +103,7 @@ fn same_uuid(a: &str, b: &str) -> bool {
 }
 
 impl<T: Type, V: Send> Payload for PutBody<T, V> {
-    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+    const CONTENT_TYPE: &'static str = JSON;
 
     fn schema_ref() -> MetaSchemaRef {
         T::schema_ref()
@@ -134,14 +134,7 @@ impl<'a, T: ParseFromJSON, V: Type> ApiExtractor<'a> for PutBody<T, V> {
     }
 
     fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: None,
-            content: vec![MetaMediaType {
-                content_type: <Self as Payload>::CONTENT_TYPE,
-                schema: <Self as Payload>::schema_ref(),
-            }],
-            required: <Self as ParsePayload>::IS_REQUIRED,
-        })
+        json_request_meta::<T>()
     }
 
     async fn from_request(
