@@ -227,7 +227,8 @@ impl App {
             "portal listening"
         );
         let endpoint = endpoint(&ctx)?;
-        let result = server::serve(listener, endpoint, limits, shutdown, SHUTDOWN_GRACE).await;
+        let result =
+            server::serve(listener, endpoint, limits, ctx.config.served_over_tls(), shutdown, SHUTDOWN_GRACE).await;
         // Wait for the aborted jobs to let go of the store, so it is closed when this returns.
         for job in &scheduled {
             job.abort();

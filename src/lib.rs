@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod backup;
+mod bare_answers;
 pub mod docs;
 pub mod health;
 pub mod log_writer;

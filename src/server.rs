@@ -21,6 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::bare_answers::DressBareAnswers;
+
 /// What the loop holds connections to.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -92,11 +94,12 @@ fn admit(open: &Arc<Mutex<Open>>, ip: IpAddr, limits: &Limits) -> Option<Slot> {
 }
 
 /// Serves `ep` on `listener` until `shutdown` resolves, then lets in-flight requests finish for up to
-/// `grace`.
+/// `grace`. `tls`: the portal is reached over TLS (for the headers of answers hyper makes itself).
 pub async fn serve<E>(
     listener: TcpListener,
     ep: E,
     limits: Limits,
+    tls: bool,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()>
@@ -129,6 +132,7 @@ where
         let _ = stream.set_nodelay(true);
         let (ep, stop, header_timeout) = (Arc::clone(&ep), stop.clone(), limits.header_timeout);
         connections.spawn(async move {
+            let stream = DressBareAnswers::new(stream, tls);
             serve_connection(stream, local, peer, ep, header_timeout, stop).await;
             drop(slot);
         });
@@ -142,7 +146,7 @@ where
 }
 
 async fn serve_connection<E>(
-    stream: TcpStream,
+    stream: DressBareAnswers<TcpStream>,
     local: SocketAddr,
     peer: SocketAddr,
     ep: Arc<E>,

@@ -228,3 +228,52 @@ async fn details_name_fields_by_path_in_plain_words() {
         assert!(!reply.text.contains(internal), "{internal} in {}", reply.text);
     }
 }
+
+/// Sends `request` on a connection of its own and reads the answer until the server closes it.
+async fn raw_answer(app: &TestApp, request: Vec<u8>) -> (String, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    stream.write_all(&request).await.expect("request sent");
+    let mut answer = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .expect("answer read");
+    let answer = String::from_utf8(answer).expect("UTF-8 answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head: {answer}"));
+    (head.to_ascii_lowercase(), serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}")))
+}
+
+#[tokio::test]
+async fn requests_too_large_or_malformed_to_parse_are_answered_in_the_envelope_with_the_headers() {
+    let app = TestApp::spawn().await;
+    let many_headers: String = (0..150).map(|i| format!("X-Filler-{i}: {i}\r\n")).collect();
+    let long_target = format!("/health?{}", "a".repeat(70_000));
+    let cases = [
+        (format!("GET /health HTTP/1.1\r\nHost: portal\r\n{many_headers}\r\n"), "431", "headers_too_large"),
+        (format!("GET {long_target} HTTP/1.1\r\nHost: portal\r\n\r\n"), "414", "uri_too_long"),
+        ("GET /health HTTP/1.1\r\nHost portal\r\n\r\n".to_string(), "400", "bad_request"),
+        ("BREW\u{1}POT /health HTTP/1.1\r\n\r\n".to_string(), "400", "bad_request"),
+    ];
+    for (request, status, code) in cases {
+        let (head, body) = raw_answer(&app, request.into_bytes()).await;
+        assert!(head.starts_with(&format!("http/1.1 {status} ")), "{head}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        for header in [
+            "content-type: application/json",
+            "x-content-type-options: nosniff",
+            "content-security-policy: default-src 'none'",
+            "x-frame-options: deny",
+            "referrer-policy: no-referrer",
+            "cache-control: no-store",
+            "x-request-id: ",
+        ] {
+            assert!(head.contains(header), "{status}: no {header} in {head}");
+        }
+    }
+    // Requests the server can read still get the app's answers on the same kind of connection.
+    let (head, body) =
+        raw_answer(&app, b"GET /health HTTP/1.1\r\nHost: portal\r\nConnection: close\r\n\r\n".to_vec()).await;
+    assert!(head.starts_with("http/1.1 200 "), "{head}");
+    assert_eq!(body["status"], "ok");
+}
