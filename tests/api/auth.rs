@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{TestApp, JWT_SECRET};
+use crate::helpers::{token_in, TestApp, JWT_SECRET, MAIL_WAIT};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -40,14 +40,21 @@ async fn register_login_me_refresh_logout() {
     let app = TestApp::spawn().await;
     let r =
         app.post("/auth/register", json!({"email": "Jane@Example.com", "password": PASSWORD, "name": "Jane"})).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let user = r.json();
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json(), json!({"email": "jane@example.com", "expires_in": 86_400}));
+    // No account until the mailed link is followed.
+    let mail = app.wait_for_outbox_mail("jane@example.com", "Confirm your Portal account").await;
+    app.post("/auth/login", json!({"email": "jane@example.com", "password": PASSWORD}))
+        .await
+        .assert_error(401, "unauthorized");
+    let user = app.confirm_registration(&mail).await;
+    assert!(mail.contains(&format!("/verify-email?token={}", token_in(&mail, "Confirmation token: "))), "{mail}");
     assert_eq!(user["email"], "jane@example.com");
     assert_eq!(user["name"], "Jane");
     assert_eq!(user["role"], "customer");
     assert_eq!(user["two_factor_enabled"], false);
     assert!(user.get("customer_id").is_none());
-    assert!(!r.text.contains("argon2") && !r.text.contains("password"), "secrets in {}", r.text);
+    assert!(!user.to_string().contains("argon2") && !user.to_string().contains("password"), "secrets in {user}");
 
     let r = app.post("/auth/login", json!({"email": "jane@example.com", "password": PASSWORD})).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -393,14 +400,14 @@ async fn password_reset_through_real_smtp_works_once_and_ends_sessions() {
     let smtp = portal_testkit::SmtpServer::start();
     let url = smtp.url();
     let app = TestApp::spawn_with(|c| c.notify.smtp_url = Some(portal_core::config::Secret::new(url))).await;
-    let login = app.register_and_login("reset@example.com", PASSWORD).await;
+    let login = app.register_and_login_via(&smtp, "reset@example.com", PASSWORD).await;
 
     let r = app.post("/auth/password-reset", json!({"email": "reset@example.com"})).await;
     assert_eq!(r.status, 202, "{}", r.text);
     let unknown = app.post("/auth/password-reset", json!({"email": "ghost@example.com"})).await;
     assert_eq!(unknown.status, 202, "unknown emails get the same answer");
 
-    let mail = smtp.wait_for_mail("reset@example.com", Duration::from_secs(20)).await;
+    let mail = smtp.wait_for_mail_with("reset@example.com", "Reset your Portal password", MAIL_WAIT).await;
     assert!(mail.subject.contains("Reset"), "{}", mail.subject);
     let reset_token =
         mail.body.lines().find_map(|l| l.strip_prefix("Reset token: ")).expect("token in the mail").trim().to_string();
@@ -431,11 +438,11 @@ async fn one_time_code_by_email_signs_in_once() {
     let smtp = portal_testkit::SmtpServer::start();
     let url = smtp.url();
     let app = TestApp::spawn_with(|c| c.notify.smtp_url = Some(portal_core::config::Secret::new(url))).await;
-    app.register_and_login("code@example.com", PASSWORD).await;
+    app.register_and_login_via(&smtp, "code@example.com", PASSWORD).await;
 
     let r = app.post("/auth/request-code", json!({"email": "code@example.com", "channel": "email"})).await;
     assert_eq!(r.status, 202, "{}", r.text);
-    let mail = smtp.wait_for_mail("code@example.com", Duration::from_secs(20)).await;
+    let mail = smtp.wait_for_mail_with("code@example.com", "sign-in code", MAIL_WAIT).await;
     let code: String = mail
         .body
         .split_whitespace()
@@ -459,7 +466,7 @@ async fn one_time_code_by_email_signs_in_once() {
 }
 
 #[tokio::test]
-async fn registration_validates_every_field_and_refuses_taken_emails() {
+async fn registration_validates_every_field() {
     let app = TestApp::spawn().await;
     let r = app.post("/auth/register", json!({"email": "not-an-email", "password": "short", "name": " "})).await;
     let error = r.assert_error(422, "validation_failed");
@@ -470,9 +477,90 @@ async fn registration_validates_every_field_and_refuses_taken_emails() {
         .post("/auth/register", json!({"email": "x@example.com", "password": PASSWORD, "name": "X", "role": "admin"}))
         .await;
     r.assert_error(422, "validation_failed");
-    app.register_and_login("taken@example.com", PASSWORD).await;
-    let r = app.post("/auth/register", json!({"email": "TAKEN@example.com", "password": PASSWORD, "name": "Y"})).await;
+}
+
+#[tokio::test]
+async fn registering_a_taken_address_answers_as_for_a_new_one_and_tells_the_owner() {
+    let smtp = portal_testkit::SmtpServer::start();
+    let url = smtp.url();
+    let app = TestApp::spawn_with(|c| c.notify.smtp_url = Some(portal_core::config::Secret::new(url))).await;
+    app.register_and_login_via(&smtp, "taken@example.com", PASSWORD).await;
+
+    let other_password = "a different long password";
+    let taken = app
+        .post("/auth/register", json!({"email": "TAKEN@example.com", "password": other_password, "name": "Y"}))
+        .await;
+    let fresh = app
+        .post("/auth/register", json!({"email": "fresh@example.com", "password": other_password, "name": "Y"}))
+        .await;
+    assert_eq!((taken.status.as_u16(), fresh.status.as_u16()), (202, 202), "{} / {}", taken.text, fresh.text);
+    assert_eq!(taken.json()["expires_in"], fresh.json()["expires_in"]);
+    assert_eq!(taken.json()["email"], "taken@example.com");
+
+    // The owner learns of it; no confirmation link exists for an address that has an account.
+    let notice = smtp.wait_for_mail_with("taken@example.com", "You already have a Portal account", MAIL_WAIT).await;
+    assert!(!notice.body.contains("token"), "{}", notice.body);
+    smtp.wait_for_mail_with("fresh@example.com", "Confirm your Portal account", MAIL_WAIT).await;
+    assert_eq!(
+        mails_about(&smtp, "taken@example.com", "Confirm your Portal account"),
+        1,
+        "only the first registration"
+    );
+    // The account keeps its password and its name.
+    app.post("/auth/login", json!({"email": "taken@example.com", "password": other_password}))
+        .await
+        .assert_error(401, "unauthorized");
+    let login = app.login("taken@example.com", PASSWORD).await;
+    assert_eq!(login["user"]["name"], "Test User");
+}
+
+#[tokio::test]
+async fn a_confirmation_link_works_once_and_an_unconfirmed_address_blocks_no_invitation() {
+    let smtp = portal_testkit::SmtpServer::start();
+    let url = smtp.url();
+    let app = TestApp::spawn_with(|c| c.notify.smtp_url = Some(portal_core::config::Secret::new(url))).await;
+    let admin = app.admin_token().await;
+
+    // Confirmed once; the same link again is refused.
+    app.post("/auth/register", json!({"email": "once@example.com", "password": PASSWORD, "name": "Once"})).await;
+    let mail = smtp.wait_for_mail_with("once@example.com", "Confirm your Portal account", MAIL_WAIT).await;
+    let user = app.confirm_registration(&mail.body).await;
+    assert_eq!((user["email"].as_str(), user["role"].as_str()), (Some("once@example.com"), Some("customer")));
+    let token = token_in(&mail.body, "Confirmation token: ");
+    app.post("/auth/verify-email", json!({ "token": token })).await.assert_error(422, "validation_failed");
+    app.post("/auth/verify-email", json!({"token": "made-up"})).await.assert_error(422, "validation_failed");
+
+    // Someone registers an address they cannot read; the admin invites its real owner all the same.
+    app.post("/auth/register", json!({"email": "squat@example.com", "password": PASSWORD, "name": "Squatter"})).await;
+    let squat = smtp.wait_for_mail_with("squat@example.com", "Confirm your Portal account", MAIL_WAIT).await;
+    let customer = app
+        .call(
+            Method::POST,
+            "/customers",
+            &admin,
+            Some(json!({
+                "name": "Ada", "company_name": "Acme", "billing_email": "ap@acme.example",
+                "address": {"street": "1 Main St", "city": "Berlin", "country": "DE"},
+            })),
+        )
+        .await;
+    assert_eq!(customer.status, 201, "{}", customer.text);
+    let cid = customer.json()["id"].as_str().unwrap().to_string();
+    let invited = app
+        .call(
+            Method::POST,
+            &format!("/customers/{cid}/users"),
+            &admin,
+            Some(json!({"email": "squat@example.com", "name": "Real Owner"})),
+        )
+        .await;
+    assert_eq!(invited.status, 201, "{}", invited.text);
+    // The pending registration can no longer take the address.
+    let r = app.post("/auth/verify-email", json!({"token": token_in(&squat.body, "Confirmation token: ")})).await;
     r.assert_error(409, "conflict");
+    app.post("/auth/login", json!({"email": "squat@example.com", "password": PASSWORD}))
+        .await
+        .assert_error(401, "unauthorized");
 }
 
 #[tokio::test]
@@ -643,17 +731,13 @@ async fn without_transports_messages_land_in_the_outbox() {
     app.register_and_login("outbox@example.com", PASSWORD).await;
     let r = app.post("/auth/request-code", json!({"email": "outbox@example.com", "channel": "email"})).await;
     assert_eq!(r.status, 202, "{}", r.text);
-    let mut messages = Vec::new();
-    for _ in 0..100 {
-        messages = portal_notify::outbox(&app.store, 10).unwrap();
-        if !messages.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(messages.len(), 1);
+    app.wait_for_outbox_mail("outbox@example.com", "sign-in code").await;
+    // The confirmation mail of the registration, then the code: both kept, newest first.
+    let messages = portal_notify::outbox(&app.store, 10).unwrap();
+    assert_eq!(messages.len(), 2);
     assert_eq!(messages[0].to, "outbox@example.com");
     assert_eq!(messages[0].channel, portal_notify::Channel::Email);
+    assert_eq!(messages[1].subject.as_deref(), Some("Confirm your Portal account"));
     assert!(messages[0].body.contains("sign-in code is "), "{}", messages[0].body);
 }
 
@@ -667,7 +751,7 @@ async fn a_totp_factor_locks_after_its_budget_however_many_challenges_are_opened
     let smtp = portal_testkit::SmtpServer::start();
     let url = smtp.url();
     let app = TestApp::spawn_with(|c| c.notify.smtp_url = Some(portal_core::config::Secret::new(url))).await;
-    let access = token(&app.register_and_login("locked@example.com", PASSWORD).await);
+    let access = token(&app.register_and_login_via(&smtp, "locked@example.com", PASSWORD).await);
     let secret =
         app.call(Method::POST, "/auth/enable-2fa", &access, Some(json!({"current_password": PASSWORD}))).await.json()
             ["secret"]
@@ -704,7 +788,7 @@ async fn sign_in_codes_lock_after_their_budget_and_new_codes_do_not_reset_it() {
     let smtp = portal_testkit::SmtpServer::start();
     let url = smtp.url();
     let app = TestApp::spawn_with(|c| c.notify.smtp_url = Some(portal_core::config::Secret::new(url))).await;
-    app.register_and_login("guessed@example.com", PASSWORD).await;
+    app.register_and_login_via(&smtp, "guessed@example.com", PASSWORD).await;
     let request = || app.post("/auth/request-code", json!({"email": "guessed@example.com", "channel": "email"}));
     let codes_sent = || mails_about(&smtp, "guessed@example.com", "sign-in code");
     // Ten wrong codes, asking for a fresh code after every four.

@@ -54,6 +54,15 @@ impl Reply {
     }
 }
 
+/// How long a test waits for a mail sent in the background.
+pub const MAIL_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The token a mail body gives after `label` (up to the end of its line).
+pub fn token_in(mail_body: &str, label: &str) -> String {
+    let start = mail_body.find(label).unwrap_or_else(|| panic!("no '{label}' in mail: {mail_body}")) + label.len();
+    mail_body[start..].lines().next().unwrap_or_default().trim().to_string()
+}
+
 /// The first admin every test app starts with.
 pub const ADMIN_EMAIL: &str = "admin@portal.test";
 pub const ADMIN_PASSWORD: &str = "admin-correct-horse-battery";
@@ -142,13 +151,59 @@ impl TestApp {
         self.send(req).await
     }
 
-    /// Registers a user and signs it in; returns the login answer.
+    /// Registers a user, follows the confirmation link from the outbox (no SMTP server) and signs in;
+    /// returns the login answer.
     pub async fn register_and_login(&self, email: &str, password: &str) -> Value {
+        self.register(email, password).await;
+        let mail = self.wait_for_outbox_mail(email, "Confirm your Portal account").await;
+        self.confirm_registration(&mail).await;
+        self.login(email, password).await
+    }
+
+    /// As `register_and_login`, for an app that sends its mail to `smtp`.
+    pub async fn register_and_login_via(
+        &self,
+        smtp: &portal_testkit::SmtpServer,
+        email: &str,
+        password: &str,
+    ) -> Value {
+        self.register(email, password).await;
+        let mail = smtp.wait_for_mail_with(email, "Confirm your Portal account", MAIL_WAIT).await;
+        self.confirm_registration(&mail.body).await;
+        self.login(email, password).await
+    }
+
+    async fn register(&self, email: &str, password: &str) {
         let r = self
             .post("/auth/register", serde_json::json!({"email": email, "password": password, "name": "Test User"}))
             .await;
-        assert_eq!(r.status, 201, "register: {}", r.text);
-        self.login(email, password).await
+        assert_eq!(r.status, 202, "register: {}", r.text);
+        assert_eq!(r.json()["email"], email.to_lowercase());
+    }
+
+    /// Follows the confirmation link of a registration mail; returns the new user.
+    pub async fn confirm_registration(&self, mail_body: &str) -> Value {
+        let token = token_in(mail_body, "Confirmation token: ");
+        let r = self.post("/auth/verify-email", serde_json::json!({ "token": token })).await;
+        assert_eq!(r.status, 201, "verify-email: {}", r.text);
+        r.json()
+    }
+
+    /// The body of the newest outbox mail to `to` whose subject has `subject` (waits for it: mail leaves
+    /// in the background).
+    pub async fn wait_for_outbox_mail(&self, to: &str, subject: &str) -> String {
+        let deadline = std::time::Instant::now() + MAIL_WAIT;
+        loop {
+            let found = portal_notify::outbox(&self.store, 1_000)
+                .expect("outbox")
+                .into_iter()
+                .find(|m| m.to.eq_ignore_ascii_case(to) && m.subject.as_deref().is_some_and(|s| s.contains(subject)));
+            if let Some(message) = found {
+                return message.body;
+            }
+            assert!(std::time::Instant::now() < deadline, "no mail '{subject}' to {to} in the outbox");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Value {

@@ -34,13 +34,13 @@ async fn the_sixth_sign_in_a_minute_is_429_with_retry_after() {
 async fn signed_in_callers_have_their_own_buckets_per_class() {
     let app = TestApp::spawn_with(|c| {
         c.rate_limit.mode = portal_core::config::RateLimitMode::On;
-        c.rate_limit.auth_per_minute = 3;
+        c.rate_limit.auth_per_minute = 4;
         c.rate_limit.profile_per_minute = 2;
     })
     .await;
     let first = app.register_and_login("one@example.com", "correct horse battery").await;
     let token = first["access_token"].as_str().unwrap().to_string();
-    // The IP's auth bucket (3) is now spent by register + login.
+    // The IP's auth bucket (4) is now spent but for one by register, verify-email and login.
     let r = app.post("/auth/login", json!({"email": "one@example.com", "password": "correct horse battery"})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = app.post("/auth/login", json!({"email": "one@example.com", "password": "correct horse battery"})).await;

@@ -259,8 +259,32 @@ struct VerifyCodeRequest {
     code: String,
 }
 
+/// A registration waiting for its address to be confirmed.
+#[derive(Debug, Object)]
+struct RegistrationPending {
+    /// Where the confirmation link was sent (normalised to lower case).
+    email: String,
+    /// Seconds the link works.
+    expires_in: i64,
+}
+
 #[derive(poem_openapi::ApiResponse)]
 enum RegisterResponse {
+    /// The confirmation link is on its way; the account exists once it is followed.
+    #[oai(status = 202)]
+    Accepted(Json<RegistrationPending>),
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct ConfirmRegistrationRequest {
+    /// The token of the confirmation link.
+    #[oai(validator(max_length = 128))]
+    token: String,
+}
+
+#[derive(poem_openapi::ApiResponse)]
+enum ConfirmRegistrationResponse {
     /// The new user.
     #[oai(status = 201)]
     Created(Json<UserProfile>),
@@ -332,14 +356,33 @@ fn identifier(email: Option<String>, phone: Option<String>) -> Result<(Option<St
 impl AuthApi {
     /// Register
     ///
-    /// Creates a customer-role user with no customer attached yet (an admin attaches one). Passwords are
-    /// 10–256 characters and not a common password; a taken email answers 409. Off when
-    /// `PORTAL_REGISTRATION=closed` (403).
+    /// Mails a confirmation link (valid 24 hours) to the address; following it (`/auth/verify-email`)
+    /// creates a customer-role user with no customer attached yet (an admin attaches one). The answer is
+    /// the same for an address that has an account: its owner gets a mail saying so. Passwords are
+    /// 10–256 characters and not a common password. Off when `PORTAL_REGISTRATION=closed` (403).
     #[oai(path = "/register", method = "post")]
     async fn register(&self, body: JsonBody<RegisterRequest>) -> Result<RegisterResponse, Error> {
         let body = body.into_inner()?;
-        let user = self.service.register(&body.email, &body.password, &body.name).await?;
-        Ok(RegisterResponse::Created(Json((&user).into())))
+        self.service.register(&body.email, &body.password, &body.name).await?;
+        let email = crate::users::normalize_email(&body.email);
+        Ok(RegisterResponse::Accepted(Json(RegistrationPending {
+            email,
+            expires_in: crate::service::CONFIRM_TTL_SECS,
+        })))
+    }
+
+    /// Confirm a registration
+    ///
+    /// Creates the account of the registration whose mailed link carried `token`; the user can sign in
+    /// from then on. The token works once; 409 when the address got an account meanwhile.
+    #[oai(path = "/verify-email", method = "post")]
+    async fn verify_email(
+        &self,
+        body: JsonBody<ConfirmRegistrationRequest>,
+    ) -> Result<ConfirmRegistrationResponse, Error> {
+        let body = body.into_inner()?;
+        let user = self.service.confirm_registration(&body.token).await?;
+        Ok(ConfirmRegistrationResponse::Created(Json((&user).into())))
     }
 
     /// Sign in with email and password

@@ -51,13 +51,16 @@ pub fn locked_until(tx: &impl ReadTx, user: UserId, factor: Factor, now: Timesta
     Ok(state.and_then(|s| s.locked_until).filter(|until| now < *until))
 }
 
+fn window_over(state: &FactorFailures, now: Timestamp) -> bool {
+    state.since.is_none_or(|since| now.micros() - since.micros() >= WINDOW_SECS * 1_000_000)
+}
+
 /// Counts a wrong code; returns the end of the lock when this one spent the budget (the moment to tell the
 /// user).
 pub fn failed(tx: &WriteTransaction, user: UserId, factor: Factor, now: Timestamp) -> Result<Option<Timestamp>> {
     let key = key(user, factor);
     let mut state = FACTOR_FAILURES.get(tx, &key)?.unwrap_or_default();
-    let window_over = state.since.is_none_or(|since| now.micros() - since.micros() >= WINDOW_SECS * 1_000_000);
-    if window_over || state.locked_until.is_some_and(|until| until <= now) {
+    if window_over(&state, now) || state.locked_until.is_some_and(|until| until <= now) {
         state = FactorFailures { since: Some(now), failures: 0, locked_until: None };
     }
     state.failures += 1;
@@ -73,6 +76,21 @@ pub fn failed(tx: &WriteTransaction, user: UserId, factor: Factor, now: Timestam
 pub fn passed(tx: &WriteTransaction, user: UserId, factor: Factor) -> Result<()> {
     FACTOR_FAILURES.remove(tx, &key(user, factor))?;
     Ok(())
+}
+
+/// Forgets counts whose window and lock are over (they would start over at the next failure anyway).
+pub fn sweep(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
+    let mut stale = Vec::new();
+    FACTOR_FAILURES.scan_prefix(tx, &[], |key, state| {
+        if window_over(&state, now) && state.locked_until.is_none_or(|until| until <= now) {
+            stale.push(key.to_vec());
+        }
+        Ok(true)
+    })?;
+    for key in &stale {
+        FACTOR_FAILURES.remove(tx, key)?;
+    }
+    Ok(stale.len())
 }
 
 #[cfg(test)]
@@ -103,6 +121,29 @@ mod tests {
                 // More failures while locked do not extend or repeat the lock.
                 assert_eq!(failed(tx, user, Factor::Totp, at(700))?, None);
                 assert_eq!(locked_until(tx, user, Factor::Totp, at(600 + WINDOW_SECS))?, None);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn the_sweep_forgets_counts_whose_window_and_lock_are_over() {
+        let store = portal_core::Store::in_memory().unwrap();
+        let (counting, locked) = (UserId::generate(), UserId::generate());
+        store
+            .write_blocking(move |tx| {
+                crate::tables::create_all(tx)?;
+                failed(tx, counting, Factor::SignInCode, at(0))?;
+                for _ in 0..BUDGET {
+                    failed(tx, locked, Factor::Totp, at(100))?;
+                }
+                // Both windows still run.
+                assert_eq!(sweep(tx, at(WINDOW_SECS - 1))?, 0);
+                // The first window is over; the lock still holds.
+                assert_eq!(sweep(tx, at(WINDOW_SECS))?, 1);
+                assert_eq!(locked_until(tx, locked, Factor::Totp, at(WINDOW_SECS))?, Some(at(100 + WINDOW_SECS)));
+                assert_eq!(sweep(tx, at(100 + WINDOW_SECS))?, 1);
+                assert_eq!(FACTOR_FAILURES.get(tx, &key(locked, Factor::Totp))?.map(|s| s.failures), None);
                 Ok(())
             })
             .unwrap();

@@ -147,6 +147,18 @@ pub struct ResetToken {
 
 impl Record for ResetToken {}
 
+/// A registration waiting for its address to be confirmed, by the hash of the link's token. The account
+/// exists only once the link is followed, so an unconfirmed address blocks nobody.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingRegistration {
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub expires_at: Timestamp,
+}
+
+impl Record for PendingRegistration {}
+
 /// A one-time sign-in code sent by mail or SMS, per user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignInCode {

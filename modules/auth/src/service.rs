@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use portal_core::config::{Config, Registration};
-use portal_core::error::Validation;
 use portal_core::ids::{SessionId, UserId};
 use portal_core::rate_limit::RateLimiter;
 use portal_core::{Context, Error, Principal, Result, Role, Store, Timestamp};
@@ -18,6 +17,9 @@ use crate::sessions::{self, Policy, Refresh};
 use crate::tables::{CHALLENGES, KEYS, RESET_TOKENS, SIGN_IN_CODES, USERS};
 use crate::tokens::{random_token, sha256, Keys};
 use crate::{password, totp, users};
+
+mod registration;
+pub use registration::CONFIRM_TTL_SECS;
 
 /// Lifetime of a 2FA challenge.
 const CHALLENGE_TTL_SECS: i64 = 5 * 60;
@@ -153,25 +155,6 @@ impl AuthService {
         }
     }
 
-    pub async fn register(&self, email: &str, password: &str, name: &str) -> Result<User> {
-        if self.registration == Registration::Closed {
-            return Err(Error::forbidden("registration is closed; ask an administrator for an account"));
-        }
-        let email = users::normalize_email(email);
-        self.limiter.check_account(&email)?;
-        let mut v = Validation::default();
-        v.check("email", users::validate_email(&email));
-        v.check("name", users::validate_name(name));
-        v.check("password", password::check_policy(password, &email));
-        v.finish()?;
-        let hash = password::hash(password.to_string()).await?;
-        let user = new_user(email, name.trim().to_string(), Role::Customer, None, Some(hash));
-        let stored = user.clone();
-        self.store.write(move |tx| users::insert(tx, &stored)).await?;
-        tracing::info!(user_id = %user.id, "user registered");
-        Ok(user)
-    }
-
     pub async fn login(&self, email: &str, password: &str) -> Result<SignIn> {
         let email = users::normalize_email(email);
         self.limiter.check_account(&email)?;
@@ -268,7 +251,7 @@ impl AuthService {
             Outcome::Locked => Err(Error::unauthorized("too many wrong codes; sign in again")),
             Outcome::FactorLocked(user, until, just_now) => {
                 if just_now {
-                    self.tell_factor_locked(&user, Factor::Totp, until).await;
+                    self.tell_factor_locked(user, Factor::Totp, until);
                 }
                 // The challenge proves the password, so saying why reveals nothing to a stranger.
                 Err(Error::unauthorized(format!(
@@ -545,47 +528,54 @@ impl AuthService {
         Ok(())
     }
 
-    /// Signs in with a one-time code (a user with 2FA still gets the challenge).
+    /// Signs in with a one-time code (a user with 2FA still gets the challenge). Every wrong code counts
+    /// against the factor's budget, whether or not a code is pending, and an address without an account
+    /// is counted under its stand-in id: the same reads and writes either way, so neither the answer nor
+    /// its time tells whether the address has an account.
     pub async fn verify_code(&self, email: Option<String>, phone: Option<String>, code: &str) -> Result<SignIn> {
         #[allow(clippy::large_enum_variant)] // one per call, consumed at once
         enum Outcome {
             Passed(User),
             Failed,
             /// This wrong code spent the factor's budget: locked until then.
-            JustLocked(User, Timestamp),
+            JustLocked(Option<User>, Timestamp),
         }
-        self.limiter.check_account(&account_key(email.as_deref(), phone.as_deref()))?;
+        let account = account_key(email.as_deref(), phone.as_deref());
+        self.limiter.check_account(&account)?;
         let user = self.store.read_blocking(|tx| find_user(tx, email.as_deref(), phone.as_deref()))?;
-        let Some(user) = user else {
-            // The work done for an account (a MAC and a durable write), so that the time of the answer
-            // does not tell whether the address has one.
-            self.keys.code_mac(UserId::generate(), code.trim())?;
-            self.store.write(|_| Ok(())).await?;
-            return Err(Error::unauthorized("invalid or expired code"));
+        let subject = match &user {
+            Some(user) => user.id,
+            None => self.keys.stranger_id(&account)?,
         };
-        let presented = self.keys.code_mac(user.id, code.trim())?;
+        let presented = self.keys.code_mac(subject, code.trim())?;
         let outcome = self
             .store
             .write(move |tx| {
                 let now = Timestamp::now();
-                let key = user.id.to_key();
-                // Locked: every code is wrong, and the answer is the same as for one (no account oracle).
-                if lockout::locked_until(tx, user.id, Factor::SignInCode, now)?.is_some() {
+                let key = subject.to_key();
+                // Locked: every code is wrong, and the answer is the same as for one.
+                if lockout::locked_until(tx, subject, Factor::SignInCode, now)?.is_some() {
                     return Ok(Outcome::Failed);
                 }
-                let Some(mut entry) = SIGN_IN_CODES.get(tx, &key)? else { return Ok(Outcome::Failed) };
-                if now >= entry.expires_at || entry.attempts >= MAX_ATTEMPTS {
-                    SIGN_IN_CODES.remove(tx, &key)?;
-                    return Ok(Outcome::Failed);
+                match SIGN_IN_CODES.get(tx, &key)? {
+                    Some(entry) if now >= entry.expires_at || entry.attempts >= MAX_ATTEMPTS => {
+                        SIGN_IN_CODES.remove(tx, &key)?;
+                    }
+                    Some(entry) if bool::from(entry.code_mac.ct_eq(&presented)) => {
+                        SIGN_IN_CODES.remove(tx, &key)?;
+                        lockout::passed(tx, subject, Factor::SignInCode)?;
+                        // Codes are stored for accounts only.
+                        if let Some(user) = &user {
+                            return Ok(Outcome::Passed(user.clone()));
+                        }
+                    }
+                    Some(mut entry) => {
+                        entry.attempts += 1;
+                        SIGN_IN_CODES.insert(tx, &key, &entry)?;
+                    }
+                    None => {}
                 }
-                if bool::from(entry.code_mac.ct_eq(&presented)) {
-                    SIGN_IN_CODES.remove(tx, &key)?;
-                    lockout::passed(tx, user.id, Factor::SignInCode)?;
-                    return Ok(Outcome::Passed(user.clone()));
-                }
-                entry.attempts += 1;
-                SIGN_IN_CODES.insert(tx, &key, &entry)?;
-                match lockout::failed(tx, user.id, Factor::SignInCode, now)? {
+                match lockout::failed(tx, subject, Factor::SignInCode, now)? {
                     Some(until) => Ok(Outcome::JustLocked(user.clone(), until)),
                     None => Ok(Outcome::Failed),
                 }
@@ -595,14 +585,16 @@ impl AuthService {
             Outcome::Passed(user) => self.first_factor_passed(user).await,
             Outcome::Failed => Err(Error::unauthorized("invalid or expired code")),
             Outcome::JustLocked(user, until) => {
-                self.tell_factor_locked(&user, Factor::SignInCode, until).await;
+                if let Some(user) = user {
+                    self.tell_factor_locked(user, Factor::SignInCode, until);
+                }
                 Err(Error::unauthorized("invalid or expired code"))
             }
         }
     }
 
-    /// Mails the user that a factor of its account was locked after too many wrong codes.
-    async fn tell_factor_locked(&self, user: &User, factor: Factor, until: Timestamp) {
+    /// Mails the user, in the background, that a factor of its account was locked after too many wrong codes.
+    fn tell_factor_locked(&self, user: User, factor: Factor, until: Timestamp) {
         let body = format!(
             "Too many wrong {} were entered for your Portal account, so signing in with them is locked until \
              {}. If this was not you, someone may know your password or your email: change your password.",
@@ -610,12 +602,15 @@ impl AuthService {
             until.datetime().format("%Y-%m-%d %H:%M UTC")
         );
         tracing::warn!(user_id = %user.id, factor = factor.name(), "sign-in factor locked after too many wrong codes");
-        if let Err(e) = self.notifier.send_email(&user.email, "Sign-in locked on your Portal account", &body).await {
-            tracing::warn!(user_id = %user.id, error = %e, "the lock notice was not sent");
-        }
+        let notifier = self.notifier.clone();
+        tokio::spawn(async move {
+            if let Err(e) = notifier.send_email(&user.email, "Sign-in locked on your Portal account", &body).await {
+                tracing::warn!(user_id = %user.id, error = %e, "the lock notice was not sent");
+            }
+        });
     }
 
-    /// Ends expired sessions and forgets expired challenges, codes and reset tokens.
+    /// Ends expired sessions and forgets expired challenges, codes, reset tokens and registrations.
     pub async fn sweep(&self) -> Result<usize> {
         let policy = self.policy;
         self.store
@@ -625,6 +620,8 @@ impl AuthService {
                 removed += sweep_expired(tx, &CHALLENGES, now, |c: &Challenge| c.expires_at)?;
                 removed += sweep_expired(tx, &RESET_TOKENS, now, |r: &ResetToken| r.expires_at)?;
                 removed += sweep_expired(tx, &SIGN_IN_CODES, now, |c: &SignInCode| c.expires_at)?;
+                removed += Self::sweep_registrations(tx, now)?;
+                removed += lockout::sweep(tx, now)?;
                 Ok(removed)
             })
             .await

@@ -3,7 +3,9 @@
 use portal_core::{Index, Table};
 use redb::WriteTransaction;
 
-use crate::model::{Challenge, FactorFailures, RefreshEntry, ResetToken, Session, SignInCode, User};
+use crate::model::{
+    Challenge, FactorFailures, PendingRegistration, RefreshEntry, ResetToken, Session, SignInCode, User,
+};
 
 pub(crate) const USERS: Table<User> = Table::new("auth.users");
 /// email → user id
@@ -25,6 +27,8 @@ pub(crate) const REFRESH_TOKENS: Table<RefreshEntry> = Table::new("auth.refresh_
 pub(crate) const CHALLENGES: Table<Challenge> = Table::new("auth.challenges");
 /// SHA-256 of a reset token → its user
 pub(crate) const RESET_TOKENS: Table<ResetToken> = Table::new("auth.reset_tokens");
+/// SHA-256 of a registration's confirmation token → the registration
+pub(crate) const PENDING_REGISTRATIONS: Table<PendingRegistration> = Table::new("auth.pending_registrations");
 /// user id → the pending one-time sign-in code
 pub(crate) const SIGN_IN_CODES: Table<SignInCode> = Table::new("auth.sign_in_codes");
 /// user id ‖ factor tag → the factor's wrong codes and lock
@@ -45,6 +49,7 @@ pub(crate) fn create_all(tx: &WriteTransaction) -> portal_core::Result<()> {
     REFRESH_TOKENS.create(tx)?;
     CHALLENGES.create(tx)?;
     RESET_TOKENS.create(tx)?;
+    PENDING_REGISTRATIONS.create(tx)?;
     SIGN_IN_CODES.create(tx)?;
     FACTOR_FAILURES.create(tx)?;
     Ok(())

@@ -119,6 +119,18 @@ impl Keys {
         mac.update(code.as_bytes());
         Ok(mac.finalize().into_bytes().into())
     }
+
+    /// The stand-in id of an address or phone number without an account: the same for the same
+    /// address, and unguessable without the key, so wrong codes for it are counted as for an account.
+    pub fn stranger_id(&self, account: &str) -> Result<UserId> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.code_key).map_err(Error::internal)?;
+        mac.update(b"stranger\0");
+        mac.update(account.as_bytes());
+        let digest: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        Ok(UserId(uuid::Uuid::from_bytes(id)))
+    }
 }
 
 #[cfg(test)]
@@ -127,6 +139,15 @@ mod tests {
 
     fn keys() -> Keys {
         Keys::new(&[7u8; 32], vec![9u8; 32])
+    }
+
+    #[test]
+    fn a_stranger_keeps_its_stand_in_id_and_nobody_without_the_key_can_compute_it() {
+        let k = keys();
+        let id = k.stranger_id("nobody@example.com").unwrap();
+        assert_eq!(k.stranger_id("nobody@example.com").unwrap(), id);
+        assert_ne!(k.stranger_id("somebody@example.com").unwrap(), id);
+        assert_ne!(Keys::new(&[7u8; 32], vec![1u8; 32]).stranger_id("nobody@example.com").unwrap(), id);
     }
 
     #[test]

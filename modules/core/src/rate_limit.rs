@@ -54,6 +54,7 @@ pub fn guesses_credentials(path: &str) -> bool {
         path,
         "/auth/login"
             | "/auth/register"
+            | "/auth/verify-email"
             | "/auth/request-code"
             | "/auth/verify-code"
             | "/auth/verify-2fa"
