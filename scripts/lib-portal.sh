@@ -21,7 +21,7 @@ start_localstripe() {
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   localstripe --port "$port" --from-scratch >/dev/null 2>&1 &
   portal_pids+=("$!")
-  for _ in $(seq 1 300); do
+  for _ in $(seq 1 900); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       stripe_env=(STRIPE_SECRET_KEY=sk_test_checks "STRIPE_API_BASE=http://127.0.0.1:$port/")
       return
