@@ -96,7 +96,7 @@ async fn async_reads_and_writes_run_off_the_reactor() {
         async move {
             store
                 .write(move |tx| {
-                    NOTES.insert(tx, &i.to_be_bytes(), &NoteV2 { title: i.to_string(), pages: i, tags: vec![] })
+                    Ok(NOTES.insert(tx, &i.to_be_bytes(), &NoteV2 { title: i.to_string(), pages: i, tags: vec![] })?)
                 })
                 .await
         }
@@ -109,7 +109,7 @@ async fn async_reads_and_writes_run_off_the_reactor() {
             let mut n = 0;
             NOTES.scan_prefix(tx, &[], |_, _| {
                 n += 1;
-                Ok(true)
+                Ok::<_, portal_core::Error>(true)
             })?;
             Ok(n)
         })

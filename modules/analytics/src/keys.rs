@@ -74,7 +74,7 @@ pub(crate) fn remove_customer(tx: &WriteTransaction, customer: CustomerId) -> Re
     let mut found = Vec::new();
     KEYS_BY_CUSTOMER.visit_keys_desc(tx, &customer.to_key(), None, |k| {
         found.push(k.to_vec());
-        Ok(true)
+        Ok::<_, portal_core::Error>(true)
     })?;
     for by_customer in found {
         if let Some(digest) = KEYS_BY_CUSTOMER.get(tx, &by_customer)? {

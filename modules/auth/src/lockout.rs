@@ -85,7 +85,7 @@ pub fn sweep(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
         if window_over(&state, now) && state.locked_until.is_none_or(|until| until <= now) {
             stale.push(key.to_vec());
         }
-        Ok(true)
+        Ok::<_, portal_core::Error>(true)
     })?;
     for key in &stale {
         FACTOR_FAILURES.remove(tx, key)?;

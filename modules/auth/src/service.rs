@@ -180,7 +180,7 @@ impl AuthService {
         let challenge =
             Challenge { user_id: user.id, expires_at: Timestamp::now().plus_secs(CHALLENGE_TTL_SECS), failures: 0 };
         let key = sha256(&token);
-        self.store.write(move |tx| CHALLENGES.insert(tx, &key, &challenge)).await?;
+        self.store.write(move |tx| Ok(CHALLENGES.insert(tx, &key, &challenge)?)).await?;
         Ok(SignIn::TwoFactor { challenge_token: token, expires_in: CHALLENGE_TTL_SECS })
     }
 
@@ -639,7 +639,7 @@ fn sweep_expired<V: portal_core::Record>(
         if expires(&v) <= now {
             keys.push(k.to_vec());
         }
-        Ok(true)
+        Ok::<_, portal_core::Error>(true)
     })?;
     for k in &keys {
         table.remove(tx, k)?;
@@ -677,7 +677,7 @@ pub fn create_reset_token(tx: &redb::WriteTransaction, user: UserId, ttl_secs: i
 
 /// Withdraws a reset or invitation token (its mail could not be sent, so nobody holds it).
 pub fn remove_reset_token(tx: &redb::WriteTransaction, token: &str) -> Result<bool> {
-    RESET_TOKENS.remove(tx, &sha256(token))
+    Ok(RESET_TOKENS.remove(tx, &sha256(token))?)
 }
 
 /// A new user record (not yet stored).

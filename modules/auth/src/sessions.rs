@@ -57,12 +57,12 @@ pub fn open(tx: &WriteTransaction, user: UserId, holder: Holder, policy: &Policy
 }
 
 pub fn get(tx: &impl ReadTx, id: SessionId) -> Result<Option<Session>> {
-    SESSIONS.get(tx, &id.to_key())
+    Ok(SESSIONS.get(tx, &id.to_key())?)
 }
 
 pub fn by_cookie(tx: &impl ReadTx, cookie: &str) -> Result<Option<Session>> {
     match SESSIONS_BY_COOKIE.get(tx, &sha256(cookie))? {
-        Some(id) => SESSIONS.get(tx, &id),
+        Some(id) => Ok(SESSIONS.get(tx, &id)?),
         None => Ok(None),
     }
 }
@@ -154,7 +154,7 @@ pub fn sweep(tx: &WriteTransaction, policy: &Policy, now: Timestamp) -> Result<u
         if !policy.is_live(&session, now) {
             expired.push(session);
         }
-        Ok(true)
+        Ok::<_, portal_core::Error>(true)
     })?;
     for session in &expired {
         revoke(tx, session)?;

@@ -63,26 +63,26 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
 }
 
 pub fn get(tx: &impl ReadTx, id: UserId) -> Result<Option<User>> {
-    USERS.get(tx, &id.to_key())
+    Ok(USERS.get(tx, &id.to_key())?)
 }
 
 pub fn by_email(tx: &impl ReadTx, email: &str) -> Result<Option<User>> {
     match USERS_BY_EMAIL.get(tx, normalize_email(email).as_bytes())? {
-        Some(id) => USERS.get(tx, &id),
+        Some(id) => Ok(USERS.get(tx, &id)?),
         None => Ok(None),
     }
 }
 
 pub fn by_phone(tx: &impl ReadTx, phone: &str) -> Result<Option<User>> {
     match USERS_BY_PHONE.get(tx, phone.trim().as_bytes())? {
-        Some(id) => USERS.get(tx, &id),
+        Some(id) => Ok(USERS.get(tx, &id)?),
         None => Ok(None),
     }
 }
 
 /// Whether any admin exists.
 pub fn any_admin(tx: &impl ReadTx) -> Result<bool> {
-    ADMINS.any_with_prefix(tx, &[])
+    Ok(ADMINS.any_with_prefix(tx, &[])?)
 }
 
 /// Stores a new user; a taken email or phone is a 409.
@@ -97,7 +97,7 @@ pub fn insert(tx: &WriteTransaction, user: &User) -> Result<()> {
     }
     write_indexes(tx, user)?;
     audit::record(tx, "users", "create", user.id, user.customer_id)?;
-    USERS.insert(tx, &user.id.to_key(), user)
+    Ok(USERS.insert(tx, &user.id.to_key(), user)?)
 }
 
 /// Replaces `old` by `new` (same id), keeping the indexes in step; a taken email or phone is a 409.
@@ -115,7 +115,7 @@ pub fn update(tx: &WriteTransaction, old: &User, new: &User) -> Result<()> {
     remove_indexes(tx, old)?;
     write_indexes(tx, new)?;
     audit::record(tx, "users", "update", new.id, new.customer_id)?;
-    USERS.insert(tx, &new.id.to_key(), new)
+    Ok(USERS.insert(tx, &new.id.to_key(), new)?)
 }
 
 /// Deletes a user, its indexes and its sessions.
@@ -196,7 +196,7 @@ pub fn set_customer_disabled(tx: &WriteTransaction, customer: CustomerId, disabl
 
 /// Whether the user has any session (for tests and admin views).
 pub fn has_sessions(tx: &impl ReadTx, user: UserId) -> Result<bool> {
-    SESSIONS_BY_USER.any_with_prefix(tx, &user.to_key())
+    Ok(SESSIONS_BY_USER.any_with_prefix(tx, &user.to_key())?)
 }
 
 #[cfg(test)]

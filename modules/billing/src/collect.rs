@@ -254,7 +254,7 @@ pub(crate) fn intent_settled(tx: &WriteTransaction, id: InvoiceId, payment_inten
     if failed {
         state.attempts += 1;
     }
-    COLLECTIONS.insert(tx, &id.to_key(), &state)
+    Ok(COLLECTIONS.insert(tx, &id.to_key(), &state)?)
 }
 
 /// The collection state of an invoice (the auto-charge job's schedule).

@@ -21,7 +21,7 @@ pub(crate) const ALL: [u8; 16] = [0; 16];
 // ---- reads ----
 
 pub fn get(tx: &impl ReadTx, id: InvoiceId) -> Result<Option<Invoice>> {
-    INVOICES.get(tx, &id.to_key())
+    Ok(INVOICES.get(tx, &id.to_key())?)
 }
 
 /// An invoice the caller may see (admin, or a user of its customer, which must not be archived).
@@ -72,7 +72,7 @@ pub fn list(
 
 /// Whether the customer has any invoice (a financial record).
 pub fn any_for_customer(tx: &impl ReadTx, customer: CustomerId) -> Result<bool> {
-    BY_CUSTOMER.any_with_prefix(tx, &customer.to_key())
+    Ok(BY_CUSTOMER.any_with_prefix(tx, &customer.to_key())?)
 }
 
 /// The invoices a proposal generated, in milestone order.
@@ -80,7 +80,7 @@ pub fn of_proposal(tx: &impl ReadTx, proposal: ProposalId) -> Result<Vec<Invoice
     let mut ids = Vec::new();
     BY_PROPOSAL.visit_keys_desc(tx, &proposal.to_key(), None, |k| {
         ids.extend(InvoiceId::from_key(&k[16..]));
-        Ok(true)
+        Ok::<_, portal_core::Error>(true)
     })?;
     ids.reverse();
     Ok(ids)
@@ -93,7 +93,7 @@ pub fn totals(tx: &impl ReadTx, scope: &[u8; 16]) -> Result<Vec<(Currency, Total
         if let Some(currency) = std::str::from_utf8(&k[16..]).ok().and_then(|c| Currency::parse(c).ok()) {
             out.push((currency, totals));
         }
-        Ok(true)
+        Ok::<_, portal_core::Error>(true)
     })?;
     Ok(out)
 }
@@ -105,7 +105,7 @@ pub fn totals_at(tx: &impl ReadTx, scope: &[u8; 16], now: Timestamp) -> Result<V
     let mut due = Vec::new();
     DUE.visit_keys_desc(tx, &[], Some(&now.to_key()), |k| {
         due.extend(InvoiceId::from_key(&k[8..]));
-        Ok(true)
+        Ok::<_, portal_core::Error>(true)
     })?;
     for id in due {
         let Some(invoice) = get(tx, id)?.filter(|i| i.status == InvoiceStatus::Pending) else { continue };
@@ -182,7 +182,7 @@ pub(crate) fn save(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) 
         PERIODS.put(tx, &key(&[&cid, &start]), &key(&[&crate::recurring::day_key(period.end), &id]))?;
     }
     account(tx, new, 1)?;
-    INVOICES.insert(tx, &id, new)
+    Ok(INVOICES.insert(tx, &id, new)?)
 }
 
 fn unindex(tx: &WriteTransaction, old: &Invoice) -> Result<()> {
@@ -294,7 +294,7 @@ pub fn mark_paid(
 
 /// The payment recorded for an invoice, if it is paid.
 pub fn payment(tx: &impl ReadTx, id: InvoiceId) -> Result<Option<Payment>> {
-    PAYMENTS.get(tx, &id.to_key())
+    Ok(PAYMENTS.get(tx, &id.to_key())?)
 }
 
 /// The invoice a Stripe PaymentIntent paid.
@@ -337,7 +337,7 @@ pub fn mark_overdue(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
     let mut due = Vec::new();
     DUE.visit_keys_desc(tx, &[], Some(&now.to_key()), |k| {
         due.extend(InvoiceId::from_key(&k[8..]));
-        Ok(true)
+        Ok::<_, portal_core::Error>(true)
     })?;
     for id in &due {
         if let Some(old) = get(tx, *id)?.filter(|i| i.status == InvoiceStatus::Pending) {

@@ -287,7 +287,7 @@ fn missed_periods(
     let mut last_end = None;
     PERIODS.visit_keys_desc(tx, &cid, None, |k| {
         last_end = Some(k.to_vec());
-        Ok(false)
+        Ok::<_, portal_core::Error>(false)
     })?;
     let Some(last_key) = last_end else { return Ok(Vec::new()) };
     let Some(mut start) = PERIODS.get(tx, &last_key)?.as_deref().and_then(day_from_key) else {

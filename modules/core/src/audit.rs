@@ -176,7 +176,7 @@ pub fn record(
         BY_USER.put(tx, &key(&[&user.to_key(), &id]), &[])?;
     }
     BY_OBJECT.put(tx, &key(&[&object_key(&entry.object_id), &id]), &[])?;
-    ENTRIES.insert(tx, &id, &entry)
+    Ok(ENTRIES.insert(tx, &id, &entry)?)
 }
 
 /// Which entries to list (all given filters apply).
@@ -217,7 +217,7 @@ pub fn list(tx: &ReadTransaction, filter: &Filter, after: Option<AuditId>, fetch
             // Reading the entries table while walking the index is fine in a read transaction.
             index.visit_keys_desc(tx, &prefix, after_key.as_deref(), |k| {
                 match ENTRIES.get(tx, &k[prefix.len()..])? {
-                    Some(entry) => Ok(keep(entry)),
+                    Some(entry) => Ok::<_, crate::Error>(keep(entry)),
                     None => Ok(true),
                 }
             })?;
@@ -227,7 +227,7 @@ pub fn list(tx: &ReadTransaction, filter: &Filter, after: Option<AuditId>, fetch
                 Some(a) => (std::ops::Bound::Unbounded, std::ops::Bound::Excluded(a.as_slice())),
                 None => (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
             };
-            tx.scan_raw(ENTRIES.raw(), range, true, |_, v| Ok(keep(decode(v)?)))?;
+            tx.scan_raw(ENTRIES.raw(), range, true, |_, v| Ok::<_, crate::Error>(keep(decode(v)?)))?;
         }
     }
     Ok(out)

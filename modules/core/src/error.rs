@@ -349,6 +349,7 @@ macro_rules! internal_from {
 }
 
 internal_from!(
+    portal_store::StoreError,
     redb::Error,
     redb::DatabaseError,
     redb::TransactionError,

@@ -41,7 +41,7 @@ struct Recorded {
 impl Record for Entry {}
 
 pub(crate) fn install(tx: &WriteTransaction) -> Result<()> {
-    KEYS.create(tx)
+    Ok(KEYS.create(tx)?)
 }
 
 /// What [`begin`] found. Clone it into the write closure and keep the original until the write returns,
@@ -192,7 +192,7 @@ pub async fn sweep(store: &Store) -> Result<usize> {
                 if (now - entry.created_at.micros()) / 1_000_000 >= RETENTION_SECS {
                     stale.push(key.to_vec());
                 }
-                Ok(true)
+                Ok::<_, crate::Error>(true)
             })?;
             for key in &stale {
                 KEYS.remove(tx, key)?;

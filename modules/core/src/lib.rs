@@ -1,17 +1,16 @@
-//! What every portal module shares: the store, typed tables, the error envelope, money, principals and
-//! access checks, configuration and the `Module` trait. Nothing feature-specific lives here.
+//! What every portal module shares: the store (the engine is `portal-store`), the error envelope, money,
+//! principals and access checks, HTTP glue, configuration and the `Module` trait. Nothing feature-specific
+//! lives here.
 #![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod auth;
-pub mod backup;
 pub mod body;
 pub mod config;
 pub mod error;
 pub mod idempotency;
 mod idempotency_key;
 pub mod ids;
-pub mod journal;
 pub mod json_object;
 pub mod list;
 pub mod module;
@@ -21,9 +20,7 @@ pub mod put_body;
 pub mod rate_limit;
 pub mod responses;
 pub mod serde_json_payload;
-pub mod snapshot;
 pub mod store;
-pub mod table;
 pub mod text;
 pub mod time;
 
@@ -35,11 +32,12 @@ pub use json_object::JsonObject;
 pub use list::{ListResponse, PageRequest};
 pub use module::{Context, Job, Module};
 pub use money::{Currency, Money};
+pub use portal_store::{backup, journal, snapshot, table, StoreError};
+pub use portal_store::{Index, ReadTx, Record, Table};
 pub use put_body::PutBody;
 pub use serde_json_payload::SerdeJson;
 pub use store::Store;
-pub use table::{Index, ReadTx, Record, Table};
 pub use time::Timestamp;
 
 /// Re-exported so modules name one version of each.
-pub use {chrono, poem, poem_openapi, redb, serde_json, uuid};
+pub use {chrono, poem, poem_openapi, portal_store, redb, serde_json, uuid};

@@ -99,7 +99,7 @@ pub(crate) fn candidates(
     }
     let after_key = after.map(|id| key(&[&rarest, &id.to_key()]));
     SEARCH.visit_keys_desc(tx, &rarest, after_key.as_deref(), |k| {
-        let Some(id) = CustomerId::from_key(&k[8..]) else { return Ok(true) };
+        let Some(id) = CustomerId::from_key(&k[8..]) else { return Ok::<_, portal_core::Error>(true) };
         for (_, gram) in &counted[1..] {
             if !SEARCH.contains(tx, &key(&[gram, &id.to_key()]))? {
                 return Ok(true);

@@ -77,7 +77,7 @@ pub enum Removal {
 
 /// A customer, archived or not.
 pub fn get(tx: &impl ReadTx, id: CustomerId) -> Result<Option<Customer>> {
-    CUSTOMERS.get(tx, &id.to_key())
+    Ok(CUSTOMERS.get(tx, &id.to_key())?)
 }
 
 /// A customer that is not archived, or 404.
@@ -87,7 +87,7 @@ pub fn get_listed(tx: &impl ReadTx, id: CustomerId) -> Result<Customer> {
 
 /// Whether `id` is a customer that is not archived: an index lookup, without decoding the customer.
 pub fn is_listed(tx: &impl ReadTx, id: CustomerId) -> Result<bool> {
-    LISTED.contains(tx, &id.to_key())
+    Ok(LISTED.contains(tx, &id.to_key())?)
 }
 
 /// A customer's billing settings.
@@ -122,7 +122,7 @@ pub fn set_default_payment_method(tx: &WriteTransaction, id: CustomerId, payment
     settings.stripe_payment_method_id = Some(payment_method_id.to_string());
     settings.updated_at = Timestamp::now();
     audit::record(tx, "customers", "default_card_set", id, Some(id))?;
-    BILLING.insert(tx, &id.to_key(), &settings)
+    Ok(BILLING.insert(tx, &id.to_key(), &settings)?)
 }
 
 /// Visits every listed customer id, oldest first, while `visit` returns true (scheduled jobs).
@@ -130,7 +130,7 @@ pub fn visit_listed(tx: &impl ReadTx, mut visit: impl FnMut(CustomerId) -> Resul
     let mut ids = Vec::new();
     LISTED.visit_keys_desc(tx, &[], None, |k| {
         ids.extend(CustomerId::from_key(k));
-        Ok(true)
+        Ok::<_, portal_core::Error>(true)
     })?;
     for id in ids.into_iter().rev() {
         if !visit(id)? {
@@ -156,7 +156,7 @@ pub fn count_by_status(tx: &impl ReadTx) -> Result<Vec<(CustomerStatus, u64)>> {
         let mut n = 0u64;
         BY_STATUS.visit_keys_desc(tx, &[status.tag()], None, |_| {
             n += 1;
-            Ok(true)
+            Ok::<_, portal_core::Error>(true)
         })?;
         out.push((status, n));
     }
@@ -329,7 +329,7 @@ fn store_customer(tx: &WriteTransaction, old: Option<&Customer>, new: &Customer)
         BY_STATUS.put(tx, &key(&[&[new.status.tag()], &id]), &[])?;
     }
     search::reindex(tx, old.and_then(listed), listed(new))?;
-    CUSTOMERS.insert(tx, &id, new)
+    Ok(CUSTOMERS.insert(tx, &id, new)?)
 }
 
 fn unindex(tx: &WriteTransaction, old: &Customer) -> Result<()> {
@@ -657,13 +657,13 @@ mod tests {
         assert_eq!(removal, Removal::Deleted);
         assert!(ledger.removed.load(Ordering::SeqCst));
         assert!(store.read_blocking(|tx| get(tx, id)).unwrap().is_none());
-        assert!(store.read_blocking(|tx| BILLING.get(tx, &id.to_key())).unwrap().is_none());
+        assert!(store.read_blocking(|tx| Ok(BILLING.get(tx, &id.to_key())?)).unwrap().is_none());
         assert!(store.read_blocking(|tx| portal_auth::users::get(tx, user.id)).unwrap().is_none());
         // Every search gram went with it.
         let grams = store
             .read_blocking(|tx| {
-                crate::tables::GRAM_COUNTS
-                    .page_keys(tx, &portal_core::table::Page { prefix: &[], after: None, limit: 10 })
+                Ok(crate::tables::GRAM_COUNTS
+                    .page_keys(tx, &portal_core::table::Page { prefix: &[], after: None, limit: 10 })?)
             })
             .unwrap();
         assert!(grams.is_empty(), "{} gram counts left", grams.len());

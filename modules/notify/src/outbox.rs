@@ -32,7 +32,7 @@ impl Record for OutboxMessage {}
 
 /// Creates the outbox table (run in the start-up transaction).
 pub fn install(tx: &WriteTransaction) -> Result<()> {
-    OUTBOX.create(tx)
+    Ok(OUTBOX.create(tx)?)
 }
 
 pub(crate) async fn keep(store: &Store, channel: Channel, to: &str, subject: Option<&str>, body: &str) -> Result<()> {

@@ -42,7 +42,7 @@ pub struct ProposalChange {
 // ---- reads ----
 
 pub fn get(tx: &impl ReadTx, id: ProposalId) -> Result<Option<Proposal>> {
-    PROPOSALS.get(tx, &id.to_key())
+    Ok(PROPOSALS.get(tx, &id.to_key())?)
 }
 
 /// A proposal the caller may see (admin, or a user of its customer); 404 otherwise.
@@ -68,7 +68,7 @@ pub fn accepted_of_customer(tx: &impl ReadTx, customer: CustomerId) -> Result<Ve
 
 /// Whether the customer has any accepted proposal (a financial record).
 pub fn any_accepted(tx: &impl ReadTx, customer: CustomerId) -> Result<bool> {
-    BY_CUSTOMER_STATUS.any_with_prefix(tx, &key(&[&customer.to_key(), &[ProposalStatus::Accepted.tag()]]))
+    Ok(BY_CUSTOMER_STATUS.any_with_prefix(tx, &key(&[&customer.to_key(), &[ProposalStatus::Accepted.tag()]]))?)
 }
 
 /// Up to `fetch` of a customer's proposals, newest first, older than `after`, with the status as of now.
@@ -88,7 +88,7 @@ pub fn list(
                 out.push(p);
             }
         }
-        Ok(out.len() < fetch)
+        Ok::<_, portal_core::Error>(out.len() < fetch)
     })?;
     Ok(out)
 }
@@ -192,7 +192,7 @@ pub fn expire_due(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
     let mut due = Vec::new();
     EXPIRY.visit_keys_desc(tx, &[], Some(&upto), |k| {
         due.extend(ProposalId::from_key(&k[8..]));
-        Ok(true)
+        Ok::<_, portal_core::Error>(true)
     })?;
     for id in &due {
         if let Some(old) = get(tx, *id)? {
@@ -240,7 +240,7 @@ fn store(tx: &WriteTransaction, old: Option<&Proposal>, new: &Proposal) -> Resul
     if let (true, Some(until)) = (new.status.is_open(), new.valid_until) {
         EXPIRY.put(tx, &key(&[&until.to_key(), &id]), &[])?;
     }
-    PROPOSALS.insert(tx, &id, new)
+    Ok(PROPOSALS.insert(tx, &id, new)?)
 }
 
 fn unindex(tx: &WriteTransaction, old: &Proposal) -> Result<()> {

@@ -78,7 +78,7 @@ impl AuthService {
         );
         if let Err(e) = self.notifier.send_email(&email, "Confirm your Portal account", &body).await {
             // Nobody received the token: withdraw it rather than leave a live one behind.
-            self.store.write(move |tx| PENDING_REGISTRATIONS.remove(tx, &sha256(&token))).await?;
+            self.store.write(move |tx| Ok(PENDING_REGISTRATIONS.remove(tx, &sha256(&token))?)).await?;
             return Err(e);
         }
         Ok(())

@@ -10,7 +10,7 @@ use std::ops::Bound;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition, TableError, WriteTransaction};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Result, StoreError};
 
 /// The untyped shape of every table.
 pub type RawTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
@@ -31,9 +31,9 @@ pub fn encode<V: Record>(value: &V) -> Result<Vec<u8>> {
 
 /// Decodes a record; refuses one written by a newer schema version than this binary knows.
 pub fn decode<V: Record>(bytes: &[u8]) -> Result<V> {
-    let (&version, body) = bytes.split_first().ok_or_else(|| Error::internal("empty record"))?;
+    let (&version, body) = bytes.split_first().ok_or_else(|| StoreError::new("empty record"))?;
     if version > V::VERSION {
-        return Err(Error::internal(format!(
+        return Err(StoreError::new(format!(
             "record has schema version {version}, this binary reads up to {}",
             V::VERSION
         )));
@@ -44,16 +44,21 @@ pub fn decode<V: Record>(bytes: &[u8]) -> Result<V> {
 /// Read access shared by read and write transactions, so services read the same way in both.
 pub trait ReadTx {
     /// Calls `f` with the stored bytes under `key`, if any.
-    fn get_raw<R>(&self, table: RawTable, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R>;
+    fn get_raw<R, E: From<StoreError>>(
+        &self,
+        table: RawTable,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
+    ) -> Result<R, E>;
 
     /// Visits `(key, value)` pairs in `range` (in reverse when `reverse`) until `visit` returns false.
-    fn scan_raw(
+    fn scan_raw<E: From<StoreError>>(
         &self,
         table: RawTable,
         range: (Bound<&[u8]>, Bound<&[u8]>),
         reverse: bool,
-        visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()>;
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E>;
 }
 
 /// `table` in a read transaction; `None` when it was never created (it reads as empty).
@@ -69,38 +74,42 @@ pub(crate) fn open_existing(
 }
 
 /// `get_raw` on an open table (`None`: a table that does not exist).
-pub(crate) fn get_in<T, R>(table: Option<&T>, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R>
+pub(crate) fn get_in<T, R, E: From<StoreError>>(
+    table: Option<&T>,
+    key: &[u8],
+    f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
+) -> Result<R, E>
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
 {
-    match table.map(|t| t.get(key)).transpose()?.flatten() {
+    match table.map(|t| t.get(key)).transpose().map_err(StoreError::from)?.flatten() {
         Some(guard) => f(Some(guard.value())),
         None => f(None),
     }
 }
 
 /// `scan_raw` on an open table (`None`: a table that does not exist).
-pub(crate) fn scan_in<T>(
+pub(crate) fn scan_in<T, E: From<StoreError>>(
     table: Option<&T>,
     range: (Bound<&[u8]>, Bound<&[u8]>),
     reverse: bool,
-    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
-) -> Result<()>
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+) -> Result<(), E>
 where
     T: ReadableTable<&'static [u8], &'static [u8]>,
 {
     let Some(table) = table else { return Ok(()) };
-    let iter = table.range::<&[u8]>(range)?;
+    let iter = table.range::<&[u8]>(range).map_err(StoreError::from)?;
     if reverse {
         for entry in iter.rev() {
-            let (k, v) = entry?;
+            let (k, v) = entry.map_err(StoreError::from)?;
             if !visit(k.value(), v.value())? {
                 break;
             }
         }
     } else {
         for entry in iter {
-            let (k, v) = entry?;
+            let (k, v) = entry.map_err(StoreError::from)?;
             if !visit(k.value(), v.value())? {
                 break;
             }
@@ -110,34 +119,44 @@ where
 }
 
 impl ReadTx for ReadTransaction {
-    fn get_raw<R>(&self, table: RawTable, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R> {
+    fn get_raw<R, E: From<StoreError>>(
+        &self,
+        table: RawTable,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
+    ) -> Result<R, E> {
         get_in(open_existing(self, table)?.as_ref(), key, f)
     }
 
-    fn scan_raw(
+    fn scan_raw<E: From<StoreError>>(
         &self,
         table: RawTable,
         range: (Bound<&[u8]>, Bound<&[u8]>),
         reverse: bool,
-        visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
         scan_in(open_existing(self, table)?.as_ref(), range, reverse, visit)
     }
 }
 
 impl ReadTx for WriteTransaction {
-    fn get_raw<R>(&self, table: RawTable, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R> {
-        get_in(Some(&self.open_table(table)?), key, f)
+    fn get_raw<R, E: From<StoreError>>(
+        &self,
+        table: RawTable,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        get_in(Some(&self.open_table(table).map_err(StoreError::from)?), key, f)
     }
 
-    fn scan_raw(
+    fn scan_raw<E: From<StoreError>>(
         &self,
         table: RawTable,
         range: (Bound<&[u8]>, Bound<&[u8]>),
         reverse: bool,
-        visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
-        scan_in(Some(&self.open_table(table)?), range, reverse, visit)
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        scan_in(Some(&self.open_table(table).map_err(StoreError::from)?), range, reverse, visit)
     }
 }
 
@@ -233,18 +252,18 @@ impl<V: Record> Table<V> {
         let range = page_range(page);
         tx.scan_raw(self.def, as_ref_range(&range), true, |k, v| {
             out.push((k.to_vec(), decode(v)?));
-            Ok(out.len() < page.limit)
+            Ok::<_, StoreError>(out.len() < page.limit)
         })?;
         Ok(out)
     }
 
     /// Visits every record with `prefix`, in key order, until `visit` returns false.
-    pub fn scan_prefix(
+    pub fn scan_prefix<E: From<StoreError>>(
         &self,
         tx: &impl ReadTx,
         prefix: &[u8],
-        mut visit: impl FnMut(&[u8], V) -> Result<bool>,
-    ) -> Result<()> {
+        mut visit: impl FnMut(&[u8], V) -> Result<bool, E>,
+    ) -> Result<(), E> {
         let range = prefix_range(prefix);
         tx.scan_raw(self.def, as_ref_range(&range), false, |k, v| visit(k, decode(v)?))
     }
@@ -316,20 +335,20 @@ impl Index {
         }
         self.visit_keys_desc(tx, page.prefix, page.after, |k| {
             out.push(k.to_vec());
-            Ok(out.len() < page.limit)
+            Ok::<_, StoreError>(out.len() < page.limit)
         })?;
         Ok(out)
     }
 
     /// Visits keys with `prefix`, largest first, strictly below `after` when given, while `visit` returns
     /// true (for filtered lists that cannot know in advance how many keys they need).
-    pub fn visit_keys_desc(
+    pub fn visit_keys_desc<E: From<StoreError>>(
         &self,
         tx: &impl ReadTx,
         prefix: &[u8],
         after: Option<&[u8]>,
-        mut visit: impl FnMut(&[u8]) -> Result<bool>,
-    ) -> Result<()> {
+        mut visit: impl FnMut(&[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
         let (prefix, after) = (self.stored(prefix), after.map(|a| self.stored(a)));
         let range = page_range(&Page { prefix: &prefix, after: after.as_deref(), limit: usize::MAX });
         let tag = self.tag.len();
@@ -361,7 +380,7 @@ impl Index {
         let mut found = false;
         tx.scan_raw(self.def, as_ref_range(&range), false, |_, _| {
             found = true;
-            Ok(false)
+            Ok::<_, StoreError>(false)
         })?;
         Ok(found)
     }

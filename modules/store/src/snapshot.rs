@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableHandle};
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::table::{get_in, open_existing, scan_in, RawTable, ReadTx};
 
 type OpenTable = Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>;
@@ -51,17 +51,22 @@ impl Deref for Snapshot {
 }
 
 impl ReadTx for Snapshot {
-    fn get_raw<R>(&self, table: RawTable, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> Result<R>) -> Result<R> {
+    fn get_raw<R, E: From<StoreError>>(
+        &self,
+        table: RawTable,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
+    ) -> Result<R, E> {
         get_in(self.table(table)?.as_deref(), key, f)
     }
 
-    fn scan_raw(
+    fn scan_raw<E: From<StoreError>>(
         &self,
         table: RawTable,
         range: (Bound<&[u8]>, Bound<&[u8]>),
         reverse: bool,
-        visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
         scan_in(self.table(table)?.as_deref(), range, reverse, visit)
     }
 }
