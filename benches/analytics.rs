@@ -7,8 +7,9 @@ use std::io::{BufReader, BufWriter, Write};
 use std::time::{Duration, Instant};
 
 use portal::App;
+use portal::Config;
 use portal_core::config::{RateLimitMode, Secret};
-use portal_core::{Config, Store};
+use portal_core::Store;
 use portal_customers::service::{self, AddressChange, BillingChange, CustomerChange};
 
 const EVENTS: usize = 1_000_000;
@@ -128,7 +129,7 @@ async fn main() {
     drop(store);
 
     let mut config = Config::for_data_dir(dir.path().to_path_buf());
-    config.rate_limit.mode = RateLimitMode::Off;
+    config.core.rate_limit.mode = RateLimitMode::Off;
     config.auth.admin_email = Some("bench@portal.test".into());
     config.auth.admin_password = Some(Secret::new("bench-correct-horse-battery"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use portal::App;
+use portal::Config;
 use portal_core::config::{RateLimitMode, Secret};
-use portal_core::Config;
 use serde_json::json;
 
 const LOGINS: usize = 50;
@@ -20,7 +20,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::for_data_dir(dir.path().to_path_buf());
-    config.rate_limit.mode = RateLimitMode::Off;
+    config.core.rate_limit.mode = RateLimitMode::Off;
     config.auth.admin_email = Some("bench@portal.test".into());
     config.auth.admin_password = Some(Secret::new("bench-correct-horse-battery"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

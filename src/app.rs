@@ -12,7 +12,9 @@ use poem::http::Method;
 use poem::middleware::CookieJarManager;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response};
 use poem_openapi::OpenApiService;
-use portal_core::{store, Config, Context, Job, Result, Store};
+use portal_core::{store, Context, Job, Result, Store};
+
+use crate::Config;
 use tokio::net::TcpListener;
 
 use portal_analytics::AnalyticsModule;
@@ -107,7 +109,7 @@ pub fn openapi_service(ctx: &Context) -> Result<OpenApiService<Apis, ()>> {
 pub fn openapi_document() -> Result<String> {
     let store = Store::in_memory()?;
     install(&store)?;
-    let ctx = Context::new(store, Config::for_data_dir(".".into()));
+    let ctx = Config::for_data_dir(".".into()).into_context(store);
     Ok(openapi_service(&ctx)?.spec() + "\n")
 }
 
@@ -181,20 +183,20 @@ pub struct App {
 impl App {
     /// Opens the store and binds `config.addr`.
     pub async fn build(config: Config) -> Result<Self> {
-        let listener = TcpListener::bind(config.addr).await?;
+        let listener = TcpListener::bind(config.core.addr).await?;
         Self::with_listener(config, listener).await
     }
 
     /// Opens the store and serves on an already bound listener (tests bind port 0).
     pub async fn with_listener(config: Config, listener: TcpListener) -> Result<Self> {
-        let store_config = config.store.clone();
+        let store_config = config.core.store.clone();
         let store = tokio::task::spawn_blocking(move || {
             let store = Store::open_config(&store_config)?;
             install(&store)?;
             Ok::<_, portal_core::Error>(store)
         })
         .await??;
-        let ctx = Context::new(store, config);
+        let ctx = config.into_context(store);
         portal_auth::bootstrap_admin(&ctx).await?;
         Ok(Self { listener, ctx })
     }

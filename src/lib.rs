@@ -5,6 +5,7 @@
 pub mod app;
 pub mod backup;
 mod bare_answers;
+pub mod config;
 pub mod docs;
 pub mod health;
 pub mod log_writer;
@@ -16,3 +17,5 @@ pub use app::App;
 
 /// The portal's version, as `/health` and the OpenAPI document report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub use config::Config;

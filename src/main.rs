@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use portal::{logging, App};
+use portal::{logging, App, Config};
 use portal_core::config::StoreConfig;
 use portal_core::ids::CustomerId;
-use portal_core::{Config, Context, Store};
+use portal_core::Store;
 
 /// jemalloc rather than the system allocator: glibc's arenas keep the memory of every password hash
 /// (argon2's 19 MiB) after a sign-in, so an idle server held ~140 MB after a few sign-ins; jemalloc
@@ -114,15 +114,15 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 /// `portal admin create`: opens the store directly (the server must be stopped) and adds an admin.
 async fn create_admin(store: StoreConfig, email: &str, password: &str, name: &str) -> portal_core::Result<()> {
     let mut config = Config::for_data_dir(store.data_dir.clone());
-    config.store = store;
-    let store_config = config.store.clone();
+    config.core.store = store;
+    let store_config = config.core.store.clone();
     let store = tokio::task::spawn_blocking(move || {
         let store = Store::open_config(&store_config)?;
         portal::app::install(&store)?;
         Ok::<_, portal_core::Error>(store)
     })
     .await??;
-    let ctx = Context::new(store, config);
+    let ctx = config.into_context(store);
     let user = portal_auth::create_admin(&ctx, email, password, name).await?;
     println!("admin {} created (id {})", user.email, user.id);
     Ok(())
@@ -163,7 +163,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(config) => {
-            let _log = logging::init(config.log_format);
+            let _log = logging::init(config.core.log_format);
             block_on(serve(config)).map_err(|e| e.to_string())
         }
         Command::Openapi => portal::app::openapi_document().map(|doc| print!("{doc}")).map_err(|e| e.to_string()),
@@ -182,5 +182,15 @@ fn main() -> ExitCode {
             eprintln!("portal: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -565,7 +565,7 @@ async fn a_confirmation_link_works_once_and_an_unconfirmed_address_blocks_no_inv
 
 #[tokio::test]
 async fn closed_registration_is_403() {
-    let app = TestApp::spawn_with(|c| c.auth.registration = portal_core::config::Registration::Closed).await;
+    let app = TestApp::spawn_with(|c| c.auth.registration = portal_auth::Registration::Closed).await;
     let r = app.post("/auth/register", json!({"email": "x@example.com", "password": PASSWORD, "name": "X"})).await;
     r.assert_error(403, "forbidden");
 }

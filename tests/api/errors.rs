@@ -31,7 +31,7 @@ async fn wrong_method_is_405_envelope() {
 /// two documents and on API routes all answer in the envelope with the security headers, signed in or not.
 #[tokio::test]
 async fn every_unknown_route_answers_in_the_envelope_with_rate_limits_on() {
-    let app = TestApp::spawn_with(|c| c.rate_limit.mode = portal_core::config::RateLimitMode::On).await;
+    let app = TestApp::spawn_with(|c| c.core.rate_limit.mode = portal_core::config::RateLimitMode::On).await;
     let token = app.admin_token().await;
     let cases = [
         (Method::GET, "/no-such-path", 404, "not_found"),

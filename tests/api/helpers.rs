@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use portal::App;
+use portal::Config;
 use portal_core::config::Secret;
-use portal_core::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -73,7 +73,7 @@ pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 /// JWT key and a first admin.
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::for_data_dir(dir.to_path_buf());
-    config.rate_limit.mode = portal_core::config::RateLimitMode::Off;
+    config.core.rate_limit.mode = portal_core::config::RateLimitMode::Off;
     config.auth.jwt_secret = Some(Secret::new(JWT_SECRET));
     config.auth.admin_email = Some(ADMIN_EMAIL.into());
     config.auth.admin_password = Some(Secret::new(ADMIN_PASSWORD));

@@ -376,7 +376,7 @@ async fn auto_charge_retries_on_days_1_3_7_then_marks_overdue() {
     let good = invoice(&app, &admin, &paying).await["id"].as_str().unwrap().to_string();
     let untouched = invoice(&app, &admin, &manual).await["id"].as_str().unwrap().to_string();
 
-    let config = portal_core::config::StripeConfig {
+    let config = portal_stripe::StripeConfig {
         stripe_secret_key: Some(Secret::new(STRIPE_KEY)),
         stripe_webhook_secret: None,
         stripe_api_version: portal_stripe::API_VERSION.into(),

@@ -8,7 +8,7 @@ use crate::helpers::{TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
 
 #[tokio::test]
 async fn the_sixth_sign_in_a_minute_is_429_with_retry_after() {
-    let app = TestApp::spawn_with(|c| c.rate_limit.mode = portal_core::config::RateLimitMode::On).await;
+    let app = TestApp::spawn_with(|c| c.core.rate_limit.mode = portal_core::config::RateLimitMode::On).await;
     for attempt in 0..5u32 {
         let r = app.post("/auth/login", json!({"email": ADMIN_EMAIL, "password": "wrong password 123"})).await;
         r.assert_error(401, "unauthorized");
@@ -33,9 +33,9 @@ async fn the_sixth_sign_in_a_minute_is_429_with_retry_after() {
 #[tokio::test]
 async fn signed_in_callers_have_their_own_buckets_per_class() {
     let app = TestApp::spawn_with(|c| {
-        c.rate_limit.mode = portal_core::config::RateLimitMode::On;
-        c.rate_limit.auth_per_minute = 4;
-        c.rate_limit.profile_per_minute = 2;
+        c.core.rate_limit.mode = portal_core::config::RateLimitMode::On;
+        c.core.rate_limit.auth_per_minute = 4;
+        c.core.rate_limit.profile_per_minute = 2;
     })
     .await;
     let first = app.register_and_login("one@example.com", "correct horse battery").await;
@@ -61,9 +61,9 @@ async fn signed_in_callers_have_their_own_buckets_per_class() {
 /// A portal behind a proxy on loopback, so each request can come from the client IP the test names.
 async fn behind_proxy() -> TestApp {
     TestApp::spawn_with(|c| {
-        c.rate_limit.mode = portal_core::config::RateLimitMode::On;
-        c.rate_limit.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-        c.rate_limit.write_per_minute = 100;
+        c.core.rate_limit.mode = portal_core::config::RateLimitMode::On;
+        c.core.rate_limit.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        c.core.rate_limit.write_per_minute = 100;
     })
     .await
 }

@@ -63,7 +63,7 @@ async fn health_answers_within_a_second_while_two_thousand_slow_connections_are_
 
 #[tokio::test]
 async fn headers_and_bodies_must_arrive_in_time_and_idle_connections_close() {
-    let app = TestApp::spawn_with(|c| c.connections.request_timeout_seconds = 1).await;
+    let app = TestApp::spawn_with(|c| c.core.connections.request_timeout_seconds = 1).await;
     // Headers that never finish: closed after the deadline.
     let mut slow = slow_connection("127.0.0.3", app.addr).await.unwrap();
     let started = Instant::now();
@@ -93,7 +93,7 @@ async fn headers_and_bodies_must_arrive_in_time_and_idle_connections_close() {
 
 #[tokio::test]
 async fn connections_beyond_the_total_are_closed_at_once() {
-    let app = TestApp::spawn_with(|c| c.connections.max_connections = 10).await;
+    let app = TestApp::spawn_with(|c| c.core.connections.max_connections = 10).await;
     let mut held = Vec::new();
     for i in 0..10 {
         held.push(slow_connection(&format!("127.0.1.{i}"), app.addr).await.unwrap());

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod config;
 pub mod events;
 mod firebase;
 pub mod import;
@@ -25,6 +26,7 @@ use portal_customers::{CustomerData, Dependents};
 use redb::WriteTransaction;
 
 pub use api::AnalyticsApi;
+pub use config::AnalyticsConfig;
 pub use firebase::FirebaseProvider;
 pub use provider::{AnalyticsProvider, Providers, Source};
 
@@ -63,7 +65,7 @@ impl Module for AnalyticsModule {
         Dependents::of(ctx).register(Arc::new(CustomerAnalytics));
         let providers = Providers {
             local: Arc::new(local::LocalProvider::new(ctx.store.clone())),
-            firebase: FirebaseProvider::from_config(&ctx.config.analytics)?.map(Arc::new),
+            firebase: FirebaseProvider::from_config(&*ctx.settings::<AnalyticsConfig>()?)?.map(Arc::new),
         };
         Ok(AnalyticsApi::new(ctx.store.clone(), providers))
     }

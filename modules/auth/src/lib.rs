@@ -5,6 +5,7 @@
 
 pub mod api;
 mod authn;
+pub mod config;
 mod lockout;
 pub mod model;
 pub mod password;
@@ -24,6 +25,7 @@ use redb::WriteTransaction;
 
 pub use api::{AuthApi, UserProfile, UserSettingsView};
 pub use authn::{CSRF_COOKIE, CSRF_HEADER};
+pub use config::{AuthConfig, Registration};
 pub use service::{service, AuthService};
 
 const SCHEMA_VERSION: u32 = 2;
@@ -93,7 +95,8 @@ pub async fn bootstrap_admin(ctx: &Context) -> Result<()> {
     if ctx.store.read(users::any_admin).await? {
         return Ok(());
     }
-    let (Some(email), Some(password)) = (&ctx.config.auth.admin_email, &ctx.config.auth.admin_password) else {
+    let settings = ctx.settings::<AuthConfig>()?;
+    let (Some(email), Some(password)) = (&settings.admin_email, &settings.admin_password) else {
         tracing::warn!("{NO_ADMIN_YET}");
         return Ok(());
     };

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use portal_core::config::{Config, Registration};
+use portal_core::config::Config;
+use portal_notify::NotifyConfig;
+
+use crate::config::{AuthConfig, Registration};
 use portal_core::ids::{SessionId, UserId};
 use portal_core::rate_limit::RateLimiter;
 use portal_core::{Context, Error, Principal, Result, Role, Store, Timestamp};
@@ -86,9 +89,10 @@ fn bad_credentials() -> Error {
 impl AuthService {
     fn new(ctx: &Context) -> Result<Self> {
         let config: &Config = &ctx.config;
+        let auth = ctx.settings::<AuthConfig>()?;
         let (stored_jwt, code_key) =
             ctx.store.read_blocking(|tx| Ok((KEYS.get(tx, b"jwt")?, KEYS.get(tx, b"codes")?)))?;
-        let jwt = match &config.auth.jwt_secret {
+        let jwt = match &auth.jwt_secret {
             Some(secret) if secret.expose().len() >= 32 => secret.expose().as_bytes().to_vec(),
             Some(_) => return Err(Error::internal("PORTAL_JWT_SECRET must be at least 32 bytes long")),
             None => stored_jwt.ok_or_else(|| Error::internal("the JWT key is missing from the store"))?,
@@ -99,11 +103,11 @@ impl AuthService {
             store: ctx.store.clone(),
             keys: Keys::new(&jwt, code_key),
             policy: Policy {
-                idle_secs: i64::from(config.auth.session_idle_minutes) * 60,
-                absolute_secs: i64::from(config.auth.session_absolute_hours) * 3600,
+                idle_secs: i64::from(auth.session_idle_minutes) * 60,
+                absolute_secs: i64::from(auth.session_absolute_hours) * 3600,
             },
-            notifier: Notifier::new(&config.notify, ctx.store.clone())?,
-            registration: config.auth.registration,
+            notifier: Notifier::new(&*ctx.settings::<NotifyConfig>()?, ctx.store.clone())?,
+            registration: auth.registration,
             public_url: config.public_url.clone(),
             secure_cookies: config.served_over_tls(),
             session_cache: SessionCache::default(),

@@ -27,7 +27,7 @@ use redb::WriteTransaction;
 
 pub use api::BillingApi;
 pub use payments_api::PaymentsApi;
-use portal_stripe::Stripe;
+use portal_stripe::{Stripe, StripeConfig};
 
 /// 2: the invoice indexes share one table.
 const SCHEMA_VERSION: u32 = 2;
@@ -66,7 +66,8 @@ impl Module for BillingModule {
 
     fn api(ctx: &Context) -> Result<Self::Api> {
         Dependents::of(ctx).register(Arc::new(CustomerInvoices));
-        let webhook_secret = ctx.config.stripe.stripe_webhook_secret.as_ref().map(|s| s.expose().to_string());
+        let webhook_secret =
+            ctx.settings::<StripeConfig>()?.stripe_webhook_secret.as_ref().map(|s| s.expose().to_string());
         let stripe = stripe_client(ctx)?;
         Ok((BillingApi::new(ctx.store.clone(), webhook_secret), PaymentsApi::new(ctx.store.clone(), (*stripe).clone())))
     }
@@ -93,7 +94,7 @@ impl Module for BillingModule {
 
 /// The shared Stripe client (none without `STRIPE_SECRET_KEY`).
 fn stripe_client(ctx: &Context) -> Result<Arc<Option<Stripe>>> {
-    ctx.services.get_or_try_init(|| Stripe::from_config(&ctx.config.stripe))
+    ctx.services.get_or_try_init(|| Stripe::from_config(&*ctx.settings::<StripeConfig>()?))
 }
 
 /// What one auto-charge run did.

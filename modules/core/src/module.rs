@@ -19,13 +19,28 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct Context {
     pub store: Store,
+    /// The settings every part shares; each feature's own are in [`settings`](Self::settings).
     pub config: Arc<Config>,
     pub services: Services,
+    settings: Services,
 }
 
 impl Context {
     pub fn new(store: Store, config: Config) -> Self {
-        Self { store, config: Arc::new(config), services: Services::default() }
+        Self { store, config: Arc::new(config), services: Services::default(), settings: Services::default() }
+    }
+
+    /// Adds a feature's settings (the app gives each module's at start).
+    pub fn with_settings<T: Send + Sync + 'static>(self, settings: T) -> Self {
+        self.settings.get_or_init(|| settings);
+        self
+    }
+
+    /// A feature's settings, as the app gave them.
+    pub fn settings<T: Send + Sync + 'static>(&self) -> Result<Arc<T>> {
+        self.settings.get::<T>().ok_or_else(|| {
+            crate::Error::internal(format!("no settings of type {} were given", std::any::type_name::<T>()))
+        })
     }
 }
 

@@ -4,15 +4,16 @@
 //! (`portal outbox`). Message bodies carry codes and tokens: they are never logged.
 #![forbid(unsafe_code)]
 
+mod config;
 mod mail;
 mod outbox;
 mod sms;
 
 use std::sync::Arc;
 
-use portal_core::config::NotifyConfig;
 use portal_core::{Result, Store};
 
+pub use config::NotifyConfig;
 pub use outbox::{install, outbox, Channel, OutboxMessage};
 
 /// How a message left the portal.

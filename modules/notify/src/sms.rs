@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use portal_core::config::NotifyConfig;
+use crate::config::NotifyConfig;
 use portal_core::{Error, Result};
 use serde::Deserialize;
 

@@ -4,12 +4,13 @@
 //! older ones. Calls time out instead of holding a request.
 #![forbid(unsafe_code)]
 
+mod config;
 pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use portal_core::config::StripeConfig;
+pub use config::StripeConfig;
 use portal_core::{Error, ErrorCode, Result};
 use serde::{Deserialize, Serialize};
 use stripe::{Client, RequestStrategy, StripeError};
@@ -268,13 +269,13 @@ pub fn not_configured() -> Error {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use portal_core::config::{Config, Secret};
+    use portal_core::config::Secret;
     use portal_core::ErrorCode;
 
-    use super::Stripe;
+    use super::{Stripe, StripeConfig};
 
     fn client(base: String, timeout_secs: u64) -> Stripe {
-        let mut config = Config::for_data_dir(".".into()).stripe;
+        let mut config = StripeConfig::default();
         config.stripe_secret_key = Some(Secret::new("sk_test_unreachable"));
         config.stripe_api_base = base;
         config.stripe_timeout_seconds = timeout_secs;

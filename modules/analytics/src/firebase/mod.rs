@@ -12,9 +12,9 @@ mod token;
 
 use std::time::Duration;
 
+use crate::config::AnalyticsConfig;
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
-use portal_core::config::AnalyticsConfig;
 use portal_core::ids::CustomerId;
 use portal_core::{Error, Result};
 use portal_customers::model::Customer;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use portal_core::config::Registration;
+use crate::config::Registration;
 use portal_core::error::Validation;
 use portal_core::{Error, Result, Role, Timestamp};
 
