@@ -24,56 +24,82 @@ use portal_billing::BillingModule;
 use portal_core::rate_limit;
 use portal_core::Module;
 use portal_customers::CustomersModule;
+use portal_notify::NotifyModule;
 use portal_proposals::ProposalsModule;
 use portal_users::UsersModule;
+use redb::WriteTransaction;
 
 use crate::backup::BackupApi;
 use crate::health::HealthApi;
 use crate::{docs, middleware, server};
 
-/// Every module's API, joined. Adding a module is one entry here and one in `install` and `jobs`.
-type Apis = (
-    HealthApi,
-    BackupApi,
-    <AuthModule as Module>::Api,
-    <UsersModule as Module>::Api,
-    <CustomersModule as Module>::Api,
-    <ProposalsModule as Module>::Api,
-    <BillingModule as Module>::Api,
-    <AnalyticsModule as Module>::Api,
-    <AuditModule as Module>::Api,
+/// Declares the feature modules once, in start-up order, and derives from that one list everything the app
+/// does with them: their joined API type, building their APIs, installing their tables, running their
+/// registrations and collecting their jobs.
+macro_rules! modules {
+    ($($module:ty),* $(,)?) => {
+        /// Every module's API, joined in one tuple.
+        type ModuleApis = ($(<$module as Module>::Api,)*);
+
+        fn module_apis(ctx: &Context) -> Result<ModuleApis> {
+            Ok(($(<$module>::api(ctx)?,)*))
+        }
+
+        fn install_modules(tx: &WriteTransaction) -> Result<()> {
+            $(<$module>::install(tx)?;)*
+            Ok(())
+        }
+
+        fn register_modules(ctx: &Context) -> Result<()> {
+            $(<$module>::register(ctx)?;)*
+            Ok(())
+        }
+
+        fn module_jobs(ctx: &Context) -> Vec<Job> {
+            [$(<$module>::jobs(ctx),)*].concat()
+        }
+    };
+}
+
+// Adding a module is one line here.
+modules!(
+    NotifyModule,
+    AuthModule,
+    UsersModule,
+    CustomersModule,
+    ProposalsModule,
+    BillingModule,
+    AnalyticsModule,
+    AuditModule,
 );
+
+/// The whole API: the portal's own operations, then every module's.
+type Apis = (HealthApi, BackupApi, ModuleApis);
 
 fn apis(ctx: &Context) -> Result<Apis> {
     Ok((
         HealthApi::new(ctx.store.clone()),
         BackupApi::new(ctx.store.clone(), ctx.config.store.data_dir.clone()),
-        AuthModule::api(ctx)?,
-        UsersModule::api(ctx)?,
-        CustomersModule::api(ctx)?,
-        ProposalsModule::api(ctx)?,
-        BillingModule::api(ctx)?,
-        AnalyticsModule::api(ctx)?,
-        AuditModule::api(ctx)?,
+        module_apis(ctx)?,
     ))
 }
 
-/// Creates or migrates every module's tables, in one transaction.
+/// Creates or migrates the core's and every module's tables, in one transaction.
 pub fn install(store: &Store) -> Result<()> {
     store.write_blocking(|tx| {
         store::install_core(tx)?;
-        portal_notify::install(tx)?;
-        AuthModule::install(tx)?;
-        UsersModule::install(tx)?;
-        CustomersModule::install(tx)?;
-        ProposalsModule::install(tx)?;
-        BillingModule::install(tx)?;
-        AnalyticsModule::install(tx)?;
-        AuditModule::install(tx)?;
-        Ok(())
+        install_modules(tx)
     })
 }
 
+/// The context the modules run in, with their registrations made.
+pub fn context(config: Config, store: Store) -> Result<Context> {
+    let ctx = config.into_context(store);
+    register_modules(&ctx)?;
+    Ok(ctx)
+}
+
+/// The core's own jobs, then every module's.
 fn jobs(ctx: &Context) -> Vec<Job> {
     let purge = Job::new("rate-limit-purge", Duration::from_secs(60), |ctx: Context| async move {
         rate_limit::shared(&ctx).purge_stale();
@@ -82,16 +108,7 @@ fn jobs(ctx: &Context) -> Vec<Job> {
     let forget_keys = Job::new("idempotency-sweep", Duration::from_secs(3600), |ctx: Context| async move {
         portal_core::idempotency::sweep(&ctx.store).await.map(|_| ())
     });
-    [
-        vec![purge, forget_keys],
-        AuthModule::jobs(ctx),
-        UsersModule::jobs(ctx),
-        CustomersModule::jobs(ctx),
-        ProposalsModule::jobs(ctx),
-        BillingModule::jobs(ctx),
-        AnalyticsModule::jobs(ctx),
-    ]
-    .concat()
+    [vec![purge, forget_keys], module_jobs(ctx)].concat()
 }
 
 /// How long in-flight requests may take to finish after a shutdown signal.
@@ -109,7 +126,7 @@ pub fn openapi_service(ctx: &Context) -> Result<OpenApiService<Apis, ()>> {
 pub fn openapi_document() -> Result<String> {
     let store = Store::in_memory()?;
     install(&store)?;
-    let ctx = Config::for_data_dir(".".into()).into_context(store);
+    let ctx = context(Config::for_data_dir(".".into()), store)?;
     Ok(openapi_service(&ctx)?.spec() + "\n")
 }
 
@@ -196,7 +213,7 @@ impl App {
             Ok::<_, portal_core::Error>(store)
         })
         .await??;
-        let ctx = config.into_context(store);
+        let ctx = context(config, store)?;
         portal_auth::bootstrap_admin(&ctx).await?;
         Ok(Self { listener, ctx })
     }

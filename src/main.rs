@@ -122,7 +122,7 @@ async fn create_admin(store: StoreConfig, email: &str, password: &str, name: &st
         Ok::<_, portal_core::Error>(store)
     })
     .await??;
-    let ctx = config.into_context(store);
+    let ctx = portal::app::context(config, store)?;
     let user = portal_auth::create_admin(&ctx, email, password, name).await?;
     println!("admin {} created (id {})", user.email, user.id);
     Ok(())

@@ -61,8 +61,13 @@ impl Module for AnalyticsModule {
         }
     }
 
-    fn api(ctx: &Context) -> Result<AnalyticsApi> {
+    /// The customers module asks this one before deleting a customer.
+    fn register(ctx: &Context) -> Result<()> {
         Dependents::of(ctx).register(Arc::new(CustomerAnalytics));
+        Ok(())
+    }
+
+    fn api(ctx: &Context) -> Result<AnalyticsApi> {
         let providers = Providers {
             local: Arc::new(local::LocalProvider::new(ctx.store.clone())),
             firebase: FirebaseProvider::from_config(&*ctx.settings::<AnalyticsConfig>()?)?.map(Arc::new),

@@ -21,7 +21,9 @@ use crate::tables::{CHALLENGES, KEYS, RESET_TOKENS, SIGN_IN_CODES, USERS};
 use crate::tokens::{random_token, sha256, Keys};
 use crate::{password, totp, users};
 
+mod members;
 mod registration;
+pub use members::NewMember;
 pub use registration::CONFIRM_TTL_SECS;
 
 /// Lifetime of a 2FA challenge.
@@ -669,7 +671,7 @@ fn find_user(tx: &impl portal_core::ReadTx, email: Option<&str>, phone: Option<&
 }
 
 /// A single-use token that lets its holder set the user's password (reset mails and invitations).
-pub fn create_reset_token(tx: &redb::WriteTransaction, user: UserId, ttl_secs: i64) -> Result<String> {
+pub(crate) fn create_reset_token(tx: &redb::WriteTransaction, user: UserId, ttl_secs: i64) -> Result<String> {
     let token = random_token();
     RESET_TOKENS.insert(
         tx,
@@ -680,7 +682,7 @@ pub fn create_reset_token(tx: &redb::WriteTransaction, user: UserId, ttl_secs: i
 }
 
 /// Withdraws a reset or invitation token (its mail could not be sent, so nobody holds it).
-pub fn remove_reset_token(tx: &redb::WriteTransaction, token: &str) -> Result<bool> {
+pub(crate) fn remove_reset_token(tx: &redb::WriteTransaction, token: &str) -> Result<bool> {
     Ok(RESET_TOKENS.remove(tx, &sha256(token))?)
 }
 

@@ -3,22 +3,24 @@
 //! outside any store transaction, and the outcome is written in one transaction: the invoice becomes paid
 //! with its payment record, or the decline is counted. Each attempt has its own Stripe idempotency key, so
 //! an attempt cut short by a timeout or a crash is repeated under the same key and Stripe answers it with
-//! the first result instead of charging again.
+//! the first result instead of charging again. A job charges the invoices of customers with automatic
+//! charging on, with retries after declines.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use portal_core::idempotency::Claim;
 use portal_core::ids::CustomerId;
-use portal_core::{Currency, Error, ErrorCode, Result, Store, Timestamp};
-use portal_stripe::{ChargeOutcome, ChargeRequest, Stripe};
+use portal_core::{Context, Currency, Error, ErrorCode, Job, Result, Store, Timestamp};
+use portal_stripe::{ChargeOutcome, ChargeRequest, Stripe, StripeConfig};
 use redb::WriteTransaction;
 
 use crate::invoices;
-use crate::model::{Collection, Invoice, InvoiceId, InvoiceStatus};
+use crate::model::{Collection, Invoice, InvoiceId, InvoiceStatus, STALE_ATTEMPT_SECS};
 use crate::tables::COLLECTIONS;
 use crate::unmatched::{self, Received};
 use crate::views::PaymentView;
 
-/// An attempt older than this died with its request (Stripe calls time out after 20 s).
-const STALE_ATTEMPT_SECS: i64 = 60;
 /// Automatic retries after the first declined automatic charge, in days from that decline.
 pub const AUTO_RETRY_DAYS: [i64; 3] = [1, 3, 7];
 
@@ -236,13 +238,6 @@ pub fn auto_charge_due(state: &Collection, now: Timestamp) -> bool {
     }
 }
 
-/// Whether a charge of the invoice is with Stripe or processing there (it must not be cancelled now).
-pub(crate) fn collecting(tx: &impl portal_core::ReadTx, id: InvoiceId, now: Timestamp) -> Result<bool> {
-    let state = COLLECTIONS.get(tx, &id.to_key())?.unwrap_or_default();
-    Ok(state.processing_intent.is_some()
-        || state.in_flight_since.is_some_and(|since| now.micros() - since.micros() < STALE_ATTEMPT_SECS * 1_000_000))
-}
-
 /// Clears a processing PaymentIntent once its outcome arrives by webhook (`failed`: it counts as a
 /// declined attempt).
 pub(crate) fn intent_settled(tx: &WriteTransaction, id: InvoiceId, payment_intent: &str, failed: bool) -> Result<()> {
@@ -260,4 +255,72 @@ pub(crate) fn intent_settled(tx: &WriteTransaction, id: InvoiceId, payment_inten
 /// The collection state of an invoice (the auto-charge job's schedule).
 pub fn collection(tx: &impl portal_core::ReadTx, id: InvoiceId) -> Result<Collection> {
     Ok(COLLECTIONS.get(tx, &id.to_key())?.unwrap_or_default())
+}
+
+/// The shared Stripe client (none without `STRIPE_SECRET_KEY`).
+pub(crate) fn client(ctx: &Context) -> Result<Arc<Option<Stripe>>> {
+    ctx.services.get_or_try_init(|| Stripe::from_config(&*ctx.settings::<StripeConfig>()?))
+}
+
+/// What one auto-charge run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AutoChargeRun {
+    pub paid: usize,
+    pub declined: usize,
+    pub failed: usize,
+}
+
+/// Charges the open invoices of customers with `auto_charge` and a default card: each invoice once, then
+/// again 1, 3 and 7 days after its first decline; after the last decline it is recorded as overdue.
+/// Safe to run any time (charges of one invoice never overlap, and a paid invoice is never charged).
+pub async fn run_auto_charge(store: &portal_core::Store, stripe: &Stripe, now: Timestamp) -> Result<AutoChargeRun> {
+    let due = store.read(move |tx| invoices_due_for_auto_charge(tx, now)).await?;
+    let mut run = AutoChargeRun::default();
+    for invoice in due {
+        let claim = portal_core::idempotency::Claim::None;
+        match pay(store, stripe, invoice, None, Trigger::Auto, &claim, now).await {
+            Ok(_) => run.paid += 1,
+            Err(e) if e.code() == portal_core::ErrorCode::PaymentFailed => {
+                run.declined += 1;
+                tracing::info!(invoice = %invoice, "automatic charge declined");
+            }
+            Err(e) => {
+                run.failed += 1;
+                tracing::warn!(invoice = %invoice, error = %e, "automatic charge not made");
+            }
+        }
+    }
+    Ok(run)
+}
+
+/// The open invoices the auto-charge job should charge at `now`.
+fn invoices_due_for_auto_charge(tx: &redb::ReadTransaction, now: Timestamp) -> Result<Vec<InvoiceId>> {
+    let mut customers = Vec::new();
+    portal_customers::service::visit_listed(tx, |id| {
+        customers.push(id);
+        Ok(true)
+    })?;
+    let mut due = Vec::new();
+    for customer in customers {
+        let billing = portal_customers::service::billing(tx, customer)?;
+        if !billing.auto_charge || billing.stripe_payment_method_id.is_none() {
+            continue;
+        }
+        for status in [InvoiceStatus::Pending, InvoiceStatus::Overdue] {
+            for invoice in invoices::list(tx, customer, Some(status), None, usize::MAX)? {
+                if invoice.status.is_outstanding() && auto_charge_due(&collection(tx, invoice.id)?, now) {
+                    due.push(invoice.id);
+                }
+            }
+        }
+    }
+    Ok(due)
+}
+
+/// The job that charges invoices automatically (nothing without a Stripe key).
+pub(crate) fn auto_charge_job() -> Job {
+    Job::new("auto-charge", Duration::from_secs(900), |ctx: Context| async move {
+        let Some(stripe) = client(&ctx)?.as_ref().clone() else { return Ok(()) };
+        run_auto_charge(&ctx.store, &stripe, Timestamp::now()).await.map(|_| ())
+    })
 }

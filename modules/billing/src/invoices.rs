@@ -1,18 +1,20 @@
 //! The invoice store: every write goes through [`save`], which keeps the indexes and the running totals in
 //! step inside the caller's transaction; numbering; reads with access checks; state changes.
 
+use std::time::Duration;
+
 use chrono::Datelike;
 use portal_core::ids::CustomerId;
 use portal_core::money::parse_non_negative_minor;
 use portal_core::table::key;
-use portal_core::{Currency, Error, Principal, ReadTx, Result, Timestamp};
+use portal_core::{Context, Currency, Error, Job, Principal, ReadTx, Result, Timestamp};
 use portal_proposals::model::ProposalId;
 use redb::WriteTransaction;
 
-use crate::model::{Invoice, InvoiceId, InvoiceStatus, Payment, Totals};
+use crate::model::{day_key, Invoice, InvoiceId, InvoiceStatus, Payment, Totals};
 use crate::tables::{
-    BY_CUSTOMER, BY_CUSTOMER_STATUS, BY_NUMBER, BY_PAYMENT_INTENT, BY_PROPOSAL, DUE, INVOICES, NUMBERS, PAID_BY_MONTH,
-    PAYMENTS, PERIODS, TOTALS,
+    BY_CUSTOMER, BY_CUSTOMER_STATUS, BY_NUMBER, BY_PAYMENT_INTENT, BY_PROPOSAL, COLLECTIONS, DUE, INVOICES, NUMBERS,
+    PAID_BY_MONTH, PAYMENTS, PERIODS, TOTALS,
 };
 
 /// The scope of the portal-wide totals.
@@ -178,8 +180,8 @@ pub(crate) fn save(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) 
         DUE.put(tx, &key(&[&new.due_date.to_key(), &id]), &[])?;
     }
     if let Some(period) = new.period {
-        let start = crate::recurring::day_key(period.start);
-        PERIODS.put(tx, &key(&[&cid, &start]), &key(&[&crate::recurring::day_key(period.end), &id]))?;
+        let start = day_key(period.start);
+        PERIODS.put(tx, &key(&[&cid, &start]), &key(&[&day_key(period.end), &id]))?;
     }
     account(tx, new, 1)?;
     Ok(INVOICES.insert(tx, &id, new)?)
@@ -214,6 +216,12 @@ fn account(tx: &WriteTransaction, invoice: &Invoice, sign: i64) -> Result<()> {
     Ok(())
 }
 
+/// Whether a charge of the invoice is with Stripe now (see `Collection::in_progress`).
+fn collection_in_progress(tx: &impl portal_core::ReadTx, id: InvoiceId) -> Result<bool> {
+    let state = COLLECTIONS.get(tx, &id.to_key())?.unwrap_or_default();
+    Ok(state.in_progress(Timestamp::now()))
+}
+
 /// Sets the pass-through infrastructure costs of an open invoice and recomputes its total.
 pub fn set_infrastructure_costs(tx: &WriteTransaction, id: InvoiceId, costs: f64) -> Result<Invoice> {
     let old = get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
@@ -222,7 +230,7 @@ pub fn set_infrastructure_costs(tx: &WriteTransaction, id: InvoiceId, costs: f64
         return Err(Error::conflict(format!("a {} invoice can no longer change", word(old.status))));
     }
     // A charge of the old total may be with Stripe: the total stands until it has settled.
-    if crate::collect::collecting(tx, id, Timestamp::now())? {
+    if collection_in_progress(tx, id)? {
         return Err(Error::conflict("a payment of this invoice is in progress; its total cannot change now"));
     }
     let minor =
@@ -242,7 +250,7 @@ pub fn cancel(tx: &WriteTransaction, id: InvoiceId) -> Result<Invoice> {
     if !old.status.is_open() {
         return Err(Error::conflict(format!("a {} invoice cannot be cancelled", word(old.status))));
     }
-    if crate::collect::collecting(tx, id, Timestamp::now())? {
+    if collection_in_progress(tx, id)? {
         return Err(Error::conflict("a payment of this invoice is in progress; it cannot be cancelled now"));
     }
     let mut new = old.clone();
@@ -358,4 +366,15 @@ pub(crate) fn word(status: InvoiceStatus) -> &'static str {
         InvoiceStatus::Overdue => "overdue",
         InvoiceStatus::Cancelled => "cancelled",
     }
+}
+
+/// The job that marks invoices overdue once their due date has passed.
+pub(crate) fn overdue_job() -> Job {
+    Job::new("invoice-overdue", Duration::from_secs(60), |ctx: Context| async move {
+        let marked = ctx.store.write(|tx| mark_overdue(tx, Timestamp::now())).await?;
+        if marked > 0 {
+            tracing::info!(marked, "invoices marked overdue");
+        }
+        Ok(())
+    })
 }

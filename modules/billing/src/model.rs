@@ -1,6 +1,6 @@
 //! Stored invoices.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use poem_openapi::Enum;
 use portal_core::ids::CustomerId;
 use portal_core::money::TaxRate;
@@ -201,3 +201,26 @@ pub struct Collection {
 }
 
 impl Record for Collection {}
+
+/// An attempt in flight longer than this died with its request (Stripe calls time out after 20 s), so
+/// another may start.
+pub const STALE_ATTEMPT_SECS: i64 = 60;
+
+impl Collection {
+    /// Whether a charge is with Stripe or processing there at `now` (the invoice's total must not change,
+    /// and it must not be cancelled, until it settles).
+    pub fn in_progress(&self, now: Timestamp) -> bool {
+        self.processing_intent.is_some()
+            || self.in_flight_since.is_some_and(|since| now.micros() - since.micros() < STALE_ATTEMPT_SECS * 1_000_000)
+    }
+}
+
+/// 4 key bytes that sort like the dates (billing periods are indexed by their days).
+pub(crate) fn day_key(date: NaiveDate) -> [u8; 4] {
+    ((date.num_days_from_ce() as u32) ^ (1 << 31)).to_be_bytes()
+}
+
+pub(crate) fn day_from_key(bytes: &[u8]) -> Option<NaiveDate> {
+    let raw: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+    NaiveDate::from_num_days_from_ce_opt((u32::from_be_bytes(raw) ^ (1 << 31)) as i32)
+}

@@ -6,26 +6,18 @@
 //! units. A period is billed once: the periods table refuses any overlap, inside the invoice's own
 //! transaction.
 
+use std::time::Duration;
+
 use chrono::{Datelike, Months, NaiveDate};
 use portal_core::ids::CustomerId;
 use portal_core::table::{key, Page};
-use portal_core::{Error, ReadTx, Result, Timestamp};
+use portal_core::{Context, Error, Job, ReadTx, Result, Timestamp};
 use portal_customers::model::BillingSettings;
 use redb::WriteTransaction;
 
 use crate::invoices;
-use crate::model::{Invoice, InvoiceId, InvoiceStatus, LineItem, Period};
+use crate::model::{day_from_key, day_key, Invoice, InvoiceId, InvoiceStatus, LineItem, Period};
 use crate::tables::PERIODS;
-
-/// 4 key bytes that sort like the dates.
-pub(crate) fn day_key(date: NaiveDate) -> [u8; 4] {
-    ((date.num_days_from_ce() as u32) ^ (1 << 31)).to_be_bytes()
-}
-
-fn day_from_key(bytes: &[u8]) -> Option<NaiveDate> {
-    let raw: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
-    NaiveDate::from_num_days_from_ce_opt((u32::from_be_bytes(raw) ^ (1 << 31)) as i32)
-}
 
 /// The billing date of the month of `date`: `billing_day`, or the month's last day when shorter.
 fn billing_date_in_month_of(date: NaiveDate, billing_day: u8) -> NaiveDate {
@@ -309,6 +301,44 @@ fn missed_periods(
 
 fn one_time() -> Error {
     Error::conflict("the customer is billed one time only; one-time billing never recurs")
+}
+
+/// Bills every listed customer whose current period (or a period missed since the last billed one) is not
+/// billed yet, one transaction per customer so
+/// one customer's failure never blocks another's. Safe to run any time: a billed period is never billed
+/// again. Returns how many invoices it issued.
+pub async fn run_recurring(ctx: &Context) -> Result<usize> {
+    let ids = ctx
+        .store
+        .read(|tx| {
+            let mut ids = Vec::new();
+            portal_customers::service::visit_listed(tx, |id| {
+                ids.push(id);
+                Ok(true)
+            })?;
+            Ok(ids)
+        })
+        .await?;
+    let mut issued = 0;
+    for id in ids {
+        match ctx.store.write(move |tx| run_for(tx, id, Timestamp::now())).await {
+            Ok(invoices) => {
+                for invoice in invoices {
+                    issued += 1;
+                    tracing::info!(customer = %id, invoice = %invoice.number, "recurring invoice issued");
+                }
+            }
+            Err(e) => tracing::warn!(customer = %id, error = %e, "recurring invoice not issued"),
+        }
+    }
+    Ok(issued)
+}
+
+/// The job that bills every customer's due periods.
+pub(crate) fn job() -> Job {
+    Job::new("recurring-invoices", Duration::from_secs(3600), |ctx: Context| async move {
+        run_recurring(&ctx).await.map(|_| ())
+    })
 }
 
 #[cfg(test)]

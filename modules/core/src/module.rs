@@ -1,6 +1,6 @@
 //! The `Module` trait: what a feature crate gives the app. `app.rs` lists the modules once; their
-//! `install`s run in one start-up write transaction, their APIs join one OpenAPI service and their jobs
-//! go to the scheduler.
+//! `install`s run in one start-up write transaction, their `register`s next (before any API or job is
+//! built), their APIs join one OpenAPI service and their jobs go to the scheduler.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -110,6 +110,12 @@ pub trait Module {
 
     /// Creates the module's tables and runs its migrations, inside the start-up write transaction.
     fn install(tx: &WriteTransaction) -> Result<()>;
+
+    /// Registers what the module gives other modules (e.g. its per-customer data with the customers
+    /// module) and checks its settings; runs once at start, before any API or job is built.
+    fn register(_ctx: &Context) -> Result<()> {
+        Ok(())
+    }
 
     /// Builds the module's API handlers (a bad configuration fails start-up here).
     fn api(ctx: &Context) -> Result<Self::Api>;

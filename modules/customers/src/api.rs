@@ -7,8 +7,8 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
+use portal_auth::service::NewMember;
 use portal_auth::{AuthService, UserProfile};
-use portal_core::error::Validation;
 use portal_core::idempotency;
 use portal_core::ids::{CustomerId, UserId};
 use portal_core::money::to_major;
@@ -20,7 +20,6 @@ use serde::Serialize;
 use crate::dependents::Dependents;
 use crate::model::{BillingFrequency, BillingSettings, BillingSettingsId, Customer, CustomerStatus, PaymentMethod};
 use crate::service::{self, AddressChange, BillingChange, CustomerChange, CustomerFilter, CustomerRecord, Removal};
-use crate::users;
 
 #[derive(Tags)]
 enum CustomersTag {
@@ -528,25 +527,19 @@ impl CustomersApi {
         body: JsonBody<CreateCustomerUserRequest>,
     ) -> Result<CreatedUser> {
         let body = body.into_inner()?;
-        let mut v = Validation::default();
-        let email = portal_auth::users::normalize_email(&body.email);
-        v.check("email", portal_auth::users::validate_email(&email));
-        v.check("name", portal_auth::users::validate_name(&body.name));
-        if let Some(phone) = &body.phone {
-            v.check("phone", portal_auth::users::validate_phone(phone.trim()));
-        }
-        if let Some(password) = &body.password {
-            v.check("password", portal_auth::password::check_policy(password, &email));
-        }
-        v.finish()?;
-        let new = users::NewCustomerUser {
-            customer: customer_id.0,
-            email,
-            name: body.name.trim().to_string(),
-            phone: body.phone.map(|p| p.trim().to_string()),
+        let customer = customer_id.0;
+        let company = self
+            .store
+            .read_blocking(|tx| Ok(service::get(tx, customer)?.map(|c| c.company_name).unwrap_or_default()))?;
+        let new = NewMember {
+            customer_id: customer,
+            email: body.email,
+            name: body.name,
+            phone: body.phone,
             password: body.password,
+            company,
         };
-        let user = users::create(&self.auth, new).await?;
+        let user = self.auth.add_member(new, move |tx| service::get_listed(tx, customer).map(drop)).await?;
         Ok(CreatedUser::Created(Json((&user).into())))
     }
 

@@ -9,7 +9,6 @@ pub mod model;
 mod search;
 pub mod service;
 mod tables;
-mod users;
 mod validate;
 
 use portal_core::{store, Context, Error, Module, Result};

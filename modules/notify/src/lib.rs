@@ -14,7 +14,23 @@ use std::sync::Arc;
 use portal_core::{Result, Store};
 
 pub use config::NotifyConfig;
-pub use outbox::{install, outbox, Channel, OutboxMessage};
+pub use outbox::{outbox, Channel, OutboxMessage};
+
+/// The module: the outbox table, no API of its own.
+pub struct NotifyModule;
+
+impl portal_core::Module for NotifyModule {
+    const NAME: &'static str = "notify";
+    type Api = ();
+
+    fn install(tx: &redb::WriteTransaction) -> Result<()> {
+        outbox::install(tx)
+    }
+
+    fn api(_ctx: &portal_core::Context) -> Result<()> {
+        Ok(())
+    }
+}
 
 /// How a message left the portal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -48,8 +48,13 @@ impl Module for ProposalsModule {
         }
     }
 
-    fn api(ctx: &Context) -> Result<ProposalsApi> {
+    /// The customers module asks this one before deleting a customer.
+    fn register(ctx: &Context) -> Result<()> {
         Dependents::of(ctx).register(Arc::new(CustomerProposals));
+        Ok(())
+    }
+
+    fn api(ctx: &Context) -> Result<ProposalsApi> {
         Ok(ProposalsApi::new(ctx.store.clone()))
     }
 
