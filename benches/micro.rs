@@ -46,7 +46,7 @@ fn seeded() -> (tempfile::TempDir, Store, CustomerId, Vec<Invoice>) {
             let mut made = Vec::new();
             for k in 0..INVOICES {
                 let month = start.checked_add_months(Months::new(k)).expect("month");
-                made.push(recurring::generate(tx, id, Some(month), now)?);
+                made.push(recurring::generate(tx, &portal_customers::system_scope(tx, id)?, Some(month), now)?);
             }
             Ok((id, made))
         })
@@ -67,7 +67,13 @@ fn benches(c: &mut Criterion) {
         b.iter(|| store.read_blocking(|tx| invoices::get(tx, black_box(id))).expect("read").expect("found"))
     });
     c.bench_function("store range read (50 invoices of a customer)", |b| {
-        b.iter(|| store.read_blocking(|tx| invoices::list(tx, black_box(customer), None, None, 50)).expect("list"))
+        b.iter(|| {
+            store
+                .read_blocking(|tx| {
+                    invoices::list(tx, &portal_customers::system_scope(tx, black_box(customer))?, None, None, 50)
+                })
+                .expect("list")
+        })
     });
 
     let keys = Keys::new(&[7u8; 32], vec![9u8; 32]);

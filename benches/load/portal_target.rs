@@ -100,8 +100,16 @@ pub async fn seed(dir: &Path, seed: &Seed) -> Seeded {
                 let now = Timestamp::now();
                 let mut ids = Vec::new();
                 for k in first..last {
-                    ids.push(recurring::generate(tx, customers[0], Some(month(k)), now)?.id);
-                    recurring::generate(tx, customers[1], Some(month(k)), now)?;
+                    ids.push(
+                        recurring::generate(
+                            tx,
+                            &portal_customers::system_scope(tx, customers[0])?,
+                            Some(month(k)),
+                            now,
+                        )?
+                        .id,
+                    );
+                    recurring::generate(tx, &portal_customers::system_scope(tx, customers[1])?, Some(month(k)), now)?;
                 }
                 Ok(ids)
             })

@@ -8,7 +8,8 @@ use portal_core::error::Validation;
 use portal_core::ids::CustomerId;
 use portal_core::responses::NoContent;
 use portal_core::{Admin, Auth, Error, JsonBody, Principal, Result, Store, Timestamp};
-use portal_customers::service::{get_listed, record_for};
+use portal_customers::scope;
+use portal_customers::service::record;
 
 use crate::events::{self, Candidate, Event};
 use crate::ingest_auth::IngestCaller;
@@ -72,9 +73,8 @@ impl AnalyticsApi {
         start: Option<String>,
         end: Option<String>,
     ) -> Result<DashboardResponse> {
-        caller.authorize_customer(id, "customer")?;
+        let customer = self.store.read_blocking(|tx| Ok(record(tx, &scope(tx, &caller, id)?)?.customer))?;
         let range = parse_range(start.as_deref(), end.as_deref(), Day::today())?;
-        let customer = self.store.read_blocking(|tx| Ok(record_for(tx, &caller, id)?.customer))?;
         let provider = self.providers.for_customer(&customer);
         let figures = provider.figures(&customer, range).await?;
         Ok(DashboardResponse::Ok(Json(metrics::compute(range, &figures)), provider.source().as_str().to_string()))
@@ -170,16 +170,12 @@ impl AnalyticsApi {
         let stored = self
             .store
             .write(move |tx| {
-                if let IngestCaller::Key(secret) = &caller {
-                    match keys::customer_of(tx, secret.expose())? {
-                        None => return Err(Error::unauthorized("the ingest key is not valid (unknown or revoked)")),
-                        Some(owner) if owner != id => return Err(Error::not_found("customer")),
-                        Some(_) => {}
-                    }
-                }
-                get_listed(tx, id)?;
+                let scope = match &caller {
+                    IngestCaller::Key(secret) => keys::scope_of_key(tx, secret.expose(), id)?,
+                    IngestCaller::User(user) => scope(tx, user, id)?,
+                };
                 let events = check_batch(body.get()?, now)?;
-                crate::local::store_events(tx, id, &events)?;
+                crate::local::store_events(tx, &scope, &events)?;
                 Ok(events.len() as u64)
             })
             .await?;
@@ -192,14 +188,9 @@ impl AnalyticsApi {
     /// answered once; only its hash is stored.
     #[oai(path = "/customer/:customer_id/ingest-keys", method = "post")]
     async fn create_key(&self, admin: Admin, customer_id: Path<CustomerId>) -> Result<KeyCreated> {
-        let (id, by) = (customer_id.0, admin.0.user_id);
-        let (key, secret) = self
-            .store
-            .write(move |tx| {
-                get_listed(tx, id)?;
-                keys::create(tx, id, by)
-            })
-            .await?;
+        let (id, caller) = (customer_id.0, admin.0);
+        let (key, secret) =
+            self.store.write(move |tx| keys::create(tx, &scope(tx, &caller, id)?, caller.user_id)).await?;
         Ok(KeyCreated::Created(Json(IngestKeyCreated {
             id: key.id,
             customer_id: key.customer_id,
@@ -214,12 +205,12 @@ impl AnalyticsApi {
     #[oai(path = "/customer/:customer_id/ingest-keys/:key_id", method = "delete")]
     async fn revoke_key(
         &self,
-        _admin: Admin,
+        admin: Admin,
         customer_id: Path<CustomerId>,
         key_id: Path<IngestKeyId>,
     ) -> Result<NoContent> {
-        let (id, key) = (customer_id.0, key_id.0);
-        self.store.write(move |tx| keys::revoke(tx, id, key)).await?;
+        let (id, key, caller) = (customer_id.0, key_id.0, admin.0);
+        self.store.write(move |tx| keys::revoke(tx, &scope(tx, &caller, id)?, key)).await?;
         Ok(NoContent::NoContent)
     }
 }

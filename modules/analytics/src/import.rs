@@ -12,7 +12,7 @@ use std::io::BufRead;
 
 use portal_core::ids::CustomerId;
 use portal_core::{Result, Store, Timestamp};
-use portal_customers::service::get_listed;
+use portal_customers::system_scope;
 use serde::Deserialize;
 
 use crate::events::{self, Candidate, Event, Platform};
@@ -117,7 +117,7 @@ fn parse_line(line: &str, now: Timestamp) -> Result<Event, String> {
 fn flush(store: &Store, customer: CustomerId, batch: &mut Vec<Event>) -> Result<u64> {
     let events = std::mem::take(batch);
     let n = events.len() as u64;
-    store.write_blocking(move |tx| crate::local::store_events(tx, customer, &events))?;
+    store.write_blocking(move |tx| crate::local::store_events(tx, &system_scope(tx, customer)?, &events))?;
     Ok(n)
 }
 
@@ -128,7 +128,7 @@ pub fn import(
     input: impl BufRead,
     mut progress: impl FnMut(&ImportReport),
 ) -> Result<ImportReport> {
-    store.read_blocking(|tx| get_listed(tx, customer).map(|_| ()))?;
+    store.read_blocking(|tx| system_scope(tx, customer).map(drop))?;
     let now = Timestamp::now();
     let mut report = ImportReport::default();
     let mut batch = Vec::with_capacity(BATCH);

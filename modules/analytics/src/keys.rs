@@ -7,6 +7,7 @@ use base64::Engine;
 use portal_core::ids::{CustomerId, UserId};
 use portal_core::table::key;
 use portal_core::{Error, ReadTx, Record, Result, Timestamp};
+use portal_customers::CustomerScope;
 use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -38,7 +39,8 @@ fn hash(secret: &str) -> [u8; 32] {
 }
 
 /// Creates a key for `customer`; returns it with its secret (shown once).
-pub fn create(tx: &WriteTransaction, customer: CustomerId, by: UserId) -> Result<(IngestKey, String)> {
+pub fn create(tx: &WriteTransaction, scope: &CustomerScope, by: UserId) -> Result<(IngestKey, String)> {
+    let customer = scope.id();
     let secret = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
     let record =
         IngestKey { id: IngestKeyId::generate(), customer_id: customer, created_at: Timestamp::now(), created_by: by };
@@ -51,13 +53,24 @@ pub fn create(tx: &WriteTransaction, customer: CustomerId, by: UserId) -> Result
 }
 
 /// Revokes `customer`'s key `id`; a key of another customer is as missing as an unknown one.
-pub fn revoke(tx: &WriteTransaction, customer: CustomerId, id: IngestKeyId) -> Result<()> {
+pub fn revoke(tx: &WriteTransaction, scope: &CustomerScope, id: IngestKeyId) -> Result<()> {
+    let customer = scope.id();
     let by_customer = key(&[&customer.to_key(), &id.to_key()]);
     let digest = KEYS_BY_CUSTOMER.get(tx, &by_customer)?.ok_or_else(|| Error::not_found("ingest key"))?;
     KEYS_BY_CUSTOMER.remove(tx, &by_customer)?;
     KEYS_BY_HASH.remove(tx, &digest)?;
     INGEST_KEYS.remove(tx, &id.to_key())?;
     portal_core::audit::record(tx, "analytics", "ingest_key_revoke", id, Some(customer))
+}
+
+/// The scope an ingest key gives on customer `id`: 401 for an unknown or revoked key, and the same 404
+/// as for a missing customer for a key of another customer.
+pub fn scope_of_key(tx: &impl ReadTx, secret: &str, id: CustomerId) -> Result<CustomerScope> {
+    match customer_of(tx, secret)? {
+        None => Err(Error::unauthorized("the ingest key is not valid (unknown or revoked)")),
+        Some(owner) if owner != id => Err(Error::not_found("customer")),
+        Some(_) => portal_customers::system_scope(tx, id),
+    }
 }
 
 /// The customer a secret belongs to, if it is a live key.

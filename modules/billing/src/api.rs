@@ -136,8 +136,8 @@ impl BillingApi {
         let overview = self
             .store
             .read(move |tx| {
-                portal_customers::service::record_for(tx, &caller, customer_id.0)?;
-                stats::overview(tx, customer_id.0, Timestamp::now())
+                let scope = portal_customers::scope(tx, &caller, customer_id.0)?;
+                stats::overview(tx, &scope, Timestamp::now())
             })
             .await?;
         Ok(Json(overview))
@@ -151,8 +151,8 @@ impl BillingApi {
         let overview = self
             .store
             .read(move |tx| {
-                portal_customers::service::record_for(tx, &caller, id)?;
-                stats::overview(tx, id, Timestamp::now())
+                let scope = portal_customers::scope(tx, &caller, id)?;
+                stats::overview(tx, &scope, Timestamp::now())
             })
             .await?;
         Ok(Json(overview))
@@ -177,8 +177,8 @@ impl BillingApi {
         let rows = self
             .store
             .read(move |tx| {
-                portal_customers::service::record_for(tx, &caller, customer_id.0)?;
-                invoices::list(tx, customer_id.0, status.0, page.after, fetch)
+                let scope = portal_customers::scope(tx, &caller, customer_id.0)?;
+                invoices::list(tx, &scope, status.0, page.after, fetch)
             })
             .await?;
         let now = Timestamp::now();
@@ -189,7 +189,7 @@ impl BillingApi {
     /// Get an invoice (admin or its customer's users)
     #[oai(path = "/invoices/:invoice_id", method = "get")]
     async fn invoice(&self, auth: Auth, invoice_id: Path<InvoiceId>) -> Result<SerdeJson<InvoiceView>> {
-        let invoice = self.store.read_blocking(|tx| invoices::visible(tx, &auth.0, invoice_id.0))?;
+        let (invoice, _) = self.store.read_blocking(|tx| invoices::visible(tx, &auth.0, invoice_id.0))?;
         Ok(SerdeJson((&invoice).into()))
     }
 
@@ -204,9 +204,11 @@ impl BillingApi {
         invoice_id: Path<InvoiceId>,
         body: PutBody<InfrastructureCostsRequest, InvoiceView>,
     ) -> Result<Json<InvoiceView>> {
-        let current = self.store.read_blocking(|tx| invoices::visible(tx, &admin.0, invoice_id.0))?;
+        let (current, _) = self.store.read_blocking(|tx| invoices::visible(tx, &admin.0, invoice_id.0))?;
         let costs = body.into_inner(&InvoiceView::from(&current))?.infrastructure_costs;
-        let invoice = self.store.write(move |tx| invoices::set_infrastructure_costs(tx, invoice_id.0, costs)).await?;
+        let caller = admin.0;
+        let invoice =
+            self.store.write(move |tx| invoices::set_infrastructure_costs(tx, &caller, invoice_id.0, costs)).await?;
         Ok(Json((&invoice).into()))
     }
 
@@ -214,8 +216,9 @@ impl BillingApi {
     ///
     /// Paid and cancelled invoices never change (409).
     #[oai(path = "/invoices/:invoice_id/cancel", method = "post")]
-    async fn cancel(&self, _admin: Admin, invoice_id: Path<InvoiceId>) -> Result<Json<InvoiceView>> {
-        let invoice = self.store.write(move |tx| invoices::cancel(tx, invoice_id.0)).await?;
+    async fn cancel(&self, admin: Admin, invoice_id: Path<InvoiceId>) -> Result<Json<InvoiceView>> {
+        let caller = admin.0;
+        let invoice = self.store.write(move |tx| invoices::cancel(tx, &caller, invoice_id.0)).await?;
         Ok(Json((&invoice).into()))
     }
 
@@ -226,7 +229,7 @@ impl BillingApi {
     #[oai(path = "/invoices/:invoice_id/mark-paid", method = "post")]
     async fn mark_paid(
         &self,
-        _admin: Admin,
+        admin: Admin,
         invoice_id: Path<InvoiceId>,
         body: JsonBody<MarkPaidRequest>,
     ) -> Result<Json<InvoiceView>> {
@@ -240,12 +243,11 @@ impl BillingApi {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_else(|| "manual".into());
+        let caller = admin.0;
         let invoice = self
             .store
             .write(move |tx| {
-                let invoice = invoices::get(tx, invoice_id.0)?.ok_or_else(|| Error::not_found("invoice"))?;
-                portal_customers::service::get_listed(tx, invoice.customer_id)
-                    .map_err(|_| Error::not_found("invoice"))?;
+                invoices::visible(tx, &caller, invoice_id.0)?;
                 invoices::mark_paid(tx, invoice_id.0, &method, paid_at, None)
             })
             .await?;
@@ -346,9 +348,10 @@ impl BillingApi {
             .store
             .write(move |tx| {
                 let now = Timestamp::now();
-                portal_customers::service::get_listed(tx, customer)
+                // Admins only: the customer is named in the body, so a missing one is a 422.
+                let scope = portal_customers::system_scope(tx, customer)
                     .map_err(|_| Error::invalid("customer_id", "no such customer"))?;
-                let view = InvoiceView::at(&recurring::generate(tx, customer, start, now)?, now);
+                let view = InvoiceView::at(&recurring::generate(tx, &scope, start, now)?, now);
                 recorder.complete(tx, 201, &view)?;
                 Ok(view)
             })

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portal_core::idempotency::Claim;
-use portal_core::ids::CustomerId;
 use portal_core::{Context, Currency, Error, ErrorCode, Job, Result, Store, Timestamp};
+use portal_customers::{system_scope, CustomerScope};
 use portal_stripe::{ChargeOutcome, ChargeRequest, Stripe, StripeConfig};
 use redb::WriteTransaction;
 
@@ -44,9 +44,10 @@ struct Reservation {
 
 /// The Stripe customer of a portal customer, created on first use. Creation is serialized in this process
 /// (one node) and carries an idempotency key, so concurrent first payments never make two.
-pub async fn stripe_customer(store: &Store, stripe: &Stripe, id: CustomerId) -> Result<String> {
+pub async fn stripe_customer(store: &Store, stripe: &Stripe, scope: &CustomerScope) -> Result<String> {
     static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let read = || store.read_blocking(|tx| portal_customers::service::get_listed(tx, id));
+    let id = scope.id();
+    let read = || store.read_blocking(|tx| Ok(portal_customers::service::record(tx, scope)?.customer));
     if let Some(existing) = read()?.stripe_customer_id {
         return Ok(existing);
     }
@@ -75,9 +76,11 @@ pub async fn pay(
     claim: &Claim,
     now: Timestamp,
 ) -> Result<PaymentView> {
-    let customer = store.read_blocking(|tx| Ok(invoices::get(tx, invoice_id)?.map(|i| i.customer_id)))?;
-    let customer = customer.ok_or_else(|| Error::not_found("invoice"))?;
-    let stripe_customer = stripe_customer(store, stripe, customer).await?;
+    let scope = store.read_blocking(|tx| match invoices::get(tx, invoice_id)? {
+        Some(invoice) => system_scope(tx, invoice.customer_id).map_err(|_| Error::not_found("invoice")),
+        None => Err(Error::not_found("invoice")),
+    })?;
+    let stripe_customer = stripe_customer(store, stripe, &scope).await?;
     let reservation =
         store.write(move |tx| reserve(tx, invoice_id, stripe_customer.clone(), payment_method.clone(), now)).await?;
     let request = ChargeRequest {
@@ -110,13 +113,14 @@ fn reserve(
     if invoice.total_amount <= 0 {
         return Err(Error::conflict("the invoice has nothing to pay"));
     }
-    let payment_method =
-        match payment_method {
-            Some(pm) => pm,
-            None => portal_customers::service::billing(tx, invoice.customer_id)?.stripe_payment_method_id.ok_or_else(
-                || Error::invalid("payment_method_id", "the customer has no saved card: save one first or name one"),
-            )?,
-        };
+    let payment_method = match payment_method {
+        Some(pm) => pm,
+        None => portal_customers::service::billing(tx, &system_scope(tx, invoice.customer_id)?)?
+            .stripe_payment_method_id
+            .ok_or_else(|| {
+                Error::invalid("payment_method_id", "the customer has no saved card: save one first or name one")
+            })?,
+    };
     let mut state = COLLECTIONS.get(tx, &id.to_key())?.unwrap_or_default();
     if let Some(intent) = &state.processing_intent {
         return Err(Error::conflict("a payment of this invoice is processing at Stripe")
@@ -302,12 +306,13 @@ fn invoices_due_for_auto_charge(tx: &redb::ReadTransaction, now: Timestamp) -> R
     })?;
     let mut due = Vec::new();
     for customer in customers {
-        let billing = portal_customers::service::billing(tx, customer)?;
+        let scope = system_scope(tx, customer)?;
+        let billing = portal_customers::service::billing(tx, &scope)?;
         if !billing.auto_charge || billing.stripe_payment_method_id.is_none() {
             continue;
         }
         for status in [InvoiceStatus::Pending, InvoiceStatus::Overdue] {
-            for invoice in invoices::list(tx, customer, Some(status), None, usize::MAX)? {
+            for invoice in invoices::list(tx, &scope, Some(status), None, usize::MAX)? {
                 if invoice.status.is_outstanding() && auto_charge_due(&collection(tx, invoice.id)?, now) {
                     due.push(invoice.id);
                 }

@@ -8,6 +8,7 @@ use portal_core::ids::CustomerId;
 use portal_core::money::parse_non_negative_minor;
 use portal_core::table::key;
 use portal_core::{Context, Currency, Error, Job, Principal, ReadTx, Result, Timestamp};
+use portal_customers::CustomerScope;
 use portal_proposals::model::ProposalId;
 use redb::WriteTransaction;
 
@@ -26,21 +27,40 @@ pub fn get(tx: &impl ReadTx, id: InvoiceId) -> Result<Option<Invoice>> {
     Ok(INVOICES.get(tx, &id.to_key())?)
 }
 
-/// An invoice the caller may see (admin, or a user of its customer, which must not be archived).
-pub fn visible(tx: &impl ReadTx, caller: &Principal, id: InvoiceId) -> Result<Invoice> {
+/// An invoice the caller may see (admin, or a user of its customer, which must not be archived), with
+/// the caller's scope on that customer.
+pub fn visible(tx: &impl ReadTx, caller: &Principal, id: InvoiceId) -> Result<(Invoice, CustomerScope)> {
     let invoice = get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
-    caller.authorize_customer(invoice.customer_id, "invoice")?;
-    if !portal_customers::service::is_listed(tx, invoice.customer_id)? {
-        return Err(Error::not_found("invoice"));
-    }
-    Ok(invoice)
+    let scope = portal_customers::scope_of(tx, caller, invoice.customer_id, "invoice")?;
+    Ok((invoice, scope))
 }
 
 /// Up to `fetch` of a customer's invoices, newest first, older than `after`; `status` filters on the
 /// status as of now (a pending invoice past due counts as overdue).
+///
+/// The customer comes as a scope, so a handler that skipped the access check does not compile:
+///
+/// ```compile_fail
+/// use portal_core::ids::CustomerId;
+///
+/// fn handler(tx: &portal_core::redb::ReadTransaction, id: CustomerId) {
+///     let _ = portal_billing::invoices::list(tx, id, None, None, 50);
+/// }
+/// ```
+///
+/// ```
+/// use portal_core::ids::CustomerId;
+/// use portal_core::{Principal, Result};
+///
+/// fn handler(tx: &portal_core::redb::ReadTransaction, caller: &Principal, id: CustomerId) -> Result<()> {
+///     let scope = portal_customers::scope(tx, caller, id)?;
+///     portal_billing::invoices::list(tx, &scope, None, None, 50)?;
+///     Ok(())
+/// }
+/// ```
 pub fn list(
     tx: &impl ReadTx,
-    customer: CustomerId,
+    scope: &CustomerScope,
     status: Option<InvoiceStatus>,
     after: Option<InvoiceId>,
     fetch: usize,
@@ -56,7 +76,7 @@ pub fn list(
         }
         Ok(out.len() < fetch)
     };
-    let cid = customer.to_key();
+    let cid = scope.id().to_key();
     match status {
         // Stored pending and overdue both may read as overdue: walk the customer's whole list.
         Some(InvoiceStatus::Overdue) | None => {
@@ -223,9 +243,13 @@ fn collection_in_progress(tx: &impl portal_core::ReadTx, id: InvoiceId) -> Resul
 }
 
 /// Sets the pass-through infrastructure costs of an open invoice and recomputes its total.
-pub fn set_infrastructure_costs(tx: &WriteTransaction, id: InvoiceId, costs: f64) -> Result<Invoice> {
-    let old = get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
-    portal_customers::service::get_listed(tx, old.customer_id).map_err(|_| Error::not_found("invoice"))?;
+pub fn set_infrastructure_costs(
+    tx: &WriteTransaction,
+    caller: &Principal,
+    id: InvoiceId,
+    costs: f64,
+) -> Result<Invoice> {
+    let (old, _) = visible(tx, caller, id)?;
     if !old.status.is_open() {
         return Err(Error::conflict(format!("a {} invoice can no longer change", word(old.status))));
     }
@@ -244,9 +268,8 @@ pub fn set_infrastructure_costs(tx: &WriteTransaction, id: InvoiceId, costs: f64
 }
 
 /// Cancels an unpaid invoice.
-pub fn cancel(tx: &WriteTransaction, id: InvoiceId) -> Result<Invoice> {
-    let old = get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
-    portal_customers::service::get_listed(tx, old.customer_id).map_err(|_| Error::not_found("invoice"))?;
+pub fn cancel(tx: &WriteTransaction, caller: &Principal, id: InvoiceId) -> Result<Invoice> {
+    let (old, _) = visible(tx, caller, id)?;
     if !old.status.is_open() {
         return Err(Error::conflict(format!("a {} invoice cannot be cancelled", word(old.status))));
     }

@@ -12,7 +12,7 @@ use crate::model::{Invoice, InvoiceId, InvoiceStatus, LineItem};
 pub fn generate(tx: &WriteTransaction, proposal_id: ProposalId, now: Timestamp) -> Result<Vec<Invoice>> {
     let proposal = portal_proposals::service::get(tx, proposal_id)?
         .ok_or_else(|| Error::invalid("proposal_id", "no such proposal"))?;
-    portal_customers::service::get_listed(tx, proposal.customer_id)
+    let scope = portal_customers::system_scope(tx, proposal.customer_id)
         .map_err(|_| Error::invalid("proposal_id", "no such proposal"))?;
     if proposal.status != ProposalStatus::Accepted {
         return Err(Error::conflict("only an accepted proposal can be invoiced"));
@@ -23,7 +23,7 @@ pub fn generate(tx: &WriteTransaction, proposal_id: ProposalId, now: Timestamp) 
         return Err(Error::conflict("this proposal's invoices were already generated")
             .with_detail("invoice_ids", serde_json::json!(ids)));
     }
-    let billing = portal_customers::service::billing(tx, proposal.customer_id)?;
+    let billing = portal_customers::service::billing(tx, &scope)?;
     let weights: Vec<u64> = proposal.billing_schedule.iter().map(|m| u64::from(m.share)).collect();
     let amounts = split_largest_remainder(proposal.total_amount, &weights);
     let mut out = Vec::with_capacity(amounts.len());
@@ -70,6 +70,16 @@ mod tests {
     use portal_proposals::service::{MilestoneInput, ProposalChange};
 
     use super::*;
+
+    fn admin() -> portal_core::Principal {
+        portal_core::Principal {
+            user_id: portal_core::ids::UserId::generate(),
+            session_id: portal_core::ids::SessionId::generate(),
+            role: portal_core::Role::Admin,
+            customer_id: None,
+            credential: portal_core::auth::Credential::Bearer,
+        }
+    }
 
     /// xorshift64*: a fixed-seed generator, so a failure reproduces.
     struct Rng(u64);
@@ -125,8 +135,12 @@ mod tests {
         let later = |days: i64| Timestamp::now().plus_secs(days * 86_400);
         // The first period (partial unless the customer was created on the 1st) is billed at once, once.
         let now = Timestamp::now();
-        let first = store.write_blocking(move |tx| crate::recurring::run_for(tx, id, now)).unwrap();
-        let again = store.write_blocking(move |tx| crate::recurring::run_for(tx, id, now)).unwrap();
+        let first = store
+            .write_blocking(move |tx| crate::recurring::run_for(tx, &portal_customers::system_scope(tx, id)?, now))
+            .unwrap();
+        let again = store
+            .write_blocking(move |tx| crate::recurring::run_for(tx, &portal_customers::system_scope(tx, id)?, now))
+            .unwrap();
         assert_eq!(first.len(), 1, "first period billed");
         let invoice = first[0].clone();
         assert!(again.is_empty(), "a period was billed twice");
@@ -145,7 +159,11 @@ mod tests {
 
         // The portal down for over four months: the next run bills the whole periods it missed and the
         // current one, each once, back to back.
-        let caught_up = store.write_blocking(move |tx| crate::recurring::run_for(tx, id, later(140))).unwrap();
+        let caught_up = store
+            .write_blocking(move |tx| {
+                crate::recurring::run_for(tx, &portal_customers::system_scope(tx, id)?, later(140))
+            })
+            .unwrap();
         let periods: Vec<_> = caught_up.iter().map(|i| i.period.unwrap()).collect();
         assert!((4..=5).contains(&periods.len()), "{periods:?}");
         assert_eq!(periods[0].start, invoice.period.unwrap().end);
@@ -153,7 +171,14 @@ mod tests {
         let current = periods[periods.len() - 1];
         assert!(current.start <= later(140).datetime().date_naive());
         assert!(later(140).datetime().date_naive() < current.end);
-        assert!(store.write_blocking(move |tx| crate::recurring::run_for(tx, id, later(141))).unwrap().is_empty());
+        assert!(store
+            .write_blocking(move |tx| crate::recurring::run_for(
+                tx,
+                &portal_customers::system_scope(tx, id)?,
+                later(141)
+            ))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -192,7 +217,7 @@ mod tests {
             let invoices = store
                 .write_blocking(move |tx| {
                     let proposal = portal_proposals::service::create(tx, &change)?;
-                    portal_proposals::service::decide(tx, proposal.id, true)?;
+                    portal_proposals::service::decide(tx, &admin(), proposal.id, true)?;
                     generate(tx, proposal.id, Timestamp::now())
                 })
                 .unwrap_or_else(|e| panic!("case {case} (total {total}, shares {shares:?}): {e:?}"));

@@ -11,6 +11,8 @@ use portal_core::{Auth, Error, ErrorCode, JsonBody, Principal, Result, Store, Ti
 use portal_stripe::Stripe;
 use serde::Serialize;
 
+use portal_customers::CustomerScope;
+
 use crate::api::BillingTag;
 use crate::collect::{self, Trigger};
 use crate::invoices;
@@ -60,9 +62,9 @@ impl PaymentsApi {
         self.stripe.as_ref().ok_or_else(portal_stripe::not_configured)
     }
 
-    /// Checks that the caller may act for `customer` (admin, or one of its users) and that it is listed.
-    fn authorize(&self, caller: &Principal, customer: CustomerId) -> Result<()> {
-        self.store.read_blocking(|tx| portal_customers::service::record_for(tx, caller, customer).map(|_| ()))
+    /// The caller's scope on `customer` (admin, or one of its users, and the customer listed).
+    fn scope(&self, caller: &Principal, customer: CustomerId) -> Result<CustomerScope> {
+        self.store.read_blocking(|tx| portal_customers::scope(tx, caller, customer))
     }
 }
 
@@ -88,8 +90,8 @@ impl PaymentsApi {
                 own
             }
         };
-        self.authorize(&caller, customer)?;
-        let stripe_customer = collect::stripe_customer(&self.store, stripe, customer).await?;
+        let scope = self.scope(&caller, customer)?;
+        let stripe_customer = collect::stripe_customer(&self.store, stripe, &scope).await?;
         let key = format!("portal-setup-{customer}-{}", Timestamp::now().micros());
         let intent = stripe.create_setup_intent(&stripe_customer, &key).await?;
         let client_secret = intent
@@ -107,7 +109,7 @@ impl PaymentsApi {
         let stripe = self.stripe()?;
         let id = customer_id.0;
         let (stripe_customer, default) = self.store.read_blocking(|tx| {
-            let record = portal_customers::service::record_for(tx, &auth.0, id)?;
+            let record = portal_customers::service::record(tx, &portal_customers::scope(tx, &auth.0, id)?)?;
             Ok((record.customer.stripe_customer_id, record.billing.stripe_payment_method_id))
         })?;
         let Some(stripe_customer) = stripe_customer else { return Ok(Json(Vec::new())) };
@@ -144,7 +146,7 @@ impl PaymentsApi {
         let body = body.into_inner()?;
         let caller = auth.0;
         let invoice_id = body.invoice_id;
-        let invoice = self.store.read_blocking(|tx| invoices::visible(tx, &caller, invoice_id))?;
+        let (_, scope) = self.store.read_blocking(|tx| invoices::visible(tx, &caller, invoice_id))?;
         let stripe = self.stripe()?;
         let claim =
             idempotency::begin(&self.store, caller.user_id, "POST /billing/pay-invoice", &idempotency_key, &body)
@@ -153,7 +155,7 @@ impl PaymentsApi {
             return Ok(PayInvoiceResponse::Paid(Json(view)));
         }
         if let Some(method) = &body.payment_method_id {
-            self.check_saved_card(stripe, invoice.customer_id, method).await?;
+            self.check_saved_card(stripe, &scope, method).await?;
         }
         let method = body.payment_method_id;
         let view =
@@ -169,8 +171,8 @@ impl PaymentsApi {
 
 impl PaymentsApi {
     /// A named card must be saved on the invoice's customer: no paying with another customer's card.
-    async fn check_saved_card(&self, stripe: &Stripe, customer: CustomerId, method: &str) -> Result<()> {
-        let stripe_customer = collect::stripe_customer(&self.store, stripe, customer).await?;
+    async fn check_saved_card(&self, stripe: &Stripe, scope: &CustomerScope, method: &str) -> Result<()> {
+        let stripe_customer = collect::stripe_customer(&self.store, stripe, scope).await?;
         if stripe.cards(&stripe_customer).await?.iter().any(|c| c.id == method) {
             Ok(())
         } else {

@@ -13,6 +13,7 @@ use portal_core::ids::CustomerId;
 use portal_core::table::{key, Page};
 use portal_core::{Context, Error, Job, ReadTx, Result, Timestamp};
 use portal_customers::model::BillingSettings;
+use portal_customers::{system_scope, CustomerScope};
 use redb::WriteTransaction;
 
 use crate::invoices;
@@ -184,12 +185,13 @@ fn line_items(
 /// nothing to bill.
 pub fn generate(
     tx: &WriteTransaction,
-    customer_id: CustomerId,
+    scope: &CustomerScope,
     start: Option<NaiveDate>,
     now: Timestamp,
 ) -> Result<Invoice> {
-    let customer = portal_customers::service::get_listed(tx, customer_id)?;
-    let billing = portal_customers::service::billing(tx, customer_id)?;
+    let customer_id = scope.id();
+    let record = portal_customers::service::record(tx, scope)?;
+    let (customer, billing) = (record.customer, record.billing);
     let today = now.datetime().date_naive();
     let created = customer.created_at.datetime().date_naive();
     let period = match start {
@@ -243,19 +245,20 @@ const MAX_CATCH_UP: usize = 12;
 /// The scheduler's run for one customer: bills the current period when due and, first, any periods since
 /// the last billed one that passed unbilled (the portal was down through them), oldest first. Quietly skips
 /// customers that have nothing to bill now.
-pub fn run_for(tx: &WriteTransaction, customer_id: CustomerId, now: Timestamp) -> Result<Vec<Invoice>> {
-    let billing = portal_customers::service::billing(tx, customer_id)?;
+pub fn run_for(tx: &WriteTransaction, scope: &CustomerScope, now: Timestamp) -> Result<Vec<Invoice>> {
+    let customer_id = scope.id();
+    let record = portal_customers::service::record(tx, scope)?;
+    let (customer, billing) = (record.customer, record.billing);
     if billing.billing_frequency.months().is_none() {
         return Ok(Vec::new());
     }
-    let customer = portal_customers::service::get_listed(tx, customer_id)?;
     let created = customer.created_at.datetime().date_naive();
     let Some(current) = current_period(created, &billing, now.datetime().date_naive())? else {
         return Ok(Vec::new());
     };
     let mut issued = Vec::new();
     for period in missed_periods(tx, customer_id, &billing, created, current)?.into_iter().chain([current]) {
-        match generate(tx, customer_id, Some(period.start), now) {
+        match generate(tx, scope, Some(period.start), now) {
             Ok(invoice) => issued.push(invoice),
             Err(e) if e.code() == portal_core::ErrorCode::Conflict => {}
             Err(e) => return Err(e),
@@ -321,7 +324,7 @@ pub async fn run_recurring(ctx: &Context) -> Result<usize> {
         .await?;
     let mut issued = 0;
     for id in ids {
-        match ctx.store.write(move |tx| run_for(tx, id, Timestamp::now())).await {
+        match ctx.store.write(move |tx| run_for(tx, &system_scope(tx, id)?, Timestamp::now())).await {
             Ok(invoices) => {
                 for invoice in invoices {
                     issued += 1;

@@ -8,6 +8,8 @@ use portal_core::ids::CustomerId;
 use portal_core::money::to_major;
 use portal_core::{Currency, ReadTx, Result, Timestamp};
 use portal_customers::model::{BillingSettings, CustomerStatus};
+use portal_customers::service::CustomerRecord;
+use portal_customers::{system_scope, CustomerScope};
 
 use crate::invoices::{self, ALL};
 use crate::model::{InvoiceStatus, Totals};
@@ -41,7 +43,7 @@ pub fn stats(tx: &impl ReadTx, now: Timestamp) -> Result<BillingStats> {
         Ok(true)
     })?;
     for id in active {
-        let billing = portal_customers::service::billing(tx, id)?;
+        let billing = portal_customers::service::billing(tx, &system_scope(tx, id)?)?;
         *mrr.entry(billing.currency).or_default() += monthly_recurring(tx, id, &billing)?;
     }
     let mut by_status = InvoiceStatusCounts::default();
@@ -86,9 +88,9 @@ pub fn stats(tx: &impl ReadTx, now: Timestamp) -> Result<BillingStats> {
     Ok(BillingStats { currencies, invoices_by_status: by_status, customers_by_status: customers, generated_at: now })
 }
 
-pub fn overview(tx: &impl ReadTx, customer_id: CustomerId, now: Timestamp) -> Result<BillingOverview> {
-    let customer = portal_customers::service::get_listed(tx, customer_id)?;
-    let billing = portal_customers::service::billing(tx, customer_id)?;
+pub fn overview(tx: &impl ReadTx, scope: &CustomerScope, now: Timestamp) -> Result<BillingOverview> {
+    let customer_id = scope.id();
+    let CustomerRecord { customer, billing } = portal_customers::service::record(tx, scope)?;
     let currency = billing.currency;
     let totals = invoices::totals_at(tx, &customer_id.to_key(), now)?
         .into_iter()
@@ -108,7 +110,7 @@ pub fn overview(tx: &impl ReadTx, customer_id: CustomerId, now: Timestamp) -> Re
             .transpose()?,
         None => None,
     };
-    let recent = invoices::list(tx, customer_id, None, None, 5)?;
+    let recent = invoices::list(tx, scope, None, None, 5)?;
     let money = |minor| to_major(minor, currency);
     Ok(BillingOverview {
         customer_id,

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::dependents::Dependents;
 use crate::model::{BillingFrequency, BillingSettings, BillingSettingsId, Customer, CustomerStatus, PaymentMethod};
+use crate::scope::scope;
 use crate::service::{self, AddressChange, BillingChange, CustomerChange, CustomerFilter, CustomerRecord, Removal};
 
 #[derive(Tags)]
@@ -413,7 +414,7 @@ impl CustomersApi {
     async fn me(&self, auth: Auth) -> Result<Json<CustomerView>> {
         let id = auth.0.own_customer()?;
         let caller = auth.0;
-        let record = self.store.read_blocking(|tx| service::record_for(tx, &caller, id))?;
+        let record = self.store.read_blocking(|tx| service::record(tx, &scope(tx, &caller, id)?))?;
         Ok(Json((&record).into()))
     }
 
@@ -421,7 +422,7 @@ impl CustomersApi {
     #[oai(path = "/:customer_id", method = "get")]
     async fn get(&self, auth: Auth, customer_id: Path<CustomerId>) -> Result<Json<CustomerView>> {
         let caller = auth.0;
-        let record = self.store.read_blocking(|tx| service::record_for(tx, &caller, customer_id.0))?;
+        let record = self.store.read_blocking(|tx| service::record(tx, &scope(tx, &caller, customer_id.0)?))?;
         Ok(Json((&record).into()))
     }
 
@@ -439,7 +440,7 @@ impl CustomersApi {
         body: PutBody<UpdateCustomerRequest, CustomerView>,
     ) -> Result<Json<CustomerView>> {
         // A customer the caller cannot see is a 404 whatever the body says.
-        let current = self.store.read_blocking(|tx| service::record_for(tx, &auth.0, customer_id.0))?;
+        let current = self.store.read_blocking(|tx| service::record(tx, &scope(tx, &auth.0, customer_id.0)?))?;
         let body = body.into_inner(&CustomerView::from(&current))?;
         let change = CustomerChange {
             name: body.name,
@@ -459,7 +460,10 @@ impl CustomersApi {
             stripe_customer_id: patch(&body.stripe_customer_id),
         };
         let caller = auth.0;
-        let record = self.store.write(move |tx| service::update(tx, &caller, customer_id.0, &change)).await?;
+        let record = self
+            .store
+            .write(move |tx| service::update(tx, &caller, &scope(tx, &caller, customer_id.0)?, &change))
+            .await?;
         Ok(Json((&record).into()))
     }
 
@@ -494,7 +498,7 @@ impl CustomersApi {
     #[oai(path = "/:customer_id/billing", method = "get")]
     async fn billing(&self, auth: Auth, customer_id: Path<CustomerId>) -> Result<Json<BillingSettingsView>> {
         let caller = auth.0;
-        let record = self.store.read_blocking(|tx| service::record_for(tx, &caller, customer_id.0))?;
+        let record = self.store.read_blocking(|tx| service::record(tx, &scope(tx, &caller, customer_id.0)?))?;
         Ok(Json((&record.billing).into()))
     }
 
@@ -509,9 +513,13 @@ impl CustomersApi {
         customer_id: Path<CustomerId>,
         body: PutBody<BillingSettingsInput, BillingSettingsView>,
     ) -> Result<Json<BillingSettingsView>> {
-        let current = self.store.read_blocking(|tx| service::record_for(tx, &admin.0, customer_id.0))?;
+        let caller = admin.0;
+        let current = self.store.read_blocking(|tx| service::record(tx, &scope(tx, &caller, customer_id.0)?))?;
         let change = BillingChange::from(&body.into_inner(&BillingSettingsView::from(&current.billing))?);
-        let settings = self.store.write(move |tx| service::update_billing(tx, customer_id.0, &change)).await?;
+        let settings = self
+            .store
+            .write(move |tx| service::update_billing(tx, &scope(tx, &caller, customer_id.0)?, &change))
+            .await?;
         Ok(Json((&settings).into()))
     }
 
@@ -561,8 +569,8 @@ impl CustomersApi {
         let users = self
             .store
             .read(move |tx| {
-                service::record_for(tx, &caller, customer_id.0)?;
-                portal_auth::users::page_by_customer(tx, customer_id.0, page.after, fetch)
+                let scope = scope(tx, &caller, customer_id.0)?;
+                portal_auth::users::page_by_customer(tx, scope.id(), page.after, fetch)
             })
             .await?;
         let profiles: Vec<UserProfile> = users.iter().filter(|u| u.role == Role::Customer).map(Into::into).collect();

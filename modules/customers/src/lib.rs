@@ -1,11 +1,12 @@
 //! `/customers`: customer accounts, their billing settings and their users, with per-customer isolation
-//! through core's access checks. Other modules read customers through [`service`]'s functions and register
+//! through one scope type ([`scope::CustomerScope`]) that every module's customer data goes through. Other modules read customers through [`service`]'s functions and register
 //! their per-customer data in [`Dependents`] so deletion never destroys a financial record.
 #![forbid(unsafe_code)]
 
 mod api;
 pub mod dependents;
 pub mod model;
+pub mod scope;
 mod search;
 pub mod service;
 mod tables;
@@ -17,6 +18,7 @@ const SCHEMA_VERSION: u32 = 1;
 
 pub use api::{BillingSettingsView, CustomerView, CustomersApi};
 pub use dependents::{CustomerData, Dependents};
+pub use scope::{scope, scope_of, system_scope, CustomerScope};
 
 pub struct CustomersModule;
 

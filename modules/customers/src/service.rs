@@ -11,6 +11,7 @@ use redb::WriteTransaction;
 
 use crate::dependents::Dependents;
 use crate::model::{Address, BillingFrequency, BillingSettings, Customer, CustomerStatus, PaymentMethod};
+use crate::scope::CustomerScope;
 use crate::search;
 use crate::tables::{ARCHIVED, BILLING, BY_STATUS, BY_STRIPE_ID, CUSTOMERS, LISTED};
 use crate::validate;
@@ -91,15 +92,18 @@ pub fn is_listed(tx: &impl ReadTx, id: CustomerId) -> Result<bool> {
 }
 
 /// A customer's billing settings.
-pub fn billing(tx: &impl ReadTx, id: CustomerId) -> Result<BillingSettings> {
+pub fn billing(tx: &impl ReadTx, scope: &CustomerScope) -> Result<BillingSettings> {
+    settings_of(tx, scope.id())
+}
+
+fn settings_of(tx: &impl ReadTx, id: CustomerId) -> Result<BillingSettings> {
     BILLING.get(tx, &id.to_key())?.ok_or_else(|| Error::not_found("billing settings"))
 }
 
-/// A listed customer the caller may see, with its billing settings; 404 otherwise.
-pub fn record_for(tx: &impl ReadTx, caller: &Principal, id: CustomerId) -> Result<CustomerRecord> {
-    caller.authorize_customer(id, "customer")?;
-    let customer = get_listed(tx, id)?;
-    Ok(CustomerRecord { billing: billing(tx, id)?, customer })
+/// The customer in `scope`, with its billing settings.
+pub fn record(tx: &impl ReadTx, scope: &CustomerScope) -> Result<CustomerRecord> {
+    let customer = get_listed(tx, scope.id())?;
+    Ok(CustomerRecord { billing: billing(tx, scope)?, customer })
 }
 
 /// The customer holding a Stripe customer id.
@@ -118,7 +122,7 @@ pub fn set_stripe_customer_id(tx: &WriteTransaction, id: CustomerId, stripe_id: 
 
 /// Makes `payment_method_id` the customer's default (after Stripe confirms a setup intent).
 pub fn set_default_payment_method(tx: &WriteTransaction, id: CustomerId, payment_method_id: &str) -> Result<()> {
-    let mut settings = billing(tx, id)?;
+    let mut settings = settings_of(tx, id)?;
     settings.stripe_payment_method_id = Some(payment_method_id.to_string());
     settings.updated_at = Timestamp::now();
     audit::record(tx, "customers", "default_card_set", id, Some(id))?;
@@ -212,10 +216,10 @@ pub fn create(tx: &WriteTransaction, change: &CustomerChange, billing: &BillingC
 pub fn update(
     tx: &WriteTransaction,
     caller: &Principal,
-    id: CustomerId,
+    scope: &CustomerScope,
     change: &CustomerChange,
 ) -> Result<CustomerRecord> {
-    let record = record_for(tx, caller, id)?;
+    let record = record(tx, scope)?;
     let old = record.customer;
     if !caller.is_admin() {
         refuse_admin_fields(&old, change)?;
@@ -248,9 +252,9 @@ fn refuse_admin_fields(old: &Customer, change: &CustomerChange) -> Result<()> {
 }
 
 /// Changes billing settings (admins only; the caller checked).
-pub fn update_billing(tx: &WriteTransaction, id: CustomerId, change: &BillingChange) -> Result<BillingSettings> {
-    get_listed(tx, id)?;
-    let old = billing(tx, id)?;
+pub fn update_billing(tx: &WriteTransaction, scope: &CustomerScope, change: &BillingChange) -> Result<BillingSettings> {
+    let id = scope.id();
+    let old = billing(tx, scope)?;
     let mut v = Validation::default();
     let mut new = apply_billing(&old, change, &mut v);
     v.finish()?;
@@ -296,7 +300,7 @@ pub fn restore(tx: &WriteTransaction, id: CustomerId) -> Result<CustomerRecord> 
     store_customer(tx, Some(&old), &restored)?;
     portal_auth::users::set_customer_disabled(tx, id, false)?;
     audit::record(tx, "customers", "restore", id, Some(id))?;
-    Ok(CustomerRecord { billing: billing(tx, id)?, customer: restored })
+    Ok(CustomerRecord { billing: settings_of(tx, id)?, customer: restored })
 }
 
 // ---- indexes ----
@@ -518,7 +522,7 @@ pub fn list(
                 && filter.status.is_none_or(|s| s == customer.status)
                 && query.as_deref().is_none_or(|q| search::matches(&customer, q));
             if wanted {
-                out.push(CustomerRecord { billing: billing(tx, id)?, customer });
+                out.push(CustomerRecord { billing: settings_of(tx, id)?, customer });
             }
         }
         Ok(out.len() < fetch)

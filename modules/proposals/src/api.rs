@@ -233,8 +233,8 @@ impl ProposalsApi {
         let rows = self
             .store
             .read(move |tx| {
-                portal_customers::service::record_for(tx, &caller, customer_id.0)?;
-                service::list(tx, customer_id.0, status.0, page.after, fetch)
+                let scope = portal_customers::scope(tx, &caller, customer_id.0)?;
+                service::list(tx, &scope, status.0, page.after, fetch)
             })
             .await?;
         let views = rows.iter().map(ProposalView::from).collect();
@@ -261,8 +261,9 @@ impl ProposalsApi {
         proposal_id: Path<ProposalId>,
         body: PutBody<UpdateProposalRequest, ProposalView>,
     ) -> Result<Json<ProposalView>> {
+        let caller = admin.0;
         let current: ProposalView =
-            (&self.store.read_blocking(|tx| service::visible(tx, &admin.0, proposal_id.0))?).into();
+            (&self.store.read_blocking(|tx| service::visible(tx, &caller, proposal_id.0))?).into();
         let body = body.into_inner(&current)?;
         let change = ProposalChange {
             customer_id: None,
@@ -276,7 +277,7 @@ impl ProposalsApi {
             valid_until: patch(&body.valid_until),
             monthly_recurring_amount: body.monthly_recurring_amount,
         };
-        let proposal = self.store.write(move |tx| service::update(tx, proposal_id.0, &change)).await?;
+        let proposal = self.store.write(move |tx| service::update(tx, &caller, proposal_id.0, &change)).await?;
         Ok(Json((&proposal).into()))
     }
 
@@ -284,8 +285,9 @@ impl ProposalsApi {
     ///
     /// An accepted proposal is a financial record and cannot be deleted (409).
     #[oai(path = "/:proposal_id", method = "delete")]
-    async fn delete(&self, _admin: Admin, proposal_id: Path<ProposalId>) -> Result<NoContent> {
-        self.store.write(move |tx| service::delete(tx, proposal_id.0)).await?;
+    async fn delete(&self, admin: Admin, proposal_id: Path<ProposalId>) -> Result<NoContent> {
+        let caller = admin.0;
+        self.store.write(move |tx| service::delete(tx, &caller, proposal_id.0)).await?;
         Ok(NoContent::NoContent)
     }
 
@@ -293,8 +295,9 @@ impl ProposalsApi {
     ///
     /// Only a draft or sent proposal that has not expired (409 otherwise).
     #[oai(path = "/:proposal_id/accept", method = "post")]
-    async fn accept(&self, _admin: Admin, proposal_id: Path<ProposalId>) -> Result<Json<ProposalView>> {
-        let proposal = self.store.write(move |tx| service::decide(tx, proposal_id.0, true)).await?;
+    async fn accept(&self, admin: Admin, proposal_id: Path<ProposalId>) -> Result<Json<ProposalView>> {
+        let caller = admin.0;
+        let proposal = self.store.write(move |tx| service::decide(tx, &caller, proposal_id.0, true)).await?;
         Ok(Json((&proposal).into()))
     }
 
@@ -302,8 +305,9 @@ impl ProposalsApi {
     ///
     /// Only a draft or sent proposal that has not expired (409 otherwise).
     #[oai(path = "/:proposal_id/reject", method = "post")]
-    async fn reject(&self, _admin: Admin, proposal_id: Path<ProposalId>) -> Result<Json<ProposalView>> {
-        let proposal = self.store.write(move |tx| service::decide(tx, proposal_id.0, false)).await?;
+    async fn reject(&self, admin: Admin, proposal_id: Path<ProposalId>) -> Result<Json<ProposalView>> {
+        let caller = admin.0;
+        let proposal = self.store.write(move |tx| service::decide(tx, &caller, proposal_id.0, false)).await?;
         Ok(Json((&proposal).into()))
     }
 }

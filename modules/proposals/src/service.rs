@@ -7,6 +7,7 @@ use portal_core::ids::CustomerId;
 use portal_core::money::{parse_fixed, parse_non_negative_minor};
 use portal_core::table::{key, Page};
 use portal_core::{Currency, Error, Principal, ReadTx, Result, Timestamp};
+use portal_customers::CustomerScope;
 use redb::WriteTransaction;
 
 use crate::model::{Milestone, Proposal, ProposalId, ProposalStatus, WHOLE};
@@ -48,8 +49,7 @@ pub fn get(tx: &impl ReadTx, id: ProposalId) -> Result<Option<Proposal>> {
 /// A proposal the caller may see (admin, or a user of its customer); 404 otherwise.
 pub fn visible(tx: &impl ReadTx, caller: &Principal, id: ProposalId) -> Result<Proposal> {
     let proposal = get(tx, id)?.ok_or_else(|| Error::not_found("proposal"))?;
-    caller.authorize_customer(proposal.customer_id, "proposal")?;
-    portal_customers::service::get_listed(tx, proposal.customer_id).map_err(|_| Error::not_found("proposal"))?;
+    portal_customers::scope_of(tx, caller, proposal.customer_id, "proposal")?;
     Ok(proposal)
 }
 
@@ -74,6 +74,16 @@ pub fn any_accepted(tx: &impl ReadTx, customer: CustomerId) -> Result<bool> {
 /// Up to `fetch` of a customer's proposals, newest first, older than `after`, with the status as of now.
 pub fn list(
     tx: &impl ReadTx,
+    scope: &CustomerScope,
+    status: Option<ProposalStatus>,
+    after: Option<ProposalId>,
+    fetch: usize,
+) -> Result<Vec<Proposal>> {
+    list_of(tx, scope.id(), status, after, fetch)
+}
+
+fn list_of(
+    tx: &impl ReadTx,
     customer: CustomerId,
     status: Option<ProposalStatus>,
     after: Option<ProposalId>,
@@ -97,9 +107,10 @@ pub fn list(
 
 pub fn create(tx: &WriteTransaction, change: &ProposalChange) -> Result<Proposal> {
     let customer_id = change.customer_id.ok_or_else(|| Error::invalid("customer_id", "is required"))?;
-    let customer = portal_customers::service::get_listed(tx, customer_id)
+    // Admins only (the caller checked): the customer is named in the body, so a missing one is a 422.
+    let scope = portal_customers::system_scope(tx, customer_id)
         .map_err(|_| Error::invalid("customer_id", "no such customer"))?;
-    let billing = portal_customers::service::billing(tx, customer.id)?;
+    let billing = portal_customers::service::billing(tx, &scope)?;
     let now = Timestamp::now();
     let blank = Proposal {
         id: ProposalId::generate(),
@@ -128,9 +139,9 @@ pub fn create(tx: &WriteTransaction, change: &ProposalChange) -> Result<Proposal
 }
 
 /// Edits a proposal that was not accepted. Editing a rejected or expired one reopens it as a draft.
-pub fn update(tx: &WriteTransaction, id: ProposalId, change: &ProposalChange) -> Result<Proposal> {
+pub fn update(tx: &WriteTransaction, caller: &Principal, id: ProposalId, change: &ProposalChange) -> Result<Proposal> {
     let old = get(tx, id)?.ok_or_else(|| Error::not_found("proposal"))?;
-    portal_customers::service::get_listed(tx, old.customer_id).map_err(|_| Error::not_found("proposal"))?;
+    portal_customers::scope_of(tx, caller, old.customer_id, "proposal")?;
     if old.status == ProposalStatus::Accepted {
         return Err(Error::conflict("an accepted proposal can no longer be changed"));
     }
@@ -151,9 +162,9 @@ pub fn update(tx: &WriteTransaction, id: ProposalId, change: &ProposalChange) ->
     Ok(new)
 }
 
-pub fn delete(tx: &WriteTransaction, id: ProposalId) -> Result<()> {
+pub fn delete(tx: &WriteTransaction, caller: &Principal, id: ProposalId) -> Result<()> {
     let old = get(tx, id)?.ok_or_else(|| Error::not_found("proposal"))?;
-    portal_customers::service::get_listed(tx, old.customer_id).map_err(|_| Error::not_found("proposal"))?;
+    portal_customers::scope_of(tx, caller, old.customer_id, "proposal")?;
     if old.status == ProposalStatus::Accepted {
         return Err(Error::conflict("an accepted proposal is a financial record and cannot be deleted"));
     }
@@ -163,9 +174,9 @@ pub fn delete(tx: &WriteTransaction, id: ProposalId) -> Result<()> {
 }
 
 /// Records the customer's answer: only a draft or sent proposal that has not expired can get one.
-pub fn decide(tx: &WriteTransaction, id: ProposalId, accept: bool) -> Result<Proposal> {
+pub fn decide(tx: &WriteTransaction, caller: &Principal, id: ProposalId, accept: bool) -> Result<Proposal> {
     let old = get(tx, id)?.ok_or_else(|| Error::not_found("proposal"))?;
-    portal_customers::service::get_listed(tx, old.customer_id).map_err(|_| Error::not_found("proposal"))?;
+    portal_customers::scope_of(tx, caller, old.customer_id, "proposal")?;
     let now = Timestamp::now();
     let current = old.status_at(now);
     if !current.is_open() {
@@ -207,7 +218,7 @@ pub fn expire_due(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
 
 /// Removes every proposal of a customer being deleted (none of them accepted).
 pub fn remove_customer(tx: &WriteTransaction, customer: CustomerId) -> Result<()> {
-    for p in list(tx, customer, None, None, usize::MAX)? {
+    for p in list_of(tx, customer, None, None, usize::MAX)? {
         unindex(tx, &p)?;
         PROPOSALS.remove(tx, &p.id.to_key())?;
     }

@@ -10,6 +10,7 @@ use portal_core::ids::CustomerId;
 use portal_core::table::prefix_range;
 use portal_core::{Result, Store};
 use portal_customers::model::Customer;
+use portal_customers::CustomerScope;
 use redb::WriteTransaction;
 
 use crate::events::Event;
@@ -42,8 +43,8 @@ impl AnalyticsProvider for LocalProvider {
 
 /// Adds a batch of validated events to `customer`'s rollups (inside the caller's transaction, so the
 /// batch is stored whole or not at all).
-pub fn store_events(tx: &WriteTransaction, customer: CustomerId, events: &[Event]) -> Result<()> {
-    rollup::apply(tx, customer, events)
+pub fn store_events(tx: &WriteTransaction, scope: &CustomerScope, events: &[Event]) -> Result<()> {
+    rollup::apply(tx, scope.id(), events)
 }
 
 /// Removes every rollup of a customer being deleted.
@@ -92,7 +93,7 @@ mod tests {
         let customer = CustomerId::generate();
         for batch in batches {
             let batch = batch.clone();
-            store.write_blocking(move |tx| store_events(tx, customer, &batch)).unwrap();
+            store.write_blocking(move |tx| rollup::apply(tx, customer, &batch)).unwrap();
         }
         store.read_blocking(|tx| query::figures(tx, customer, range)).unwrap()
     }
@@ -134,7 +135,7 @@ mod tests {
         store.write_blocking(crate::tables::create_all).unwrap();
         let (gone, kept) = (CustomerId::generate(), CustomerId::generate());
         for c in [gone, kept] {
-            store.write_blocking(move |tx| store_events(tx, c, &sample())).unwrap();
+            store.write_blocking(move |tx| rollup::apply(tx, c, &sample())).unwrap();
         }
         store.write_blocking(move |tx| remove_customer(tx, gone)).unwrap();
         let range = DateRange { start: Day(90), end: Day(113) };

@@ -1,0 +1,54 @@
+//! The one rule for a customer's data: the caller may act on customer X (an admin, or one of X's own
+//! users) and X is listed (not archived). [`scope`] is the only way to get a [`CustomerScope`], and the
+//! functions that read or change a customer's data take one instead of a bare id, so code that skipped
+//! the check does not compile:
+//!
+//! ```compile_fail
+//! use portal_core::ids::CustomerId;
+//! use portal_customers::scope::CustomerScope;
+//!
+//! // A scope cannot be made by hand; only `scope` (or, for the portal's own jobs, `system_scope`) makes one.
+//! let scope = CustomerScope { id: CustomerId::generate() };
+//! ```
+//!
+//! Anyone else gets the same 404 as for a customer (or object) that does not exist, so nobody learns
+//! which customers exist.
+
+use portal_core::ids::CustomerId;
+use portal_core::{Error, Principal, ReadTx, Result};
+
+use crate::service::{get_listed, is_listed};
+
+/// Proof that a customer is listed and that whoever holds this may act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CustomerScope {
+    id: CustomerId,
+}
+
+impl CustomerScope {
+    pub fn id(&self) -> CustomerId {
+        self.id
+    }
+}
+
+/// The caller's scope on customer `id`; 404 `customer` otherwise.
+pub fn scope(tx: &impl ReadTx, caller: &Principal, id: CustomerId) -> Result<CustomerScope> {
+    scope_of(tx, caller, id, "customer")
+}
+
+/// The caller's scope on the customer owning an object (`what`: "invoice", "proposal"…); 404 naming
+/// the object otherwise.
+pub fn scope_of(tx: &impl ReadTx, caller: &Principal, owner: CustomerId, what: &str) -> Result<CustomerScope> {
+    caller.authorize_customer(owner, what)?;
+    if !is_listed(tx, owner)? {
+        return Err(Error::not_found(what));
+    }
+    Ok(CustomerScope { id: owner })
+}
+
+/// The portal's own scope on a listed customer, for jobs, webhooks and ingest keys that act without a
+/// signed-in caller; 404 `customer` when it is archived or gone.
+pub fn system_scope(tx: &impl ReadTx, id: CustomerId) -> Result<CustomerScope> {
+    get_listed(tx, id)?;
+    Ok(CustomerScope { id })
+}
