@@ -1,6 +1,7 @@
 //! `cargo bench --bench micro`: the building blocks of a request, measured alone with criterion: record
 //! encoding and decoding, a store point read and an indexed range read, access-token verification, the
 //! access check, the money split, and answering an invoice as JSON.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a failed check is a panic here
 
 use std::hint::black_box;
 

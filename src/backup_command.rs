@@ -134,7 +134,8 @@ async fn fetch(server: &str, token: &str, dest: &Path) -> Result<Summary> {
     if !resp.status().is_success() {
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        let message = body["error"]["message"].as_str().unwrap_or("no error message");
+        let message =
+            body.get("error").and_then(|e| e.get("message")).and_then(|m| m.as_str()).unwrap_or("no error message");
         return Err(Error(format!("{url} answered {status}: {message}")));
     }
     let expected = resp

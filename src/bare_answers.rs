@@ -35,7 +35,8 @@ impl<S: AsyncWrite + Unpin> DressBareAnswers<S> {
                 self.pending = None;
                 break;
             }
-            match ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))? {
+            let rest = bytes.get(*written..).unwrap_or_default();
+            match ready!(Pin::new(&mut self.inner).poll_write(cx, rest))? {
                 0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 n => *written += n,
             }
@@ -60,8 +61,11 @@ fn bare_status(head: &[u8]) -> Option<StatusCode> {
     let rest = head.strip_prefix(b"HTTP/1.1 ").or_else(|| head.strip_prefix(b"HTTP/1.0 "))?;
     let status = StatusCode::from_bytes(rest.get(..3)?).ok()?;
     let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let has_request_id =
-        head[..end].split(|&b| b == b'\n').any(|line| line.to_ascii_lowercase().starts_with(b"x-request-id:"));
+    let has_request_id = head
+        .get(..end)
+        .unwrap_or(head)
+        .split(|&b| b == b'\n')
+        .any(|line| line.to_ascii_lowercase().starts_with(b"x-request-id:"));
     let bare = matches!(status.as_u16(), 400 | 414 | 431) && !has_request_id;
     bare.then_some(status)
 }

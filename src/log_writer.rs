@@ -46,17 +46,14 @@ pub struct FlushGuard {
 }
 
 /// A writer for `sink` and the guard of its writer thread.
-pub fn batched<W: Write + Send + 'static>(sink: W) -> (BatchedWriter<W>, FlushGuard) {
+pub fn batched<W: Write + Send + 'static>(sink: W) -> std::io::Result<(BatchedWriter<W>, FlushGuard)> {
     let shared = Arc::new(Shared { pending: Mutex::default(), arrived: Condvar::new() });
     let sink = Arc::new(Mutex::new(sink));
     let thread = {
         let (shared, sink) = (shared.clone(), sink.clone());
-        std::thread::Builder::new()
-            .name("portal-log".into())
-            .spawn(move || write_until_closed(&shared, &sink))
-            .expect("cannot start the log writer thread")
+        std::thread::Builder::new().name("portal-log".into()).spawn(move || write_until_closed(&shared, &sink))?
     };
-    (BatchedWriter { shared: shared.clone(), sink }, FlushGuard { shared, thread: Some(thread) })
+    Ok((BatchedWriter { shared: shared.clone(), sink }, FlushGuard { shared, thread: Some(thread) }))
 }
 
 fn write_until_closed<W: Write>(shared: &Shared, sink: &Mutex<W>) {
@@ -160,7 +157,7 @@ mod tests {
     #[test]
     fn every_line_is_written_once_in_order_from_many_threads() {
         let sink = Collected::default();
-        let (writer, guard) = batched(sink.clone());
+        let (writer, guard) = batched(sink.clone()).unwrap();
         let writer = Arc::new(writer);
         let threads: Vec<_> = (0..4)
             .map(|t| {
@@ -191,7 +188,7 @@ mod tests {
     #[test]
     fn a_line_is_written_soon_without_a_flush() {
         let sink = Collected::default();
-        let (writer, _guard) = batched(sink.clone());
+        let (writer, _guard) = batched(sink.clone()).unwrap();
         writer.make_writer().write_all(b"hello\n").unwrap();
         for _ in 0..200 {
             if sink.0.lock().unwrap().as_slice() == b"hello\n" {

@@ -35,15 +35,15 @@ pub fn with_request_id<F: Future>(id: String, request: F) -> impl Future<Output 
 
 /// Logs to stderr through a writer thread (see [`log_writer`]), filtered by `PORTAL_LOG` (default
 /// `info`); the returned guard writes out what is still waiting when dropped.
-pub fn init(format: LogFormat) -> FlushGuard {
+pub fn init(format: LogFormat) -> std::io::Result<FlushGuard> {
     let filter = EnvFilter::try_from_env("PORTAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = log_writer::batched(std::io::stderr());
+    let (writer, guard) = log_writer::batched(std::io::stderr())?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
         .event_format(Lines { json: format == LogFormat::Json })
         .init();
-    guard
+    Ok(guard)
 }
 
 /// Formats events as the portal's log lines.

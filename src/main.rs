@@ -162,10 +162,10 @@ async fn serve(config: Config) -> portal_core::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(config) => {
-            let _log = logging::init(config.core.log_format);
-            block_on(serve(config)).map_err(|e| e.to_string())
-        }
+        Command::Serve(config) => match logging::init(config.core.log_format) {
+            Ok(_log) => block_on(serve(config)).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("cannot start the log writer: {e}")),
+        },
         Command::Openapi => portal::app::openapi_document().map(|doc| print!("{doc}")).map_err(|e| e.to_string()),
         Command::Backup(args) => backup_command::run_backup(args).map_err(|e| e.0),
         Command::Restore(args) => backup_command::run_restore(args).map_err(|e| e.0),

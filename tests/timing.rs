@@ -1,6 +1,7 @@
 //! Account hunters learn nothing from the clock: every `/auth/*` route that takes an address answers an
 //! address with an account in the same time as one without (median of 30 each, requests interleaved).
 //! A binary of its own, so that no other test shares the machine while it measures.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a failed check is a panic here
 
 #[allow(dead_code)] // the API tests' helpers; this binary uses a few
 #[path = "api/helpers.rs"]

@@ -5,7 +5,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use portal_core::ids::{CustomerId, UserId};
-use portal_core::table::key;
+use portal_core::table::{key, key_from};
 use portal_core::{Error, ReadTx, Record, Result, Timestamp};
 use portal_customers::CustomerScope;
 use redb::WriteTransaction;
@@ -93,7 +93,7 @@ pub(crate) fn remove_customer(tx: &WriteTransaction, customer: CustomerId) -> Re
         if let Some(digest) = KEYS_BY_CUSTOMER.get(tx, &by_customer)? {
             KEYS_BY_HASH.remove(tx, &digest)?;
         }
-        INGEST_KEYS.remove(tx, &by_customer[16..])?;
+        INGEST_KEYS.remove(tx, key_from(&by_customer, 16))?;
         KEYS_BY_CUSTOMER.remove(tx, &by_customer)?;
     }
     Ok(())

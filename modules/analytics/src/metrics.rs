@@ -59,17 +59,15 @@ pub fn shares(counts: [u64; 4]) -> [f64; 4] {
     if total == 0 {
         return [0.0; 4];
     }
-    let mut units = [0u128; 4];
-    let mut remainders = [(0u128, 0usize); 4];
-    for (i, &c) in counts.iter().enumerate() {
-        let exact = c as u128 * 10_000;
-        units[i] = exact / total;
-        remainders[i] = (exact % total, i);
-    }
+    let mut units = counts.map(|c| c as u128 * 10_000 / total);
+    let mut remainders: Vec<(u128, usize)> =
+        counts.iter().enumerate().map(|(i, &c)| (c as u128 * 10_000 % total, i)).collect();
     let leftover = 10_000 - units.iter().sum::<u128>();
     remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     for &(_, i) in remainders.iter().take(leftover as usize) {
-        units[i] += 1;
+        if let Some(unit) = units.get_mut(i) {
+            *unit += 1;
+        }
     }
     units.map(|u| u as f64 / 100.0)
 }
@@ -83,6 +81,7 @@ pub fn top_events(mut counts: Vec<(String, u64)>) -> Vec<(String, u64)> {
 
 pub fn compute(range: DateRange, f: &Figures) -> AnalyticsMetrics {
     let device = shares(f.platform_events);
+    let share = |platform: Platform| device.get(platform.index()).copied().unwrap_or_default();
     let trend = range
         .days()
         .enumerate()
@@ -104,10 +103,10 @@ pub fn compute(range: DateRange, f: &Figures) -> AnalyticsMetrics {
             .map(|(name, count)| FeatureUsage { feature: name.clone(), usage_count: *count })
             .collect(),
         device_breakdown: DeviceBreakdown {
-            ios: device[Platform::Ios.index()],
-            android: device[Platform::Android.index()],
-            web: device[Platform::Web.index()],
-            other: device[Platform::Other.index()],
+            ios: share(Platform::Ios),
+            android: share(Platform::Android),
+            web: share(Platform::Web),
+            other: share(Platform::Other),
         },
         user_growth_trend: trend,
         data_timeframe: DataTimeframe { start_date: range.start.iso(), end_date: range.end.iso() },

@@ -4,7 +4,7 @@
 //! Every function here that writes notes the change for the in-memory session cache.
 
 use portal_core::ids::{SessionId, UserId};
-use portal_core::table::{key, Page};
+use portal_core::table::{key, key_from, Page};
 use portal_core::{ReadTx, Result, Timestamp};
 use redb::WriteTransaction;
 
@@ -51,7 +51,9 @@ pub fn open(tx: &WriteTransaction, user: UserId, holder: Holder, policy: &Policy
     SESSIONS.insert(tx, &session.id.to_key(), &session)?;
     SESSIONS_BY_USER.put(tx, &key(&[&user.to_key(), &session.id.to_key()]), &[])?;
     SESSIONS_BY_COOKIE.put(tx, &session.cookie_hash, &session.id.to_key())?;
-    REFRESH_TOKENS.insert(tx, &session.refresh_hashes[0], &RefreshEntry { session_id: session.id })?;
+    if let Some(first) = session.refresh_hashes.first() {
+        REFRESH_TOKENS.insert(tx, first, &RefreshEntry { session_id: session.id })?;
+    }
     portal_core::audit::record(tx, "auth", "sign_in", user, None)?;
     Ok(Opened { session, cookie, csrf, refresh })
 }
@@ -86,7 +88,7 @@ pub fn revoke_all(tx: &WriteTransaction, user: UserId, keep: Option<SessionId>) 
     let keys = SESSIONS_BY_USER.page_keys(tx, &Page { prefix: &prefix, after: None, limit: usize::MAX })?;
     let mut ended = 0;
     for k in keys {
-        let Some(id) = SessionId::from_key(&k[16..]) else { continue };
+        let Some(id) = SessionId::from_key(key_from(&k, 16)) else { continue };
         if Some(id) == keep {
             continue;
         }

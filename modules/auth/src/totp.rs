@@ -62,6 +62,7 @@ pub fn recovery_codes() -> (Vec<String>, Vec<[u8; 32]>) {
     let codes: Vec<String> = (0..RECOVERY_CODES)
         .map(|_| {
             let raw: [u8; 10] = rand::random();
+            #[allow(clippy::indexing_slicing)] // taken modulo the alphabet's length
             let chars: String = raw.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
             format!("{}-{}", &chars[..5], &chars[5..])
         })

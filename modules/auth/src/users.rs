@@ -3,7 +3,7 @@
 
 use portal_core::audit;
 use portal_core::ids::{CustomerId, UserId};
-use portal_core::table::{key, Page};
+use portal_core::table::{key, key_from, Page};
 use portal_core::{Error, ReadTx, Result, Role};
 use redb::WriteTransaction;
 
@@ -166,7 +166,7 @@ pub fn page_by_customer(
     let keys = USERS_BY_CUSTOMER.page_keys(tx, &Page { prefix: &prefix, after: after_key.as_deref(), limit })?;
     let mut users = Vec::with_capacity(keys.len());
     for k in keys {
-        if let Some(user) = USERS.get(tx, &k[16..])? {
+        if let Some(user) = USERS.get(tx, key_from(&k, 16))? {
             users.push(user);
         }
     }
@@ -177,7 +177,7 @@ pub fn page_by_customer(
 pub fn ids_of_customer(tx: &impl ReadTx, customer: CustomerId) -> Result<Vec<UserId>> {
     let prefix = customer.to_key();
     let keys = USERS_BY_CUSTOMER.page_keys(tx, &Page { prefix: &prefix, after: None, limit: usize::MAX })?;
-    Ok(keys.iter().filter_map(|k| UserId::from_key(&k[16..])).collect())
+    Ok(keys.iter().filter_map(|k| UserId::from_key(key_from(k, 16))).collect())
 }
 
 /// Turns sign-in on or off for every user of a customer (archiving), ending their sessions when off.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Datelike;
 use portal_core::ids::CustomerId;
 use portal_core::money::parse_non_negative_minor;
-use portal_core::table::key;
+use portal_core::table::{key, key_from, key_tail};
 use portal_core::{Context, Currency, Error, Job, Principal, ReadTx, Result, Timestamp};
 use portal_customers::CustomerScope;
 use portal_proposals::model::ProposalId;
@@ -68,7 +68,7 @@ pub fn list(
     let now = Timestamp::now();
     let mut out = Vec::new();
     let mut take = |k: &[u8]| -> Result<bool> {
-        let id = InvoiceId::from_key(&k[k.len() - 16..]);
+        let id = InvoiceId::from_key(key_tail(k, 16));
         if let Some(invoice) = id.map(|id| get(tx, id)).transpose()?.flatten() {
             if status.is_none_or(|s| s == invoice.status_at(now)) {
                 out.push(invoice);
@@ -101,7 +101,7 @@ pub fn any_for_customer(tx: &impl ReadTx, customer: CustomerId) -> Result<bool> 
 pub fn of_proposal(tx: &impl ReadTx, proposal: ProposalId) -> Result<Vec<InvoiceId>> {
     let mut ids = Vec::new();
     BY_PROPOSAL.visit_keys_desc(tx, &proposal.to_key(), None, |k| {
-        ids.extend(InvoiceId::from_key(&k[16..]));
+        ids.extend(InvoiceId::from_key(key_from(k, 16)));
         Ok::<_, portal_core::Error>(true)
     })?;
     ids.reverse();
@@ -112,7 +112,7 @@ pub fn of_proposal(tx: &impl ReadTx, proposal: ProposalId) -> Result<Vec<Invoice
 pub fn totals(tx: &impl ReadTx, scope: &[u8; 16]) -> Result<Vec<(Currency, Totals)>> {
     let mut out = Vec::new();
     TOTALS.scan_prefix(tx, scope, |k, totals| {
-        if let Some(currency) = std::str::from_utf8(&k[16..]).ok().and_then(|c| Currency::parse(c).ok()) {
+        if let Some(currency) = std::str::from_utf8(key_from(k, 16)).ok().and_then(|c| Currency::parse(c).ok()) {
             out.push((currency, totals));
         }
         Ok::<_, portal_core::Error>(true)
@@ -126,7 +126,7 @@ pub fn totals_at(tx: &impl ReadTx, scope: &[u8; 16], now: Timestamp) -> Result<V
     let mut out = totals(tx, scope)?;
     let mut due = Vec::new();
     DUE.visit_keys_desc(tx, &[], Some(&now.to_key()), |k| {
-        due.extend(InvoiceId::from_key(&k[8..]));
+        due.extend(InvoiceId::from_key(key_from(k, 8)));
         Ok::<_, portal_core::Error>(true)
     })?;
     for id in due {
@@ -135,11 +135,8 @@ pub fn totals_at(tx: &impl ReadTx, scope: &[u8; 16], now: Timestamp) -> Result<V
             continue;
         }
         if let Some((_, t)) = out.iter_mut().find(|(c, _)| *c == invoice.currency) {
-            let (from, to) = (InvoiceStatus::Pending.index(), InvoiceStatus::Overdue.index());
-            t.count[from] = t.count[from].saturating_sub(1);
-            t.count[to] += 1;
-            t.sum[from] -= invoice.total_amount;
-            t.sum[to] += invoice.total_amount;
+            t.add(InvoiceStatus::Pending, -1, -invoice.total_amount);
+            t.add(InvoiceStatus::Overdue, 1, invoice.total_amount);
         }
     }
     Ok(out)
@@ -217,12 +214,10 @@ fn unindex(tx: &WriteTransaction, old: &Invoice) -> Result<()> {
 /// Adds (`sign` 1) or removes (`sign` -1) an invoice's share of the running totals, portal-wide and for
 /// its customer.
 fn account(tx: &WriteTransaction, invoice: &Invoice, sign: i64) -> Result<()> {
-    let slot = invoice.status.index();
     for scope in [ALL, invoice.customer_id.to_key()] {
         let k = key(&[&scope, invoice.currency.as_str().as_bytes()]);
         let mut totals = TOTALS.get(tx, &k)?.unwrap_or_default();
-        totals.count[slot] = totals.count[slot].saturating_add_signed(sign);
-        totals.sum[slot] += sign * invoice.total_amount;
+        totals.add(invoice.status, sign, sign * invoice.total_amount);
         totals.refunded += sign * invoice.refunded_amount;
         TOTALS.insert(tx, &k, &totals)?;
         if let (InvoiceStatus::Paid, Some(paid)) = (invoice.status, invoice.paid_date) {
@@ -367,7 +362,7 @@ pub fn mark_overdue_now(tx: &WriteTransaction, id: InvoiceId, now: Timestamp) ->
 pub fn mark_overdue(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
     let mut due = Vec::new();
     DUE.visit_keys_desc(tx, &[], Some(&now.to_key()), |k| {
-        due.extend(InvoiceId::from_key(&k[8..]));
+        due.extend(InvoiceId::from_key(key_from(k, 8)));
         Ok::<_, portal_core::Error>(true)
     })?;
     for id in &due {

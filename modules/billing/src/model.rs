@@ -139,6 +139,23 @@ pub struct Totals {
 
 impl Record for Totals {}
 
+impl Totals {
+    /// How many invoices are in `status`, and their sum.
+    pub fn of(&self, status: InvoiceStatus) -> (u64, i64) {
+        let i = status.index();
+        (self.count.get(i).copied().unwrap_or(0), self.sum.get(i).copied().unwrap_or(0))
+    }
+
+    /// Counts `n` invoices (negative: takes them away) summing to `amount` in `status`.
+    pub fn add(&mut self, status: InvoiceStatus, n: i64, amount: i64) {
+        let i = status.index();
+        if let (Some(count), Some(sum)) = (self.count.get_mut(i), self.sum.get_mut(i)) {
+            *count = count.saturating_add_signed(n);
+            *sum += amount;
+        }
+    }
+}
+
 /// The record of money received for an invoice (one per paid invoice), written with the invoice's change
 /// to paid.
 #[derive(Debug, Clone, Serialize, Deserialize)]

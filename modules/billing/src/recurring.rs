@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{Datelike, Months, NaiveDate};
 use portal_core::ids::CustomerId;
-use portal_core::table::{key, Page};
+use portal_core::table::{key, key_from, Page};
 use portal_core::{Context, Error, Job, ReadTx, Result, Timestamp};
 use portal_customers::model::BillingSettings;
 use portal_customers::{system_scope, CustomerScope};
@@ -111,7 +111,7 @@ fn overlapping(tx: &impl ReadTx, customer: CustomerId, period: Period) -> Result
     let mut found = None;
     if let Some(target) = latest.first().map(|k| PERIODS.get(tx, k)).transpose()?.flatten() {
         if day_from_key(&target).is_some_and(|end| end > period.start) {
-            found = InvoiceId::from_key(&target[4..]);
+            found = InvoiceId::from_key(key_from(&target, 4));
         }
     }
     Ok(found)

@@ -20,7 +20,7 @@ use crate::views::{
 };
 
 fn slot(totals: &Totals, status: InvoiceStatus) -> (u64, i64) {
-    (totals.count[status.index()], totals.sum[status.index()])
+    totals.of(status)
 }
 
 /// Monthly recurring revenue of one customer, in its billing currency.
@@ -57,11 +57,11 @@ pub fn stats(tx: &impl ReadTx, now: Timestamp) -> Result<BillingStats> {
         let (paid_n, paid) = slot(&t, InvoiceStatus::Paid);
         let (pending_n, pending) = slot(&t, InvoiceStatus::Pending);
         let (overdue_n, overdue) = slot(&t, InvoiceStatus::Overdue);
-        by_status.draft += t.count[InvoiceStatus::Draft.index()];
+        by_status.draft += t.of(InvoiceStatus::Draft).0;
         by_status.pending += pending_n;
         by_status.paid += paid_n;
         by_status.overdue += overdue_n;
-        by_status.cancelled += t.count[InvoiceStatus::Cancelled.index()];
+        by_status.cancelled += t.of(InvoiceStatus::Cancelled).0;
         let money = |minor| to_major(minor, currency);
         currencies.push(CurrencyStats {
             currency: currency.to_string(),

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::{Principal, Role};
 use crate::error::Result;
 use crate::ids::{CustomerId, UserId};
-use crate::table::{decode, key, Index, ReadTx, Record, Table};
+use crate::table::{decode, key, key_from, Index, ReadTx, Record, Table};
 use crate::time::Timestamp;
 
 crate::id_type!(
@@ -147,7 +147,7 @@ fn object_key(object_id: &str) -> [u8; 16] {
 fn hashed_object_key(object_id: &str) -> [u8; 16] {
     let digest = Sha256::digest(object_id.as_bytes());
     let mut out = [0; 16];
-    out.copy_from_slice(&digest[..16]);
+    out.iter_mut().zip(digest).for_each(|(o, d)| *o = d);
     out
 }
 
@@ -216,7 +216,7 @@ pub fn list(tx: &ReadTransaction, filter: &Filter, after: Option<AuditId>, fetch
             let after_key = after_id.map(|a| key(&[&prefix, &a]));
             // Reading the entries table while walking the index is fine in a read transaction.
             index.visit_keys_desc(tx, &prefix, after_key.as_deref(), |k| {
-                match ENTRIES.get(tx, &k[prefix.len()..])? {
+                match ENTRIES.get(tx, key_from(k, prefix.len()))? {
                     Some(entry) => Ok::<_, crate::Error>(keep(entry)),
                     None => Ok(true),
                 }

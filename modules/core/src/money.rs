@@ -42,8 +42,8 @@ impl Currency {
     /// Accepts an active ISO 4217 code in upper case.
     pub fn parse(code: &str) -> Result<Self, String> {
         if CURRENCIES.binary_search_by(|(c, _)| (*c).cmp(code)).is_ok() {
-            let b = code.as_bytes();
-            Ok(Self([b[0], b[1], b[2]]))
+            let bytes = <[u8; 3]>::try_from(code.as_bytes()).map_err(|_| format!("`{code}` is not three letters"))?;
+            Ok(Self(bytes))
         } else {
             Err(format!("`{code}` is not an ISO 4217 currency code (upper case, e.g. USD)"))
         }
@@ -56,7 +56,11 @@ impl Currency {
     /// Digits after the decimal point (USD 2, JPY 0, KWD 3).
     pub fn exponent(&self) -> u32 {
         // Bytes, not `as_str`: this runs for every amount printed, and the UTF-8 check is not free.
-        CURRENCIES.binary_search_by(|(c, _)| c.as_bytes().cmp(&self.0)).map(|i| u32::from(CURRENCIES[i].1)).unwrap_or(2)
+        CURRENCIES
+            .binary_search_by(|(c, _)| c.as_bytes().cmp(&self.0))
+            .ok()
+            .and_then(|i| CURRENCIES.get(i))
+            .map_or(2, |(_, decimals)| u32::from(*decimals))
     }
 }
 
@@ -244,7 +248,9 @@ pub fn split_largest_remainder(total: i64, weights: &[u64]) -> Vec<i64> {
     // Largest remainder first; the stable sort keeps earlier shares first on ties.
     remainders.sort_by_key(|r| std::cmp::Reverse(r.0));
     for &(_, i) in remainders.iter().take(leftover as usize) {
-        shares[i] += 1;
+        if let Some(share) = shares.get_mut(i) {
+            *share += 1;
+        }
     }
     shares.into_iter().map(|s| s as i64).collect()
 }

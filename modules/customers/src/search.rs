@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use portal_core::ids::CustomerId;
-use portal_core::table::key;
+use portal_core::table::{key, key_from};
 use portal_core::{ReadTx, Result};
 use redb::WriteTransaction;
 
@@ -22,10 +22,10 @@ pub const MIN_QUERY_CHARS: usize = 2;
 fn grams_of(text: &str, into: &mut BTreeSet<Gram>) {
     let chars: Vec<char> = text.to_lowercase().chars().collect();
     for pair in chars.windows(2) {
-        let mut gram = [0u8; 8];
-        gram[..4].copy_from_slice(&u32::from(pair[0]).to_be_bytes());
-        gram[4..].copy_from_slice(&u32::from(pair[1]).to_be_bytes());
-        into.insert(gram);
+        if let [first, second] = pair {
+            let (a, b) = (u32::from(*first).to_be_bytes(), u32::from(*second).to_be_bytes());
+            into.insert([a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]);
+        }
     }
 }
 
@@ -99,8 +99,8 @@ pub(crate) fn candidates(
     }
     let after_key = after.map(|id| key(&[&rarest, &id.to_key()]));
     SEARCH.visit_keys_desc(tx, &rarest, after_key.as_deref(), |k| {
-        let Some(id) = CustomerId::from_key(&k[8..]) else { return Ok::<_, portal_core::Error>(true) };
-        for (_, gram) in &counted[1..] {
+        let Some(id) = CustomerId::from_key(key_from(k, 8)) else { return Ok::<_, portal_core::Error>(true) };
+        for (_, gram) in counted.iter().skip(1) {
             if !SEARCH.contains(tx, &key(&[gram, &id.to_key()]))? {
                 return Ok(true);
             }

@@ -5,7 +5,7 @@ use portal_core::audit;
 use portal_core::error::Validation;
 use portal_core::ids::CustomerId;
 use portal_core::money::{parse_non_negative_minor, TaxRate};
-use portal_core::table::key;
+use portal_core::table::{key, key_from};
 use portal_core::{Currency, Error, JsonObject, Principal, ReadTx, Result, Timestamp};
 use redb::WriteTransaction;
 
@@ -150,7 +150,9 @@ pub fn visit_by_status(
     status: CustomerStatus,
     mut visit: impl FnMut(CustomerId) -> Result<bool>,
 ) -> Result<()> {
-    BY_STATUS.visit_keys_desc(tx, &[status.tag()], None, |k| CustomerId::from_key(&k[1..]).map_or(Ok(true), &mut visit))
+    BY_STATUS.visit_keys_desc(tx, &[status.tag()], None, |k| {
+        CustomerId::from_key(key_from(k, 1)).map_or(Ok(true), &mut visit)
+    })
 }
 
 /// How many listed customers have each status (counted on the status index, no record read).
@@ -538,7 +540,7 @@ pub fn list(
         let prefix = [status.tag()];
         let after_key = after_id.map(|id| key(&[&prefix, &id]));
         BY_STATUS.visit_keys_desc(tx, &prefix, after_key.as_deref(), |k| {
-            CustomerId::from_key(&k[1..]).map_or(Ok(true), &mut take)
+            CustomerId::from_key(key_from(k, 1)).map_or(Ok(true), &mut take)
         })?;
     } else {
         LISTED.visit_keys_desc(tx, &[], after_id.as_ref().map(|k| k.as_slice()), |k| {

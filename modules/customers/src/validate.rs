@@ -65,13 +65,17 @@ pub fn firebase_project_id(value: &str) -> Check {
 pub fn firebase_app_id(value: &str) -> Check {
     let parts: Vec<&str> = value.split(':').collect();
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let ok = parts.len() == 4
-        && digits(parts[0])
-        && digits(parts[1])
-        && matches!(parts[2], "ios" | "android" | "web")
-        && !parts[3].is_empty()
-        && parts[3].len() <= 64
-        && parts[3].bytes().all(|b| b.is_ascii_hexdigit());
+    let ok = match parts.as_slice() {
+        [one, project, platform, hex] => {
+            digits(one)
+                && digits(project)
+                && matches!(*platform, "ios" | "android" | "web")
+                && !hex.is_empty()
+                && hex.len() <= 64
+                && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        }
+        _ => false,
+    };
     if ok {
         Ok(())
     } else {

@@ -5,7 +5,7 @@ use portal_core::audit;
 use portal_core::error::Validation;
 use portal_core::ids::CustomerId;
 use portal_core::money::{parse_fixed, parse_non_negative_minor};
-use portal_core::table::{key, Page};
+use portal_core::table::{key, key_from, Page};
 use portal_core::{Currency, Error, Principal, ReadTx, Result, Timestamp};
 use portal_customers::CustomerScope;
 use redb::WriteTransaction;
@@ -59,7 +59,7 @@ pub fn accepted_of_customer(tx: &impl ReadTx, customer: CustomerId) -> Result<Ve
     let keys = BY_CUSTOMER_STATUS.page_keys(tx, &Page { prefix: &prefix, after: None, limit: usize::MAX })?;
     let mut out = Vec::with_capacity(keys.len());
     for k in keys.iter().rev() {
-        if let Some(p) = ProposalId::from_key(&k[17..]).map(|id| get(tx, id)).transpose()?.flatten() {
+        if let Some(p) = ProposalId::from_key(key_from(k, 17)).map(|id| get(tx, id)).transpose()?.flatten() {
             out.push(p);
         }
     }
@@ -93,7 +93,7 @@ fn list_of(
     let mut out = Vec::new();
     let after_key = after.map(|id| key(&[&customer.to_key(), &id.to_key()]));
     BY_CUSTOMER.visit_keys_desc(tx, &customer.to_key(), after_key.as_deref(), |k| {
-        if let Some(p) = ProposalId::from_key(&k[16..]).map(|id| get(tx, id)).transpose()?.flatten() {
+        if let Some(p) = ProposalId::from_key(key_from(k, 16)).map(|id| get(tx, id)).transpose()?.flatten() {
             if status.is_none_or(|s| s == p.status_at(now)) {
                 out.push(p);
             }
@@ -202,7 +202,7 @@ pub fn expire_due(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
     let upto = now.to_key();
     let mut due = Vec::new();
     EXPIRY.visit_keys_desc(tx, &[], Some(&upto), |k| {
-        due.extend(ProposalId::from_key(&k[8..]));
+        due.extend(ProposalId::from_key(key_from(k, 8)));
         Ok::<_, portal_core::Error>(true)
     })?;
     for id in &due {

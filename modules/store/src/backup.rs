@@ -195,7 +195,7 @@ pub fn file_sha256(path: &Path) -> Result<String> {
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
+        hasher.update(buf.get(..n).unwrap_or_default());
     }
     Ok(hex(&hasher.finalize()))
 }

@@ -26,13 +26,31 @@ use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 
 /// The journal's file name is the store file's with this appended.
 pub const SUFFIX: &str = "-journal";
+
+/// A lock whose holder panicked guards pages that may be half updated: the operation fails as a disk
+/// error would (the portal's policy: locks around data that cannot be rebuilt fail, caches recover).
+fn poisoned<E>(_: E) -> io::Error {
+    io::Error::other("the store journal's state was left half updated by a panic")
+}
+
+fn lock<T>(m: &Mutex<T>) -> io::Result<MutexGuard<'_, T>> {
+    m.lock().map_err(poisoned)
+}
+
+fn read<T>(l: &RwLock<T>) -> io::Result<RwLockReadGuard<'_, T>> {
+    l.read().map_err(poisoned)
+}
+
+fn write<T>(l: &RwLock<T>) -> io::Result<RwLockWriteGuard<'_, T>> {
+    l.write().map_err(poisoned)
+}
 
 const FILE_MAGIC: &[u8; 8] = b"pjournal";
 const FILE_HEADER: u64 = 32;
@@ -123,13 +141,13 @@ impl JournalSync {
     /// durable once it returns `Ok`.
     fn sync(&self) -> io::Result<()> {
         #[cfg(test)]
-        if let Some((started, go)) = self.hold.lock().unwrap().take() {
+        if let Some((started, go)) = lock(&self.hold)?.take() {
             let _ = started.send(());
             let _ = go.recv();
         }
         self.check()?;
-        let mut tail = self.tail.lock().unwrap();
-        let batches = std::mem::take(&mut *self.queued.lock().unwrap());
+        let mut tail = lock(&self.tail)?;
+        let batches = std::mem::take(&mut *lock(&self.queued)?);
         #[cfg(test)]
         if self.fail_next.swap(false, Ordering::SeqCst) {
             self.failed.store(true, Ordering::SeqCst);
@@ -145,31 +163,23 @@ impl JournalSync {
         }
         let mut out = Vec::new();
         for ops in batches {
-            let start = out.len();
-            out.resize(start + BATCH_HEADER, 0);
+            let mut body = Vec::new();
             for op in &ops {
                 match op {
                     Op::Write(offset, data) => {
-                        out.push(WRITE);
-                        out.extend_from_slice(&offset.to_le_bytes());
-                        out.extend_from_slice(&(data.len() as u64).to_le_bytes());
-                        out.extend_from_slice(data);
+                        body.push(WRITE);
+                        body.extend_from_slice(&offset.to_le_bytes());
+                        body.extend_from_slice(&(data.len() as u64).to_le_bytes());
+                        body.extend_from_slice(data);
                     }
                     Op::SetLen(len) => {
-                        out.push(SET_LEN);
-                        out.extend_from_slice(&len.to_le_bytes());
+                        body.push(SET_LEN);
+                        body.extend_from_slice(&len.to_le_bytes());
                     }
                 }
             }
-            let body_len = (out.len() - start - BATCH_HEADER) as u64;
-            let body_crc = crc32fast::hash(&out[start + BATCH_HEADER..]);
-            let header = &mut out[start..start + BATCH_HEADER];
-            header[0..4].copy_from_slice(&BATCH_MAGIC.to_le_bytes());
-            header[4..12].copy_from_slice(&tail.generation.to_le_bytes());
-            header[12..20].copy_from_slice(&body_len.to_le_bytes());
-            header[20..24].copy_from_slice(&body_crc.to_le_bytes());
-            let header_crc = crc32fast::hash(&header[..24]);
-            header[24..28].copy_from_slice(&header_crc.to_le_bytes());
+            out.extend_from_slice(&batch_header(tail.generation, &body));
+            out.extend_from_slice(&body);
         }
         self.file.write_all_at(&out, tail.end)?;
         tail.end += out.len() as u64;
@@ -178,12 +188,10 @@ impl JournalSync {
 
     /// Writes the journal header of a new generation (the old one's batches stop counting) and syncs it.
     fn start_generation(&self, generation: u64) -> io::Result<()> {
-        let mut tail = self.tail.lock().unwrap();
-        let mut header = [0u8; FILE_HEADER as usize];
-        header[..8].copy_from_slice(FILE_MAGIC);
-        header[8..16].copy_from_slice(&generation.to_le_bytes());
-        let crc = crc32fast::hash(&header[..16]);
-        header[16..20].copy_from_slice(&crc.to_le_bytes());
+        let mut tail = lock(&self.tail)?;
+        let mut header = [FILE_MAGIC.as_slice(), &generation.to_le_bytes()].concat();
+        header.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
+        header.resize(FILE_HEADER as usize, 0);
         self.file.write_all_at(&header, 0)?;
         self.file.sync_data()?;
         *tail = Tail { end: FILE_HEADER, generation };
@@ -229,7 +237,7 @@ impl JournaledFile {
     pub(crate) fn hold_next_sync(&self) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
         let (started, started_rx) = std::sync::mpsc::channel();
         let (go, go_rx) = std::sync::mpsc::channel();
-        *self.journal.hold.lock().unwrap() = Some((started, go_rx));
+        *self.journal.hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((started, go_rx));
         (started_rx, go)
     }
 
@@ -237,10 +245,10 @@ impl JournaledFile {
     /// memory, its file is up to date and the journal takes no disk space. Call it between commits, on
     /// the committing thread.
     pub fn checkpoint_if_written(&self) -> io::Result<()> {
-        let written = self.state.read().unwrap().journal_bytes > 0;
+        let written = read(&self.state)?.journal_bytes > 0;
         if written {
             self.checkpoint()?;
-            let _tail = self.journal.tail.lock().unwrap();
+            let _tail = lock(&self.journal.tail)?;
             self.journal.file.set_len(FILE_HEADER)?;
         }
         Ok(())
@@ -305,7 +313,7 @@ impl JournaledFile {
         // The store file may only hold what the journal already made durable.
         self.journal.sync()?;
         {
-            let state = self.state.read().unwrap();
+            let state = read(&self.state)?;
             if state.zero_from < state.store_len {
                 self.store.set_len(state.zero_from)?;
             }
@@ -318,14 +326,14 @@ impl JournaledFile {
             self.store.sync_data()?;
         }
         {
-            let mut state = self.state.write().unwrap();
+            let mut state = write(&self.state)?;
             state.store_len = state.len;
             state.zero_from = state.len;
             state.pending.clear();
             state.pending_bytes = 0;
             state.journal_bytes = 0;
         }
-        let generation = self.journal.tail.lock().unwrap().generation;
+        let generation = lock(&self.journal.tail)?.generation;
         self.journal.start_generation(generation + 1)
     }
 }
@@ -334,13 +342,16 @@ impl JournaledFile {
 /// Returns the generation found (0 for a new or unreadable journal).
 fn recover(store: &File, journal: &File) -> io::Result<u64> {
     let mut header = [0u8; FILE_HEADER as usize];
-    if read_at(journal, &mut header, 0)? < header.len()
-        || &header[..8] != FILE_MAGIC
-        || crc32fast::hash(&header[..16]).to_le_bytes() != header[16..20]
-    {
+    if read_at(journal, &mut header, 0)? < header.len() {
         return Ok(0);
     }
-    let generation = u64::from_le_bytes(header[8..16].try_into().unwrap());
+    let (Some(magic), Some(generation), Some(crc)) = (header.get(..8), u64_at(&header, 8), u32_at(&header, 16)) else {
+        return Ok(0);
+    };
+    let covered = header.get(..16).map(crc32fast::hash);
+    if magic != FILE_MAGIC || covered != Some(crc) {
+        return Ok(0);
+    }
     let mut at = FILE_HEADER;
     let mut applied = false;
     while let Some(body) = read_batch(journal, at, generation)? {
@@ -360,14 +371,17 @@ fn read_batch(journal: &File, at: u64, generation: u64) -> io::Result<Option<Vec
     if read_at(journal, &mut header, at)? < BATCH_HEADER {
         return Ok(None);
     }
-    let field = |range: std::ops::Range<usize>| u64::from_le_bytes(header[range].try_into().unwrap());
-    let word = |range: std::ops::Range<usize>| u32::from_le_bytes(header[range].try_into().unwrap());
-    if word(0..4) != BATCH_MAGIC || field(4..12) != generation || word(24..28) != crc32fast::hash(&header[..24]) {
+    let (Some(magic), Some(found), Some(len), Some(body_crc), Some(header_crc)) =
+        (u32_at(&header, 0), u64_at(&header, 4), u64_at(&header, 12), u32_at(&header, 20), u32_at(&header, 24))
+    else {
+        return Ok(None);
+    };
+    if magic != BATCH_MAGIC || found != generation || Some(header_crc) != header.get(..24).map(crc32fast::hash) {
         return Ok(None);
     }
-    let Ok(len) = usize::try_from(field(12..20)) else { return Ok(None) };
+    let Ok(len) = usize::try_from(len) else { return Ok(None) };
     let mut body = vec![0u8; len];
-    if read_at(journal, &mut body, at + BATCH_HEADER as u64)? < len || crc32fast::hash(&body) != word(20..24) {
+    if read_at(journal, &mut body, at + BATCH_HEADER as u64)? < len || crc32fast::hash(&body) != body_crc {
         return Ok(None);
     }
     Ok(Some(body))
@@ -378,19 +392,18 @@ fn apply(store: &File, mut body: &[u8]) -> io::Result<()> {
     let corrupt =
         || io::Error::new(io::ErrorKind::InvalidData, "a journal batch passed its checksum but does not parse");
     while let Some((&op, rest)) = body.split_first() {
-        let number = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().unwrap());
         match op {
-            WRITE if rest.len() >= 16 => {
-                let offset = number(&rest[..8]);
-                let len = usize::try_from(number(&rest[8..16])).map_err(|_| corrupt())?;
+            WRITE => {
+                let (offset, len) = u64_at(rest, 0).zip(u64_at(rest, 8)).ok_or_else(corrupt)?;
+                let len = usize::try_from(len).map_err(|_| corrupt())?;
                 let end = len.checked_add(16).ok_or_else(corrupt)?;
                 let data = rest.get(16..end).ok_or_else(corrupt)?;
                 store.write_all_at(data, offset)?;
-                body = &rest[end..];
+                body = rest.get(end..).ok_or_else(corrupt)?;
             }
-            SET_LEN if rest.len() >= 8 => {
-                store.set_len(number(&rest[..8]))?;
-                body = &rest[8..];
+            SET_LEN => {
+                store.set_len(u64_at(rest, 0).ok_or_else(corrupt)?)?;
+                body = rest.get(8..).ok_or_else(corrupt)?;
             }
             _ => return Err(corrupt()),
         }
@@ -398,11 +411,35 @@ fn apply(store: &File, mut body: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The 32-byte header of a batch: magic, generation, body length, body checksum, its own checksum, padding.
+fn batch_header(generation: u64, body: &[u8]) -> Vec<u8> {
+    let mut header = [
+        BATCH_MAGIC.to_le_bytes().as_slice(),
+        &generation.to_le_bytes(),
+        &(body.len() as u64).to_le_bytes(),
+        &crc32fast::hash(body).to_le_bytes(),
+    ]
+    .concat();
+    header.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
+    header.resize(BATCH_HEADER, 0);
+    header
+}
+
+/// The little-endian u64 at `at`, if `bytes` holds one there.
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.get(at..at.checked_add(8)?)?.try_into().ok()?))
+}
+
+/// The little-endian u32 at `at`, if `bytes` holds one there.
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?))
+}
+
 /// Reads as much of `out` as the file holds at `offset`; returns how much that was.
 fn read_at(file: &File, out: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
-    while done < out.len() {
-        match file.read_at(&mut out[done..], offset + done as u64) {
+    while let Some(rest) = out.get_mut(done..).filter(|rest| !rest.is_empty()) {
+        match file.read_at(rest, offset + done as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -414,46 +451,52 @@ fn read_at(file: &File, out: &mut [u8], offset: u64) -> io::Result<usize> {
 
 impl State {
     /// Records `data` at `offset` as the newest bytes there, cutting what it overlaps.
-    fn put(&mut self, offset: u64, data: Arc<[u8]>) {
+    fn put(&mut self, offset: u64, data: Arc<[u8]>) -> io::Result<()> {
         let end = offset + data.len() as u64;
-        self.cut(offset, end);
+        self.cut(offset, end)?;
         self.pending_bytes += data.len();
         self.pending.insert(offset, data);
+        Ok(())
     }
 
     /// Removes the pending bytes in `start..end`, keeping the parts of entries outside it.
-    fn cut(&mut self, start: u64, end: u64) {
+    fn cut(&mut self, start: u64, end: u64) -> io::Result<()> {
+        let inconsistent = || io::Error::other("the store journal's pending pages overlap");
         loop {
             // The last entry starting before `end`; earlier ones end before it starts.
-            let Some((&at, data)) = self.pending.range(..end).next_back() else { return };
+            let Some((&at, data)) = self.pending.range(..end).next_back() else { return Ok(()) };
             let data_end = at + data.len() as u64;
             if data_end <= start {
-                return;
+                return Ok(());
             }
-            let data = self.pending.remove(&at).unwrap();
+            let data = self.pending.remove(&at).ok_or_else(inconsistent)?;
             self.pending_bytes -= data.len();
             if data_end > end {
-                let tail: Arc<[u8]> = Arc::from(&data[(end - at) as usize..]);
+                let tail: Arc<[u8]> = Arc::from(data.get((end - at) as usize..).ok_or_else(inconsistent)?);
                 self.pending_bytes += tail.len();
                 self.pending.insert(end, tail);
             }
             if at < start {
-                let head: Arc<[u8]> = Arc::from(&data[..(start - at) as usize]);
+                let head: Arc<[u8]> = Arc::from(data.get(..(start - at) as usize).ok_or_else(inconsistent)?);
                 self.pending_bytes += head.len();
                 self.pending.insert(at, head);
-                return;
+                return Ok(());
             }
         }
     }
 }
 
+fn out_of_range() -> io::Error {
+    io::Error::other("a read of the store fell outside its pending pages")
+}
+
 impl StorageBackend for JournaledFile {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.state.read().unwrap().len)
+        Ok(read(&self.state)?.len)
     }
 
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        let state = self.state.read().unwrap();
+        let state = read(&self.state)?;
         let end = offset + out.len() as u64;
         if end > state.len {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the store"));
@@ -462,29 +505,30 @@ impl StorageBackend for JournaledFile {
         if let Some((at, data)) = state.pending.range(..=offset).next_back() {
             if at + data.len() as u64 >= end {
                 let from = (offset - at) as usize;
-                out.copy_from_slice(&data[from..from + out.len()]);
+                out.copy_from_slice(data.get(from..from + out.len()).ok_or_else(out_of_range)?);
                 return Ok(());
             }
         }
         let on_disk = state.zero_from.min(state.store_len);
         let from_disk = on_disk.saturating_sub(offset).min(out.len() as u64) as usize;
-        self.store.read_exact_at(&mut out[..from_disk], offset)?;
-        out[from_disk..].fill(0);
+        let (disk_part, zero_part) = out.split_at_mut(from_disk);
+        self.store.read_exact_at(disk_part, offset)?;
+        zero_part.fill(0);
         let overlapping = state.pending.range(..end).rev().take_while(|(at, data)| **at + data.len() as u64 > offset);
         for (at, data) in overlapping {
             let start = (*at).max(offset);
             let stop = (at + data.len() as u64).min(end);
-            out[(start - offset) as usize..(stop - offset) as usize]
-                .copy_from_slice(&data[(start - at) as usize..(stop - at) as usize]);
+            let target = out.get_mut((start - offset) as usize..(stop - offset) as usize).ok_or_else(out_of_range)?;
+            target.copy_from_slice(data.get((start - at) as usize..(stop - at) as usize).ok_or_else(out_of_range)?);
         }
         Ok(())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let mut state = self.state.write().unwrap();
+        let mut state = write(&self.state)?;
         if len < state.len {
             let old = state.len;
-            state.cut(len, old);
+            state.cut(len, old)?;
             state.zero_from = state.zero_from.min(len);
         }
         state.len = len;
@@ -495,12 +539,12 @@ impl StorageBackend for JournaledFile {
     fn sync_data(&self) -> io::Result<()> {
         self.journal.check()?;
         let (batch, due) = {
-            let mut state = self.state.write().unwrap();
+            let mut state = write(&self.state)?;
             let due = state.pending_bytes > PENDING_LIMIT || state.journal_bytes > JOURNAL_LIMIT;
             (std::mem::take(&mut state.batch), due)
         };
         if !batch.is_empty() {
-            self.journal.queued.lock().unwrap().push(batch);
+            lock(&self.journal.queued)?.push(batch);
         }
         if due {
             self.checkpoint()
@@ -513,9 +557,9 @@ impl StorageBackend for JournaledFile {
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let data: Arc<[u8]> = Arc::from(data);
-        let mut state = self.state.write().unwrap();
+        let mut state = write(&self.state)?;
         state.journal_bytes += data.len() as u64 + 17;
-        state.put(offset, Arc::clone(&data));
+        state.put(offset, Arc::clone(&data))?;
         state.batch.push(Op::Write(offset, data));
         Ok(())
     }

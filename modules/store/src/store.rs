@@ -471,17 +471,20 @@ fn commit_group(db: &Db, group: Vec<WriteJob>) -> (Answers, Aftermath) {
             continue;
         }
         let last = segments.iter().all(|s| s.is_empty());
-        match run_together(db, &group[segment.clone()], last) {
+        let Some(jobs) = group.get(segment.clone()) else { continue };
+        match run_together(db, jobs, last) {
             Ran::Committed(values, more) => {
-                for (i, value) in segment.zip(values) {
-                    results[i] = Some(Ok(value));
+                for (slot, value) in results.iter_mut().skip(segment.start).zip(values) {
+                    *slot = Some(Ok(value));
                 }
                 aftermath.add(more);
                 unsynced = !last;
             }
             Ran::Failed(at, e) => {
                 let failed = segment.start + at;
-                results[failed] = Some(Err(e));
+                if let Some(slot) = results.get_mut(failed) {
+                    *slot = Some(Err(e));
+                }
                 segments.push_front(failed + 1..segment.end);
                 segments.push_front(segment.start..failed);
             }

@@ -174,6 +174,16 @@ pub fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     (start, Bound::Unbounded)
 }
 
+/// The part of a stored key from byte `from` on; empty for a shorter key, which then names nothing.
+pub fn key_from(key: &[u8], from: usize) -> &[u8] {
+    key.get(from..).unwrap_or_default()
+}
+
+/// The last `n` bytes of a stored key (all of it when shorter).
+pub fn key_tail(key: &[u8], n: usize) -> &[u8] {
+    key.get(key.len().saturating_sub(n)..).unwrap_or_default()
+}
+
 /// Concatenates fixed-width key parts.
 pub fn key(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
@@ -352,7 +362,7 @@ impl Index {
         let (prefix, after) = (self.stored(prefix), after.map(|a| self.stored(a)));
         let range = page_range(&Page { prefix: &prefix, after: after.as_deref(), limit: usize::MAX });
         let tag = self.tag.len();
-        tx.scan_raw(self.def, as_ref_range(&range), true, |k, _| visit(&k[tag..]))
+        tx.scan_raw(self.def, as_ref_range(&range), true, |k, _| visit(k.get(tag..).unwrap_or_default()))
     }
 
     /// Moves every entry of `former`, a table that held this index on its own, into this shared index and

@@ -275,10 +275,12 @@ mod tests {
     use super::{Stripe, StripeConfig};
 
     fn client(base: String, timeout_secs: u64) -> Stripe {
-        let mut config = StripeConfig::default();
-        config.stripe_secret_key = Some(Secret::new("sk_test_unreachable"));
-        config.stripe_api_base = base;
-        config.stripe_timeout_seconds = timeout_secs;
+        let config = StripeConfig {
+            stripe_secret_key: Some(Secret::new("sk_test_unreachable")),
+            stripe_api_base: base,
+            stripe_timeout_seconds: timeout_secs,
+            ..StripeConfig::default()
+        };
         Stripe::from_config(&config).unwrap().unwrap()
     }
 

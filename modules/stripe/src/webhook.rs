@@ -40,7 +40,10 @@ pub fn verify(header: &str, body: &[u8], secret: &str, now: i64) -> Result<()> {
 
 /// The v1 signature of `body` at `timestamp`.
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        // HMAC takes keys of any length, so this never happens; an empty signature matches nothing.
+        return Vec::new();
+    };
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);

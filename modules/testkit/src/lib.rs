@@ -1,4 +1,5 @@
 //! Real servers for tests. `SmtpServer` runs Python's aiosmtpd on a free loopback port (the test script
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test support: a panic is a failed test
 //! installs it into `.venv`) and records every message it receives; `LocalStripe` runs the localstripe
 //! fake Stripe API.
 #![forbid(unsafe_code)]

@@ -128,8 +128,10 @@ fn unlinked(why: &str) -> Error {
 }
 
 fn parse_details(details: &Value) -> Result<Property> {
-    let id = details["analyticsProperty"]["id"]
-        .as_str()
+    let id = details
+        .get("analyticsProperty")
+        .and_then(|property| property.get("id"))
+        .and_then(Value::as_str)
         .ok_or_else(|| unlinked("the Firebase project is not linked to a Google Analytics property"))?;
     let number = id.strip_prefix("properties/").unwrap_or(id);
     if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {

@@ -171,7 +171,10 @@ pub(crate) fn assemble(range: DateRange, answers: Vec<(Kind, Value)>) -> Result<
                         NaiveDate::parse_from_str(raw, "%Y%m%d").map_err(|_| invalid(format!("bad date {raw:?}")))?;
                     let day = Day::from_date(date);
                     if range.contains(day) {
-                        f.daily_users[(day.0 - range.start.0) as usize] += report.count(row, "totalUsers")?;
+                        let users = report.count(row, "totalUsers")?;
+                        if let Some(slot) = f.daily_users.get_mut((day.0 - range.start.0) as usize) {
+                            *slot += users;
+                        }
                     }
                 }
             }
@@ -186,7 +189,10 @@ pub(crate) fn assemble(range: DateRange, answers: Vec<(Kind, Value)>) -> Result<
             Kind::Platforms => {
                 for row in &report.rows {
                     let platform = Platform::from_google(report.dimension(row, "platform")?);
-                    f.platform_events[platform.index()] += report.count(row, "eventCount")?;
+                    let events = report.count(row, "eventCount")?;
+                    if let Some(slot) = f.platform_events.get_mut(platform.index()) {
+                        *slot += events;
+                    }
                 }
             }
             Kind::Retention => {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use portal_core::ids::CustomerId;
-use portal_core::table::{decode, key, RawTable};
+use portal_core::table::{decode, key, key_from, RawTable};
 use portal_core::{ReadTx, Result};
 use roaring::RoaringBitmap;
 
@@ -26,8 +26,8 @@ fn scan_days(
     let lo = key(&[c, &range.start.to_key()]);
     let hi = key(&[c, &range.end.plus(1).to_key()]);
     tx.scan_raw(table, (Bound::Included(lo.as_slice()), Bound::Excluded(hi.as_slice())), false, |k, v| {
-        if let Some(day) = Day::from_key(&k[16..]) {
-            visit(day, &k[20..], v)?;
+        if let Some(day) = Day::from_key(key_from(k, 16)) {
+            visit(day, key_from(k, 20), v)?;
         }
         Ok(true)
     })

@@ -127,7 +127,9 @@ pub(crate) fn apply(tx: &WriteTransaction, customer: CustomerId, events: &[Event
         d.active.push(ordinal);
         d.events += 1;
         d.engagement_msec += e.engagement_msec;
-        d.platform_events[e.platform.index()] += 1;
+        if let Some(slot) = d.platform_events.get_mut(e.platform.index()) {
+            *slot += 1;
+        }
         *names.entry((e.day, e.event_name.as_str())).or_default() += 1;
     }
     write_days(tx, &c, &days)?;
