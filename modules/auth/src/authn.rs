@@ -1,4 +1,5 @@
-//! Checks the credentials of every request once (the core's `authenticate` middleware calls this):
+//! Checks the credentials of every request once (the app's `admit` layer calls this through core's
+//! `Authenticator` trait):
 //! a bearer access JWT whose session is still live, or the session cookie, for which unsafe methods
 //! must also carry `X-CSRF-Token` equal to the `portal_csrf` value bound to the session.
 
