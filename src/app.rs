@@ -25,6 +25,7 @@ use portal_core::rate_limit;
 use portal_core::Module;
 use portal_customers::CustomersModule;
 use portal_notify::NotifyModule;
+use portal_organization::OrganizationModule;
 use portal_proposals::ProposalsModule;
 use portal_users::UsersModule;
 use redb::WriteTransaction;
@@ -67,6 +68,7 @@ modules!(
     AuthModule,
     UsersModule,
     CustomersModule,
+    OrganizationModule,
     ProposalsModule,
     BillingModule,
     AnalyticsModule,

@@ -15,6 +15,7 @@ mod helpers;
 mod lifecycle;
 mod migrations;
 mod openapi;
+mod organization;
 mod payments;
 mod rate_limits;
 mod slow_clients;

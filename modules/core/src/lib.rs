@@ -23,6 +23,7 @@ pub mod serde_json_payload;
 pub mod store;
 pub mod text;
 pub mod time;
+pub mod validate;
 
 pub use auth::{Admin, Auth, Authenticator, MaybeAuth, Principal, Role};
 pub use body::JsonBody;
