@@ -1,0 +1,118 @@
+//! How amounts and dates read on documents and in mail: exact (from minor units, never through a float),
+//! grouped and placed as the reader's locale writes money.
+
+use chrono::NaiveDate;
+use portal_core::Currency;
+
+/// How a locale writes an amount: digit group separator, decimal mark, symbol before the number.
+struct Style {
+    group: &'static str,
+    decimal: &'static str,
+    symbol_first: bool,
+}
+
+fn style(locale: &str) -> Style {
+    let language = locale.split(['-', '_']).next().unwrap_or("").to_ascii_lowercase();
+    match language.as_str() {
+        "de" | "es" | "it" | "nl" | "pt" | "da" | "id" | "tr" | "el" | "ro" | "hr" | "sl" => {
+            if locale.eq_ignore_ascii_case("de-CH") {
+                Style { group: "’", decimal: ".", symbol_first: true }
+            } else {
+                Style { group: ".", decimal: ",", symbol_first: false }
+            }
+        }
+        "fr" | "sv" | "nb" | "no" | "fi" | "pl" | "cs" | "sk" | "ru" | "uk" | "hu" | "bg" | "lt" | "lv" | "et" => {
+            Style { group: "\u{202f}", decimal: ",", symbol_first: false }
+        }
+        _ => Style { group: ",", decimal: ".", symbol_first: true },
+    }
+}
+
+fn symbol(currency: Currency) -> Option<&'static str> {
+    Some(match currency.as_str() {
+        "USD" => "$",
+        "EUR" => "€",
+        "GBP" => "£",
+        "JPY" => "¥",
+        "INR" => "₹",
+        "KRW" => "₩",
+        "ILS" => "₪",
+        "NGN" => "₦",
+        "PHP" => "₱",
+        "VND" => "₫",
+        "UAH" => "₴",
+        _ => return None,
+    })
+}
+
+/// `minor` units of `currency` as `locale` writes them: `$1,234.50`, `1.234,50 €`, `CHF 1,234.50`.
+pub fn money(minor: i64, currency: Currency, locale: &str) -> String {
+    let style = style(locale);
+    let number = number(minor.unsigned_abs(), currency.exponent(), &style);
+    let sign = if minor < 0 { "-" } else { "" };
+    match (symbol(currency), style.symbol_first) {
+        (Some(s), true) => format!("{sign}{s}{number}"),
+        (Some(s), false) => format!("{sign}{number}\u{a0}{s}"),
+        (None, true) => format!("{sign}{}\u{a0}{number}", currency.as_str()),
+        (None, false) => format!("{sign}{number}\u{a0}{}", currency.as_str()),
+    }
+}
+
+fn number(minor: u64, exponent: u32, style: &Style) -> String {
+    let scale = 10u64.pow(exponent);
+    let whole = (minor / scale).to_string();
+    let mut grouped = String::new();
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push_str(style.group);
+        }
+        grouped.push(digit);
+    }
+    if exponent == 0 {
+        return grouped;
+    }
+    let width = exponent as usize;
+    format!("{grouped}{}{:0width$}", style.decimal, minor % scale)
+}
+
+/// A date as every reader understands it, whatever their locale: `2026-12-02`.
+pub fn date(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+/// A tax rate in percent: `19 %`, `7.5 %`.
+pub fn percent(value: f64) -> String {
+    let text = format!("{value:.4}");
+    let trimmed = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{trimmed}\u{a0}%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(code: &str) -> Currency {
+        Currency::parse(code).unwrap()
+    }
+
+    #[test]
+    fn amounts_read_as_their_locale_writes_them() {
+        assert_eq!(money(123_450, c("USD"), "en-US"), "$1,234.50");
+        assert_eq!(money(123_450, c("EUR"), "de-DE"), "1.234,50\u{a0}€");
+        assert_eq!(money(123_450_000, c("EUR"), "fr-FR"), "1\u{202f}234\u{202f}500,00\u{a0}€");
+        assert_eq!(money(-5, c("GBP"), "en-GB"), "-£0.05");
+        assert_eq!(money(1_000, c("JPY"), "en-US"), "¥1,000");
+        assert_eq!(money(100, c("CHF"), "de-CH"), "CHF\u{a0}1.00");
+        assert_eq!(money(99_999, c("KWD"), "en"), "KWD\u{a0}99.999");
+        assert_eq!(money(0, c("USD"), ""), "$0.00");
+        assert_eq!(money(i64::MIN, c("USD"), "en"), "-$92,233,720,368,547,758.08");
+    }
+
+    #[test]
+    fn rates_and_dates() {
+        assert_eq!(percent(19.0), "19\u{a0}%");
+        assert_eq!(percent(7.5), "7.5\u{a0}%");
+        assert_eq!(percent(0.0), "0\u{a0}%");
+        assert_eq!(date(NaiveDate::from_ymd_opt(2026, 3, 9).unwrap()), "2026-03-09");
+    }
+}
