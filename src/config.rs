@@ -8,6 +8,7 @@ use clap::Args;
 use portal_analytics::AnalyticsConfig;
 use portal_auth::AuthConfig;
 use portal_core::{Context, Store};
+use portal_documents::DocumentsConfig;
 use portal_notify::NotifyConfig;
 use portal_stripe::StripeConfig;
 
@@ -27,6 +28,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub analytics: AnalyticsConfig,
+
+    #[command(flatten)]
+    pub documents: DocumentsConfig,
 }
 
 impl Config {
@@ -38,6 +42,7 @@ impl Config {
             notify: NotifyConfig::default(),
             stripe: StripeConfig::default(),
             analytics: AnalyticsConfig::default(),
+            documents: DocumentsConfig::default(),
         }
     }
 
@@ -48,5 +53,6 @@ impl Config {
             .with_settings(self.notify)
             .with_settings(self.stripe)
             .with_settings(self.analytics)
+            .with_settings(self.documents)
     }
 }

@@ -9,6 +9,7 @@ mod billing;
 mod contract;
 mod crash;
 mod customers;
+mod documents;
 mod errors;
 mod health;
 mod helpers;

@@ -7,15 +7,14 @@ use serde_json::{json, Value};
 use crate::billing::{customer, user_token};
 use crate::helpers::TestApp;
 
-/// The smallest whole PNG of `width`×`height` pixels (its header and end; enough for the checks).
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    out.extend_from_slice(&13u32.to_be_bytes());
-    out.extend_from_slice(b"IHDR");
-    out.extend_from_slice(&width.to_be_bytes());
-    out.extend_from_slice(&height.to_be_bytes());
-    out.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    out.extend_from_slice(b"IEND\xaeB`\x82");
+/// A whole PNG of `width`×`height` grey pixels.
+pub(crate) fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Grayscale);
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_image_data(&vec![0x80; (width * height) as usize]).unwrap();
+    writer.finish().unwrap();
     out
 }
 
@@ -141,6 +140,13 @@ async fn logos_are_pngs_or_safe_svgs_of_at_most_512_kib() {
     assert!(r.assert_error(422, "validation_failed")["details"]["logo"].as_str().unwrap().contains("scripts"));
     let r = upload(&app, &admin, "image/gif", b"GIF89a not a png".to_vec()).await;
     assert!(r.assert_error(422, "validation_failed")["details"]["logo"].as_str().unwrap().contains("PNG or an SVG"));
+    // A PNG's header and end around nothing: it looks whole, but documents could not draw it.
+    let mut hollow = png(10, 10);
+    let idat = hollow.windows(4).position(|w| w == b"IDAT").unwrap() - 4;
+    let iend = hollow.windows(4).position(|w| w == b"IEND").unwrap() - 4;
+    hollow.drain(idat..iend);
+    let r = upload(&app, &admin, "image/png", hollow).await;
+    assert!(r.assert_error(422, "validation_failed")["details"]["logo"].as_str().unwrap().contains("cannot be read"));
     let mut huge = png(100, 100);
     huge.splice(33..33, vec![0u8; 600 * 1024]);
     upload(&app, &admin, "application/octet-stream", huge).await.assert_error(413, "payload_too_large");

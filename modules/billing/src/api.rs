@@ -1,5 +1,7 @@
 //! `/billing` invoice endpoints.
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
 use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
@@ -9,9 +11,11 @@ use portal_core::ids::CustomerId;
 use portal_core::{
     idempotency, Admin, Auth, Error, JsonBody, ListResponse, PageRequest, PutBody, Result, SerdeJson, Store, Timestamp,
 };
+use portal_documents::{render_blocking, PdfFile, Renderer};
 use portal_proposals::model::ProposalId;
 use serde::Serialize;
 
+use crate::document::InvoicePrint;
 use crate::model::{InvoiceId, InvoiceStatus, UnmatchedPaymentId};
 use crate::views::{BillingOverview, BillingStats, InvoiceView, UnmatchedPaymentView};
 use crate::{invoices, milestones, recurring, stats, unmatched, webhooks};
@@ -81,11 +85,12 @@ enum GeneratedOne {
 pub struct BillingApi {
     store: Store,
     webhook_secret: Option<String>,
+    renderer: Arc<Renderer>,
 }
 
 impl BillingApi {
-    pub fn new(store: Store, webhook_secret: Option<String>) -> Self {
-        Self { store, webhook_secret }
+    pub fn new(store: Store, webhook_secret: Option<String>, renderer: Arc<Renderer>) -> Self {
+        Self { store, webhook_secret, renderer }
     }
 }
 
@@ -191,6 +196,24 @@ impl BillingApi {
     async fn invoice(&self, auth: Auth, invoice_id: Path<InvoiceId>) -> Result<SerdeJson<InvoiceView>> {
         let (invoice, _) = self.store.read_blocking(|tx| invoices::visible(tx, &auth.0, invoice_id.0))?;
         Ok(SerdeJson((&invoice).into()))
+    }
+
+    /// Get an invoice as PDF (admin or its customer's users)
+    ///
+    /// The invoice as the customer receives it: the agency's letterhead and logo, the customer, the line
+    /// items, tax, infrastructure costs and totals in the currency's format, how to pay while it is open,
+    /// and a PAID or CANCELLED mark once settled. The same invoice gives the same bytes.
+    #[oai(path = "/invoices/:invoice_id/pdf", method = "get")]
+    async fn invoice_pdf(&self, auth: Auth, invoice_id: Path<InvoiceId>) -> Result<PdfFile> {
+        let now = Timestamp::now();
+        let print = self.store.read_blocking(|tx| {
+            let (invoice, scope) = invoices::visible(tx, &auth.0, invoice_id.0)?;
+            Ok::<_, Error>((invoice.number.clone(), InvoicePrint::read(tx, &invoice, &scope, now)?))
+        })?;
+        let (number, print) = print;
+        let renderer = Arc::clone(&self.renderer);
+        let pdf = render_blocking(move || print.render_pdf(&renderer)).await?;
+        Ok(PdfFile::inline(&number, pdf))
     }
 
     /// Set an invoice's infrastructure costs (admin)

@@ -6,6 +6,7 @@
 
 mod api;
 pub mod collect;
+pub mod document;
 pub mod invoices;
 pub mod milestones;
 pub mod model;
@@ -75,7 +76,11 @@ impl Module for BillingModule {
         let webhook_secret =
             ctx.settings::<StripeConfig>()?.stripe_webhook_secret.as_ref().map(|s| s.expose().to_string());
         let stripe = collect::client(ctx)?;
-        Ok((BillingApi::new(ctx.store.clone(), webhook_secret), PaymentsApi::new(ctx.store.clone(), (*stripe).clone())))
+        let renderer = portal_documents::renderer(ctx)?;
+        Ok((
+            BillingApi::new(ctx.store.clone(), webhook_secret, renderer),
+            PaymentsApi::new(ctx.store.clone(), (*stripe).clone()),
+        ))
     }
 
     fn jobs(_ctx: &Context) -> Vec<Job> {

@@ -63,7 +63,7 @@ fn number(minor: u64, exponent: u32, style: &Style) -> String {
     let whole = (minor / scale).to_string();
     let mut grouped = String::new();
     for (i, digit) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
             grouped.push_str(style.group);
         }
         grouped.push(digit);
@@ -73,6 +73,22 @@ fn number(minor: u64, exponent: u32, style: &Style) -> String {
     }
     let width = exponent as usize;
     format!("{grouped}{}{:0width$}", style.decimal, minor % scale)
+}
+
+/// A postal address as lines, in the order its country writes them (empty parts left out).
+pub fn address_lines(street: &str, city: &str, state: &str, postal_code: &str, country: &str) -> Vec<String> {
+    let join =
+        |parts: &[&str], sep: &str| parts.iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join(sep);
+    let mut lines = vec![street.to_owned()];
+    if matches!(country, "US" | "CA" | "AU") {
+        lines.push(join(&[city, &join(&[state, postal_code], " ")], ", "));
+    } else {
+        lines.push(join(&[postal_code, city], " "));
+        lines.push(state.to_owned());
+    }
+    lines.push(country.to_owned());
+    lines.retain(|line| !line.is_empty());
+    lines
 }
 
 /// A date as every reader understands it, whatever their locale: `2026-12-02`.
@@ -106,6 +122,19 @@ mod tests {
         assert_eq!(money(99_999, c("KWD"), "en"), "KWD\u{a0}99.999");
         assert_eq!(money(0, c("USD"), ""), "$0.00");
         assert_eq!(money(i64::MIN, c("USD"), "en"), "-$92,233,720,368,547,758.08");
+    }
+
+    #[test]
+    fn addresses_read_as_their_country_writes_them() {
+        assert_eq!(
+            address_lines("1 Main St", "Springfield", "IL", "62704", "US"),
+            ["1 Main St", "Springfield, IL 62704", "US"]
+        );
+        assert_eq!(
+            address_lines("Hauptstraße 5", "Berlin", "", "10115", "DE"),
+            ["Hauptstraße 5", "10115 Berlin", "DE"]
+        );
+        assert_eq!(address_lines("", "", "", "", ""), Vec::<String>::new());
     }
 
     #[test]

@@ -48,3 +48,44 @@ impl From<DocumentError> for portal_core::Error {
         portal_core::Error::internal(e.to_string())
     }
 }
+
+/// The renderer every module shares, built (and a replaced template checked) the first time it is asked
+/// for, at start.
+pub fn renderer(ctx: &portal_core::Context) -> portal_core::Result<std::sync::Arc<Renderer>> {
+    let config = ctx.settings::<DocumentsConfig>()?;
+    ctx.services.get_or_try_init(|| Ok(Renderer::new(&config)?))
+}
+
+/// Renders on a blocking thread: typesetting takes milliseconds of CPU, which must not stall the server's
+/// async workers.
+pub async fn render_blocking<F>(render: F) -> portal_core::Result<Vec<u8>>
+where
+    F: FnOnce() -> Result<Vec<u8>, DocumentError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(render).await {
+        Ok(pdf) => Ok(pdf?),
+        Err(e) => Err(portal_core::Error::internal(format!("rendering stopped: {e}"))),
+    }
+}
+
+/// A document answered as a PDF file.
+#[derive(poem_openapi::ApiResponse)]
+pub enum PdfFile {
+    /// The document as PDF (A4), named in `Content-Disposition`. The same record gives the same bytes.
+    #[oai(status = 200, content_type = "application/pdf")]
+    Pdf(
+        poem_openapi::payload::Binary<Vec<u8>>,
+        /// `inline; filename="INV-2026-000001.pdf"`.
+        #[oai(header = "Content-Disposition")]
+        String,
+    ),
+}
+
+impl PdfFile {
+    /// `bytes` shown in the browser, saved as `name.pdf` (a name made only of letters, digits, `-` and `_`).
+    pub fn inline(name: &str, bytes: Vec<u8>) -> Self {
+        let safe: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        Self::Pdf(poem_openapi::payload::Binary(bytes), format!("inline; filename=\"{safe}.pdf\""))
+    }
+}

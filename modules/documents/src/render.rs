@@ -16,6 +16,8 @@ use crate::{sample, DocumentError, DocumentsConfig};
 
 const INVOICE_TEMPLATE: &str = include_str!("../templates/invoice.typ");
 const PROPOSAL_TEMPLATE: &str = include_str!("../templates/proposal.typ");
+/// Places a logo and nothing else: a logo that renders here renders on every document.
+const LOGO_CHECK: &str = "#image(json(\"data.json\").logo, width: 4cm)";
 
 /// Compiled documents are cached by typst between renders; this many renders' worth is kept, so repeated
 /// documents stay fast and memory stays flat.
@@ -43,6 +45,7 @@ pub struct Renderer {
     fonts: Fonts,
     invoice: Source,
     proposal: Source,
+    logo_check: Source,
 }
 
 impl Renderer {
@@ -56,6 +59,7 @@ impl Renderer {
             fonts: Fonts::load(),
             invoice: template_source(invoice)?,
             proposal: template_source(PROPOSAL_TEMPLATE.to_owned())?,
+            logo_check: template_source(LOGO_CHECK.to_owned())?,
         };
         renderer.invoice(&sample::job(&sample::invoice()))?;
         renderer.proposal(&sample::job(&sample::proposal()))?;
@@ -68,6 +72,12 @@ impl Renderer {
 
     pub fn proposal<T: Serialize>(&self, job: &Job<T>) -> Result<Vec<u8>, DocumentError> {
         self.render(&self.proposal, job)
+    }
+
+    /// Whether documents can show `logo`: it is decoded as the documents decode it. Why not, if not.
+    pub fn check_logo(&self, logo: Logo) -> Result<(), String> {
+        let job = Job { data: &serde_json::json!({}), logo: Some(logo), ident: "logo".into(), date: NaiveDate::MIN };
+        self.render(&self.logo_check, &job).map(drop).map_err(|DocumentError::Template(why)| why)
     }
 
     fn render<T: Serialize>(&self, template: &Source, job: &Job<T>) -> Result<Vec<u8>, DocumentError> {
@@ -188,6 +198,18 @@ mod tests {
         let with = r.invoice(&job).unwrap();
         assert_ne!(with, without);
         keep("sample-invoice-logo", &with);
+    }
+
+    #[test]
+    fn logos_are_checked_with_the_decoder_documents_use() {
+        let r = renderer();
+        assert_eq!(
+            r.check_logo(Logo::Svg(br#"<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>"#)),
+            Ok(())
+        );
+        assert!(r.check_logo(Logo::Svg(b"<svg")).is_err());
+        let header_only = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\0\0\0\0\0\0\0\0IEND";
+        assert!(r.check_logo(Logo::Png(header_only)).is_err());
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! `/organization`: the agency's profile and logo (admins).
 
+use std::sync::Arc;
+
 use poem_openapi::payload::{Binary, Json};
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use portal_core::responses::NoContent;
 use portal_core::{Admin, Error, PutBody, Result, Store, Timestamp};
+use portal_documents::{Logo, Renderer};
 
-use crate::model::Organization;
+use crate::model::{LogoFormat, Organization};
 use crate::service::{self, OrganizationChange};
 
 #[derive(Tags)]
@@ -157,16 +160,31 @@ enum LogoFile {
 
 pub struct OrganizationApi {
     store: Store,
+    renderer: Arc<Renderer>,
 }
 
 impl OrganizationApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, renderer: Arc<Renderer>) -> Self {
+        Self { store, renderer }
     }
 
     fn view(&self) -> Result<OrganizationView> {
         self.store.read_blocking(|tx| Ok(OrganizationView::of(&service::get(tx)?, service::logo(tx)?.as_ref())))
     }
+}
+
+/// `bytes` back if documents can draw them (decoded as the PDFs decode them), or why not.
+async fn decodable(renderer: Arc<Renderer>, format: LogoFormat, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let checked = tokio::task::spawn_blocking(move || {
+        let logo = match format {
+            LogoFormat::Png => Logo::Png(&bytes),
+            LogoFormat::Svg => Logo::Svg(&bytes),
+        };
+        renderer.check_logo(logo).map(|()| bytes)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("the logo check stopped: {e}")))?;
+    checked.map_err(|why| Error::invalid("logo", format!("the image cannot be read: {why}")))
 }
 
 fn patch(field: MaybeUndefined<String>) -> Option<Option<String>> {
@@ -230,6 +248,8 @@ impl OrganizationApi {
     async fn set_logo(&self, _admin: Admin, body: Binary<Vec<u8>>) -> Result<Json<OrganizationView>> {
         let bytes = body.0;
         let format = crate::logo::format_of(&bytes).map_err(|why| Error::invalid("logo", why))?;
+        crate::logo::check(format, &bytes).map_err(|why| Error::invalid("logo", why))?;
+        let bytes = decodable(Arc::clone(&self.renderer), format, bytes).await?;
         self.store.write(move |tx| service::set_logo(tx, format, &bytes).map(drop)).await?;
         Ok(Json(self.view()?))
     }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod letterhead;
 pub mod logo;
 pub mod model;
 pub mod service;
@@ -33,6 +34,6 @@ impl Module for OrganizationModule {
     }
 
     fn api(ctx: &Context) -> Result<OrganizationApi> {
-        Ok(OrganizationApi::new(ctx.store.clone()))
+        Ok(OrganizationApi::new(ctx.store.clone(), portal_documents::renderer(ctx)?))
     }
 }

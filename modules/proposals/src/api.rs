@@ -1,5 +1,7 @@
 //! `/proposals` endpoints.
 
+use std::sync::Arc;
+
 use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -9,8 +11,10 @@ use portal_core::ids::CustomerId;
 use portal_core::money::to_major;
 use portal_core::responses::NoContent;
 use portal_core::{idempotency, Admin, Auth, JsonBody, ListResponse, PageRequest, PutBody, Result, Store, Timestamp};
+use portal_documents::{render_blocking, PdfFile, Renderer};
 use serde::Serialize;
 
+use crate::document::ProposalPrint;
 use crate::model::{Proposal, ProposalId, ProposalStatus, WHOLE};
 use crate::service::{self, MilestoneInput, ProposalChange};
 
@@ -163,11 +167,12 @@ enum CreatedProposal {
 
 pub struct ProposalsApi {
     store: Store,
+    renderer: Arc<Renderer>,
 }
 
 impl ProposalsApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, renderer: Arc<Renderer>) -> Self {
+        Self { store, renderer }
     }
 }
 
@@ -245,8 +250,27 @@ impl ProposalsApi {
     #[oai(path = "/:proposal_id", method = "get")]
     async fn get(&self, auth: Auth, proposal_id: Path<ProposalId>) -> Result<Json<ProposalView>> {
         let caller = auth.0;
-        let proposal = self.store.read_blocking(|tx| service::visible(tx, &caller, proposal_id.0))?;
+        let (proposal, _) = self.store.read_blocking(|tx| service::visible(tx, &caller, proposal_id.0))?;
         Ok(Json((&proposal).into()))
+    }
+
+    /// Get a proposal as PDF (admin or its customer's users)
+    ///
+    /// The proposal with the agency's letterhead, its total and its milestone schedule: each milestone's
+    /// share, when its invoice falls due, and the amount its invoice will carry, split as the invoices will
+    /// split it (with the customer's tax, when it pays any).
+    #[oai(path = "/:proposal_id/pdf", method = "get")]
+    async fn pdf(&self, auth: Auth, proposal_id: Path<ProposalId>) -> Result<PdfFile> {
+        let caller = auth.0;
+        let now = Timestamp::now();
+        let print = self.store.read_blocking(|tx| {
+            let (proposal, scope) = service::visible(tx, &caller, proposal_id.0)?;
+            ProposalPrint::read(tx, &proposal, &scope, now)
+        })?;
+        let name = format!("proposal-{}", proposal_id.0);
+        let renderer = Arc::clone(&self.renderer);
+        let pdf = render_blocking(move || print.render_pdf(&renderer)).await?;
+        Ok(PdfFile::inline(&name, pdf))
     }
 
     /// Update a proposal (admin)
@@ -263,7 +287,7 @@ impl ProposalsApi {
     ) -> Result<Json<ProposalView>> {
         let caller = admin.0;
         let current: ProposalView =
-            (&self.store.read_blocking(|tx| service::visible(tx, &caller, proposal_id.0))?).into();
+            (&self.store.read_blocking(|tx| service::visible(tx, &caller, proposal_id.0))?.0).into();
         let body = body.into_inner(&current)?;
         let change = ProposalChange {
             customer_id: None,

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod document;
 pub mod model;
 pub mod service;
 mod tables;
@@ -55,7 +56,7 @@ impl Module for ProposalsModule {
     }
 
     fn api(ctx: &Context) -> Result<ProposalsApi> {
-        Ok(ProposalsApi::new(ctx.store.clone()))
+        Ok(ProposalsApi::new(ctx.store.clone(), portal_documents::renderer(ctx)?))
     }
 
     /// Records expiry of open proposals past their `valid_until` (reads already show them expired).

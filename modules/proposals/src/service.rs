@@ -47,10 +47,10 @@ pub fn get(tx: &impl ReadTx, id: ProposalId) -> Result<Option<Proposal>> {
 }
 
 /// A proposal the caller may see (admin, or a user of its customer); 404 otherwise.
-pub fn visible(tx: &impl ReadTx, caller: &Principal, id: ProposalId) -> Result<Proposal> {
+pub fn visible(tx: &impl ReadTx, caller: &Principal, id: ProposalId) -> Result<(Proposal, CustomerScope)> {
     let proposal = get(tx, id)?.ok_or_else(|| Error::not_found("proposal"))?;
-    portal_customers::scope_of(tx, caller, proposal.customer_id, "proposal")?;
-    Ok(proposal)
+    let scope = portal_customers::scope_of(tx, caller, proposal.customer_id, "proposal")?;
+    Ok((proposal, scope))
 }
 
 /// A customer's accepted proposals, oldest first.
