@@ -248,7 +248,7 @@ impl OrganizationApi {
     async fn set_logo(&self, _admin: Admin, body: Binary<Vec<u8>>) -> Result<Json<OrganizationView>> {
         let bytes = body.0;
         let format = crate::logo::format_of(&bytes).map_err(|why| Error::invalid("logo", why))?;
-        crate::logo::check(format, &bytes).map_err(|why| Error::invalid("logo", why))?;
+        service::check_logo(format, &bytes)?;
         let bytes = decodable(Arc::clone(&self.renderer), format, bytes).await?;
         self.store.write(move |tx| service::set_logo(tx, format, &bytes).map(drop)).await?;
         Ok(Json(self.view()?))

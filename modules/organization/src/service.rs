@@ -124,12 +124,17 @@ fn checked(
     value.as_deref().and_then(|raw| v.check(field, check(raw)))
 }
 
-/// Replaces the logo after checking it.
-pub fn set_logo(tx: &WriteTransaction, format: LogoFormat, bytes: &[u8]) -> Result<Logo> {
+/// Whether `bytes` may be a logo of `format`: their size (413), then what they hold (422).
+pub fn check_logo(format: LogoFormat, bytes: &[u8]) -> Result<()> {
     if bytes.len() > logo::MAX_LOGO_BYTES {
         return Err(Error::payload_too_large().with_detail("max_bytes", logo::MAX_LOGO_BYTES));
     }
-    logo::check(format, bytes).map_err(|why| Error::invalid("logo", why))?;
+    logo::check(format, bytes).map_err(|why| Error::invalid("logo", why))
+}
+
+/// Replaces the logo after checking it.
+pub fn set_logo(tx: &WriteTransaction, format: LogoFormat, bytes: &[u8]) -> Result<Logo> {
+    check_logo(format, bytes)?;
     let stored = Logo { format, bytes: bytes.to_vec(), updated_at: Timestamp::now() };
     LOGO.insert(tx, KEY, &stored)?;
     audit::record(tx, "organization", "logo_set", "logo", None)?;
