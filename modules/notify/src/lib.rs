@@ -41,6 +41,32 @@ pub enum Delivery {
     Outbox,
 }
 
+/// A mail with a text and an HTML part and attachments, sent under a Message-ID its sender chose (and
+/// recorded), so a mail sent twice reaches its reader as the same message.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// The part of the Message-ID before `@` (the sender's domain follows it).
+    pub message_id: String,
+    pub attachments: Vec<MailAttachment>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailAttachment {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The notifier every module shares (one SMTP connection pool).
+pub fn shared(ctx: &portal_core::Context) -> Result<Arc<Notifier>> {
+    let config = ctx.settings::<NotifyConfig>()?;
+    ctx.services.get_or_try_init(|| Notifier::new(&config, ctx.store.clone()))
+}
+
 /// Sends mail and SMS. Cheap to clone.
 #[derive(Clone)]
 pub struct Notifier {
@@ -73,6 +99,25 @@ impl Notifier {
             None => {
                 outbox::keep(&self.store, outbox::Channel::Email, to, Some(subject), body).await?;
                 tracing::info!(to, subject, "no SMTP server configured: mail kept in the outbox");
+                Ok(Delivery::Outbox)
+            }
+        }
+    }
+
+    /// Sends `mail` to all its recipients at once. With no SMTP server configured, its text part is kept in
+    /// the outbox for each recipient (attachments are not kept).
+    pub async fn send_mail(&self, mail: &Mail) -> Result<Delivery> {
+        match &self.mail {
+            Some(mailer) => {
+                mailer.send_mail(mail).await?;
+                tracing::info!(to = ?mail.to, subject = mail.subject, message_id = mail.message_id, "mail sent");
+                Ok(Delivery::Sent)
+            }
+            None => {
+                for to in &mail.to {
+                    outbox::keep(&self.store, outbox::Channel::Email, to, Some(&mail.subject), &mail.text).await?;
+                }
+                tracing::info!(to = ?mail.to, subject = mail.subject, "no SMTP server configured: mail kept in the outbox");
                 Ok(Delivery::Outbox)
             }
         }

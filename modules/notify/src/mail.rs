@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use lettre::message::{header::ContentType, Mailbox};
+use lettre::message::{header::ContentType, Attachment, Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use portal_core::{Error, Result};
 
@@ -36,6 +36,28 @@ impl Mailer {
             .header(ContentType::TEXT_PLAIN)
             .body(body.to_string())
             .map_err(Error::internal)?;
+        self.deliver(message).await
+    }
+
+    /// A mail with plain-text and HTML parts and attachments, under the Message-ID it was recorded with.
+    pub(crate) async fn send_mail(&self, mail: &crate::Mail) -> Result<()> {
+        let mut builder = Message::builder().from(self.from.clone()).subject(&mail.subject);
+        for to in &mail.to {
+            let to: Mailbox = to.parse().map_err(|_| Error::invalid("email", "not a valid email address"))?;
+            builder = builder.to(to);
+        }
+        let domain = self.from.email.domain().to_owned();
+        builder = builder.message_id(Some(format!("<{}@{domain}>", mail.message_id)));
+        let alternative = MultiPart::alternative_plain_html(mail.text.clone(), mail.html.clone());
+        let body = mail.attachments.iter().try_fold(MultiPart::mixed().multipart(alternative), |parts, file| {
+            let content_type = ContentType::parse(&file.content_type).map_err(Error::internal)?;
+            Ok::<_, Error>(parts.singlepart(Attachment::new(file.name.clone()).body(file.bytes.clone(), content_type)))
+        })?;
+        let message = builder.multipart(body).map_err(Error::internal)?;
+        self.deliver(message).await
+    }
+
+    async fn deliver(&self, message: Message) -> Result<()> {
         match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(Error::upstream("the mail server is unavailable", e)),
