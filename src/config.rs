@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use portal_analytics::AnalyticsConfig;
 use portal_auth::AuthConfig;
+use portal_billing::BillingConfig;
 use portal_core::{Context, Store};
 use portal_documents::DocumentsConfig;
 use portal_notify::NotifyConfig;
@@ -31,6 +32,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub documents: DocumentsConfig,
+
+    #[command(flatten)]
+    pub billing: BillingConfig,
 }
 
 impl Config {
@@ -43,6 +47,7 @@ impl Config {
             stripe: StripeConfig::default(),
             analytics: AnalyticsConfig::default(),
             documents: DocumentsConfig::default(),
+            billing: BillingConfig::default(),
         }
     }
 
@@ -54,5 +59,6 @@ impl Config {
             .with_settings(self.stripe)
             .with_settings(self.analytics)
             .with_settings(self.documents)
+            .with_settings(self.billing)
     }
 }

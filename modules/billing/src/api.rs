@@ -9,7 +9,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 use portal_core::ids::CustomerId;
 use portal_core::{
-    idempotency, Admin, Auth, Error, JsonBody, ListResponse, PageRequest, PutBody, Result, SerdeJson, Store, Timestamp,
+    idempotency, Admin, Auth, Context, Error, JsonBody, ListResponse, PageRequest, PutBody, Result, SerdeJson, Store,
+    Timestamp,
 };
 use portal_documents::{render_blocking, PdfFile, Renderer};
 use portal_proposals::model::ProposalId;
@@ -17,8 +18,8 @@ use serde::Serialize;
 
 use crate::document::InvoicePrint;
 use crate::model::{InvoiceId, InvoiceStatus, UnmatchedPaymentId};
-use crate::views::{BillingOverview, BillingStats, InvoiceView, UnmatchedPaymentView};
-use crate::{invoices, milestones, recurring, stats, unmatched, webhooks};
+use crate::views::{BillingOverview, BillingStats, InvoiceMailView, InvoiceView, UnmatchedPaymentView};
+use crate::{invoices, mail, milestones, recurring, stats, unmatched, webhooks};
 
 #[derive(Tags)]
 pub(crate) enum BillingTag {
@@ -86,12 +87,26 @@ pub struct BillingApi {
     store: Store,
     webhook_secret: Option<String>,
     renderer: Arc<Renderer>,
+    /// Where the portal is reached, for pay links (none: documents and mail carry no link).
+    public_url: Option<String>,
 }
 
 impl BillingApi {
-    pub fn new(store: Store, webhook_secret: Option<String>, renderer: Arc<Renderer>) -> Self {
-        Self { store, webhook_secret, renderer }
+    pub fn new(ctx: &Context, webhook_secret: Option<String>) -> Result<Self> {
+        Ok(Self {
+            store: ctx.store.clone(),
+            webhook_secret,
+            renderer: portal_documents::renderer(ctx)?,
+            public_url: ctx.config.public_url.clone(),
+        })
     }
+}
+
+#[derive(ApiResponse)]
+enum MailQueued {
+    /// The mail, recorded and queued; it goes out within seconds (`sent_at` says when).
+    #[oai(status = 202)]
+    Accepted(Json<InvoiceMailView>),
 }
 
 /// What the webhook did with the event.
@@ -205,15 +220,39 @@ impl BillingApi {
     /// and a PAID or CANCELLED mark once settled. The same invoice gives the same bytes.
     #[oai(path = "/invoices/:invoice_id/pdf", method = "get")]
     async fn invoice_pdf(&self, auth: Auth, invoice_id: Path<InvoiceId>) -> Result<PdfFile> {
-        let now = Timestamp::now();
+        let (now, public_url) = (Timestamp::now(), self.public_url.as_deref());
         let print = self.store.read_blocking(|tx| {
             let (invoice, scope) = invoices::visible(tx, &auth.0, invoice_id.0)?;
-            Ok::<_, Error>((invoice.number.clone(), InvoicePrint::read(tx, &invoice, &scope, now)?))
+            Ok::<_, Error>((invoice.number.clone(), InvoicePrint::read(tx, &invoice, &scope, now, public_url)?))
         })?;
         let (number, print) = print;
         let renderer = Arc::clone(&self.renderer);
         let pdf = render_blocking(move || print.render_pdf(&renderer)).await?;
         Ok(PdfFile::inline(&number, pdf))
+    }
+
+    /// Send an invoice again (admin)
+    ///
+    /// Mails the invoice, its PDF attached, to the customer's billing address and to its users who receive
+    /// invoice mail, under a new Message-ID. An open invoice gets a new pay link: the links sent before stop
+    /// working. Draft invoices are not sent (409).
+    #[oai(path = "/invoices/:invoice_id/send", method = "post")]
+    async fn send(&self, admin: Admin, invoice_id: Path<InvoiceId>) -> Result<MailQueued> {
+        let caller = admin.0;
+        let mail = self.store.write(move |tx| mail::resend(tx, &caller, invoice_id.0, Timestamp::now())).await?;
+        Ok(MailQueued::Accepted(Json(InvoiceMailView::from(&mail))))
+    }
+
+    /// List an invoice's mails (admin)
+    ///
+    /// Every mail about the invoice, oldest first: why it was sent, to whom, when it went out or why not.
+    #[oai(path = "/invoices/:invoice_id/mails", method = "get")]
+    async fn mails(&self, admin: Admin, invoice_id: Path<InvoiceId>) -> Result<Json<Vec<InvoiceMailView>>> {
+        let mails = self.store.read_blocking(|tx| {
+            invoices::visible(tx, &admin.0, invoice_id.0)?;
+            mail::of_invoice(tx, invoice_id.0)
+        })?;
+        Ok(Json(mails.iter().map(InvoiceMailView::from).collect()))
     }
 
     /// Set an invoice's infrastructure costs (admin)

@@ -8,6 +8,7 @@ use portal_documents::model::{InvoiceDocument, InvoiceLine, Party, Refund};
 use portal_documents::{DocumentError, Job, Renderer};
 use portal_organization::model::Logo;
 
+use crate::links::{self, LinkKind};
 use crate::model::{Invoice, InvoiceStatus};
 
 /// Everything an invoice's PDF is made from, read in one transaction.
@@ -19,8 +20,26 @@ pub struct InvoicePrint {
     pub ident: String,
 }
 
+/// The address of the invoice's current pay link, while it works.
+fn pay_link(tx: &impl ReadTx, invoice: &Invoice, public_url: &str, now: Timestamp) -> Result<Option<String>> {
+    let id = invoice.id.to_key();
+    match links::current(tx, LinkKind::Pay, &id)? {
+        Some(link) if link.expires_at > now => {
+            Ok(Some(links::url(public_url, LinkKind::Pay, &links::token(tx, LinkKind::Pay, &id, &link)?)))
+        }
+        _ => Ok(None),
+    }
+}
+
 impl InvoicePrint {
-    pub fn read(tx: &impl ReadTx, invoice: &Invoice, scope: &CustomerScope, now: Timestamp) -> Result<Self> {
+    /// `public_url`: where the portal is reached, for the pay link (none: no link).
+    pub fn read(
+        tx: &impl ReadTx,
+        invoice: &Invoice,
+        scope: &CustomerScope,
+        now: Timestamp,
+        public_url: Option<&str>,
+    ) -> Result<Self> {
         let (letterhead, logo) = portal_organization::letterhead::read(tx)?;
         let customer = portal_customers::service::record(tx, scope)?.customer;
         let a = &customer.address;
@@ -73,7 +92,10 @@ impl InvoicePrint {
                 _ => Vec::new(),
             },
             amount_due: status.is_outstanding().then(|| m(invoice.total_amount)),
-            pay_link: None,
+            pay_link: match public_url {
+                Some(base) if status.is_outstanding() => pay_link(tx, invoice, base, now)?,
+                _ => None,
+            },
             letterhead,
         };
         Ok(Self {

@@ -12,6 +12,7 @@ use portal_customers::CustomerScope;
 use portal_proposals::model::ProposalId;
 use redb::WriteTransaction;
 
+use crate::links::{self, LinkKind};
 use crate::model::{day_key, Invoice, InvoiceId, InvoiceStatus, Payment, Totals};
 use crate::tables::{
     BY_CUSTOMER, BY_CUSTOMER_STATUS, BY_NUMBER, BY_PAYMENT_INTENT, BY_PROPOSAL, COLLECTIONS, DUE, INVOICES, NUMBERS,
@@ -201,7 +202,12 @@ pub(crate) fn save(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) 
         PERIODS.put(tx, &key(&[&cid, &start]), &key(&[&day_key(period.end), &id]))?;
     }
     account(tx, new, 1)?;
-    Ok(INVOICES.insert(tx, &id, new)?)
+    INVOICES.insert(tx, &id, new)?;
+    if old.is_none() && new.status.is_outstanding() {
+        let expires = new.due_date.plus_secs(links::PAY_LINK_DAYS_AFTER_DUE * 86_400);
+        links::issue(tx, LinkKind::Pay, &id, expires)?;
+    }
+    crate::mail::on_change(tx, old, new)
 }
 
 fn unindex(tx: &WriteTransaction, old: &Invoice) -> Result<()> {

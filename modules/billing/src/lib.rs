@@ -6,14 +6,19 @@
 
 mod api;
 pub mod collect;
+mod config;
 pub mod document;
 pub mod invoices;
+pub mod links;
+pub mod mail;
 pub mod milestones;
 pub mod model;
 mod payments_api;
 pub mod recurring;
 pub mod stats;
 mod tables;
+#[cfg(test)]
+mod testing;
 pub mod unmatched;
 pub mod views;
 pub mod webhooks;
@@ -27,6 +32,7 @@ use redb::WriteTransaction;
 
 pub use api::BillingApi;
 pub use collect::{run_auto_charge, AutoChargeRun};
+pub use config::{BillingConfig, ReminderDays};
 pub use payments_api::PaymentsApi;
 use portal_stripe::StripeConfig;
 pub use recurring::run_recurring;
@@ -55,6 +61,8 @@ impl Module for BillingModule {
 
     fn install(tx: &WriteTransaction) -> Result<()> {
         tables::create_all(tx)?;
+        links::install(tx)?;
+        mail::install(tx)?;
         match store::schema_version(tx, Self::NAME)? {
             0 => store::set_schema_version(tx, Self::NAME, SCHEMA_VERSION),
             1 => {
@@ -76,14 +84,16 @@ impl Module for BillingModule {
         let webhook_secret =
             ctx.settings::<StripeConfig>()?.stripe_webhook_secret.as_ref().map(|s| s.expose().to_string());
         let stripe = collect::client(ctx)?;
-        let renderer = portal_documents::renderer(ctx)?;
-        Ok((
-            BillingApi::new(ctx.store.clone(), webhook_secret, renderer),
-            PaymentsApi::new(ctx.store.clone(), (*stripe).clone()),
-        ))
+        Ok((BillingApi::new(ctx, webhook_secret)?, PaymentsApi::new(ctx.store.clone(), (*stripe).clone())))
     }
 
     fn jobs(_ctx: &Context) -> Vec<Job> {
-        vec![invoices::overdue_job(), recurring::job(), collect::auto_charge_job()]
+        vec![
+            invoices::overdue_job(),
+            recurring::job(),
+            collect::auto_charge_job(),
+            mail::sender::job(),
+            mail::reminders::job(),
+        ]
     }
 }

@@ -65,11 +65,11 @@ pub fn generate(tx: &WriteTransaction, proposal_id: ProposalId, now: Timestamp) 
 
 #[cfg(test)]
 mod tests {
-    use portal_core::{Module, Store};
-    use portal_customers::service::{AddressChange, BillingChange, CustomerChange};
+    use portal_customers::service::BillingChange;
     use portal_proposals::service::{MilestoneInput, ProposalChange};
 
     use super::*;
+    use crate::testing::{customer, store};
 
     fn admin() -> portal_core::Principal {
         portal_core::Principal {
@@ -91,40 +91,6 @@ mod tests {
             self.0 ^= self.0 >> 27;
             self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
         }
-    }
-
-    fn store() -> Store {
-        let store = Store::in_memory().unwrap();
-        store
-            .write_blocking(|tx| {
-                portal_core::store::install_core(tx)?;
-                portal_auth::AuthModule::install(tx)?;
-                portal_customers::CustomersModule::install(tx)?;
-                portal_proposals::ProposalsModule::install(tx)?;
-                crate::BillingModule::install(tx)
-            })
-            .unwrap();
-        store
-    }
-
-    fn customer(store: &Store, billing: BillingChange) -> portal_core::ids::CustomerId {
-        store
-            .write_blocking(move |tx| {
-                let change = CustomerChange {
-                    name: Some("Prop".into()),
-                    company_name: Some("Property Co".into()),
-                    billing_email: Some("ap@property.example.com".into()),
-                    address: Some(AddressChange {
-                        street: Some("1 Main St".into()),
-                        city: Some("Berlin".into()),
-                        country: Some("DE".into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                };
-                Ok(portal_customers::service::create(tx, &change, &billing)?.customer.id)
-            })
-            .unwrap()
     }
 
     #[test]

@@ -341,3 +341,44 @@ impl From<&crate::model::UnmatchedPayment> for UnmatchedPaymentView {
         }
     }
 }
+
+/// A mail about an invoice, as recorded before it was sent.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "InvoiceMail")]
+pub struct InvoiceMailView {
+    /// Also the mail's Message-ID, before `@` and the sender's domain.
+    pub id: crate::mail::InvoiceMailId,
+    pub invoice_id: InvoiceId,
+    pub kind: crate::mail::MailKind,
+    /// For reminders: days from the due date (−3: three days before it).
+    #[oai(skip_serializing_if_is_none)]
+    pub reminder_day: Option<i32>,
+    pub to: Vec<String>,
+    pub created_at: Timestamp,
+    /// When the mail server took it; absent while it waits or after the portal gave up.
+    #[oai(skip_serializing_if_is_none)]
+    pub sent_at: Option<Timestamp>,
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    #[oai(skip_serializing_if_is_none)]
+    pub last_error: Option<String>,
+    /// True once the portal stopped trying.
+    pub gave_up: bool,
+}
+
+impl From<&crate::mail::InvoiceMail> for InvoiceMailView {
+    fn from(m: &crate::mail::InvoiceMail) -> Self {
+        Self {
+            id: m.id,
+            invoice_id: m.invoice_id,
+            kind: m.kind,
+            reminder_day: m.reminder_day,
+            to: m.to.clone(),
+            created_at: m.created_at,
+            sent_at: m.sent_at,
+            attempts: m.attempts,
+            last_error: m.last_error.clone(),
+            gave_up: m.gave_up,
+        }
+    }
+}

@@ -365,6 +365,19 @@ impl Index {
         tx.scan_raw(self.def, as_ref_range(&range), true, |k, _| visit(k.get(tag..).unwrap_or_default()))
     }
 
+    /// Visits keys with `prefix`, smallest first, while `visit` returns true (queues and schedules keyed by
+    /// time: the oldest entries first).
+    pub fn visit_keys<E: From<StoreError>>(
+        &self,
+        tx: &impl ReadTx,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let range = prefix_range(&self.stored(prefix));
+        let tag = self.tag.len();
+        tx.scan_raw(self.def, as_ref_range(&range), false, |k, _| visit(k.get(tag..).unwrap_or_default()))
+    }
+
     /// Moves every entry of `former`, a table that held this index on its own, into this shared index and
     /// deletes `former` (a migration step; a store without `former` is left as it is). Returns how many
     /// entries moved.

@@ -20,7 +20,31 @@ pub struct ReceivedMail {
     pub to: String,
     pub from: String,
     pub subject: String,
+    /// The plain-text part.
     pub body: String,
+    /// The HTML part, if the mail has one.
+    #[serde(default)]
+    pub html: Option<String>,
+    #[serde(default)]
+    pub message_id: String,
+    #[serde(default)]
+    pub attachments: Vec<ReceivedAttachment>,
+}
+
+/// A file attached to a received mail.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReceivedAttachment {
+    pub filename: String,
+    pub content_type: String,
+    /// The file's bytes, base64.
+    pub data: String,
+}
+
+impl ReceivedAttachment {
+    pub fn bytes(&self) -> Vec<u8> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(&self.data).expect("base64 attachment")
+    }
 }
 
 /// An SMTP server on loopback; stopped when dropped.

@@ -1,6 +1,7 @@
 # A real SMTP server (aiosmtpd) on a free loopback port. Prints {"port": N} once listening, then one JSON
 # line per received message and recipient. Exits when its stdin closes, so it never outlives its test.
 import asyncio
+import base64
 import email
 import json
 import sys
@@ -15,9 +16,16 @@ class Recorder:
         message = email.message_from_bytes(envelope.content, policy=policy.default)
         part = message.get_body(preferencelist=("plain",))
         body = part.get_content() if part is not None else ""
+        html_part = message.get_body(preferencelist=("html",))
+        html = html_part.get_content() if html_part is not None else None
+        attachments = [{"filename": a.get_filename() or "", "content_type": a.get_content_type(),
+                        "data": base64.b64encode(a.get_payload(decode=True) or b"").decode()}
+                       for a in message.iter_attachments()]
         for rcpt in envelope.rcpt_tos:
             print(json.dumps({"to": rcpt, "from": envelope.mail_from,
-                              "subject": str(message["subject"] or ""), "body": body}), flush=True)
+                              "subject": str(message["subject"] or ""), "body": body, "html": html,
+                              "message_id": str(message["message-id"] or ""),
+                              "attachments": attachments}), flush=True)
         return "250 OK"
 
 

@@ -1,0 +1,218 @@
+//! Invoice mail: the issue mail, reminders, receipts and refund notices. Each mail is recorded in the
+//! invoice's own transaction (the change that causes it), under the Message-ID it will be sent with, and
+//! queued; a worker sends the queue and marks each mail sent. A crash between sending and marking re-sends
+//! that mail under the same Message-ID (mail clients fold the twins); none is skipped.
+
+mod content;
+pub(crate) mod reminders;
+pub(crate) mod sender;
+
+use poem_openapi::Enum;
+use portal_core::ids::CustomerId;
+use portal_core::table::{key, key_from};
+use portal_core::{Index, ReadTx, Record, Result, Table, Timestamp};
+use redb::WriteTransaction;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Invoice, InvoiceId, InvoiceStatus};
+
+portal_core::id_type!(
+    /// A mail about an invoice; also its Message-ID (before the sender's domain).
+    InvoiceMailId
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Enum)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+/// Why the mail was sent: `issued`, `reminder`, `receipt` (paid), `refund`, or `resent` by an admin.
+pub enum MailKind {
+    Issued,
+    Reminder,
+    Receipt,
+    Refund,
+    Resent,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvoiceMail {
+    pub id: InvoiceMailId,
+    pub invoice_id: InvoiceId,
+    pub kind: MailKind,
+    /// For reminders: days from the due date (−3: three days before it).
+    pub reminder_day: Option<i32>,
+    pub to: Vec<String>,
+    pub created_at: Timestamp,
+    pub sent_at: Option<Timestamp>,
+    pub attempts: u32,
+    /// Why the last attempt failed; set when the worker gave up too.
+    pub last_error: Option<String>,
+    /// The worker stopped trying (after [`sender::MAX_ATTEMPTS`]).
+    pub gave_up: bool,
+}
+
+impl Record for InvoiceMail {}
+
+/// invoice id ‖ mail id → the mail
+const MAILS: Table<InvoiceMail> = Table::new("billing.invoice_mails");
+/// next attempt (timestamp key) ‖ invoice id ‖ mail id: the mails still to send
+const QUEUE: Index = Index::new("billing.mail_queue");
+
+pub(crate) fn install(tx: &WriteTransaction) -> Result<()> {
+    MAILS.create(tx)?;
+    QUEUE.create(tx)?;
+    reminders::install(tx)
+}
+
+/// Records the mails a change of an invoice calls for, in the change's transaction: the issue mail for a
+/// new pending invoice, a receipt when it is paid, a notice when more of it is refunded. Reminders follow
+/// the invoice while it is outstanding.
+pub(crate) fn on_change(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) -> Result<()> {
+    let now = Timestamp::now();
+    match old {
+        None if new.status == InvoiceStatus::Pending => {
+            record(tx, new, MailKind::Issued, None, now)?;
+        }
+        Some(old) if old.status.is_open() && new.status == InvoiceStatus::Paid => {
+            record(tx, new, MailKind::Receipt, None, now)?;
+        }
+        Some(old) if new.refunded_amount > old.refunded_amount => {
+            record(tx, new, MailKind::Refund, None, now)?;
+        }
+        _ => {}
+    }
+    reminders::follow(tx, new)
+}
+
+/// Records a mail to the invoice's customer and queues it.
+pub(crate) fn record(
+    tx: &WriteTransaction,
+    invoice: &Invoice,
+    kind: MailKind,
+    reminder_day: Option<i32>,
+    now: Timestamp,
+) -> Result<InvoiceMail> {
+    let mail = InvoiceMail {
+        id: InvoiceMailId::generate(),
+        invoice_id: invoice.id,
+        kind,
+        reminder_day,
+        to: recipients(tx, invoice.customer_id)?,
+        created_at: now,
+        sent_at: None,
+        attempts: 0,
+        last_error: None,
+        gave_up: false,
+    };
+    MAILS.insert(tx, &key(&[&invoice.id.to_key(), &mail.id.to_key()]), &mail)?;
+    QUEUE.put(tx, &queue_key(now, invoice.id, mail.id), &[])?;
+    Ok(mail)
+}
+
+fn queue_key(at: Timestamp, invoice: InvoiceId, mail: InvoiceMailId) -> Vec<u8> {
+    key(&[&at.to_key(), &invoice.to_key(), &mail.to_key()])
+}
+
+/// Who receives a customer's invoice mail: its billing address and its users who chose invoice mail (and
+/// may sign in), each once.
+fn recipients(tx: &impl ReadTx, customer: CustomerId) -> Result<Vec<String>> {
+    let mut to = Vec::new();
+    if let Some(c) = portal_customers::service::get(tx, customer)? {
+        to.push(c.billing_email.to_lowercase());
+    }
+    for user in portal_auth::users::page_by_customer(tx, customer, None, usize::MAX)? {
+        let email = user.email.to_lowercase();
+        if user.settings.notifications.invoice_emails && !user.disabled && !to.contains(&email) {
+            to.push(email);
+        }
+    }
+    to.retain(|address| !address.is_empty());
+    Ok(to)
+}
+
+/// Mails an issued invoice again on an admin's request, with a new pay link while it is open.
+pub fn resend(
+    tx: &WriteTransaction,
+    caller: &portal_core::Principal,
+    id: InvoiceId,
+    now: Timestamp,
+) -> Result<InvoiceMail> {
+    let (invoice, _) = crate::invoices::visible(tx, caller, id)?;
+    if invoice.status == InvoiceStatus::Draft {
+        return Err(portal_core::Error::conflict("a draft invoice is not sent"));
+    }
+    if invoice.status.is_outstanding() {
+        let expires = invoice.due_date.max(now).plus_secs(crate::links::PAY_LINK_DAYS_AFTER_DUE * 86_400);
+        crate::links::issue(tx, crate::links::LinkKind::Pay, &invoice.id.to_key(), expires)?;
+    }
+    portal_core::audit::record(tx, "billing", "invoice_resend", invoice.id, Some(invoice.customer_id))?;
+    record(tx, &invoice, MailKind::Resent, None, now)
+}
+
+/// An invoice's mails, oldest first.
+pub fn of_invoice(tx: &impl ReadTx, invoice: InvoiceId) -> Result<Vec<InvoiceMail>> {
+    let mut mails = Vec::new();
+    MAILS.scan_prefix(tx, &invoice.to_key(), |_, mail| {
+        mails.push(mail);
+        Ok::<_, portal_core::Error>(true)
+    })?;
+    Ok(mails)
+}
+
+/// A mail waiting in the queue, under its queue key.
+pub(crate) struct Queued {
+    queue_key: Vec<u8>,
+    pub mail: InvoiceMail,
+}
+
+/// Up to `limit` queued mails whose next attempt is due at `now`, oldest first.
+pub(crate) fn due(tx: &impl ReadTx, now: Timestamp, limit: usize) -> Result<Vec<Queued>> {
+    let mut keys = Vec::new();
+    QUEUE.visit_keys(tx, &[], |k| {
+        let due = Timestamp::from_key(k).is_some_and(|at| at <= now);
+        if due {
+            keys.push(k.to_vec());
+        }
+        Ok::<_, portal_core::Error>(due && keys.len() < limit)
+    })?;
+    let mut queued = Vec::with_capacity(keys.len());
+    for queue_key in keys {
+        if let Some(mail) = MAILS.get(tx, key_from(&queue_key, 8))? {
+            queued.push(Queued { queue_key, mail });
+        }
+    }
+    Ok(queued)
+}
+
+/// What became of an attempt to send a mail.
+pub(crate) enum Attempt {
+    Sent(Timestamp),
+    /// Failed; tried again at the time given, or never again.
+    Failed {
+        why: String,
+        retry_at: Option<Timestamp>,
+    },
+}
+
+/// Takes a mail out of the queue (sent, or given up) or moves its next attempt later.
+pub(crate) fn settle(tx: &WriteTransaction, queued: &Queued, attempt: &Attempt) -> Result<()> {
+    let record_key = key_from(&queued.queue_key, 8);
+    let Some(mut stored) = MAILS.get(tx, record_key)? else { return Ok(()) };
+    if !QUEUE.remove(tx, &queued.queue_key)? {
+        return Ok(()); // settled already
+    }
+    match attempt {
+        Attempt::Sent(at) => {
+            stored.attempts += 1;
+            stored.sent_at = Some(*at);
+        }
+        Attempt::Failed { why, retry_at } => {
+            stored.attempts += 1;
+            stored.last_error = Some(why.clone());
+            match retry_at {
+                Some(at) => QUEUE.put(tx, &queue_key(*at, stored.invoice_id, stored.id), &[])?,
+                None => stored.gave_up = true,
+            }
+        }
+    }
+    Ok(MAILS.insert(tx, record_key, &stored)?)
+}

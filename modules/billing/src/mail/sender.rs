@@ -1,0 +1,97 @@
+//! The worker that sends queued invoice mail: each with the invoice's PDF as it stands when sent, a few at a
+//! time, marking each sent in the store after the mail server took it. Failures are tried again later
+//! (1 minute, 5 minutes, 30 minutes, 2 hours, 6 hours), then given up and left on the record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{stream, StreamExt};
+use portal_core::{Context, Error, Job, Result, Store, Timestamp};
+use portal_documents::{render_blocking, Renderer};
+use portal_notify::Notifier;
+
+use super::{content, due, settle, Attempt, Queued};
+use crate::document::InvoicePrint;
+use crate::invoices;
+
+/// After this many failed attempts a mail is given up.
+pub const MAX_ATTEMPTS: u32 = 6;
+const RETRY_AFTER_SECS: [i64; 5] = [60, 300, 1_800, 7_200, 21_600];
+/// Mails handed to the mail server at once.
+const IN_FLIGHT: usize = 4;
+
+/// What sending needs, shared by every mail of a run.
+#[derive(Clone)]
+pub(crate) struct Sender {
+    store: Store,
+    notifier: Arc<Notifier>,
+    renderer: Arc<Renderer>,
+    public_url: Option<String>,
+}
+
+impl Sender {
+    pub(crate) fn new(ctx: &Context) -> Result<Self> {
+        Ok(Self {
+            store: ctx.store.clone(),
+            notifier: portal_notify::shared(ctx)?,
+            renderer: portal_documents::renderer(ctx)?,
+            public_url: ctx.config.public_url.clone(),
+        })
+    }
+
+    /// Sends every mail due now; returns how many were sent.
+    pub(crate) async fn run(&self) -> Result<usize> {
+        let mut sent = 0;
+        loop {
+            let now = Timestamp::now();
+            let batch = self.store.read_blocking(|tx| due(tx, now, 32))?;
+            if batch.is_empty() {
+                return Ok(sent);
+            }
+            let outcomes: Vec<Result<bool>> =
+                stream::iter(batch).map(|queued| self.send(queued)).buffer_unordered(IN_FLIGHT).collect().await;
+            for outcome in outcomes {
+                sent += usize::from(outcome?);
+            }
+        }
+    }
+
+    /// Sends one mail and records what became of it; whether it went out.
+    async fn send(&self, queued: Queued) -> Result<bool> {
+        let attempt = match self.compose_and_send(&queued).await {
+            Ok(()) => Attempt::Sent(Timestamp::now()),
+            Err(e) => {
+                let retry = RETRY_AFTER_SECS
+                    .get(queued.mail.attempts as usize)
+                    .filter(|_| queued.mail.attempts + 1 < MAX_ATTEMPTS);
+                tracing::warn!(mail = %queued.mail.id, invoice = %queued.mail.invoice_id, error = %e, will_retry = retry.is_some(), "invoice mail not sent");
+                Attempt::Failed { why: e.to_string(), retry_at: retry.map(|secs| Timestamp::now().plus_secs(*secs)) }
+            }
+        };
+        let went_out = matches!(attempt, Attempt::Sent(_));
+        let queued = Arc::new(queued);
+        let attempt = Arc::new(attempt);
+        self.store.write(move |tx| settle(tx, &queued, &attempt)).await?;
+        Ok(went_out)
+    }
+
+    async fn compose_and_send(&self, queued: &Queued) -> Result<()> {
+        let (mail, now, public_url) = (&queued.mail, Timestamp::now(), self.public_url.as_deref());
+        let print = self.store.read_blocking(|tx| {
+            let invoice = invoices::get(tx, mail.invoice_id)?.ok_or_else(|| Error::not_found("invoice"))?;
+            let scope = portal_customers::system_scope(tx, invoice.customer_id)?;
+            InvoicePrint::read(tx, &invoice, &scope, now, public_url)
+        })?;
+        let renderer = Arc::clone(&self.renderer);
+        let print = Arc::new(print);
+        let for_render = Arc::clone(&print);
+        let pdf = render_blocking(move || for_render.render_pdf(&renderer)).await?;
+        let message = content::compose(mail, &print.document, pdf);
+        self.notifier.send_mail(&message).await?;
+        Ok(())
+    }
+}
+
+pub(crate) fn job() -> Job {
+    Job::new("invoice-mail", Duration::from_secs(1), |ctx| async move { Sender::new(&ctx)?.run().await.map(drop) })
+}
