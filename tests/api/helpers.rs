@@ -105,8 +105,11 @@ impl TestApp {
         Self::start(dir, config).await
     }
 
-    async fn start(dir: TempDir, config: Config) -> TestApp {
+    async fn start(dir: TempDir, mut config: Config) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        // Links in mail and documents point at this very server, as they would at a deployed one.
+        let bound = listener.local_addr().expect("bound address");
+        config.core.public_url.get_or_insert_with(|| format!("http://{bound}"));
         let app = App::with_listener(config, listener).await.expect("app builds");
         let addr = app.local_addr();
         let store = app.store();

@@ -13,6 +13,7 @@ mod documents;
 mod errors;
 mod health;
 mod helpers;
+mod invoice_mail;
 mod lifecycle;
 mod migrations;
 mod openapi;
