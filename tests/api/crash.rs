@@ -37,20 +37,29 @@ fn cents(v: &Value) -> i64 {
 }
 
 /// A running `portal serve` child on a port it chose itself.
-struct Server {
-    child: Child,
-    base: String,
+pub(crate) struct Server {
+    pub child: Child,
+    pub base: String,
 }
 
 async fn start(data_dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portal"))
+    start_with(data_dir, &[]).await
+}
+
+/// Starts `portal serve` on `data_dir` with extra environment variables (no mail server unless they name one).
+pub(crate) async fn start_with(data_dir: &Path, env: &[(&str, String)]) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portal"));
+    command.env_remove("PORTAL_SMTP_URL");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
         .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json", "--rate-limit", "off"])
         .env("PORTAL_DATA_DIR", data_dir)
         .env("PORTAL_ADMIN_EMAIL", ADMIN_EMAIL)
         .env("PORTAL_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("PORTAL_JWT_SECRET", JWT_SECRET)
         .env("PORTAL_LOG", "info")
-        .env_remove("PORTAL_SMTP_URL")
         .env_remove("STRIPE_SECRET_KEY")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -79,14 +88,14 @@ async fn start(data_dir: &Path) -> Server {
     Server { child, base: format!("http://{addr}") }
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Client {
-    async fn connect(base: &str) -> Client {
+    pub(crate) async fn connect(base: &str) -> Client {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         let r = http
             .post(format!("{base}/auth/login"))
@@ -100,7 +109,7 @@ impl Client {
 
     /// `Some(body)` for a 2xx; `None` when the connection broke (the server died); panics on any other
     /// answer, which would be a bug rather than a crash.
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Option<Value> {
+    pub(crate) async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Option<Value> {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(body) = body {
             req = req.json(&body);
@@ -112,12 +121,12 @@ impl Client {
         Some(if text.is_empty() { Value::Null } else { serde_json::from_str(&text).expect("JSON") })
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         self.send(reqwest::Method::GET, path, None).await.expect("the restarted portal answers")
     }
 
     /// Every page of a list endpoint.
-    async fn all(&self, path: &str) -> Vec<Value> {
+    pub(crate) async fn all(&self, path: &str) -> Vec<Value> {
         let mut out = Vec::new();
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut url = format!("{path}{sep}limit=200");

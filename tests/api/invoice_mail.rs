@@ -52,7 +52,13 @@ async fn an_issued_invoice_is_mailed_with_its_pdf_and_pay_link_and_payment_bring
     let invoice = recurring_invoice(&app, &admin, &cid, "2026-11-01").await;
     let (id, number) = (invoice["id"].as_str().unwrap(), invoice["invoice_number"].as_str().unwrap());
     let issued = smtp.wait_for_mail_with("ap@example.com", number, MAIL_WAIT).await;
-    assert_eq!(issued.subject, format!("Invoice {number} from Northwind Studio GmbH: $1,200.00 due {}", &invoice["due_date"].as_str().unwrap()[..10]));
+    assert_eq!(
+        issued.subject,
+        format!(
+            "Invoice {number} from Northwind Studio GmbH: $1,200.00 due {}",
+            &invoice["due_date"].as_str().unwrap()[..10]
+        )
+    );
     let cfo = smtp.wait_for_mail_with("cfo@acme.example", number, MAIL_WAIT).await;
     assert_eq!(cfo.message_id, issued.message_id, "one message to every recipient");
 
@@ -72,11 +78,14 @@ async fn an_issued_invoice_is_mailed_with_its_pdf_and_pay_link_and_payment_bring
     assert!(html.contains("Hello Acme &lt;Corp&gt;,"), "names are escaped in HTML: {html}");
     assert_eq!(issued.attachments.len(), 1);
     let attachment = &issued.attachments[0];
-    assert_eq!((attachment.filename.as_str(), attachment.content_type.as_str()), (&*format!("{number}.pdf"), "application/pdf"));
+    assert_eq!(
+        (attachment.filename.as_str(), attachment.content_type.as_str()),
+        (&*format!("{number}.pdf"), "application/pdf")
+    );
     let text = pdf_text(&attachment.bytes());
     assert!(text.contains(number) && text.contains("$1,200.00"), "{text}");
     let unwrapped: String = text.split_whitespace().collect();
-    assert!(unwrapped.contains(&pay_link), "the PDF carries the mail's pay link: {text}");
+    assert!(unwrapped.contains(&pay_link), "the PDF carries the mail's pay link {pay_link}: {text}");
     let served = app.request(Method::GET, &format!("/billing/invoices/{id}/pdf")).bearer_auth(&admin).send().await;
     let served = served.unwrap().bytes().await.unwrap().to_vec();
     assert_eq!(attachment.bytes(), served, "the attachment is the invoice's PDF");
@@ -84,7 +93,11 @@ async fn an_issued_invoice_is_mailed_with_its_pdf_and_pay_link_and_payment_bring
     // Paid by hand: a receipt, with the PDF marked paid and no pay link.
     mark_paid(&app, &admin, id).await;
     let receipt = smtp.wait_for_mail_with("ap@example.com", "Receipt for invoice", MAIL_WAIT).await;
-    assert!(receipt.body.contains(&format!("we received your payment of $1,200.00 for invoice {number}")), "{}", receipt.body);
+    assert!(
+        receipt.body.contains(&format!("we received your payment of $1,200.00 for invoice {number}")),
+        "{}",
+        receipt.body
+    );
     assert!(!receipt.body.contains("Pay online"), "{}", receipt.body);
     assert!(pdf_text(&receipt.attachments[0].bytes()).contains("PAID"));
     assert_ne!(receipt.message_id, issued.message_id);
@@ -93,8 +106,11 @@ async fn an_issued_invoice_is_mailed_with_its_pdf_and_pay_link_and_payment_bring
     let r = app.call(Method::POST, &format!("/billing/invoices/{id}/send"), &admin, None).await;
     assert_eq!(r.status, 202, "{}", r.text);
     assert_eq!(r.json()["kind"], "resent");
-    let cfo_token = app.login("cfo@acme.example", "correct horse battery").await["access_token"].as_str().unwrap().to_string();
-    app.call(Method::POST, &format!("/billing/invoices/{id}/send"), &cfo_token, None).await.assert_error(403, "forbidden");
+    let cfo_token =
+        app.login("cfo@acme.example", "correct horse battery").await["access_token"].as_str().unwrap().to_string();
+    app.call(Method::POST, &format!("/billing/invoices/{id}/send"), &cfo_token, None)
+        .await
+        .assert_error(403, "forbidden");
     let mails = sent_mails(&app, &admin, id, 3).await;
     let kinds: Vec<&str> = mails.iter().map(|m| m["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["issued", "receipt", "resent"]);

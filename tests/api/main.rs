@@ -15,6 +15,7 @@ mod health;
 mod helpers;
 mod invoice_mail;
 mod lifecycle;
+mod mail_crash;
 mod migrations;
 mod openapi;
 mod organization;

@@ -104,6 +104,11 @@ impl Notifier {
         }
     }
 
+    /// Whether mail leaves the portal (an SMTP server is configured), or goes to the outbox as text.
+    pub fn sends_mail(&self) -> bool {
+        self.mail.is_some()
+    }
+
     /// Sends `mail` to all its recipients at once. With no SMTP server configured, its text part is kept in
     /// the outbox for each recipient (attachments are not kept).
     pub async fn send_mail(&self, mail: &Mail) -> Result<Delivery> {

@@ -5,8 +5,8 @@ use portal_notify::{Mail, MailAttachment};
 
 use super::{InvoiceMail, MailKind};
 
-/// The mail for `mail`, with the invoice's PDF attached.
-pub(crate) fn compose(mail: &InvoiceMail, doc: &InvoiceDocument, pdf: Vec<u8>) -> Mail {
+/// The mail for `mail`, with the invoice's PDF attached when there is one.
+pub(crate) fn compose(mail: &InvoiceMail, doc: &InvoiceDocument, pdf: Option<Vec<u8>>) -> Mail {
     let seller = &doc.letterhead.seller.name;
     let from = if seller.is_empty() { String::new() } else { format!(" from {seller}") };
     let n = &doc.number;
@@ -71,8 +71,10 @@ pub(crate) fn compose(mail: &InvoiceMail, doc: &InvoiceDocument, pdf: Vec<u8>) -
             ));
         }
     }
-    text.push(format!("The invoice is attached as {n}.pdf."));
-    html.push(format!("<p>The invoice is attached as {}.pdf.</p>", escape(n)));
+    if pdf.is_some() {
+        text.push(format!("The invoice is attached as {n}.pdf."));
+        html.push(format!("<p>The invoice is attached as {}.pdf.</p>", escape(n)));
+    }
     if !seller.is_empty() {
         text.extend([String::new(), seller.clone()]);
         html.push(format!("<p>{}</p>", escape(seller)));
@@ -92,11 +94,10 @@ pub(crate) fn compose(mail: &InvoiceMail, doc: &InvoiceDocument, pdf: Vec<u8>) -
         text: text.join("\n"),
         html,
         message_id: mail.id.to_string(),
-        attachments: vec![MailAttachment {
-            name: format!("{n}.pdf"),
-            content_type: "application/pdf".into(),
-            bytes: pdf,
-        }],
+        attachments: pdf
+            .into_iter()
+            .map(|bytes| MailAttachment { name: format!("{n}.pdf"), content_type: "application/pdf".into(), bytes })
+            .collect(),
     }
 }
 

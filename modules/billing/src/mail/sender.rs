@@ -82,10 +82,14 @@ impl Sender {
             let scope = portal_customers::system_scope(tx, invoice.customer_id)?;
             InvoicePrint::read(tx, &invoice, &scope, now, public_url)
         })?;
-        let renderer = Arc::clone(&self.renderer);
         let print = Arc::new(print);
-        let for_render = Arc::clone(&print);
-        let pdf = render_blocking(move || for_render.render_pdf(&renderer)).await?;
+        // The outbox keeps text only: no PDF is made for it.
+        let pdf = if self.notifier.sends_mail() {
+            let (renderer, print) = (Arc::clone(&self.renderer), Arc::clone(&print));
+            Some(render_blocking(move || print.render_pdf(&renderer)).await?)
+        } else {
+            None
+        };
         let message = content::compose(mail, &print.document, pdf);
         self.notifier.send_mail(&message).await?;
         Ok(())
