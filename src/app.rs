@@ -139,8 +139,12 @@ pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
     let swagger = api.swagger_ui_html();
     let gate =
         Arc::new(middleware::Gate { authenticator: portal_auth::service(ctx)?, limiter: rate_limit::shared(ctx) });
-    let site =
-        Site { api: api.into_endpoint(), spec: docs::spec_endpoint(spec), docs: docs::swagger_endpoint(swagger) };
+    let site = Site {
+        api: api.into_endpoint(),
+        spec: docs::spec_endpoint(spec),
+        docs: docs::swagger_endpoint(swagger),
+        pages: portal_pages::pages(ctx)?,
+    };
     let routes = site
         .around(move |ep, req| middleware::admit(ep, req, Arc::clone(&gate)))
         .with(CookieJarManager::new())
@@ -150,13 +154,14 @@ pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
     Ok(with_middleware(routes, ctx.config.served_over_tls(), body_deadline))
 }
 
-/// The API with its two documents beside it: `/openapi.json` and `/docs` by their exact paths, every other
-/// path to the API. A plain match, where poem's router with the API nested under `/` would look each request
-/// up twice and rewrite its URI on the way in.
+/// The API with its two documents and the hosted pages beside it: `/openapi.json` and `/docs` by their exact
+/// paths, the pages (`/pay/…`) by their prefix, every other path to the API. A plain match, where poem's
+/// router with the API nested under `/` would look each request up twice and rewrite its URI on the way in.
 struct Site<A, S, D> {
     api: A,
     spec: S,
     docs: D,
+    pages: portal_pages::Pages,
 }
 
 enum Document {
@@ -171,6 +176,7 @@ impl<A: Endpoint, S: Endpoint, D: Endpoint> Endpoint for Site<A, S, D> {
         let document = match req.uri().path() {
             "/openapi.json" => Document::Spec,
             "/docs" => Document::Docs,
+            path if portal_pages::serves(path) => return self.pages.call(req).await,
             _ => return self.api.call(req).await.map(IntoResponse::into_response),
         };
         if !matches!(*req.method(), Method::GET | Method::HEAD) {

@@ -277,6 +277,17 @@ async fn save_a_card_pay_an_invoice_and_refund_it() {
     assert_eq!(cents(&stats["revenue_this_month"]), 133_802);
     let overview = app.call(Method::GET, "/billing/my-billing", &user, None).await.json();
     assert_eq!(cents(&overview["paid_to_date"]), 133_802);
+
+    // The customer got a receipt for the card payment and one notice of the refund, however often the
+    // refund's events came.
+    let receipt = app.wait_for_outbox_mail("ap@example.com", "Receipt for invoice").await;
+    assert!(receipt.contains("we received your payment of $1,358.02"), "{receipt}");
+    let refund = app.wait_for_outbox_mail("ap@example.com", "Refund for invoice").await;
+    assert!(refund.contains("We refunded $20.00 of invoice"), "{refund}");
+    let r = app.call(Method::GET, &format!("/billing/invoices/{id}/mails"), &admin, None).await;
+    let kinds: Vec<String> =
+        r.json().as_array().unwrap().iter().map(|m| m["kind"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, ["issued", "receipt", "refund"]);
 }
 
 #[tokio::test]
@@ -670,4 +681,115 @@ async fn a_success_of_another_amount_currency_or_customer_never_pays_the_invoice
     // Customer users never see them.
     let user = user_token(&app, &admin, &cid, "u@exact.example.com").await;
     app.call(Method::GET, "/billing/unmatched-payments", &user, None).await.assert_error(403, "forbidden");
+}
+
+/// Keeps a page's HTML as a test artifact (`target/test-artifacts/NAME.html`), for a person to look at.
+fn keep_page(name: &str, html: &str) {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.html")), html).unwrap();
+}
+
+/// The pay link of the newest mail about invoice `number`.
+async fn pay_link(app: &TestApp, number: &str) -> String {
+    let mail = app.wait_for_outbox_mail("ap@example.com", number).await;
+    mail.lines()
+        .find_map(|l| l.strip_prefix("Pay online: "))
+        .unwrap_or_else(|| panic!("no pay link: {mail}"))
+        .to_string()
+}
+
+/// A page as a browser gets it: status, content type, CSP and text.
+async fn page(method: Method, url: &str) -> (u16, String, String, String) {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = client.request(method, url).send().await.unwrap();
+    let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let (status, content_type, csp) = (r.status().as_u16(), header("content-type"), header("content-security-policy"));
+    let location = header("location");
+    let text = r.text().await.unwrap().replace('\u{a0}', " ");
+    (status, content_type, csp, if status == 303 { location } else { text })
+}
+
+#[tokio::test]
+async fn the_pay_page_from_the_mail_shows_the_invoice_and_pays_it_once_with_the_saved_card() {
+    let ls = LocalStripe::start();
+    let stripe = StripeSide::new(&ls);
+    let app = app_with(&ls).await;
+    let admin = app.admin_token().await;
+    let cid = customer(&app, &admin, "Page Co", json!({"monthly_fee": 250, "tax_rate": 20})).await;
+    user_with_default_card(&app, &stripe, &admin, &cid, "payer@page.example.com", GOOD_CARD).await;
+    let inv = invoice(&app, &admin, &cid).await;
+    let (id, number) = (inv["id"].as_str().unwrap(), inv["invoice_number"].as_str().unwrap());
+    let link = pay_link(&app, number).await;
+    assert!(link.starts_with(&app.url("/pay/")), "{link}");
+
+    // No sign-in: the link shows the invoice, the same figures as the API, and its PDF.
+    let (status, content_type, csp, html) = page(Method::GET, &link).await;
+    assert_eq!((status, content_type.as_str()), (200, "text/html; charset=utf-8"));
+    assert!(csp.contains("default-src 'none'") && csp.contains("form-action 'self'"), "{csp}");
+    for shown in [number, "Page Co", "$250.00", "Tax (20 %)", "$50.00", "$300.00", "Pay $300.00 with your saved card"] {
+        assert!(html.contains(shown), "{shown:?} missing: {html}");
+    }
+    assert_eq!(inv["total_amount"], 300.0);
+    keep_page("pay-page", &html);
+    let pdf = reqwest::get(format!("{link}/invoice.pdf")).await.unwrap();
+    assert_eq!(pdf.headers()["content-type"], "application/pdf");
+    assert!(pdf.bytes().await.unwrap().starts_with(b"%PDF-"));
+
+    // Paying: the saved card is charged once, the page then shows the invoice paid and offers nothing more.
+    let (status, _, _, location) = page(Method::POST, &link).await;
+    assert_eq!((status, location.as_str()), (303, link.trim_start_matches(&app.url("")).to_string().as_str()));
+    assert_eq!(get_invoice(&app, &admin, id).await["status"], "paid");
+    let (status, _, _, html) = page(Method::GET, &link).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Thank you: this invoice is paid.") && !html.contains("<form"), "{html}");
+    let (status, _, _, html) = page(Method::POST, &link).await;
+    assert_eq!(status, 409, "{html}");
+    assert!(html.contains("already paid"), "{html}");
+    assert_eq!(stripe.intents_of(id).await.len(), 1, "charged once");
+    app.wait_for_outbox_mail("ap@example.com", "Receipt for invoice").await;
+
+    // Links that open nothing: plain pages, not the API's JSON.
+    let (status, content_type, _, html) = page(Method::GET, &app.url("/pay/not-a-token")).await;
+    assert_eq!((status, content_type.as_str()), (404, "text/html; charset=utf-8"));
+    assert!(html.contains("This payment link is not valid"), "{html}");
+    let forged = format!("{}A", &link[..link.len() - 1]);
+    assert_eq!(page(Method::GET, &forged).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_declined_card_on_the_pay_page_says_so_and_a_resent_invoice_kills_the_old_link() {
+    let ls = LocalStripe::start();
+    let stripe = StripeSide::new(&ls);
+    let app = app_with(&ls).await;
+    let admin = app.admin_token().await;
+    let cid = customer(&app, &admin, "Declined Page Co", json!({"monthly_fee": 40})).await;
+    user_with_default_card(&app, &stripe, &admin, &cid, "payer@declined.example.com", DECLINING_CARD).await;
+    let inv = invoice(&app, &admin, &cid).await;
+    let (id, number) = (inv["id"].as_str().unwrap(), inv["invoice_number"].as_str().unwrap());
+    let link = pay_link(&app, number).await;
+
+    let (status, _, _, html) = page(Method::POST, &link).await;
+    assert_eq!(status, 402, "{html}");
+    keep_page("pay-page-declined", &html);
+    assert!(html.contains("Your card was declined"), "{html}");
+    assert!(html.contains("Pay $40.00 with your saved card"), "the invoice can still be paid: {html}");
+    assert_eq!(get_invoice(&app, &admin, id).await["status"], "pending");
+
+    // Sent again: the new mail's link works, the old one no longer does.
+    let r = app.call(Method::POST, &format!("/billing/invoices/{id}/send"), &admin, None).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let fresh = loop {
+        let candidate = pay_link(&app, number).await;
+        if candidate != link {
+            break candidate;
+        }
+        assert!(std::time::Instant::now() < deadline, "the resent mail did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(page(Method::GET, &fresh).await.0, 200);
+    let (status, _, _, html) = page(Method::GET, &link).await;
+    assert_eq!(status, 404);
+    assert!(html.contains("replaced by a newer one"), "{html}");
 }

@@ -262,7 +262,7 @@ pub fn collection(tx: &impl portal_core::ReadTx, id: InvoiceId) -> Result<Collec
 }
 
 /// The shared Stripe client (none without `STRIPE_SECRET_KEY`).
-pub(crate) fn client(ctx: &Context) -> Result<Arc<Option<Stripe>>> {
+pub fn client(ctx: &Context) -> Result<Arc<Option<Stripe>>> {
     ctx.services.get_or_try_init(|| Stripe::from_config(&*ctx.settings::<StripeConfig>()?))
 }
 
