@@ -1,6 +1,7 @@
 //! Compiling a template with a document's data into PDF bytes.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
@@ -42,27 +43,32 @@ pub struct Job<'a, T: Serialize> {
 
 /// The templates and fonts documents are made with, ready to render. Build once at start.
 pub struct Renderer {
-    fonts: Fonts,
+    /// Loaded on the first render: a portal that makes no document keeps no typesetter in memory.
+    fonts: OnceLock<Fonts>,
     invoice: Source,
     proposal: Source,
     logo_check: Source,
 }
 
 impl Renderer {
-    /// The built-in templates, or the invoice template `config` names, checked by rendering a sample.
+    /// The built-in templates (their tests render them), or the invoice template `config` names, checked by
+    /// rendering a sample.
     pub fn new(config: &DocumentsConfig) -> Result<Self, DocumentError> {
         let invoice = match &config.invoice_template {
             Some(path) => read_template(path)?,
             None => INVOICE_TEMPLATE.to_owned(),
         };
         let renderer = Self {
-            fonts: Fonts::load(),
+            fonts: OnceLock::new(),
             invoice: template_source(invoice)?,
             proposal: template_source(PROPOSAL_TEMPLATE.to_owned())?,
             logo_check: template_source(LOGO_CHECK.to_owned())?,
         };
-        renderer.invoice(&sample::job(&sample::invoice()))?;
-        renderer.proposal(&sample::job(&sample::proposal()))?;
+        if config.invoice_template.is_some() {
+            renderer.invoice(&sample::job(&sample::invoice()))?;
+            // What the check compiled is not needed again: an idle portal keeps no typesetting caches.
+            comemo::evict(0);
+        }
         Ok(renderer)
     }
 
@@ -86,7 +92,7 @@ impl Renderer {
             Logo::Svg(bytes) => (LOGO_SVG_PATH, Bytes::new(bytes.to_vec())),
         });
         let world = DocumentWorld {
-            shared: &self.fonts,
+            shared: self.fonts.get_or_init(Fonts::load),
             template,
             data: Bytes::new(data_json(job.data, logo.as_ref().map(|(path, _)| *path))?),
             logo,

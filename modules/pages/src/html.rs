@@ -13,7 +13,8 @@ const STYLE: &str = "\
 body{margin:0;background:#f4f5f7;color:#1a1a1a;font:16px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}\
 main{max-width:40rem;margin:0 auto;padding:1.5rem 1rem}\
 .card{background:#fff;border:1px solid #d8dbe0;border-radius:8px;padding:1.25rem 1.5rem;margin-bottom:1rem}\
-h1{font-size:1.5rem;margin:.25rem 0 1rem;color:#1f3a5f}\
+h1{font-size:1.5rem;margin:.25rem 0 1rem;color:#1f3a5f}h2{font-size:1.15rem;margin:0 0 .5rem}\
+.nowrap{white-space:nowrap}\
 .seller{font-weight:600}.muted{color:#545b66}\
 .logo{max-height:3rem;max-width:12rem}\
 table{width:100%;border-collapse:collapse}td,th{padding:.4rem 0;text-align:left;vertical-align:top}\

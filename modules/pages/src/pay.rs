@@ -154,7 +154,7 @@ impl PayPages {
             _ => ("open", "Open"),
         };
         body.push_str(&format!(
-            "<h1>Invoice {} <span class=\"status {class}\">{word}</span></h1>",
+            "<h1>Invoice <span class=\"nowrap\">{}</span> <span class=\"status {class}\">{word}</span></h1>",
             escape(&doc.number)
         ));
         if let Some(Notice::Error(message)) = &notice {
