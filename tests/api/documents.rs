@@ -22,7 +22,7 @@ async fn fetch(app: &TestApp, path: &str, token: &str) -> (u16, String, String, 
 }
 
 /// The PDF's text as pdftotext reads it (layout kept, no-break spaces as spaces).
-fn text_of(pdf: &[u8]) -> String {
+pub(crate) fn text_of(pdf: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doc.pdf");
     std::fs::write(&path, pdf).unwrap();

@@ -8,16 +8,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::billing::{customer, mark_paid, recurring_invoice, user_token};
+use crate::documents::text_of;
 use crate::helpers::{TestApp, MAIL_WAIT};
-
-/// The PDF's text as pdftotext reads it.
-fn pdf_text(pdf: &[u8]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("attached.pdf");
-    std::fs::write(&path, pdf).unwrap();
-    let out = std::process::Command::new("pdftotext").arg(&path).arg("-").output().expect("pdftotext");
-    String::from_utf8(out.stdout).unwrap().replace(['\u{a0}', '\u{202f}'], " ")
-}
 
 /// The invoice's mail records, once every one of them went out.
 async fn sent_mails(app: &TestApp, admin: &str, invoice: &str, count: usize) -> Vec<Value> {
@@ -82,7 +74,7 @@ async fn an_issued_invoice_is_mailed_with_its_pdf_and_pay_link_and_payment_bring
         (attachment.filename.as_str(), attachment.content_type.as_str()),
         (&*format!("{number}.pdf"), "application/pdf")
     );
-    let text = pdf_text(&attachment.bytes());
+    let text = text_of(&attachment.bytes());
     assert!(text.contains(number) && text.contains("$1,200.00"), "{text}");
     let unwrapped: String = text.split_whitespace().collect();
     assert!(unwrapped.contains(&pay_link), "the PDF carries the mail's pay link {pay_link}: {text}");
@@ -99,7 +91,7 @@ async fn an_issued_invoice_is_mailed_with_its_pdf_and_pay_link_and_payment_bring
         receipt.body
     );
     assert!(!receipt.body.contains("Pay online"), "{}", receipt.body);
-    assert!(pdf_text(&receipt.attachments[0].bytes()).contains("PAID"));
+    assert!(text_of(&receipt.attachments[0].bytes()).contains("PAID"));
     assert_ne!(receipt.message_id, issued.message_id);
 
     // Sent again by an admin: a new message, recorded like the others; customers' users may not.

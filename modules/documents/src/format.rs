@@ -91,6 +91,23 @@ pub fn address_lines(street: &str, city: &str, state: &str, postal_code: &str, c
     lines
 }
 
+/// Text made safe to place in HTML, as content or in a quoted attribute (mail and pages show documents'
+/// text in HTML too).
+pub fn html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A date as every reader understands it, whatever their locale: `2026-12-02`.
 pub fn date(day: NaiveDate) -> String {
     day.format("%Y-%m-%d").to_string()
@@ -135,6 +152,11 @@ mod tests {
             ["Hauptstraße 5", "10115 Berlin", "DE"]
         );
         assert_eq!(address_lines("", "", "", "", ""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn html_text_is_escaped() {
+        assert_eq!(html("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What an invoice mail says: subject, plain text and HTML, from the same formatted figures the PDF prints.
 
+use portal_documents::format::html as escape;
 use portal_documents::model::InvoiceDocument;
 use portal_notify::{Mail, MailAttachment};
 
@@ -98,31 +99,5 @@ pub(crate) fn compose(mail: &InvoiceMail, doc: &InvoiceDocument, pdf: Option<Vec
             .into_iter()
             .map(|bytes| MailAttachment { name: format!("{n}.pdf"), content_type: "application/pdf".into(), bytes })
             .collect(),
-    }
-}
-
-/// Text made safe to place in HTML.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(escape("<b>A&B \"c\" 'd'</b>"), "&lt;b&gt;A&amp;B &quot;c&quot; &#39;d&#39;&lt;/b&gt;");
     }
 }
