@@ -28,6 +28,14 @@ pub fn get(tx: &impl ReadTx, id: InvoiceId) -> Result<Option<Invoice>> {
     Ok(INVOICES.get(tx, &id.to_key())?)
 }
 
+/// Visits every invoice (migrations).
+pub(crate) fn scan_all(tx: &impl ReadTx, mut visit: impl FnMut(Invoice)) -> Result<()> {
+    INVOICES.scan_prefix(tx, &[], |_, invoice| {
+        visit(invoice);
+        Ok::<_, Error>(true)
+    })
+}
+
 /// An invoice the caller may see (admin, or a user of its customer, which must not be archived), with
 /// the caller's scope on that customer.
 pub fn visible(tx: &impl ReadTx, caller: &Principal, id: InvoiceId) -> Result<(Invoice, CustomerScope)> {

@@ -26,7 +26,7 @@ pub mod webhooks;
 use std::sync::Arc;
 
 use portal_core::ids::CustomerId;
-use portal_core::{store, Context, Error, Job, Module, Result};
+use portal_core::{store, Context, Error, Job, Module, Result, Timestamp};
 use portal_customers::{CustomerData, Dependents};
 use redb::WriteTransaction;
 
@@ -38,7 +38,7 @@ use portal_stripe::StripeConfig;
 pub use recurring::run_recurring;
 
 /// 2: the invoice indexes share one table.
-const SCHEMA_VERSION: u32 = 2;
+const SCHEMA_VERSION: u32 = 3;
 
 pub struct BillingModule;
 
@@ -67,6 +67,11 @@ impl Module for BillingModule {
             0 => store::set_schema_version(tx, Self::NAME, SCHEMA_VERSION),
             1 => {
                 tables::share_invoice_indexes(tx)?;
+                mail::adopt_outstanding(tx, Timestamp::now())?;
+                store::set_schema_version(tx, Self::NAME, SCHEMA_VERSION)
+            }
+            2 => {
+                mail::adopt_outstanding(tx, Timestamp::now())?;
                 store::set_schema_version(tx, Self::NAME, SCHEMA_VERSION)
             }
             SCHEMA_VERSION => Ok(()),

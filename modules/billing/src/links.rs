@@ -99,6 +99,13 @@ pub fn issue(tx: &WriteTransaction, kind: LinkKind, id: &[u8; 16], expires_at: T
     Ok(link)
 }
 
+/// Removes a record's link (a store from before links, in tests).
+#[cfg(test)]
+pub(crate) fn forget(tx: &WriteTransaction, kind: LinkKind, id: &[u8; 16]) -> Result<()> {
+    LINKS.remove(tx, &record_key(kind, id))?;
+    Ok(())
+}
+
 fn signing_key(tx: &impl ReadTx) -> Result<Vec<u8>> {
     SECRETS.get(tx, KEY_NAME)?.ok_or_else(|| Error::internal("the link signing key is missing from the store"))
 }

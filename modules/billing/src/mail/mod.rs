@@ -83,6 +83,26 @@ pub(crate) fn on_change(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invo
     reminders::follow(tx, new)
 }
 
+/// Schema 3: invoices outstanding from before invoice mail get a pay link and the reminders still to come
+/// (none that would already have gone out: an upgrade sends no burst of reminders).
+pub(crate) fn adopt_outstanding(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
+    let mut outstanding = Vec::new();
+    crate::invoices::scan_all(tx, |invoice| {
+        if invoice.status.is_outstanding() {
+            outstanding.push(invoice);
+        }
+    })?;
+    for invoice in &outstanding {
+        let id = invoice.id.to_key();
+        if crate::links::current(tx, crate::links::LinkKind::Pay, &id)?.is_none() {
+            let expires = invoice.due_date.max(now).plus_secs(crate::links::PAY_LINK_DAYS_AFTER_DUE * 86_400);
+            crate::links::issue(tx, crate::links::LinkKind::Pay, &id, expires)?;
+        }
+        reminders::adopt(tx, invoice, now)?;
+    }
+    Ok(outstanding.len())
+}
+
 /// Records a mail to the invoice's customer and queues it.
 pub(crate) fn record(
     tx: &WriteTransaction,

@@ -37,6 +37,15 @@ pub(crate) fn follow(tx: &WriteTransaction, invoice: &Invoice) -> Result<()> {
     Ok(())
 }
 
+/// Puts an invoice issued before reminders existed on the schedule, as if every reminder day that has
+/// passed had been sent.
+pub(crate) fn adopt(tx: &WriteTransaction, invoice: &Invoice, now: Timestamp) -> Result<()> {
+    follow(tx, invoice)?;
+    let passed = (now.unix_secs() - invoice.due_date.unix_secs()).div_euclid(DAY_SECS);
+    let passed = i32::try_from(passed.clamp(-1_000, 1_000)).unwrap_or(0);
+    Ok(REMINDED.put(tx, &invoice.id.to_key(), &passed.to_be_bytes())?)
+}
+
 /// The reminder due for `invoice` at `now` under `schedule` (sorted days from the due date), after the
 /// one for `last` was sent: the latest day that has come, later than `last` and after the invoice was issued.
 fn due_day(invoice: &Invoice, schedule: &[i32], last: Option<i32>, now: Timestamp) -> Option<i32> {
@@ -187,6 +196,43 @@ mod tests {
         let kinds: Vec<MailKind> = mails.iter().map(|m| m.kind).collect();
         assert_eq!(kinds, [MailKind::Issued, MailKind::Reminder, MailKind::Reminder, MailKind::Receipt]);
         assert_eq!(mails[0].to, ["ap@property.example.com"]);
+    }
+
+    #[test]
+    fn an_upgrade_gives_outstanding_invoices_a_link_and_only_reminders_still_to_come() {
+        use portal_customers::service::BillingChange;
+
+        let store = crate::testing::store();
+        let monthly = BillingChange { monthly_fee: Some(10.0), billing_day: Some(1), ..Default::default() };
+        let id = crate::testing::customer(&store, monthly);
+        let now = Timestamp::now();
+        let invoice = store
+            .write_blocking(move |tx| crate::recurring::run_for(tx, &portal_customers::system_scope(tx, id)?, now))
+            .unwrap()
+            .remove(0);
+        let key = invoice.id.to_key();
+        let due = invoice.due_date;
+        // As a store from before invoice mail holds it: no link, not on the schedule.
+        store
+            .write_blocking(move |tx| {
+                crate::links::forget(tx, crate::links::LinkKind::Pay, &key)?;
+                REMINDABLE.remove(tx, &key_of(due, &key))?;
+                portal_core::store::set_schema_version(tx, "billing", 2)
+            })
+            .unwrap();
+        // Five days past due when the upgraded portal starts.
+        let later = due.plus_secs(5 * DAY_SECS);
+        assert_eq!(store.write_blocking(move |tx| crate::mail::adopt_outstanding(tx, later)).unwrap(), 1);
+        let link = store.read_blocking(|tx| crate::links::current(tx, crate::links::LinkKind::Pay, &key)).unwrap();
+        assert!(link.is_some_and(|l| l.expires_at > later));
+        let schedule = [-3, 0, 3, 7, 14];
+        assert_eq!(store.write_blocking(move |tx| run(tx, &schedule, later)).unwrap(), 0, "no burst of old reminders");
+        let at7 = due.plus_secs(7 * DAY_SECS);
+        assert_eq!(store.write_blocking(move |tx| run(tx, &schedule, at7)).unwrap(), 1, "the next one comes");
+    }
+
+    fn key_of(due: Timestamp, id: &[u8; 16]) -> Vec<u8> {
+        key(&[&due.to_key(), id])
     }
 
     #[test]
