@@ -169,4 +169,5 @@ async fn a_proposal_pdf_shows_each_milestone_as_its_invoice_will_bill_it() {
     let other = customer(&app, &admin, "Globex", json!({})).await;
     let stranger = user_token(&app, &admin, &other, "ap@globex.example").await;
     app.call(Method::GET, &path, &stranger, None).await.assert_error(404, "not_found");
+    app.send(app.request(Method::GET, &path)).await.assert_error(401, "unauthorized");
 }

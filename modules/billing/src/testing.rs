@@ -36,3 +36,15 @@ pub(crate) fn customer(store: &Store, billing: BillingChange) -> portal_core::id
         })
         .unwrap()
 }
+
+/// A store holding one monthly customer and the pending invoice of its current period.
+pub(crate) fn issued_invoice() -> (Store, crate::model::Invoice) {
+    let store = store();
+    let monthly = BillingChange { monthly_fee: Some(10.0), billing_day: Some(1), ..Default::default() };
+    let id = customer(&store, monthly);
+    let now = portal_core::Timestamp::now();
+    let mut issued = store
+        .write_blocking(move |tx| crate::recurring::run_for(tx, &portal_customers::system_scope(tx, id)?, now))
+        .unwrap();
+    (store, issued.remove(0))
+}

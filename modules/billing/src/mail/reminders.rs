@@ -162,16 +162,7 @@ mod tests {
 
     #[test]
     fn reminders_are_recorded_once_each_until_the_invoice_is_paid() {
-        use portal_customers::service::BillingChange;
-
-        let store = crate::testing::store();
-        let monthly = BillingChange { monthly_fee: Some(10.0), billing_day: Some(1), ..Default::default() };
-        let id = crate::testing::customer(&store, monthly);
-        let now = Timestamp::now();
-        let invoice = store
-            .write_blocking(move |tx| crate::recurring::run_for(tx, &portal_customers::system_scope(tx, id)?, now))
-            .unwrap()
-            .remove(0);
+        let (store, invoice) = crate::testing::issued_invoice();
         let due = invoice.due_date;
         let at = move |days: i64| due.plus_secs(days * DAY_SECS);
         let schedule = [-3, 0, 3, 7, 14];
@@ -200,16 +191,7 @@ mod tests {
 
     #[test]
     fn an_upgrade_gives_outstanding_invoices_a_link_and_only_reminders_still_to_come() {
-        use portal_customers::service::BillingChange;
-
-        let store = crate::testing::store();
-        let monthly = BillingChange { monthly_fee: Some(10.0), billing_day: Some(1), ..Default::default() };
-        let id = crate::testing::customer(&store, monthly);
-        let now = Timestamp::now();
-        let invoice = store
-            .write_blocking(move |tx| crate::recurring::run_for(tx, &portal_customers::system_scope(tx, id)?, now))
-            .unwrap()
-            .remove(0);
+        let (store, invoice) = crate::testing::issued_invoice();
         let key = invoice.id.to_key();
         let due = invoice.due_date;
         // As a store from before invoice mail holds it: no link, not on the schedule.
