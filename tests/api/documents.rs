@@ -32,7 +32,7 @@ pub(crate) fn text_of(pdf: &[u8]) -> String {
 }
 
 /// Keeps `pdf` and a PNG of its first page as test artifacts.
-fn keep(name: &str, pdf: &[u8]) {
+pub(crate) fn keep(name: &str, pdf: &[u8]) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.pdf"));

@@ -13,6 +13,7 @@ mod documents;
 mod errors;
 mod health;
 mod helpers;
+mod hosted_pages;
 mod invoice_mail;
 mod lifecycle;
 mod mail_crash;

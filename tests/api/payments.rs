@@ -12,20 +12,20 @@ use serde_json::{json, Value};
 use crate::billing::{cents, customer, recurring_invoice, user_token};
 use crate::helpers::TestApp;
 
-const STRIPE_KEY: &str = "sk_test_portal_payments";
+pub(crate) const STRIPE_KEY: &str = "sk_test_portal_payments";
 const WEBHOOK_SECRET: &str = "whsec_portal_payments";
 /// localstripe: a card that attaches to a customer and is then declined when charged.
-const DECLINING_CARD: &str = "4000000000000341";
-const GOOD_CARD: &str = "4242424242424242";
+pub(crate) const DECLINING_CARD: &str = "4000000000000341";
+pub(crate) const GOOD_CARD: &str = "4242424242424242";
 
 /// The test's own client of localstripe, for what a browser (Stripe.js) or Stripe's dashboard would do.
-struct StripeSide {
+pub(crate) struct StripeSide {
     base: String,
     http: reqwest::Client,
 }
 
 impl StripeSide {
-    fn new(stripe: &LocalStripe) -> Self {
+    pub(crate) fn new(stripe: &LocalStripe) -> Self {
         Self { base: stripe.url(), http: reqwest::Client::new() }
     }
 
@@ -67,7 +67,7 @@ impl StripeSide {
     }
 
     /// The PaymentIntents localstripe holds for an invoice.
-    async fn intents_of(&self, invoice: &str) -> Vec<Value> {
+    pub(crate) async fn intents_of(&self, invoice: &str) -> Vec<Value> {
         let all = self.get("payment_intents?limit=100").await;
         all["data"].as_array().unwrap().iter().filter(|pi| pi["metadata"]["invoice_id"] == invoice).cloned().collect()
     }
@@ -389,10 +389,8 @@ async fn auto_charge_retries_on_days_1_3_7_then_marks_overdue() {
 
     let config = portal_stripe::StripeConfig {
         stripe_secret_key: Some(Secret::new(STRIPE_KEY)),
-        stripe_webhook_secret: None,
-        stripe_api_version: portal_stripe::API_VERSION.into(),
         stripe_api_base: ls.url(),
-        stripe_timeout_seconds: 20,
+        ..portal_stripe::StripeConfig::default()
     };
     let client = portal_stripe::Stripe::from_config(&config).unwrap().unwrap();
     let day = 86_400_000_000_i64;

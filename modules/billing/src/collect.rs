@@ -29,6 +29,8 @@ pub const AUTO_RETRY_DAYS: [i64; 3] = [1, 3, 7];
 pub enum Trigger {
     /// A user through `POST /billing/pay-invoice`.
     Payer,
+    /// The customer on the pay page, who can pass 3-D Secure if the bank asks for it.
+    Page,
     /// The auto-charge job.
     Auto,
 }
@@ -90,6 +92,7 @@ pub async fn pay(
         payment_method: &reservation.payment_method,
         invoice_id: invoice_id.to_string(),
         idempotency_key: format!("portal-invoice-{invoice_id}-attempt-{}", reservation.attempt),
+        customer_present: trigger == Trigger::Page,
     };
     let outcome = stripe.charge(request).await;
     let claim = claim.clone();
@@ -178,6 +181,8 @@ fn settle(
         }
         Ok(ChargeOutcome::Declined { code, decline_code, message }) => {
             state.attempts += 1;
+            // A payment that was processing (3-D Secure) and failed ends here too.
+            state.processing_intent = None;
             state.last_decline = Some(decline_code.clone().or_else(|| code.clone()).unwrap_or_default());
             let customer = invoices::get(tx, id)?.map(|i| i.customer_id);
             portal_core::audit::record(tx, "billing", "payment_declined", id, customer)?;
@@ -197,6 +202,38 @@ fn settle(
     };
     COLLECTIONS.insert(tx, &id.to_key(), &state)?;
     Ok(answer)
+}
+
+/// Reads the invoice's processing PaymentIntent from Stripe and records its outcome, as its webhook would:
+/// the pay page asks once the customer has passed (or failed) 3-D Secure. If the webhook got there first,
+/// the invoice's state answers.
+pub async fn refresh(store: &Store, stripe: &Stripe, invoice_id: InvoiceId, now: Timestamp) -> Result<PaymentView> {
+    let (invoice, state) = store.read_blocking(|tx| {
+        let invoice = invoices::get(tx, invoice_id)?.ok_or_else(|| Error::not_found("invoice"))?;
+        Ok((invoice, collection(tx, invoice_id)?))
+    })?;
+    let Some(intent_id) = state.processing_intent else { return recorded(&invoice, now) };
+    let intent = stripe.payment_intent(&intent_id).await?;
+    let outcome = intent.outcome(invoice.total_amount, invoice.currency.as_str());
+    store
+        .write(move |tx| {
+            if collection(tx, invoice_id)?.processing_intent.as_deref() != Some(intent_id.as_str()) {
+                let invoice = invoices::get(tx, invoice_id)?.ok_or_else(|| Error::not_found("invoice"))?;
+                return Ok(recorded(&invoice, now));
+            }
+            settle(tx, invoice_id, Ok(outcome.clone()), Trigger::Page, &Claim::None, now)
+        })
+        .await?
+}
+
+/// What the store holds about an invoice's payment when no payment of it is processing.
+fn recorded(invoice: &Invoice, now: Timestamp) -> Result<PaymentView> {
+    match (&invoice.status, &invoice.stripe_payment_intent_id) {
+        (InvoiceStatus::Paid, Some(intent)) => Ok(PaymentView::new(invoice, intent.clone(), "succeeded".into(), now)),
+        (InvoiceStatus::Paid, None) => Err(Error::conflict("the invoice is already paid")),
+        _ => Err(Error::new(ErrorCode::PaymentFailed, "the payment was not completed")
+            .with_detail("invoice_id", invoice.id.to_string())),
+    }
 }
 
 /// Records a succeeded charge: the invoice becomes paid (unless its webhook got there first), or, when the

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod cards;
 pub mod collect;
 mod config;
 pub mod document;
@@ -89,7 +90,7 @@ impl Module for BillingModule {
         let webhook_secret =
             ctx.settings::<StripeConfig>()?.stripe_webhook_secret.as_ref().map(|s| s.expose().to_string());
         let stripe = collect::client(ctx)?;
-        Ok((BillingApi::new(ctx, webhook_secret)?, PaymentsApi::new(ctx.store.clone(), (*stripe).clone())))
+        Ok((BillingApi::new(ctx, webhook_secret)?, PaymentsApi::new(ctx, (*stripe).clone())?))
     }
 
     fn jobs(_ctx: &Context) -> Vec<Job> {

@@ -7,17 +7,19 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use portal_core::error::ErrorEnvelope;
 use portal_core::idempotency::{self, Claim};
 use portal_core::ids::CustomerId;
-use portal_core::{Auth, Error, ErrorCode, JsonBody, Principal, Result, Store, Timestamp};
-use portal_stripe::Stripe;
+use portal_core::{Auth, Context, Error, ErrorCode, JsonBody, Principal, Result, Store, Timestamp};
+use portal_stripe::{Stripe, StripeConfig};
 use serde::Serialize;
 
 use portal_customers::CustomerScope;
 
 use crate::api::BillingTag;
+use crate::cards;
 use crate::collect::{self, Trigger};
 use crate::invoices;
+use crate::links::{self, LinkKind};
 use crate::model::InvoiceId;
-use crate::views::{PaymentMethodView, PaymentView, SetupIntentView};
+use crate::views::{CardLinkView, PaymentMethodView, PaymentView, SetupIntentView};
 
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields)]
@@ -48,14 +50,30 @@ enum PayInvoiceResponse {
     Declined(Json<ErrorEnvelope>),
 }
 
+#[derive(ApiResponse)]
+enum CardLinkResponse {
+    /// A new link; every earlier card link of the customer stops working.
+    #[oai(status = 201)]
+    Created(Json<CardLinkView>),
+}
+
 pub struct PaymentsApi {
     store: Store,
     stripe: Option<Stripe>,
+    /// Where the portal is reached from outside (`PORTAL_PUBLIC_URL`), for links.
+    public_url: Option<String>,
+    /// The card page can take cards (`STRIPE_PUBLISHABLE_KEY` is set).
+    card_page: bool,
 }
 
 impl PaymentsApi {
-    pub fn new(store: Store, stripe: Option<Stripe>) -> Self {
-        Self { store, stripe }
+    pub fn new(ctx: &Context, stripe: Option<Stripe>) -> Result<Self> {
+        Ok(Self {
+            store: ctx.store.clone(),
+            stripe,
+            public_url: ctx.config.public_url.clone(),
+            card_page: ctx.settings::<StripeConfig>()?.stripe_publishable_key.is_some(),
+        })
     }
 
     fn stripe(&self) -> Result<&Stripe> {
@@ -91,13 +109,43 @@ impl PaymentsApi {
             }
         };
         let scope = self.scope(&caller, customer)?;
-        let stripe_customer = collect::stripe_customer(&self.store, stripe, &scope).await?;
-        let key = format!("portal-setup-{customer}-{}", Timestamp::now().micros());
-        let intent = stripe.create_setup_intent(&stripe_customer, &key).await?;
+        let intent = cards::start(&self.store, stripe, &scope, true).await?;
         let client_secret = intent
             .client_secret
             .ok_or_else(|| Error::upstream("Stripe is unavailable", "setup intent without secret"))?;
         Ok(Json(SetupIntentView { client_secret, setup_intent_id: intent.id, customer_id: customer }))
+    }
+
+    /// Make a link to the card page (admin or the customer's users)
+    ///
+    /// The link opens a page where the customer saves a card with Stripe.js, without signing in; the card
+    /// becomes the customer's default. It works for 7 days, until a newer link is made. 503 when payments or
+    /// the card page (`STRIPE_PUBLISHABLE_KEY`) are not configured; 409 without `PORTAL_PUBLIC_URL`.
+    #[oai(path = "/payment-methods/customer/:customer_id/link", method = "post")]
+    async fn card_link(&self, auth: Auth, customer_id: Path<CustomerId>) -> Result<CardLinkResponse> {
+        let scope = self.scope(&auth.0, customer_id.0)?;
+        self.stripe()?;
+        if !self.card_page {
+            return Err(Error::upstream(
+                "the card page is not configured on this portal (set STRIPE_PUBLISHABLE_KEY)",
+                "no STRIPE_PUBLISHABLE_KEY",
+            ));
+        }
+        let public_url = self
+            .public_url
+            .clone()
+            .ok_or_else(|| Error::conflict("links need the portal's public address: set PORTAL_PUBLIC_URL"))?;
+        let id = scope.id();
+        let expires_at = Timestamp::from_micros(Timestamp::now().micros() + links::CARD_LINK_DAYS * 86_400 * 1_000_000);
+        let token = self
+            .store
+            .write(move |tx| {
+                let link = links::issue(tx, LinkKind::Card, &id.to_key(), expires_at)?;
+                links::token(tx, LinkKind::Card, &id.to_key(), &link)
+            })
+            .await?;
+        let url = links::url(&public_url, LinkKind::Card, &token);
+        Ok(CardLinkResponse::Created(Json(CardLinkView { url, expires_at, customer_id: id })))
     }
 
     /// A customer's saved cards (admin or its users)

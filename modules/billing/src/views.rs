@@ -254,6 +254,16 @@ pub struct SetupIntentView {
     pub customer_id: CustomerId,
 }
 
+/// A link to the page where the customer saves a card, without signing in.
+#[derive(Debug, Clone, Object)]
+pub struct CardLinkView {
+    /// `{PORTAL_PUBLIC_URL}/cards/{token}`: opens the card page for this customer only.
+    pub url: String,
+    /// The link stops working then, or when a newer link is made for the customer.
+    pub expires_at: Timestamp,
+    pub customer_id: CustomerId,
+}
+
 #[cfg(test)]
 mod tests {
     use poem_openapi::types::ToJSON;

@@ -105,6 +105,11 @@ fn setup_succeeded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
     let Some(id) = portal_customers::service::by_stripe_customer_id(tx, customer)? else {
         return Ok(Applied::Ignored);
     };
+    let (key, keep) = portal_stripe::KEEP_DEFAULT;
+    if event.metadata(key) == Some(keep) {
+        // A card given for one payment on the pay page, not to be charged again.
+        return Ok(Applied::Ignored);
+    }
     portal_customers::service::set_default_payment_method(tx, id, method)?;
     Ok(Applied::Applied)
 }

@@ -1,37 +1,44 @@
 //! `/pay/{token}`: the invoice as the customer's mail linked it, its PDF, and paying it with the card the
-//! customer saved. Works without JavaScript. The token is the only credential: it opens one invoice, and
-//! stops working when a newer link is issued or it expires; a paid or cancelled invoice shows as settled.
+//! customer saved (works without JavaScript) or a new card through Stripe.js (the card form). The token is
+//! the only credential: it opens one invoice, and stops working when a newer link is issued or it expires; a
+//! paid or cancelled invoice shows as settled.
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use poem::http::{header, StatusCode};
 use poem::Response;
+use portal_billing::cards;
 use portal_billing::collect::{self, Trigger};
 use portal_billing::document::InvoicePrint;
 use portal_billing::invoices;
 use portal_billing::links::{self, LinkKind, LinkRefusal};
 use portal_billing::model::{Invoice, InvoiceId, InvoiceStatus};
+use portal_billing::views::PaymentView;
 use portal_core::idempotency::Claim;
-use portal_core::{Error, ErrorCode, Store, Timestamp};
+use portal_core::{Error, ErrorCode, Result, Store, Timestamp};
+use portal_customers::CustomerScope;
 use portal_documents::{render_blocking, Renderer};
-use portal_organization::model::{Logo, LogoFormat};
 use portal_stripe::Stripe;
+use serde::Deserialize;
+use serde_json::json;
 
-use crate::html::{error_page, escape, page};
+use crate::card_form::{self, Endpoints, StripeJs};
+use crate::html::{error_page, escape, letterhead, page, page_with_card_form};
 
 /// What the pay pages need.
 pub(crate) struct PayPages {
     pub store: Store,
     pub renderer: Arc<Renderer>,
     pub stripe: Arc<Option<Stripe>>,
+    /// Stripe.js for the card form (`None`: no new cards).
+    pub stripe_js: Option<StripeJs>,
     pub public_url: Option<String>,
 }
 
 /// An invoice opened by its link, with everything its page shows.
 struct Opened {
     invoice: Invoice,
+    scope: CustomerScope,
     print: InvoicePrint,
     /// The customer saved a card, and the portal can charge it.
     saved_card: bool,
@@ -59,7 +66,7 @@ impl PayPages {
             };
             let print = InvoicePrint::read(tx, &invoice, &scope, now, public_url)?;
             let card = portal_customers::service::billing(tx, &scope)?.stripe_payment_method_id;
-            Ok::<_, Error>(Ok(Opened { invoice, print, saved_card: card.is_some() && can_charge }))
+            Ok::<_, Error>(Ok(Opened { invoice, scope, print, saved_card: card.is_some() && can_charge }))
         });
         match opened {
             Ok(Ok(opened)) => Ok(opened),
@@ -132,21 +139,117 @@ impl PayPages {
         }
     }
 
+    /// The card form's first call: a SetupIntent for the invoice's customer, whose `client_secret`
+    /// Stripe.js confirms with the card. Its card never becomes the default by Stripe's report; the
+    /// payment's outcome decides.
+    pub async fn start_card(&self, token: &str) -> Response {
+        let (opened, stripe) = match self.open_payable(token) {
+            Ok(both) => both,
+            Err(answer) => return *answer,
+        };
+        match cards::start(&self.store, stripe, &opened.scope, false).await {
+            Ok(intent) => card_form::json(StatusCode::OK, &json!({ "client_secret": intent.client_secret })),
+            Err(e) => card_form::error(&e),
+        }
+    }
+
+    /// The card form's second call, once Stripe.js confirmed the SetupIntent: charges that card under the
+    /// invoice's exactly-once reservation. Answers `paid`, `requires_action` with the PaymentIntent's
+    /// secret for 3-D Secure, or the decline in the envelope.
+    pub async fn pay_with_new_card(&self, token: &str, request: CardPayment) -> Response {
+        let (opened, stripe) = match self.open_payable(token) {
+            Ok(both) => both,
+            Err(answer) => return *answer,
+        };
+        let card = match cards::confirmed(&self.store, stripe, &opened.scope, &request.setup_intent_id).await {
+            Ok(card) => card,
+            Err(e) => return card_form::error(&e),
+        };
+        let id = opened.invoice.id;
+        let paid =
+            collect::pay(&self.store, stripe, id, Some(card.clone()), Trigger::Page, &Claim::None, Timestamp::now())
+                .await;
+        self.card_outcome(stripe, &opened.scope, &card, request.save, paid).await
+    }
+
+    /// The card form's last call, after 3-D Secure: the PaymentIntent's outcome, read from Stripe.
+    pub async fn confirm_new_card(&self, token: &str, request: CardPayment) -> Response {
+        let (opened, stripe) = match self.open_payable(token) {
+            Ok(both) => both,
+            Err(answer) => return *answer,
+        };
+        let card = match cards::confirmed(&self.store, stripe, &opened.scope, &request.setup_intent_id).await {
+            Ok(card) => card,
+            Err(e) => return card_form::error(&e),
+        };
+        let paid = collect::refresh(&self.store, stripe, opened.invoice.id, Timestamp::now()).await;
+        self.card_outcome(stripe, &opened.scope, &card, request.save, paid).await
+    }
+
+    /// Answers the card form, and keeps the card only if it paid and the customer asked to keep it (it then
+    /// becomes the default); otherwise it is detached from the customer.
+    async fn card_outcome(
+        &self,
+        stripe: &Stripe,
+        scope: &CustomerScope,
+        card: &str,
+        save: bool,
+        paid: Result<PaymentView>,
+    ) -> Response {
+        let settled = match &paid {
+            Ok(view) => view.status == "succeeded",
+            Err(e) => e.code() == ErrorCode::PaymentFailed,
+        };
+        if settled {
+            let kept = if save && paid.is_ok() {
+                cards::make_default(&self.store, scope, card.to_string()).await
+            } else {
+                stripe.detach(card).await
+            };
+            if let Err(e) = kept {
+                tracing::warn!(error = %e, customer = %scope.id(), "the card used on the pay page was not kept or removed");
+            }
+        }
+        match paid {
+            Ok(view) if view.status == "succeeded" => card_form::json(StatusCode::OK, &json!({ "status": "paid" })),
+            Ok(view) if view.status == "requires_action" => {
+                match stripe.payment_intent(&view.payment_intent_id).await {
+                    Ok(intent) => card_form::json(
+                        StatusCode::OK,
+                        &json!({ "status": "requires_action", "client_secret": intent.client_secret }),
+                    ),
+                    Err(e) => card_form::error(&e),
+                }
+            }
+            Ok(view) => card_form::json(StatusCode::OK, &json!({ "status": view.status })),
+            Err(e) if e.code() == ErrorCode::PaymentFailed => card_form::error(&Error::new(
+                ErrorCode::PaymentFailed,
+                "Your card was declined. Please use another card or pay by bank transfer.",
+            )),
+            Err(e) => card_form::error(&e),
+        }
+    }
+
+    /// The invoice `token` opens, if it can still be paid by card here; otherwise the JSON answer.
+    fn open_payable(&self, token: &str) -> std::result::Result<(Opened, &Stripe), Box<Response>> {
+        let (Some(stripe), Some(_)) = (self.stripe.as_ref().as_ref(), &self.stripe_js) else {
+            return Err(Box::new(card_form::error(&portal_stripe::not_configured())));
+        };
+        let opened = self.open(token).map_err(|_| Box::new(card_form::error(&Error::not_found("payment link"))))?;
+        if opened.print.document.amount_due.is_none() {
+            return Err(Box::new(card_form::error(&Error::conflict(
+                "the invoice is settled: there is nothing to pay",
+            ))));
+        }
+        Ok((opened, stripe))
+    }
+
     fn invoice_page(&self, token: &str, opened: &Opened, notice: Option<Notice>, status: StatusCode) -> Response {
         let doc = &opened.print.document;
         let lh = &doc.letterhead;
         let mut body = String::new();
         body.push_str("<div class=\"card\">");
-        if let Some(logo) = &opened.print.logo {
-            body.push_str(&format!(
-                "<img class=\"logo\" src=\"{}\" alt=\"{}\">",
-                data_uri(logo),
-                escape(&lh.seller.name)
-            ));
-        }
-        if !lh.seller.name.is_empty() {
-            body.push_str(&format!("<p class=\"seller\">{}</p>", escape(&lh.seller.name)));
-        }
+        body.push_str(&letterhead(opened.print.logo.as_ref(), &lh.seller.name));
         let (class, word) = match opened.invoice.status_at(Timestamp::now()) {
             InvoiceStatus::Paid => ("paid", "Paid"),
             InvoiceStatus::Cancelled => ("cancelled", "Cancelled"),
@@ -206,38 +309,61 @@ impl PayPages {
             "<p><a href=\"/pay/{}/invoice.pdf\">Download the invoice (PDF)</a></p></div>",
             escape(token)
         ));
-        if let Some(due) = &doc.amount_due {
-            body.push_str("<div class=\"card\"><h2>Pay</h2>");
-            if opened.saved_card {
-                body.push_str(&format!(
-                    "<form method=\"post\" action=\"/pay/{}\"><p>Charge the card you saved with us.</p>\
-                     <button type=\"submit\">Pay {} with your saved card</button></form>",
-                    escape(token),
-                    escape(due)
-                ));
+        let title = format!("Invoice {}", doc.number);
+        let Some(due) = &doc.amount_due else {
+            if word == "Paid" {
+                body.push_str("<div class=\"card\"><p>Thank you: this invoice is paid.</p></div>");
             }
-            if !lh.bank.is_empty() {
-                body.push_str(&format!(
-                    "<p>{} bank transfer, quoting <strong>{}</strong>:</p><p class=\"bank\">{}</p>",
-                    if opened.saved_card { "Or by" } else { "By" },
-                    escape(&doc.number),
-                    lh.bank.iter().map(|l| escape(l)).collect::<Vec<_>>().join("\n")
-                ));
-            }
-            body.push_str("</div>");
-        } else if word == "Paid" {
-            body.push_str("<div class=\"card\"><p>Thank you: this invoice is paid.</p></div>");
+            return page(status, &title, &body);
+        };
+        body.push_str("<div class=\"card\"><h2>Pay</h2>");
+        let mut offered = false;
+        if opened.saved_card {
+            body.push_str(&format!(
+                "<form method=\"post\" action=\"/pay/{}\"><p>Charge the card you saved with us.</p>\
+                 <button type=\"submit\">Pay {} with your saved card</button></form>",
+                escape(token),
+                escape(due)
+            ));
+            offered = true;
         }
-        page(status, &format!("Invoice {}", doc.number), &body)
+        let card_form = self.stripe_js.as_ref().filter(|_| self.stripe.is_some());
+        if let Some(js) = card_form {
+            if offered {
+                body.push_str("<p class=\"or\">Or with another card:</p>");
+            }
+            let endpoints = Endpoints {
+                start: format!("/pay/{token}/card"),
+                finish: format!("/pay/{token}/card/pay"),
+                confirm: format!("/pay/{token}/card/confirm"),
+            };
+            body.push_str(&js.form(&endpoints, Some("Save this card for future invoices"), &format!("Pay {due}")));
+            body.push_str("<noscript><p class=\"muted\">Paying with a new card needs JavaScript.</p></noscript>");
+            offered = true;
+        }
+        if !lh.bank.is_empty() {
+            body.push_str(&format!(
+                "<p{}>{} bank transfer, quoting <strong>{}</strong>:</p><p class=\"bank\">{}</p>",
+                if offered { " class=\"or\"" } else { "" },
+                if offered { "Or by" } else { "By" },
+                escape(&doc.number),
+                lh.bank.iter().map(|l| escape(l)).collect::<Vec<_>>().join("\n")
+            ));
+        }
+        body.push_str("</div>");
+        match card_form {
+            Some(js) => page_with_card_form(status, &title, &body, js),
+            None => page(status, &title, &body),
+        }
     }
 }
 
-fn data_uri(logo: &Logo) -> String {
-    let kind = match logo.format {
-        LogoFormat::Png => "image/png",
-        LogoFormat::Svg => "image/svg+xml",
-    };
-    format!("data:{kind};base64,{}", STANDARD.encode(&logo.bytes))
+/// The body of the card form's payment calls.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CardPayment {
+    setup_intent_id: String,
+    #[serde(default)]
+    save: bool,
 }
 
 /// A page for a failure of the portal itself (logged; the customer learns nothing internal).

@@ -22,6 +22,15 @@ pub struct StripeConfig {
     #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com/")]
     pub stripe_api_base: String,
 
+    /// Publishable key (`pk_live_…` / `pk_test_…`): with it the pay and card pages take new cards through
+    /// Stripe.js; without it they offer the saved card and bank transfer only.
+    #[arg(long, env = "STRIPE_PUBLISHABLE_KEY")]
+    pub stripe_publishable_key: Option<String>,
+
+    /// Where the pay and card pages load Stripe.js from (the only script origin their CSP allows).
+    #[arg(long, env = "STRIPE_JS_URL", default_value = "https://js.stripe.com/v3/")]
+    pub stripe_js_url: String,
+
     /// Seconds one Stripe call may take before the request fails with 503.
     #[arg(long, env = "STRIPE_TIMEOUT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub stripe_timeout_seconds: u64,
@@ -34,6 +43,8 @@ impl Default for StripeConfig {
             stripe_webhook_secret: None,
             stripe_api_version: "2023-10-16".into(),
             stripe_api_base: "https://api.stripe.com/".into(),
+            stripe_publishable_key: None,
+            stripe_js_url: "https://js.stripe.com/v3/".into(),
             stripe_timeout_seconds: 20,
         }
     }

@@ -34,11 +34,41 @@ pub struct Card {
     pub exp_year: u32,
 }
 
-/// A new setup intent: the client confirms it with Stripe.js using the secret.
+/// A setup intent: a new one is confirmed with Stripe.js using the secret; once `succeeded` it names the
+/// card it saved.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SetupIntent {
     pub id: String,
     pub client_secret: Option<String>,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub payment_method: Option<String>,
+}
+
+/// A payment intent as Stripe holds it (only the fields the portal reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaymentIntent {
+    pub id: String,
+    pub status: String,
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    /// The customer's id, or the customer object when expanded.
+    customer: Option<serde_json::Value>,
+    /// What the browser confirms the intent with (3-D Secure).
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    last_payment_error: Option<PaymentError>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct PaymentError {
+    code: Option<String>,
+    decline_code: Option<String>,
+    message: Option<String>,
 }
 
 /// An off-session charge to make.
@@ -53,6 +83,8 @@ pub struct ChargeRequest<'a> {
     pub invoice_id: String,
     /// Same key, same charge: Stripe answers a retry with the first result.
     pub idempotency_key: String,
+    /// The customer is at the page and can authenticate (3-D Secure); otherwise the charge is off-session.
+    pub customer_present: bool,
 }
 
 /// How a charge ended.
@@ -92,21 +124,41 @@ struct CardObject {
 }
 
 #[derive(Deserialize)]
-struct PaymentIntentObject {
-    id: String,
-    status: String,
-    amount: Option<i64>,
-    currency: Option<String>,
-    /// The customer's id, or the customer object when expanded.
-    customer: Option<serde_json::Value>,
+struct PaymentMethodOwner {
+    customer: Option<String>,
 }
 
-impl PaymentIntentObject {
-    fn customer_id(&self) -> Option<String> {
+impl PaymentIntent {
+    pub fn customer_id(&self) -> Option<String> {
         match &self.customer {
             Some(serde_json::Value::String(id)) => Some(id.clone()),
             Some(object) => object.get("id").and_then(|id| id.as_str()).map(str::to_string),
             None => None,
+        }
+    }
+
+    /// What the intent's state means for the invoice: paid, still waiting, or failed (a card declined or
+    /// 3-D Secure not passed leaves it needing another payment method).
+    pub fn outcome(&self, asked_amount: i64, asked_currency: &str) -> ChargeOutcome {
+        match self.status.as_str() {
+            "succeeded" => ChargeOutcome::Succeeded {
+                customer: self.customer_id(),
+                // A PaymentIntent always states these; a lenient read falls back to what was asked for.
+                amount: self.amount.unwrap_or(asked_amount),
+                currency: self.currency.clone().unwrap_or_else(|| asked_currency.to_string()),
+                payment_intent_id: self.id.clone(),
+            },
+            "requires_payment_method" | "canceled" => {
+                let error = self.last_payment_error.as_ref();
+                ChargeOutcome::Declined {
+                    code: error.and_then(|e| e.code.clone()),
+                    decline_code: error.and_then(|e| e.decline_code.clone()),
+                    message: error
+                        .and_then(|e| e.message.clone())
+                        .unwrap_or_else(|| "the payment was not completed".into()),
+                }
+            }
+            _ => ChargeOutcome::Pending { payment_intent_id: self.id.clone(), status: self.status.clone() },
         }
     }
 }
@@ -123,6 +175,12 @@ struct NewSetupIntent<'a> {
     customer: &'a str,
     usage: &'static str,
     payment_method_types: [&'static str; 1],
+    metadata: BTreeMap<&'static str, &'static str>,
+}
+
+#[derive(Serialize)]
+struct Attach<'a> {
+    customer: &'a str,
 }
 
 #[derive(Serialize)]
@@ -141,6 +199,7 @@ struct NewPaymentIntent<'a> {
     payment_method: &'a str,
     off_session: bool,
     confirm: bool,
+    payment_method_types: [&'static str; 1],
     metadata: BTreeMap<&'static str, String>,
 }
 
@@ -176,10 +235,53 @@ impl Stripe {
         Ok(created.id)
     }
 
-    /// A setup intent for saving a card for off-session charges.
-    pub async fn create_setup_intent(&self, customer: &str, idempotency_key: &str) -> Result<SetupIntent> {
-        let form = NewSetupIntent { customer, usage: "off_session", payment_method_types: ["card"] };
+    /// A setup intent for saving a card for off-session charges. `make_default: false` marks it (metadata
+    /// `portal_make_default`) so that its `setup_intent.succeeded` event leaves the default card alone.
+    pub async fn create_setup_intent(
+        &self,
+        customer: &str,
+        idempotency_key: &str,
+        make_default: bool,
+    ) -> Result<SetupIntent> {
+        let metadata = if make_default { BTreeMap::new() } else { BTreeMap::from([(KEEP_DEFAULT.0, KEEP_DEFAULT.1)]) };
+        let form = NewSetupIntent { customer, usage: "off_session", payment_method_types: ["card"], metadata };
         call(self.timeout, self.idempotent(idempotency_key).post_form("/setup_intents", form)).await
+    }
+
+    /// A setup intent by id.
+    pub async fn setup_intent(&self, id: &str) -> Result<SetupIntent> {
+        let id = object_id(id, "seti_")?;
+        call(self.timeout, self.client.get(&format!("/setup_intents/{id}"))).await
+    }
+
+    /// A payment intent by id.
+    pub async fn payment_intent(&self, id: &str) -> Result<PaymentIntent> {
+        let id = object_id(id, "pi_")?;
+        call(self.timeout, self.client.get(&format!("/payment_intents/{id}"))).await
+    }
+
+    /// The Stripe customer a payment method is attached to.
+    pub async fn payment_method_owner(&self, id: &str) -> Result<Option<String>> {
+        let id = object_id(id, "pm_")?;
+        let owner: PaymentMethodOwner = call(self.timeout, self.client.get(&format!("/payment_methods/{id}"))).await?;
+        Ok(owner.customer)
+    }
+
+    /// Attaches a payment method to a customer (Stripe.js's setup confirmation normally has).
+    pub async fn attach(&self, payment_method: &str, customer: &str) -> Result<()> {
+        let id = object_id(payment_method, "pm_")?;
+        let _: PaymentMethodOwner =
+            call(self.timeout, self.client.post_form(&format!("/payment_methods/{id}/attach"), Attach { customer }))
+                .await?;
+        Ok(())
+    }
+
+    /// Detaches a payment method from its customer: it can no longer be charged.
+    pub async fn detach(&self, payment_method: &str) -> Result<()> {
+        let id = object_id(payment_method, "pm_")?;
+        let _: PaymentMethodOwner =
+            call(self.timeout, self.client.post(&format!("/payment_methods/{id}/detach"))).await?;
+        Ok(())
     }
 
     /// The cards saved on a Stripe customer.
@@ -209,23 +311,15 @@ impl Stripe {
             currency: request.currency.to_ascii_lowercase(),
             customer: request.customer,
             payment_method: request.payment_method,
-            off_session: true,
+            off_session: !request.customer_present,
             confirm: true,
+            payment_method_types: ["card"],
             metadata: BTreeMap::from([("invoice_id", request.invoice_id.clone())]),
         };
         let client = self.idempotent(&request.idempotency_key);
-        match tokio::time::timeout(self.timeout, client.post_form::<PaymentIntentObject, _>("/payment_intents", form))
-            .await
-        {
+        match tokio::time::timeout(self.timeout, client.post_form::<PaymentIntent, _>("/payment_intents", form)).await {
             Err(_) => Err(Error::upstream("Stripe did not answer in time", "timeout")),
-            Ok(Ok(intent)) if intent.status == "succeeded" => Ok(ChargeOutcome::Succeeded {
-                customer: intent.customer_id(),
-                // A PaymentIntent always states these; a lenient read falls back to what was asked for.
-                amount: intent.amount.unwrap_or(request.amount),
-                currency: intent.currency.clone().unwrap_or_else(|| request.currency.to_string()),
-                payment_intent_id: intent.id,
-            }),
-            Ok(Ok(intent)) => Ok(ChargeOutcome::Pending { payment_intent_id: intent.id, status: intent.status }),
+            Ok(Ok(intent)) => Ok(intent.outcome(request.amount, request.currency)),
             Ok(Err(StripeError::Stripe(e))) if e.http_status == 402 => Ok(ChargeOutcome::Declined {
                 code: e.code.map(|c| c.to_string()),
                 decline_code: e.decline_code,
@@ -233,6 +327,20 @@ impl Stripe {
             }),
             Ok(Err(e)) => Err(upstream(e)),
         }
+    }
+}
+
+/// The metadata entry of a setup intent whose card does not become the customer's default.
+pub const KEEP_DEFAULT: (&str, &str) = ("portal_make_default", "false");
+
+/// A Stripe object id from a browser, checked before it goes into a URL path.
+fn object_id<'a>(id: &'a str, prefix: &str) -> Result<&'a str> {
+    let well_formed =
+        id.starts_with(prefix) && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if well_formed {
+        Ok(id)
+    } else {
+        Err(Error::invalid("id", format!("not a Stripe id of the form {prefix}…")))
     }
 }
 
