@@ -1,11 +1,14 @@
 // Uses a hosted page of a running portal in headless Chromium, as a customer would: types a test card into
 // the card form (Stripe.js's card Element; in tests localstripe's fake Stripe.js), submits it, and checks
-// what the page then shows. Keeps a phone-sized screenshot before and after. Fails on any script error or
-// Content-Security-Policy violation on the page.
+// what the page then shows. A card that asks for 3-D Secure is authenticated in the fake's dialog, once for
+// the card's setup and once for the payment. Keeps a phone-sized screenshot before and after. Fails on any
+// script error or Content-Security-Policy violation on the page.
 // Usage: node pages.mjs <page url> <card number> <paid|declined|saved> <screenshot path prefix>
 import { chromium } from 'playwright-core';
 
 const [url, number, outcome, shots] = process.argv.slice(2);
+// Test cards that ask for 3-D Secure.
+const THREE_D_SECURE = ['4000002500003155'];
 const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 if (!url || !number || !['paid', 'declined', 'saved'].includes(outcome) || !shots) {
   console.error('usage: node pages.mjs <page url> <card number> <paid|declined|saved> <screenshot prefix>');
@@ -33,6 +36,12 @@ try {
   await field('postal_code').fill('10119');
   await page.screenshot({ path: `${shots}-filled.png`, fullPage: true });
   await form.locator('button[type=submit]').click();
+  if (THREE_D_SECURE.includes(number)) {
+    const authenticate = page.getByRole('button', { name: 'Complete authentication' });
+    await authenticate.click({ timeout: 15000 });
+    await page.screenshot({ path: `${shots}-3ds.png`, fullPage: true });
+    await authenticate.click({ timeout: 15000 });
+  }
   if (outcome === 'paid') {
     await page.getByText('Thank you: this invoice is paid.').waitFor({ timeout: 20000 });
   } else if (outcome === 'saved') {

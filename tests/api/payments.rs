@@ -46,7 +46,7 @@ impl StripeSide {
     }
 
     /// A card confirmed on the setup intent and attached to the customer, as Stripe.js leaves it.
-    async fn save_card(&self, setup_intent: &str, stripe_customer: &str, number: &str) -> String {
+    pub(crate) async fn save_card(&self, setup_intent: &str, stripe_customer: &str, number: &str) -> String {
         let pm = self
             .post(
                 "payment_methods",
@@ -689,7 +689,7 @@ fn keep_page(name: &str, html: &str) {
 }
 
 /// The pay link of the newest mail about invoice `number`.
-async fn pay_link(app: &TestApp, number: &str) -> String {
+pub(crate) async fn pay_link(app: &TestApp, number: &str) -> String {
     let mail = app.wait_for_outbox_mail("ap@example.com", number).await;
     mail.lines()
         .find_map(|l| l.strip_prefix("Pay online: "))

@@ -30,7 +30,7 @@ tr.total td{font-weight:700;border-top:2px solid #1f3a5f}\
 .status{display:inline-block;padding:.2rem .6rem;border-radius:4px;font-weight:700}\
 .paid{background:#dcf3e3;color:#14532d}.cancelled{background:#fde2e1;color:#7f1d1d}.open{background:#e6edf7;color:#1f3a5f}\
 button{font:inherit;font-weight:600;background:#1f3a5f;color:#fff;border:0;border-radius:6px;padding:.75rem 1.25rem;\
-width:100%;cursor:pointer}button:focus-visible,a:focus-visible{outline:3px solid #f0b429;outline-offset:2px}\
+width:100%;cursor:pointer}button:disabled{opacity:.6;cursor:progress}button:focus-visible,a:focus-visible{outline:3px solid #f0b429;outline-offset:2px}\
 a{color:#1f3a5f}.error{background:#fde2e1;color:#7f1d1d;border-radius:6px;padding:.75rem 1rem;margin:0 0 1rem}\
 .bank{white-space:pre-line}\
 fieldset{border:0;margin:0 0 1rem;padding:0}legend{font-weight:600;margin-bottom:.4rem}\
