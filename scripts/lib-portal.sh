@@ -23,7 +23,8 @@ start_localstripe() {
   portal_pids+=("$!")
   for _ in $(seq 1 900); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      stripe_env=(STRIPE_SECRET_KEY=sk_test_checks "STRIPE_API_BASE=http://127.0.0.1:$port/")
+      stripe_env=(STRIPE_SECRET_KEY=sk_test_checks STRIPE_PUBLISHABLE_KEY=pk_test_checks
+        "STRIPE_API_BASE=http://127.0.0.1:$port/" "STRIPE_JS_URL=http://127.0.0.1:$port/js.stripe.com/v3/")
       return
     fi
     sleep 0.1
