@@ -22,6 +22,7 @@ mod openapi;
 mod organization;
 mod payments;
 mod rate_limits;
+mod refunds;
 mod slow_clients;
 mod store;
 mod upstream;

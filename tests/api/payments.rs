@@ -37,11 +37,11 @@ impl StripeSide {
         body
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> Value {
         self.send(self.http.post(format!("{}v1/{path}", self.base)).form(form)).await
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         self.send(self.http.get(format!("{}v1/{path}", self.base))).await
     }
 
@@ -86,7 +86,7 @@ impl StripeSide {
     }
 }
 
-async fn app_with(stripe: &LocalStripe) -> TestApp {
+pub(crate) async fn app_with(stripe: &LocalStripe) -> TestApp {
     let base = stripe.url();
     TestApp::spawn_with(move |c| {
         c.stripe.stripe_secret_key = Some(Secret::new(STRIPE_KEY));
@@ -116,7 +116,7 @@ async fn save_card(app: &TestApp, stripe: &StripeSide, token: &str, customer: &s
 
 /// A user of `customer` whose card `number` is saved and, as Stripe then reports, the default; returns the
 /// user's token and the card.
-async fn user_with_default_card(
+pub(crate) async fn user_with_default_card(
     app: &TestApp,
     stripe: &StripeSide,
     admin: &str,
@@ -139,7 +139,7 @@ async fn setup_succeeded(app: &TestApp, admin: &str, customer: &str, card: &str)
     assert_eq!(r["outcome"], "applied", "{r}");
 }
 
-async fn deliver(app: &TestApp, event: &Value) -> Value {
+pub(crate) async fn deliver(app: &TestApp, event: &Value) -> Value {
     let body = event.to_string();
     let t = chrono::Utc::now().timestamp();
     let sig = hex(&portal_stripe::webhook::sign(WEBHOOK_SECRET, t, body.as_bytes()));
@@ -176,7 +176,7 @@ async fn get_invoice(app: &TestApp, token: &str, id: &str) -> Value {
     app.call(Method::GET, &format!("/billing/invoices/{id}"), token, None).await.json()
 }
 
-fn usd_stats(stats: &Value) -> Value {
+pub(crate) fn usd_stats(stats: &Value) -> Value {
     stats["currencies"].as_array().unwrap().iter().find(|c| c["currency"] == "USD").cloned().unwrap()
 }
 
@@ -271,6 +271,12 @@ async fn save_a_card_pay_an_invoice_and_refund_it() {
     assert_eq!(after["status"], "paid", "a refunded invoice stays paid");
     assert_eq!(cents(&after["refunded_amount"]), 2000);
     assert!(after["refunded_at"].is_string());
+    // A refund the portal did not start gets its credit note too, once.
+    let notes = app.call(Method::GET, &format!("/billing/credit-notes/customer/{cid}"), &user, None).await.json();
+    let notes = notes.as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!((notes[0]["origin"].as_str(), notes[0]["amount"].as_f64()), (Some("stripe"), Some(20.0)));
+    assert_eq!(after["credit_notes"][0]["credit_note_number"], notes[0]["credit_note_number"]);
     let stats = usd_stats(&app.call(Method::GET, "/billing/stats", &admin, None).await.json());
     assert_eq!(cents(&stats["revenue_all_time"]), 133_802);
     assert_eq!(cents(&stats["refunded_amount"]), 2000);

@@ -1,15 +1,44 @@
 //! An invoice as a document: what its PDF prints, from the invoice, its customer and the agency's profile.
 
 use chrono::Days;
-use portal_core::{ReadTx, Result, Timestamp};
+use portal_core::{Error, ReadTx, Result, Timestamp};
 use portal_customers::CustomerScope;
 use portal_documents::format::{address_lines, date, money, percent};
-use portal_documents::model::{InvoiceDocument, InvoiceLine, Party, Refund};
+use portal_documents::model::{CreditNoteDocument, InvoiceDocument, InvoiceLine, Party, Refund};
 use portal_documents::{DocumentError, Job, Renderer};
 use portal_organization::model::Logo;
 
 use crate::links::{self, LinkKind};
-use crate::model::{Invoice, InvoiceStatus};
+use crate::model::{CreditNote, Invoice, InvoiceStatus, RefundChannel};
+
+/// The customer as documents address it.
+fn buyer(tx: &impl ReadTx, scope: &CustomerScope) -> Result<Party> {
+    let customer = portal_customers::service::record(tx, scope)?.customer;
+    let a = &customer.address;
+    let mut lines = Vec::new();
+    if !customer.name.is_empty() && customer.name != customer.company_name {
+        lines.push(format!("Attn. {}", customer.name));
+    }
+    lines.extend(address_lines(&a.street, &a.city, &a.state, &a.postal_code, &a.country));
+    lines.push(customer.billing_email.clone());
+    Ok(Party { name: customer.company_name, lines })
+}
+
+/// An invoice's refunds as its PDF lists them: one per credit note, and the refunds recorded before credit
+/// notes existed as one line.
+fn refunds(invoice: &Invoice, money: &impl Fn(i64) -> String) -> Vec<Refund> {
+    let day = |t: Timestamp| date(t.datetime().date_naive());
+    let mut out: Vec<Refund> = invoice
+        .credit_notes
+        .iter()
+        .map(|n| Refund { date: day(n.issued_at), amount: money(n.amount), credit_note: Some(n.number.clone()) })
+        .collect();
+    let documented: i64 = invoice.credit_notes.iter().map(|n| n.amount).sum();
+    if let (Some(at), true) = (invoice.refunded_at, invoice.refunded_amount > documented) {
+        out.insert(0, Refund { date: day(at), amount: money(invoice.refunded_amount - documented), credit_note: None });
+    }
+    out
+}
 
 /// Everything an invoice's PDF is made from, read in one transaction.
 pub struct InvoicePrint {
@@ -41,19 +70,12 @@ impl InvoicePrint {
         public_url: Option<&str>,
     ) -> Result<Self> {
         let (letterhead, logo) = portal_organization::letterhead::read(tx)?;
-        let customer = portal_customers::service::record(tx, scope)?.customer;
-        let a = &customer.address;
-        let mut buyer_lines = Vec::new();
-        if !customer.name.is_empty() && customer.name != customer.company_name {
-            buyer_lines.push(format!("Attn. {}", customer.name));
-        }
-        buyer_lines.extend(address_lines(&a.street, &a.city, &a.state, &a.postal_code, &a.country));
-        buyer_lines.push(customer.billing_email.clone());
+        let buyer = buyer(tx, scope)?;
         let c = invoice.currency;
         let m = |minor: i64| money(minor, c, &letterhead.locale);
         let status = invoice.status_at(now);
         let document = InvoiceDocument {
-            buyer: Party { name: customer.company_name.clone(), lines: buyer_lines },
+            buyer,
             number: invoice.number.clone(),
             mark: match status {
                 InvoiceStatus::Paid => Some("PAID".into()),
@@ -85,12 +107,7 @@ impl InvoicePrint {
             tax: m(invoice.tax_amount),
             infrastructure_costs: (invoice.infrastructure_costs != 0).then(|| m(invoice.infrastructure_costs)),
             total: m(invoice.total_amount),
-            refunds: match invoice.refunded_at {
-                Some(at) if invoice.refunded_amount > 0 => {
-                    vec![Refund { date: date(at.datetime().date_naive()), amount: m(invoice.refunded_amount) }]
-                }
-                _ => Vec::new(),
-            },
+            refunds: refunds(invoice, &m),
             amount_due: status.is_outstanding().then(|| m(invoice.total_amount)),
             pay_link: match public_url {
                 Some(base) if status.is_outstanding() => pay_link(tx, invoice, base, now)?,
@@ -114,5 +131,57 @@ impl InvoicePrint {
             date: self.issued,
         };
         renderer.invoice(&job)
+    }
+}
+
+/// Everything a credit note's PDF is made from, read in one transaction.
+pub struct CreditNotePrint {
+    pub document: CreditNoteDocument,
+    pub logo: Option<Logo>,
+    issued: chrono::NaiveDate,
+    ident: String,
+}
+
+/// How a refund's money went back, in words.
+fn refunded_via(channel: RefundChannel, paid_by: Option<&str>) -> &'static str {
+    match (channel, paid_by) {
+        (RefundChannel::Stripe, _) => "Refunded to the card that paid the invoice.",
+        (RefundChannel::Manual, Some("bank_transfer")) => "Refunded by bank transfer.",
+        (RefundChannel::Manual, Some("paypal")) => "Refunded through PayPal.",
+        (RefundChannel::Manual, Some("credit_card")) => "Refunded to the card that paid the invoice.",
+        (RefundChannel::Manual, _) => "Refunded the way the invoice was paid.",
+    }
+}
+
+impl CreditNotePrint {
+    pub fn read(tx: &impl ReadTx, note: &CreditNote, scope: &CustomerScope) -> Result<Self> {
+        let (letterhead, logo) = portal_organization::letterhead::read(tx)?;
+        let invoice = crate::invoices::get(tx, note.invoice_id)?.ok_or_else(|| Error::not_found("invoice"))?;
+        let m = |minor: i64| money(minor, note.currency, &letterhead.locale);
+        let issued = note.issued_at.datetime().date_naive();
+        let document = CreditNoteDocument {
+            buyer: buyer(tx, scope)?,
+            number: note.number.clone(),
+            date: date(issued),
+            invoice_number: note.invoice_number.clone(),
+            invoice_date: date(invoice.issue_date.datetime().date_naive()),
+            invoice_total: m(invoice.total_amount),
+            currency: note.currency.as_str().to_owned(),
+            reason: note.reason.clone(),
+            amount: m(note.amount),
+            refunded_via: refunded_via(note.channel, invoice.payment_method.as_deref()).into(),
+            letterhead,
+        };
+        Ok(Self { document, logo, issued, ident: format!("credit-note/{}", note.id) })
+    }
+
+    pub fn render_pdf(&self, renderer: &Renderer) -> Result<Vec<u8>, DocumentError> {
+        let job = Job {
+            data: &self.document,
+            logo: self.logo.as_ref().map(Logo::for_document),
+            ident: self.ident.clone(),
+            date: self.issued,
+        };
+        renderer.credit_note(&job)
     }
 }

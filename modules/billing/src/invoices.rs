@@ -13,7 +13,7 @@ use portal_proposals::model::ProposalId;
 use redb::WriteTransaction;
 
 use crate::links::{self, LinkKind};
-use crate::model::{day_key, Invoice, InvoiceId, InvoiceStatus, Payment, Totals};
+use crate::model::{day_key, CreditNote, CreditNoteRef, Invoice, InvoiceId, InvoiceStatus, Payment, Totals};
 use crate::tables::{
     BY_CUSTOMER, BY_CUSTOMER_STATUS, BY_NUMBER, BY_PAYMENT_INTENT, BY_PROPOSAL, COLLECTIONS, DUE, INVOICES, NUMBERS,
     PAID_BY_MONTH, PAYMENTS, PERIODS, TOTALS,
@@ -342,20 +342,22 @@ pub fn by_payment_intent(tx: &impl ReadTx, payment_intent: &str) -> Result<Optio
     Ok(BY_PAYMENT_INTENT.get(tx, payment_intent.as_bytes())?.and_then(|b| InvoiceId::from_key(&b)))
 }
 
-/// Records that `refunded_total` (minor units, cumulative as Stripe reports it) of a paid invoice went back
-/// to the customer. Refund events may repeat or arrive out of order: the largest total seen stands.
-pub fn record_refund(tx: &WriteTransaction, id: InvoiceId, refunded_total: i64, at: Timestamp) -> Result<Invoice> {
-    let old = get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
+/// Records a refund of a paid invoice, documented by `note`: the refunded amount grows by the note's (never
+/// past the total) and the invoice lists the note. A paid invoice stays paid; its lines never change.
+pub(crate) fn add_credit_note(tx: &WriteTransaction, note: &CreditNote) -> Result<Invoice> {
+    let old = get(tx, note.invoice_id)?.ok_or_else(|| Error::not_found("invoice"))?;
     if old.status != InvoiceStatus::Paid {
         return Err(Error::conflict(format!("a {} invoice has nothing to refund", word(old.status))));
     }
-    let refunded = refunded_total.clamp(0, old.total_amount);
-    if refunded <= old.refunded_amount {
-        return Ok(old);
-    }
     let mut new = old.clone();
-    new.refunded_amount = refunded;
-    new.refunded_at = Some(at);
+    new.refunded_amount = (old.refunded_amount + note.amount).min(old.total_amount);
+    new.refunded_at = Some(note.issued_at);
+    new.credit_notes.push(CreditNoteRef {
+        id: note.id,
+        number: note.number.clone(),
+        amount: note.amount,
+        issued_at: note.issued_at,
+    });
     new.updated_at = Timestamp::now().max(old.updated_at);
     save(tx, Some(&old), &new)?;
     Ok(new)

@@ -8,6 +8,8 @@ mod api;
 pub mod cards;
 pub mod collect;
 mod config;
+pub mod credit_notes;
+mod credit_notes_api;
 pub mod document;
 pub mod invoices;
 pub mod links;
@@ -16,6 +18,7 @@ pub mod milestones;
 pub mod model;
 mod payments_api;
 pub mod recurring;
+pub mod refunds;
 pub mod stats;
 mod tables;
 #[cfg(test)]
@@ -34,6 +37,7 @@ use redb::WriteTransaction;
 pub use api::BillingApi;
 pub use collect::{run_auto_charge, AutoChargeRun};
 pub use config::{BillingConfig, ReminderDays};
+pub use credit_notes_api::CreditNotesApi;
 pub use payments_api::PaymentsApi;
 use portal_stripe::StripeConfig;
 pub use recurring::run_recurring;
@@ -58,7 +62,7 @@ impl CustomerData for CustomerInvoices {
 
 impl Module for BillingModule {
     const NAME: &'static str = "billing";
-    type Api = (BillingApi, PaymentsApi);
+    type Api = (BillingApi, PaymentsApi, CreditNotesApi);
 
     fn install(tx: &WriteTransaction) -> Result<()> {
         tables::create_all(tx)?;
@@ -90,7 +94,11 @@ impl Module for BillingModule {
         let webhook_secret =
             ctx.settings::<StripeConfig>()?.stripe_webhook_secret.as_ref().map(|s| s.expose().to_string());
         let stripe = collect::client(ctx)?;
-        Ok((BillingApi::new(ctx, webhook_secret)?, PaymentsApi::new(ctx, (*stripe).clone())?))
+        Ok((
+            BillingApi::new(ctx, webhook_secret)?,
+            PaymentsApi::new(ctx, (*stripe).clone())?,
+            CreditNotesApi::new(ctx, (*stripe).clone())?,
+        ))
     }
 
     fn jobs(_ctx: &Context) -> Vec<Job> {
@@ -98,6 +106,7 @@ impl Module for BillingModule {
             invoices::overdue_job(),
             recurring::job(),
             collect::auto_charge_job(),
+            refunds::retry_job(),
             mail::sender::job(),
             mail::reminders::job(),
         ]

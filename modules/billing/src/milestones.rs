@@ -54,6 +54,7 @@ pub fn generate(tx: &WriteTransaction, proposal_id: ProposalId, now: Timestamp) 
             period: None,
             refunded_amount: 0,
             refunded_at: None,
+            credit_notes: Vec::new(),
             created_at: now,
             updated_at: now,
         };

@@ -103,6 +103,9 @@ pub struct Invoice {
     /// When the latest refund was recorded.
     #[serde(default)]
     pub refunded_at: Option<Timestamp>,
+    /// The credit notes documenting its refunds, oldest first.
+    #[serde(default)]
+    pub credit_notes: Vec<CreditNoteRef>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -241,3 +244,88 @@ pub(crate) fn day_from_key(bytes: &[u8]) -> Option<NaiveDate> {
     let raw: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
     NaiveDate::from_num_days_from_ce_opt((u32::from_be_bytes(raw) ^ (1 << 31)) as i32)
 }
+
+portal_core::id_type!(
+    /// A credit note.
+    CreditNoteId
+);
+
+portal_core::id_type!(
+    /// A refund of an invoice.
+    RefundId
+);
+
+/// A credit note as its invoice lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditNoteRef {
+    pub id: CreditNoteId,
+    /// `CN-YYYY-NNNNNN`.
+    pub number: String,
+    /// Minor units.
+    pub amount: i64,
+    pub issued_at: Timestamp,
+}
+
+/// How a refund's money goes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Enum)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+pub enum RefundChannel {
+    /// A Stripe refund of the charge that paid the invoice.
+    Stripe,
+    /// Returned outside Stripe (the invoice was paid by hand); the portal records it.
+    Manual,
+}
+
+/// Where a refund was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Enum)]
+#[serde(rename_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+pub enum RefundOrigin {
+    /// An admin, through `POST /billing/invoices/{id}/refund`.
+    Portal,
+    /// Outside the portal (Stripe's dashboard), learned from Stripe's `charge.refunded`.
+    Stripe,
+}
+
+/// A refund: reserved before Stripe is called, so concurrent refunds never return more than was paid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: RefundId,
+    pub invoice_id: InvoiceId,
+    pub customer_id: CustomerId,
+    /// Minor units, in the invoice's currency.
+    pub amount: i64,
+    pub reason: String,
+    pub channel: RefundChannel,
+    pub origin: RefundOrigin,
+    /// Stripe's refund (`re_…`), once Stripe answered.
+    pub stripe_refund_id: Option<String>,
+    /// Set when the refund is done; until then it is pending.
+    pub credit_note_id: Option<CreditNoteId>,
+    pub created_at: Timestamp,
+}
+
+impl Record for Refund {}
+
+/// A credit note: the document of a refund, numbered `CN-YYYY-NNNNNN` gaplessly in the refund's own
+/// transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreditNote {
+    pub id: CreditNoteId,
+    pub number: String,
+    pub invoice_id: InvoiceId,
+    pub invoice_number: String,
+    pub customer_id: CustomerId,
+    /// Minor units.
+    pub amount: i64,
+    pub currency: Currency,
+    pub reason: String,
+    pub refund_id: RefundId,
+    pub channel: RefundChannel,
+    pub origin: RefundOrigin,
+    pub stripe_refund_id: Option<String>,
+    pub issued_at: Timestamp,
+}
+
+impl Record for CreditNote {}

@@ -232,6 +232,7 @@ pub fn generate(
         period: Some(period),
         refunded_amount: 0,
         refunded_at: None,
+        credit_notes: Vec::new(),
         created_at: now,
         updated_at: now,
     };

@@ -3,7 +3,7 @@
 use portal_core::{Index, Result, Table};
 use redb::WriteTransaction;
 
-use crate::model::{Collection, Invoice, Payment, Totals, UnmatchedPayment};
+use crate::model::{Collection, CreditNote, Invoice, Payment, Refund, Totals, UnmatchedPayment};
 
 /// invoice id → invoice
 pub(crate) const INVOICES: Table<Invoice> = Table::new("billing.invoices");
@@ -28,6 +28,18 @@ pub(crate) const PERIODS: Index = Index::shared(INDEXES, b"\x06");
 pub(crate) const NUMBERS: Index = Index::shared(INDEXES, b"\x07");
 /// scope ‖ currency ‖ year-month (u32) → money collected that month (i64)
 pub(crate) const PAID_BY_MONTH: Index = Index::shared(INDEXES, b"\x08");
+
+/// customer id ‖ credit note id
+pub(crate) const CREDIT_NOTES_BY_CUSTOMER: Index = Index::shared(INDEXES, b"\x09");
+/// year (u16) → last credit note sequence number of that year (u32)
+pub(crate) const CREDIT_NOTE_NUMBERS: Index = Index::shared(INDEXES, b"\x0a");
+/// invoice id ‖ refund id: refunds reserved and not yet done
+pub(crate) const PENDING_REFUNDS: Index = Index::shared(INDEXES, b"\x0b");
+
+/// refund id → refund
+pub(crate) const REFUNDS: Table<Refund> = Table::new("billing.refunds");
+/// credit note id → credit note
+pub(crate) const CREDIT_NOTES: Table<CreditNote> = Table::new("billing.credit_notes");
 
 /// invoice id → the payment that settled it
 pub(crate) const PAYMENTS: Table<Payment> = Table::new("billing.payments");
@@ -70,6 +82,8 @@ pub(crate) fn create_all(tx: &WriteTransaction) -> Result<()> {
     PAYMENTS.create(tx)?;
     COLLECTIONS.create(tx)?;
     UNMATCHED_PAYMENTS.create(tx)?;
+    REFUNDS.create(tx)?;
+    CREDIT_NOTES.create(tx)?;
     for index in [
         &BY_CUSTOMER,
         &BY_CUSTOMER_STATUS,

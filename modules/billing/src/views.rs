@@ -9,7 +9,9 @@ use portal_customers::model::{BillingFrequency, PaymentMethod};
 use portal_proposals::model::ProposalId;
 use serde::Serialize;
 
-use crate::model::{Invoice, InvoiceId, InvoiceStatus, LineItem};
+use crate::model::{
+    CreditNote, CreditNoteId, Invoice, InvoiceId, InvoiceStatus, LineItem, RefundChannel, RefundOrigin,
+};
 
 #[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename = "InvoiceLineItem")]
@@ -81,6 +83,8 @@ pub struct InvoiceView {
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "rfc3339_opt")]
     pub refunded_at: Option<Timestamp>,
+    /// The credit notes documenting its refunds, oldest first.
+    pub credit_notes: Vec<InvoiceCreditNote>,
     #[serde(serialize_with = "rfc3339")]
     pub created_at: Timestamp,
     #[serde(serialize_with = "rfc3339")]
@@ -112,8 +116,73 @@ impl InvoiceView {
             stripe_payment_intent_id: i.stripe_payment_intent_id.clone(),
             refunded_amount: money(i.refunded_amount),
             refunded_at: i.refunded_at,
+            credit_notes: i
+                .credit_notes
+                .iter()
+                .map(|n| InvoiceCreditNote {
+                    id: n.id,
+                    credit_note_number: n.number.clone(),
+                    amount: money(n.amount),
+                    created_at: n.issued_at,
+                })
+                .collect(),
             created_at: i.created_at,
             updated_at: i.updated_at,
+        }
+    }
+}
+
+/// A credit note as its invoice lists it.
+#[derive(Debug, Clone, Object, Serialize)]
+pub struct InvoiceCreditNote {
+    pub id: CreditNoteId,
+    /// `CN-YYYY-NNNNNN`.
+    pub credit_note_number: String,
+    /// Refunded, in the invoice's currency.
+    pub amount: f64,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: Timestamp,
+}
+
+/// A credit note: the document of a refund of a paid invoice.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "CreditNote")]
+pub struct CreditNoteView {
+    pub id: CreditNoteId,
+    /// `CN-YYYY-NNNNNN`, sequential and gapless per year.
+    pub credit_note_number: String,
+    pub invoice_id: InvoiceId,
+    pub invoice_number: String,
+    pub customer_id: CustomerId,
+    /// Refunded, in the invoice's currency.
+    pub amount: f64,
+    pub currency: String,
+    pub reason: String,
+    /// `stripe`: a Stripe refund of the payment; `manual`: money returned outside Stripe, recorded here.
+    pub channel: RefundChannel,
+    /// `portal`: refunded through the portal; `stripe`: in Stripe's dashboard, learned from Stripe.
+    pub origin: RefundOrigin,
+    /// Stripe's refund (`re_…`), when the portal made it.
+    #[oai(skip_serializing_if_is_none)]
+    pub stripe_refund_id: Option<String>,
+    pub created_at: Timestamp,
+}
+
+impl From<&CreditNote> for CreditNoteView {
+    fn from(n: &CreditNote) -> Self {
+        Self {
+            id: n.id,
+            credit_note_number: n.number.clone(),
+            invoice_id: n.invoice_id,
+            invoice_number: n.invoice_number.clone(),
+            customer_id: n.customer_id,
+            amount: to_major(n.amount, n.currency),
+            currency: n.currency.to_string(),
+            reason: n.reason.clone(),
+            channel: n.channel,
+            origin: n.origin,
+            stripe_refund_id: n.stripe_refund_id.clone(),
+            created_at: n.issued_at,
         }
     }
 }
@@ -300,6 +369,12 @@ mod tests {
             stripe_payment_intent_id: some("pi_1"),
             refunded_amount: 12.5,
             refunded_at: with_options.then_some(t),
+            credit_notes: vec![InvoiceCreditNote {
+                id: CreditNoteId::generate(),
+                credit_note_number: "CN-2026-000007".into(),
+                amount: 12.5,
+                created_at: t,
+            }],
             created_at: t,
             updated_at: t,
         }

@@ -8,7 +8,7 @@ use redb::WriteTransaction;
 use crate::model::{InvoiceId, InvoiceStatus};
 use crate::tables::STRIPE_EVENTS;
 use crate::unmatched::{self, Received};
-use crate::{collect, invoices};
+use crate::{collect, invoices, refunds};
 
 /// What applying an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,7 @@ fn charge_refunded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
     };
     match invoices::get(tx, invoice_id)? {
         Some(i) if i.status == InvoiceStatus::Paid => {
-            invoices::record_refund(tx, invoice_id, refunded, Timestamp::now())?;
+            refunds::refunded_at_stripe(tx, &i, refunded, Timestamp::now())?;
             Ok(Applied::Applied)
         }
         _ => {

@@ -35,6 +35,8 @@ pub struct InvoiceLine {
 pub struct Refund {
     pub date: String,
     pub amount: String,
+    /// The credit note documenting it (`CN-YYYY-NNNNNN`).
+    pub credit_note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,4 +104,24 @@ pub struct ProposalDocument {
     /// Billed every month once accepted.
     pub monthly_recurring: Option<String>,
     pub milestones: Vec<Milestone>,
+}
+
+/// A credit note: the document of a refund of a paid invoice.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreditNoteDocument {
+    pub letterhead: Letterhead,
+    pub buyer: Party,
+    /// `CN-YYYY-NNNNNN`.
+    pub number: String,
+    pub date: String,
+    /// The invoice it credits.
+    pub invoice_number: String,
+    pub invoice_date: String,
+    pub invoice_total: String,
+    pub currency: String,
+    pub reason: String,
+    /// Credited, formatted.
+    pub amount: String,
+    /// How the money went back: `Refunded to the card that paid the invoice`, …
+    pub refunded_via: String,
 }

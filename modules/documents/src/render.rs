@@ -17,6 +17,7 @@ use crate::{sample, DocumentError, DocumentsConfig};
 
 const INVOICE_TEMPLATE: &str = include_str!("../templates/invoice.typ");
 const PROPOSAL_TEMPLATE: &str = include_str!("../templates/proposal.typ");
+const CREDIT_NOTE_TEMPLATE: &str = include_str!("../templates/credit_note.typ");
 /// Places a logo and nothing else: a logo that renders here renders on every document.
 const LOGO_CHECK: &str = "#image(json(\"data.json\").logo, width: 4cm)";
 
@@ -47,6 +48,7 @@ pub struct Renderer {
     fonts: OnceLock<Fonts>,
     invoice: Source,
     proposal: Source,
+    credit_note: Source,
     logo_check: Source,
 }
 
@@ -62,6 +64,7 @@ impl Renderer {
             fonts: OnceLock::new(),
             invoice: template_source(invoice)?,
             proposal: template_source(PROPOSAL_TEMPLATE.to_owned())?,
+            credit_note: template_source(CREDIT_NOTE_TEMPLATE.to_owned())?,
             logo_check: template_source(LOGO_CHECK.to_owned())?,
         };
         if config.invoice_template.is_some() {
@@ -78,6 +81,10 @@ impl Renderer {
 
     pub fn proposal<T: Serialize>(&self, job: &Job<T>) -> Result<Vec<u8>, DocumentError> {
         self.render(&self.proposal, job)
+    }
+
+    pub fn credit_note<T: Serialize>(&self, job: &Job<T>) -> Result<Vec<u8>, DocumentError> {
+        self.render(&self.credit_note, job)
     }
 
     /// Whether documents can show `logo`: it is decoded as the documents decode it. Why not, if not.
@@ -183,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn long_invoices_and_proposals_render() {
+    fn long_invoices_proposals_and_credit_notes_render() {
         let r = renderer();
         let long = r.invoice(&sample::job(&sample::invoice_with_lines(200))).unwrap();
         assert!(long.len() > 10_000, "{} bytes", long.len());
@@ -191,6 +198,10 @@ mod tests {
         let proposal = r.proposal(&sample::job(&sample::proposal())).unwrap();
         assert!(proposal.starts_with(b"%PDF-"));
         keep("sample-proposal", &proposal);
+        let note = sample::credit_note();
+        let credit_note = r.credit_note(&sample::job(&note)).unwrap();
+        assert_eq!(credit_note, r.credit_note(&sample::job(&note)).unwrap());
+        keep("sample-credit-note", &credit_note);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use chrono::NaiveDate;
 use serde::Serialize;
 
-use crate::model::{InvoiceDocument, InvoiceLine, Letterhead, Milestone, Party, ProposalDocument, Refund};
+use crate::model::{
+    CreditNoteDocument, InvoiceDocument, InvoiceLine, Letterhead, Milestone, Party, ProposalDocument, Refund,
+};
 use crate::{format, Job};
 use portal_core::Currency;
 
@@ -53,7 +55,11 @@ pub fn invoice_with_lines(lines: usize) -> InvoiceDocument {
         tax: usd(lines * 1_000),
         infrastructure_costs: Some(usd(2_500)),
         total: usd(lines * 11_000 + 2_500),
-        refunds: vec![Refund { date: "2026-11-12".into(), amount: "$25.00".into() }],
+        refunds: vec![Refund {
+            date: "2026-11-12".into(),
+            amount: "$25.00".into(),
+            credit_note: Some("CN-2026-000003".into()),
+        }],
         amount_due: None,
         pay_link: Some("https://portal.example/pay/sample".into()),
     }
@@ -66,6 +72,22 @@ fn usd(cents: usize) -> String {
 
 pub fn invoice() -> InvoiceDocument {
     invoice_with_lines(3)
+}
+
+pub fn credit_note() -> CreditNoteDocument {
+    CreditNoteDocument {
+        letterhead: letterhead(),
+        buyer: buyer(),
+        number: "CN-2026-000003".into(),
+        date: "2026-11-12".into(),
+        invoice_number: "INV-2026-000042".into(),
+        invoice_date: "2026-11-01".into(),
+        invoice_total: usd(35_500),
+        currency: "USD".into(),
+        reason: "Two work packages were not delivered".into(),
+        amount: usd(2_500),
+        refunded_via: "Refunded to the card that paid the invoice.".into(),
+    }
 }
 
 pub fn proposal() -> ProposalDocument {

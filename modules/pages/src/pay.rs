@@ -143,7 +143,7 @@ impl PayPages {
     /// Stripe.js confirms with the card. Its card never becomes the default by Stripe's report; the
     /// payment's outcome decides.
     pub async fn start_card(&self, token: &str) -> Response {
-        let (opened, stripe) = match self.open_payable(token) {
+        let (opened, stripe) = match self.open_for_card(token, true) {
             Ok(both) => both,
             Err(answer) => return *answer,
         };
@@ -157,7 +157,7 @@ impl PayPages {
     /// invoice's exactly-once reservation. Answers `paid`, `requires_action` with the PaymentIntent's
     /// secret for 3-D Secure, or the decline in the envelope.
     pub async fn pay_with_new_card(&self, token: &str, request: CardPayment) -> Response {
-        let (opened, stripe) = match self.open_payable(token) {
+        let (opened, stripe) = match self.open_for_card(token, true) {
             Ok(both) => both,
             Err(answer) => return *answer,
         };
@@ -174,7 +174,8 @@ impl PayPages {
 
     /// The card form's last call, after 3-D Secure: the PaymentIntent's outcome, read from Stripe.
     pub async fn confirm_new_card(&self, token: &str, request: CardPayment) -> Response {
-        let (opened, stripe) = match self.open_payable(token) {
+        // The webhook may have recorded the payment already: the invoice is then settled, and paid.
+        let (opened, stripe) = match self.open_for_card(token, false) {
             Ok(both) => both,
             Err(answer) => return *answer,
         };
@@ -230,13 +231,14 @@ impl PayPages {
         }
     }
 
-    /// The invoice `token` opens, if it can still be paid by card here; otherwise the JSON answer.
-    fn open_payable(&self, token: &str) -> std::result::Result<(Opened, &Stripe), Box<Response>> {
+    /// The invoice `token` opens for the card form (`open`: only while it can still be paid); otherwise
+    /// the JSON answer.
+    fn open_for_card(&self, token: &str, open: bool) -> std::result::Result<(Opened, &Stripe), Box<Response>> {
         let (Some(stripe), Some(_)) = (self.stripe.as_ref().as_ref(), &self.stripe_js) else {
             return Err(Box::new(card_form::error(&portal_stripe::not_configured())));
         };
         let opened = self.open(token).map_err(|_| Box::new(card_form::error(&Error::not_found("payment link"))))?;
-        if opened.print.document.amount_due.is_none() {
+        if open && opened.print.document.amount_due.is_none() {
             return Err(Box::new(card_form::error(&Error::conflict(
                 "the invoice is settled: there is nothing to pay",
             ))));

@@ -123,6 +123,34 @@ struct CardObject {
     exp_year: u32,
 }
 
+/// A refund as Stripe answered it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Refund {
+    pub id: String,
+    /// `succeeded`, `pending` (on its way), `failed` or `canceled`.
+    #[serde(default)]
+    pub status: String,
+}
+
+/// A refund to make of a PaymentIntent's charge.
+#[derive(Debug, Clone)]
+pub struct RefundRequest<'a> {
+    pub payment_intent: &'a str,
+    /// Minor units.
+    pub amount: i64,
+    pub invoice_id: String,
+    pub refund_id: String,
+    /// Same key, same refund: Stripe answers a retry with the first result.
+    pub idempotency_key: String,
+}
+
+#[derive(Serialize)]
+struct NewRefund<'a> {
+    payment_intent: &'a str,
+    amount: i64,
+    metadata: BTreeMap<&'static str, String>,
+}
+
 #[derive(Deserialize)]
 struct PaymentMethodOwner {
     customer: Option<String>,
@@ -302,6 +330,16 @@ impl Stripe {
                 })
             })
             .collect())
+    }
+
+    /// Refunds (part of) the charge of a PaymentIntent.
+    pub async fn refund(&self, request: RefundRequest<'_>) -> Result<Refund> {
+        let form = NewRefund {
+            payment_intent: request.payment_intent,
+            amount: request.amount,
+            metadata: BTreeMap::from([("invoice_id", request.invoice_id), ("portal_refund_id", request.refund_id)]),
+        };
+        call(self.timeout, self.idempotent(&request.idempotency_key).post_form("/refunds", form)).await
     }
 
     /// Charges a saved card off-session (PaymentIntent with `confirm` and `off_session`).

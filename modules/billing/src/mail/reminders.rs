@@ -138,6 +138,7 @@ mod tests {
             period: None,
             refunded_amount: 0,
             refunded_at: None,
+            credit_notes: Vec::new(),
             created_at: day(issued),
             updated_at: day(issued),
         }
