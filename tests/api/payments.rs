@@ -485,10 +485,11 @@ async fn payment_endpoints_check_access_and_need_stripe() {
 
 type StripeLog = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
-/// A local server answering `POST /v1/payment_intents` in Stripe's documented format, scripted per call:
-/// `500` (Stripe's `api_error`), `402` (a `card_declined` error) or `200` (a succeeded PaymentIntent). It
-/// logs each call's `Idempotency-Key`: localstripe can neither fail with a 500 nor show the keys it got.
-async fn scripted_stripe(script: Vec<u16>) -> (String, StripeLog) {
+/// A local server answering `POST /v1/payment_intents` and `POST /v1/refunds` in Stripe's documented
+/// format, scripted per call: `500` (Stripe's `api_error`), `402` (a `card_declined` error) or `200` (a
+/// succeeded PaymentIntent or refund). It logs each call's `Idempotency-Key`: localstripe can neither fail
+/// with a 500 nor show the keys it got.
+pub(crate) async fn scripted_stripe(script: Vec<u16>) -> (String, StripeLog) {
     use poem::web::Data;
     use poem::{handler, http::StatusCode, EndpointExt, Request, Response, Route};
 
@@ -510,7 +511,10 @@ async fn scripted_stripe(script: Vec<u16>) -> (String, StripeLog) {
                 json!({"error": {"type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
                 "message": "Your card has insufficient funds."}})
             }
-            // As Stripe answers: the PaymentIntent with the amount, currency and customer it was created with.
+            // As Stripe answers: the refund, or the PaymentIntent with the amount, currency and customer it
+            // was created with.
+            _ if req.uri().path() == "/v1/refunds" => json!({"id": "re_scripted_1", "object": "refund",
+                "status": "succeeded", "amount": form.get("amount").and_then(|a| a.parse::<i64>().ok())}),
             _ => json!({"id": "pi_scripted_1", "object": "payment_intent", "status": "succeeded",
                 "amount": form.get("amount").and_then(|a| a.parse::<i64>().ok()), "currency": form.get("currency"),
                 "customer": form.get("customer")}),
@@ -526,7 +530,11 @@ async fn scripted_stripe(script: Vec<u16>) -> (String, StripeLog) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let app = Route::new().at("/v1/payment_intents", poem::post(payment_intents)).data(log.clone()).data(script);
+    let app = Route::new()
+        .at("/v1/payment_intents", poem::post(payment_intents))
+        .at("/v1/refunds", poem::post(payment_intents))
+        .data(log.clone())
+        .data(script);
     tokio::spawn(poem::Server::new(poem::listener::TcpListener::bind(addr.to_string())).run(app));
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {

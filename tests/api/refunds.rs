@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use crate::billing::{cents, customer, mark_paid, recurring_invoice, user_token};
 use crate::documents::{keep, text_of};
 use crate::helpers::TestApp;
-use crate::payments::{app_with, usd_stats, user_with_default_card, StripeSide, GOOD_CARD};
+use crate::payments::{
+    app_with, scripted_stripe, usd_stats, user_with_default_card, StripeSide, GOOD_CARD, STRIPE_KEY,
+};
 
 async fn refund(app: &TestApp, admin: &str, invoice: &str, body: Value) -> (u16, Value) {
     let r = app.call(Method::POST, &format!("/billing/invoices/{invoice}/refund"), admin, Some(body)).await;
@@ -178,4 +180,60 @@ async fn twenty_concurrent_stripe_refunds_never_return_more_than_was_paid() {
     assert_eq!((status, last["credit_note"]["amount"].as_f64()), (201, Some(20.0)), "{last}");
     let (status, _) = refund(&app, &admin, &id, json!({"reason": "more"})).await;
     assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn a_refund_whose_answer_was_lost_stays_reserved_and_is_completed_under_the_same_key() {
+    // Stripe answers the payment, fails the refund with a 500, then answers it.
+    let (base, log) = scripted_stripe(vec![200, 500, 200]).await;
+    let stripe_base = base.clone();
+    let app = TestApp::spawn_with(move |c| {
+        c.stripe.stripe_secret_key = Some(portal_core::config::Secret::new(STRIPE_KEY));
+        c.stripe.stripe_api_base = stripe_base;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let body = json!({"name": "Lost Co", "company_name": "Lost Co", "billing_email": "ap@lost.example.com",
+        "stripe_customer_id": "cus_Scripted1", "address": {"street": "1 Main St", "city": "Berlin", "country": "DE"},
+        "billing_settings": {"monthly_fee": 10, "stripe_payment_method_id": "pm_scripted_1"}});
+    let r = app.call(Method::POST, "/customers", &admin, Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let cid = r.json()["id"].as_str().unwrap().to_string();
+    let id = recurring_invoice(&app, &admin, &cid, "2026-10-01").await["id"].as_str().unwrap().to_string();
+    let r = app.call(Method::POST, "/billing/pay-invoice", &admin, Some(json!({"invoice_id": id}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    let (status, lost) = refund(&app, &admin, &id, json!({"amount": 4, "reason": "Partial"})).await;
+    assert_eq!((status, lost["error"]["code"].as_str()), (503, Some("upstream_unavailable")), "{lost}");
+    let refund_id = lost["error"]["details"]["refund_id"].as_str().expect("the kept refund").to_string();
+    let invoice = app.call(Method::GET, &format!("/billing/invoices/{id}"), &admin, None).await.json();
+    assert_eq!(
+        (invoice["refunded_amount"].as_f64(), invoice["credit_notes"].as_array().map(Vec::len)),
+        (Some(0.0), Some(0))
+    );
+    // The reserved $4 counts: only $6 is left.
+    let (status, answer) = refund(&app, &admin, &id, json!({"amount": 7, "reason": "Too much"})).await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer["error"]["details"]["amount"].as_str().unwrap().contains("at most 6"), "{answer}");
+
+    // The job repeats it once it is stale, under the same key; the credit note follows.
+    let config = portal_stripe::StripeConfig {
+        stripe_secret_key: Some(portal_core::config::Secret::new(STRIPE_KEY)),
+        stripe_api_base: base,
+        ..portal_stripe::StripeConfig::default()
+    };
+    let client = portal_stripe::Stripe::from_config(&config).unwrap().unwrap();
+    let early = portal_core::Timestamp::now();
+    assert_eq!(portal_billing::refunds::retry_stale(&app.store, &client, early).await.unwrap(), 0, "not stale yet");
+    let later = early.plus_secs(portal_billing::refunds::RETRY_AFTER_SECS);
+    assert_eq!(portal_billing::refunds::retry_stale(&app.store, &client, later).await.unwrap(), 1);
+    let invoice = app.call(Method::GET, &format!("/billing/invoices/{id}"), &admin, None).await.json();
+    assert_eq!(invoice["refunded_amount"], 4.0);
+    let note_id = invoice["credit_notes"][0]["id"].as_str().unwrap();
+    let note = app.call(Method::GET, &format!("/billing/credit-notes/{note_id}"), &admin, None).await.json();
+    assert_eq!((note["stripe_refund_id"].as_str(), note["amount"].as_f64()), (Some("re_scripted_1"), Some(4.0)));
+    let keys = log.lock().unwrap().clone();
+    let refund_key = format!("portal-refund-{refund_id}");
+    assert_eq!(keys[1..], [refund_key.clone(), refund_key], "{keys:?}");
+    assert_eq!(portal_billing::refunds::retry_stale(&app.store, &client, later).await.unwrap(), 0, "done once");
 }
