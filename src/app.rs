@@ -28,6 +28,7 @@ use portal_notify::NotifyModule;
 use portal_organization::OrganizationModule;
 use portal_proposals::ProposalsModule;
 use portal_users::UsersModule;
+use portal_webhooks::WebhooksModule;
 use redb::WriteTransaction;
 
 use crate::backup::BackupApi;
@@ -65,6 +66,7 @@ macro_rules! modules {
 // Adding a module is one line here.
 modules!(
     NotifyModule,
+    WebhooksModule,
     AuthModule,
     UsersModule,
     CustomersModule,

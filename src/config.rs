@@ -12,6 +12,7 @@ use portal_core::{Context, Store};
 use portal_documents::DocumentsConfig;
 use portal_notify::NotifyConfig;
 use portal_stripe::StripeConfig;
+use portal_webhooks::WebhooksConfig;
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -35,6 +36,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub billing: BillingConfig,
+
+    #[command(flatten)]
+    pub webhooks: WebhooksConfig,
 }
 
 impl Config {
@@ -48,6 +52,7 @@ impl Config {
             analytics: AnalyticsConfig::default(),
             documents: DocumentsConfig::default(),
             billing: BillingConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 
@@ -60,5 +65,6 @@ impl Config {
             .with_settings(self.analytics)
             .with_settings(self.documents)
             .with_settings(self.billing)
+            .with_settings(self.webhooks)
     }
 }

@@ -189,6 +189,7 @@ fn settle(
             if trigger == Trigger::Auto {
                 declined_automatically(tx, id, &mut state, now)?;
             }
+            payment_failed(tx, id, code.as_deref(), decline_code.as_deref(), &message)?;
             let mut error = Error::new(ErrorCode::PaymentFailed, format!("the payment was declined: {message}"))
                 .with_detail("invoice_id", id.to_string());
             if let Some(code) = code {
@@ -254,6 +255,28 @@ fn paid(tx: &WriteTransaction, id: InvoiceId, received: &Received, now: Timestam
     invoices::mark_paid(tx, id, "stripe", now, Some(&received.payment_intent_id)).map(Ok)
 }
 
+/// Tells the webhook endpoints that a payment of the invoice failed, and why.
+fn payment_failed(
+    tx: &WriteTransaction,
+    id: InvoiceId,
+    code: Option<&str>,
+    decline_code: Option<&str>,
+    message: &str,
+) -> Result<()> {
+    let Some(invoice) = invoices::get(tx, id)? else { return Ok(()) };
+    let data = serde_json::json!({
+        "invoice_id": id.to_string(),
+        "invoice_number": invoice.number,
+        "customer_id": invoice.customer_id.to_string(),
+        "amount": portal_core::money::to_major(invoice.total_amount, invoice.currency),
+        "currency": invoice.currency.as_str(),
+        "code": code,
+        "decline_code": decline_code,
+        "message": message,
+    });
+    portal_webhooks::emit(tx, portal_webhooks::EventKind::PaymentFailed, data)
+}
+
 /// Counts an automatic decline; when the retries have run out the invoice is recorded as overdue.
 fn declined_automatically(tx: &WriteTransaction, id: InvoiceId, state: &mut Collection, now: Timestamp) -> Result<()> {
     state.auto_attempts += 1;
@@ -289,6 +312,7 @@ pub(crate) fn intent_settled(tx: &WriteTransaction, id: InvoiceId, payment_inten
     state.processing_intent = None;
     if failed {
         state.attempts += 1;
+        payment_failed(tx, id, None, None, "the payment failed at Stripe")?;
     }
     Ok(COLLECTIONS.insert(tx, &id.to_key(), &state)?)
 }

@@ -12,12 +12,15 @@ use portal_customers::CustomerScope;
 use portal_proposals::model::ProposalId;
 use redb::WriteTransaction;
 
+use portal_webhooks::EventKind;
+
 use crate::links::{self, LinkKind};
 use crate::model::{day_key, CreditNote, CreditNoteRef, Invoice, InvoiceId, InvoiceStatus, Payment, Totals};
 use crate::tables::{
     BY_CUSTOMER, BY_CUSTOMER_STATUS, BY_NUMBER, BY_PAYMENT_INTENT, BY_PROPOSAL, COLLECTIONS, DUE, INVOICES, NUMBERS,
     PAID_BY_MONTH, PAYMENTS, PERIODS, TOTALS,
 };
+use crate::views::InvoiceView;
 
 /// The scope of the portal-wide totals.
 pub(crate) const ALL: [u8; 16] = [0; 16];
@@ -215,7 +218,26 @@ pub(crate) fn save(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) 
         let expires = new.due_date.plus_secs(links::PAY_LINK_DAYS_AFTER_DUE * 86_400);
         links::issue(tx, LinkKind::Pay, &id, expires)?;
     }
+    announce(tx, old, new)?;
     crate::mail::on_change(tx, old, new)
+}
+
+/// Tells the webhook endpoints what became of the invoice, with the invoice as the API shows it.
+fn announce(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) -> Result<()> {
+    let was = old.map(|o| o.status);
+    let kind = match new.status {
+        _ if old.is_some_and(|o| o.refunded_amount < new.refunded_amount) => Some(EventKind::InvoiceRefunded),
+        status if was == Some(status) => None,
+        InvoiceStatus::Pending if was.is_none_or(|s| s == InvoiceStatus::Draft) => Some(EventKind::InvoiceIssued),
+        InvoiceStatus::Paid => Some(EventKind::InvoicePaid),
+        InvoiceStatus::Overdue => Some(EventKind::InvoiceOverdue),
+        InvoiceStatus::Cancelled => Some(EventKind::InvoiceCancelled),
+        InvoiceStatus::Pending | InvoiceStatus::Draft => None,
+    };
+    match kind {
+        Some(kind) => portal_webhooks::emit(tx, kind, portal_webhooks::data(&InvoiceView::from(new))),
+        None => Ok(()),
+    }
 }
 
 fn unindex(tx: &WriteTransaction, old: &Invoice) -> Result<()> {

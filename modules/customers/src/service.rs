@@ -9,6 +9,9 @@ use portal_core::table::{key, key_from};
 use portal_core::{Currency, Error, JsonObject, Principal, ReadTx, Result, Timestamp};
 use redb::WriteTransaction;
 
+use portal_webhooks::EventKind;
+
+use crate::api::CustomerView;
 use crate::dependents::Dependents;
 use crate::model::{Address, BillingFrequency, BillingSettings, Customer, CustomerStatus, PaymentMethod};
 use crate::scope::CustomerScope;
@@ -210,7 +213,14 @@ pub fn create(tx: &WriteTransaction, change: &CustomerChange, billing: &BillingC
     v.finish()?;
     store_customer(tx, None, &customer)?;
     BILLING.insert(tx, &customer.id.to_key(), &settings)?;
-    Ok(CustomerRecord { customer, billing: settings })
+    let record = CustomerRecord { customer, billing: settings };
+    announce(tx, EventKind::CustomerCreated, &record)?;
+    Ok(record)
+}
+
+/// Tells the webhook endpoints listening for `kind`, with the customer as the API shows it.
+fn announce(tx: &WriteTransaction, kind: EventKind, record: &CustomerRecord) -> Result<()> {
+    portal_webhooks::emit(tx, kind, portal_webhooks::data(&CustomerView::from(record)))
 }
 
 /// Updates a customer. Customer users may change only the contact fields (name, phone, address,
@@ -231,7 +241,9 @@ pub fn update(
     v.finish()?;
     new.updated_at = Timestamp::now().max(old.updated_at);
     store_customer(tx, Some(&old), &new)?;
-    Ok(CustomerRecord { customer: new, billing: record.billing })
+    let record = CustomerRecord { customer: new, billing: record.billing };
+    announce(tx, EventKind::CustomerUpdated, &record)?;
+    Ok(record)
 }
 
 fn refuse_admin_fields(old: &Customer, change: &CustomerChange) -> Result<()> {
@@ -263,6 +275,7 @@ pub fn update_billing(tx: &WriteTransaction, scope: &CustomerScope, change: &Bil
     new.updated_at = Timestamp::now().max(old.updated_at);
     BILLING.insert(tx, &id.to_key(), &new)?;
     audit::record(tx, "customers", "update_billing", id, Some(id))?;
+    announce(tx, EventKind::CustomerUpdated, &CustomerRecord { customer: get_listed(tx, id)?, billing: new.clone() })?;
     Ok(new)
 }
 
@@ -278,6 +291,11 @@ pub fn remove(tx: &WriteTransaction, id: CustomerId, dependents: &Dependents) ->
         store_customer(tx, Some(&old), &archived)?;
         portal_auth::users::set_customer_disabled(tx, id, true)?;
         audit::record(tx, "customers", "archive", id, Some(id))?;
+        announce(
+            tx,
+            EventKind::CustomerArchived,
+            &CustomerRecord { customer: archived, billing: settings_of(tx, id)? },
+        )?;
         return Ok(Removal::Archived(now));
     }
     dependents.remove_customer(tx, id)?;

@@ -8,6 +8,7 @@ use portal_core::money::{parse_fixed, parse_non_negative_minor};
 use portal_core::table::{key, key_from, Page};
 use portal_core::{Currency, Error, Principal, ReadTx, Result, Timestamp};
 use portal_customers::CustomerScope;
+use portal_webhooks::EventKind;
 use redb::WriteTransaction;
 
 use crate::model::{Milestone, Proposal, ProposalId, ProposalStatus, WHOLE};
@@ -242,6 +243,17 @@ fn store(tx: &WriteTransaction, old: Option<&Proposal>, new: &Proposal) -> Resul
         Some(_) => "update",
     };
     audit::record(tx, "proposals", action, new.id, Some(new.customer_id))?;
+    let event = match new.status {
+        _ if old.is_some_and(|o| o.status == new.status) => None,
+        ProposalStatus::Sent => Some(EventKind::ProposalSent),
+        ProposalStatus::Accepted => Some(EventKind::ProposalAccepted),
+        ProposalStatus::Rejected => Some(EventKind::ProposalRejected),
+        ProposalStatus::Expired => Some(EventKind::ProposalExpired),
+        ProposalStatus::Draft => None,
+    };
+    if let Some(kind) = event {
+        portal_webhooks::emit(tx, kind, portal_webhooks::data(&crate::api::ProposalView::from(new)))?;
+    }
     if let Some(old) = old {
         unindex(tx, old)?;
     }

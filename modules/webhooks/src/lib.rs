@@ -1,0 +1,53 @@
+//! Outbound webhooks following the Standard Webhooks specification: admins register endpoints; every
+//! module records its events with [`emit`] in the transaction of the change that caused them; a worker
+//! delivers them, signed, with retries, and keeps each attempt.
+#![forbid(unsafe_code)]
+
+mod api;
+mod config;
+mod emit;
+pub mod model;
+mod secrets;
+pub mod signature;
+mod tables;
+pub mod target;
+mod worker;
+
+use std::time::Duration;
+
+use portal_core::{Context, Job, Module, Result};
+use redb::WriteTransaction;
+
+pub use api::WebhooksApi;
+pub use config::{AllowHttp, RetryDelays, WebhooksConfig};
+pub use emit::emit;
+pub use model::EventKind;
+pub use secrets::key_of;
+
+pub struct WebhooksModule;
+
+impl Module for WebhooksModule {
+    const NAME: &'static str = "webhooks";
+    type Api = WebhooksApi;
+
+    fn install(tx: &WriteTransaction) -> Result<()> {
+        tables::create_all(tx)?;
+        secrets::install(tx)
+    }
+
+    fn api(ctx: &Context) -> Result<WebhooksApi> {
+        Ok(WebhooksApi::new(ctx.store.clone(), ctx.settings::<WebhooksConfig>()?))
+    }
+
+    fn jobs(_ctx: &Context) -> Vec<Job> {
+        vec![Job::new("webhook-deliveries", Duration::from_secs(1), |ctx: Context| async move {
+            let worker = worker::Worker { store: ctx.store.clone(), config: ctx.settings::<WebhooksConfig>()? };
+            worker.run().await.map(drop)
+        })]
+    }
+}
+
+/// What `emit` takes as `data`: an API view as its JSON.
+pub fn data<T: poem_openapi::types::ToJSON>(view: &T) -> serde_json::Value {
+    view.to_json().unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,233 @@
+//! The worker that delivers due events: signed anew on every attempt, 15 s to answer, 2xx done. Failures
+//! are tried again after the configured delays (with jitter; a `Retry-After` pushes the next attempt
+//! later), then given up; an endpoint answering 410 Gone is disabled. Each attempt is recorded.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{stream, StreamExt};
+use portal_core::table::{key, key_tail};
+use portal_core::{Error, ReadTx, Result, Store, Timestamp};
+use redb::WriteTransaction;
+
+use crate::config::WebhooksConfig;
+use crate::model::{Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, Event};
+use crate::tables::{DELIVERIES, DUE, ENDPOINTS, EVENTS};
+use crate::{secrets, signature, target};
+
+/// Time an endpoint has to answer.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+/// Deliveries on their way at once.
+const IN_FLIGHT: usize = 32;
+
+#[derive(Clone)]
+pub(crate) struct Worker {
+    pub store: Store,
+    pub config: Arc<WebhooksConfig>,
+}
+
+/// A delivery ready to send: its event's body and the endpoint's signing keys as of now.
+struct Ready {
+    event: Event,
+    endpoint: Endpoint,
+    keys: Vec<Vec<u8>>,
+}
+
+/// What an attempt came to.
+enum Outcome {
+    Delivered,
+    /// 410 Gone: the endpoint does not want events any more.
+    Gone,
+    Failed {
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Worker {
+    /// Sends every delivery due now; returns how many were delivered.
+    pub(crate) async fn run(&self) -> Result<usize> {
+        let mut delivered = 0;
+        loop {
+            let now = Timestamp::now();
+            let due = self.store.read_blocking(|tx| due(tx, now, 256))?;
+            if due.is_empty() {
+                return Ok(delivered);
+            }
+            let outcomes: Vec<Result<bool>> =
+                stream::iter(due).map(|id| self.deliver(id)).buffer_unordered(IN_FLIGHT).collect().await;
+            for outcome in outcomes {
+                delivered += usize::from(outcome?);
+            }
+        }
+    }
+
+    /// One attempt of one delivery, recorded; whether it was delivered.
+    async fn deliver(&self, id: DeliveryId) -> Result<bool> {
+        let now = Timestamp::now();
+        let Some(ready) = self.store.read_blocking(|tx| ready(tx, id, now))? else {
+            // Removed or disabled endpoint: the delivery ends here.
+            self.store.write(move |tx| abandon(tx, id, "the endpoint was removed or disabled")).await?;
+            return Ok(false);
+        };
+        let started = Instant::now();
+        let (outcome, status_code, error) = self.send(&ready).await;
+        let attempt = Attempt {
+            at: now,
+            status_code,
+            error,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        let delivered = matches!(outcome, Outcome::Delivered);
+        let delays = Arc::clone(&self.config);
+        self.store.write(move |tx| settle(tx, id, &attempt, &outcome, &delays.retry_delays.0)).await?;
+        Ok(delivered)
+    }
+
+    async fn send(&self, ready: &Ready) -> (Outcome, Option<u16>, Option<String>) {
+        let failed = |why: String| (Outcome::Failed { retry_after: None }, None, Some(why));
+        let url = match target::check_url(&ready.endpoint.url, self.config.allow_http) {
+            Ok(url) => url,
+            Err(why) => return failed(format!("the URL is not allowed: {why}")),
+        };
+        let target = match target::resolve(&url, self.config.allow_http).await {
+            Ok(target) => target,
+            Err(why) => return failed(why),
+        };
+        let client = match reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(&target.host, target.addr)
+            .build()
+        {
+            Ok(client) => client,
+            Err(e) => return failed(e.to_string()),
+        };
+        let id = ready.event.webhook_id();
+        let timestamp = Timestamp::now().unix_secs();
+        let response = client
+            .post(target.url)
+            .header("content-type", "application/json")
+            .header("user-agent", "Portal-Webhooks/1")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature::header(&ready.keys, &id, timestamp, &ready.event.body))
+            .body(ready.event.body.clone())
+            .send()
+            .await;
+        match response {
+            Err(e) if e.is_timeout() => failed(format!("no answer within {} s", TIMEOUT.as_secs())),
+            Err(e) => failed(format!("could not be reached: {e}")),
+            Ok(r) if r.status().is_success() => (Outcome::Delivered, Some(r.status().as_u16()), None),
+            Ok(r) if r.status() == reqwest::StatusCode::GONE => (Outcome::Gone, Some(410), Some("410 Gone".into())),
+            Ok(r) => {
+                let retry_after = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|secs| Duration::from_secs(secs.min(24 * 3600)));
+                (Outcome::Failed { retry_after }, Some(r.status().as_u16()), Some(format!("answered {}", r.status())))
+            }
+        }
+    }
+}
+
+/// Pending deliveries due at `now`, oldest first.
+fn due(tx: &impl ReadTx, now: Timestamp, limit: usize) -> Result<Vec<DeliveryId>> {
+    let mut out = Vec::new();
+    DUE.visit_keys(tx, &[], |k| {
+        if k.get(..8).is_some_and(|at| at > now.to_key().as_slice()) {
+            return Ok::<_, Error>(false);
+        }
+        if let Some(id) = DeliveryId::from_key(key_tail(k, 16)) {
+            out.push(id);
+        }
+        Ok(out.len() < limit)
+    })?;
+    Ok(out)
+}
+
+/// A pending delivery with what sending it needs; none when its endpoint is gone or disabled.
+fn ready(tx: &impl ReadTx, id: DeliveryId, now: Timestamp) -> Result<Option<Ready>> {
+    let Some(delivery) = DELIVERIES.get(tx, &id.to_key())? else { return Ok(None) };
+    let event =
+        EVENTS.get(tx, &delivery.event_id.to_key())?.ok_or_else(|| Error::internal("a delivery's event is missing"))?;
+    let Some(endpoint) = ENDPOINTS.get(tx, &delivery.endpoint_id.to_key())?.filter(|e| e.enabled) else {
+        return Ok(None);
+    };
+    let keys = secrets::signing_keys(tx, endpoint.id, &endpoint.secrets, now)?;
+    Ok(Some(Ready { event, endpoint, keys }))
+}
+
+/// Records an attempt and what follows it: done, the next attempt, or the end.
+fn settle(
+    tx: &WriteTransaction,
+    id: DeliveryId,
+    attempt: &Attempt,
+    outcome: &Outcome,
+    delays: &[Duration],
+) -> Result<()> {
+    let Some(mut delivery) = DELIVERIES.get(tx, &id.to_key())? else { return Ok(()) };
+    unschedule(tx, &delivery)?;
+    delivery.attempts.push(attempt.clone());
+    let failures = delivery.attempts.len();
+    match outcome {
+        Outcome::Delivered => delivery.status = DeliveryStatus::Succeeded,
+        Outcome::Gone => {
+            delivery.status = DeliveryStatus::Failed;
+            if let Some(mut endpoint) = ENDPOINTS.get(tx, &delivery.endpoint_id.to_key())? {
+                endpoint.enabled = false;
+                endpoint.disabled_reason = Some("the endpoint answered 410 Gone".into());
+                endpoint.updated_at = Timestamp::now();
+                ENDPOINTS.insert(tx, &endpoint.id.to_key(), &endpoint)?;
+                tracing::warn!(endpoint = %endpoint.id, "webhook endpoint answered 410 Gone and was disabled");
+            }
+        }
+        Outcome::Failed { retry_after } => match delays.get(failures - 1) {
+            Some(delay) => {
+                let jitter = delay.mul_f64(rand::random::<f64>() * 0.1);
+                let wait = (*delay + jitter).max(retry_after.unwrap_or_default());
+                let next = Timestamp::from_micros(
+                    attempt.at.micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX)),
+                );
+                delivery.next_attempt_at = Some(next);
+                DUE.put(tx, &key(&[&next.to_key(), &id.to_key()]), &[])?;
+            }
+            None => delivery.status = DeliveryStatus::Failed,
+        },
+    }
+    DELIVERIES.insert(tx, &id.to_key(), &delivery)?;
+    Ok(())
+}
+
+fn abandon(tx: &WriteTransaction, id: DeliveryId, why: &str) -> Result<()> {
+    let Some(mut delivery) = DELIVERIES.get(tx, &id.to_key())? else { return Ok(()) };
+    unschedule(tx, &delivery)?;
+    delivery.status = DeliveryStatus::Failed;
+    delivery.attempts.push(Attempt {
+        at: Timestamp::now(),
+        status_code: None,
+        error: Some(why.into()),
+        duration_ms: 0,
+    });
+    Ok(DELIVERIES.insert(tx, &id.to_key(), &delivery)?)
+}
+
+/// Takes a delivery off the due list.
+pub(crate) fn unschedule(tx: &WriteTransaction, delivery: &Delivery) -> Result<()> {
+    if let Some(at) = delivery.next_attempt_at {
+        DUE.remove(tx, &key(&[&at.to_key(), &delivery.id.to_key()]))?;
+    }
+    Ok(())
+}
+
+/// Puts a delivery back on the due list for an attempt now (a replay asked for by an admin).
+pub(crate) fn replay(tx: &WriteTransaction, id: DeliveryId, now: Timestamp) -> Result<Delivery> {
+    let mut delivery = DELIVERIES.get(tx, &id.to_key())?.ok_or_else(|| Error::not_found("delivery"))?;
+    unschedule(tx, &delivery)?;
+    delivery.status = DeliveryStatus::Pending;
+    delivery.next_attempt_at = Some(now);
+    DUE.put(tx, &key(&[&now.to_key(), &id.to_key()]), &[])?;
+    DELIVERIES.insert(tx, &id.to_key(), &delivery)?;
+    Ok(delivery)
+}
