@@ -1,6 +1,8 @@
 //! Account hunters learn nothing from the clock: every `/auth/*` route that takes an address answers an
 //! address with an account in the same time as one without (median of 30 each, requests interleaved).
-//! A binary of its own, so that no other test shares the machine while it measures.
+//! A binary of its own, so that no other test shares the machine while it measures; a route is measured
+//! again (up to three times) when other work on the machine skewed one measurement, and fails only if every
+//! measurement tells the two apart, as a real difference does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a failed check is a panic here
 
 #[allow(dead_code)] // the API tests' helpers; this binary uses a few
@@ -77,11 +79,17 @@ async fn every_auth_route_answers_accounts_and_strangers_in_the_same_time() {
     ];
     let mut report = Vec::new();
     for (path, status, body_for) in routes {
-        let (with_account, without) = medians(&app, path, status, &known, body_for).await;
-        // Within noise: a path that skipped the password hash or a store write differs by far more.
-        let (slow, fast) = (with_account.max(without), with_account.min(without));
-        let equal = slow - fast <= slow / 5 + Duration::from_micros(300);
-        report.push(format!("{path}: account {with_account:?}, stranger {without:?}"));
+        let mut equal = false;
+        for _ in 0..3 {
+            let (with_account, without) = medians(&app, path, status, &known, body_for).await;
+            // Within noise: a path that skipped the password hash or a store write differs by far more.
+            let (slow, fast) = (with_account.max(without), with_account.min(without));
+            equal = slow - fast <= slow / 5 + Duration::from_micros(300);
+            report.push(format!("{path}: account {with_account:?}, stranger {without:?}"));
+            if equal {
+                break;
+            }
+        }
         assert!(equal, "{path} tells accounts apart by time: {}", report.join("; "));
     }
     println!("{}", report.join("\n"));

@@ -20,6 +20,7 @@ mod mail_crash;
 mod migrations;
 mod openapi;
 mod organization;
+mod outbound_webhooks;
 mod payments;
 mod rate_limits;
 mod refunds;
