@@ -18,6 +18,7 @@ struct World {
     proposal: String,
     invoice: String,
     key_id: String,
+    endpoint: String,
 }
 
 async fn world(app: &TestApp) -> World {
@@ -31,8 +32,18 @@ async fn world(app: &TestApp) -> World {
     let invoice = app.call(Method::POST, "/billing/generate-recurring", &admin, Some(body)).await.json()["id"].clone();
     let keys = format!("/analytics-dashboard/customer/{customer}/ingest-keys");
     let key_id = app.call(Method::POST, &keys, &admin, None).await.json()["id"].clone();
+    let hook = json!({"url": "http://127.0.0.1:9/hook", "events": ["invoice.paid"]});
+    let endpoint = app.call(Method::POST, "/webhooks/endpoints", &admin, Some(hook)).await.json()["id"].clone();
     let text = |v: Value| v.as_str().expect("id").to_string();
-    World { admin, user, customer, proposal: text(proposal), invoice: text(invoice), key_id: text(key_id) }
+    World {
+        admin,
+        user,
+        customer,
+        proposal: text(proposal),
+        invoice: text(invoice),
+        key_id: text(key_id),
+        endpoint: text(endpoint),
+    }
 }
 
 /// A valid body for each admin-only operation that takes one (the walk below fails on a new one, so that
@@ -57,6 +68,13 @@ fn valid_bodies(w: &World) -> BTreeMap<&'static str, Value> {
         ("POST /billing/generate-from-proposal", json!({"proposal_id": w.proposal})),
         ("POST /billing/generate-recurring", json!({"customer_id": w.customer})),
         ("PUT /organization", json!({"legal_name": "Contract Agency Ltd"})),
+        ("POST /billing/invoices/{invoice_id}/refund", json!({"reason": "Contract"})),
+        ("POST /webhooks/endpoints", json!({"url": "http://127.0.0.1:9/other"})),
+        (
+            "PUT /webhooks/endpoints/{endpoint_id}",
+            json!({"url": "http://127.0.0.1:9/hook", "description": "", "events": [], "enabled": true}),
+        ),
+        ("POST /webhooks/endpoints/{endpoint_id}/rotate-secret", json!({})),
     ])
 }
 
@@ -90,6 +108,8 @@ fn fill(path: &str, w: &World) -> String {
         .replace("{proposal_id}", &w.proposal)
         .replace("{invoice_id}", &w.invoice)
         .replace("{key_id}", &w.key_id)
+        .replace("{endpoint_id}", &w.endpoint)
+        .replace("{delivery_id}", "0190c7a2-0000-7000-8000-000000000000")
 }
 
 async fn send(app: &TestApp, method: &Method, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {

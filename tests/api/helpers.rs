@@ -70,9 +70,10 @@ pub const ADMIN_PASSWORD: &str = "admin-correct-horse-battery";
 pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 
 /// The configuration tests start from: rate limits off (tests that check them turn them on), a known
-/// JWT key and a first admin.
+/// JWT key, a first admin, and webhooks allowed to local receivers over http.
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::for_data_dir(dir.to_path_buf());
+    config.webhooks.allow_http = portal_webhooks::AllowHttp::Loopback;
     config.core.rate_limit.mode = portal_core::config::RateLimitMode::Off;
     config.auth.jwt_secret = Some(Secret::new(JWT_SECRET));
     config.auth.admin_email = Some(ADMIN_EMAIL.into());

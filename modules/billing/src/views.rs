@@ -158,9 +158,7 @@ pub struct CreditNoteView {
     pub amount: f64,
     pub currency: String,
     pub reason: String,
-    /// `stripe`: a Stripe refund of the payment; `manual`: money returned outside Stripe, recorded here.
     pub channel: RefundChannel,
-    /// `portal`: refunded through the portal; `stripe`: in Stripe's dashboard, learned from Stripe.
     pub origin: RefundOrigin,
     /// Stripe's refund (`re_…`), when the portal made it.
     #[oai(skip_serializing_if_is_none)]
