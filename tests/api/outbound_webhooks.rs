@@ -17,18 +17,18 @@ use crate::helpers::TestApp;
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct Received {
-    headers: HeaderMap,
-    body: Vec<u8>,
-    at: Instant,
+pub(crate) struct Received {
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub at: Instant,
 }
 
 impl Received {
-    fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         self.headers["webhook-id"].to_str().unwrap().to_string()
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
 
@@ -37,22 +37,22 @@ impl Received {
     }
 
     /// Whether `secret` signed it, as the Standard Webhooks library checks.
-    fn signed_by(&self, secret: &str) -> bool {
+    pub(crate) fn signed_by(&self, secret: &str) -> bool {
         standardwebhooks::Webhook::new(secret).unwrap().verify(&self.body, &self.headers).is_ok()
     }
 }
 
 /// How the receiver answers the `n`th request (from 1) for a `webhook-id`: status and `Retry-After`.
-type Answer = Arc<dyn Fn(&str, usize) -> (u16, Option<u64>) + Send + Sync>;
+pub(crate) type Answer = Arc<dyn Fn(&str, usize) -> (u16, Option<u64>) + Send + Sync>;
 
 /// A local HTTP server that records every request and answers as told.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub url: String,
     log: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
-    async fn start(answer: Answer) -> Self {
+    pub(crate) async fn start(answer: Answer) -> Self {
         use poem::{handler, web::Data, Body, EndpointExt, Request, Response, Route};
 
         type Log = Arc<Mutex<Vec<Received>>>;
@@ -89,7 +89,7 @@ impl Receiver {
         Self { url: format!("http://{addr}/hook"), log }
     }
 
-    fn all(&self) -> Vec<Received> {
+    pub(crate) fn all(&self) -> Vec<Received> {
         self.log.lock().unwrap().clone()
     }
 

@@ -227,6 +227,31 @@ pub async fn refresh(store: &Store, stripe: &Stripe, invoice_id: InvoiceId, now:
         .await?
 }
 
+/// Records the outcome of an attempt whose answer was lost, as Stripe holds its PaymentIntent
+/// (reconciliation).
+pub(crate) async fn settle_found(store: &Store, id: InvoiceId, outcome: ChargeOutcome, now: Timestamp) -> Result<()> {
+    store
+        .write(move |tx| settle(tx, id, Ok(outcome.clone()), Trigger::Payer, &Claim::None, now))
+        .await?
+        .map(drop)
+        .or_else(|e| match e.code() {
+            // A decline or a mismatch is recorded by `settle`; the caller learns nothing more from it.
+            ErrorCode::PaymentFailed | ErrorCode::Conflict => Ok(()),
+            _ => Err(e),
+        })
+}
+
+/// Frees an attempt that has been in flight past its time and that Stripe never made: the next payment
+/// runs it again under the same key.
+pub(crate) fn release_stale(tx: &WriteTransaction, id: InvoiceId, now: Timestamp) -> Result<()> {
+    let Some(mut state) = COLLECTIONS.get(tx, &id.to_key())? else { return Ok(()) };
+    if state.in_flight_since.is_some_and(|since| now.micros() - since.micros() >= STALE_ATTEMPT_SECS * 1_000_000) {
+        state.in_flight_since = None;
+        COLLECTIONS.insert(tx, &id.to_key(), &state)?;
+    }
+    Ok(())
+}
+
 /// What the store holds about an invoice's payment when no payment of it is processing.
 fn recorded(invoice: &Invoice, now: Timestamp) -> Result<PaymentView> {
     match (&invoice.status, &invoice.stripe_payment_intent_id) {

@@ -17,6 +17,7 @@ pub mod mail;
 pub mod milestones;
 pub mod model;
 mod payments_api;
+pub mod reconcile;
 pub mod recurring;
 pub mod refunds;
 pub mod stats;
@@ -107,6 +108,7 @@ impl Module for BillingModule {
             recurring::job(),
             collect::auto_charge_job(),
             refunds::retry_job(),
+            reconcile::job(),
             mail::sender::job(),
             mail::reminders::job(),
         ]

@@ -36,6 +36,9 @@ pub(crate) const CREDIT_NOTE_NUMBERS: Index = Index::shared(INDEXES, b"\x0a");
 /// invoice id ‖ refund id: refunds reserved and not yet done
 pub(crate) const PENDING_REFUNDS: Index = Index::shared(INDEXES, b"\x0b");
 
+/// `events` → the `created` time (Unix seconds, i64) of the newest Stripe event reconciliation applied
+pub(crate) const STRIPE_SYNC: Index = Index::shared(INDEXES, b"\x0c");
+
 /// refund id → refund
 pub(crate) const REFUNDS: Table<Refund> = Table::new("billing.refunds");
 /// credit note id → credit note

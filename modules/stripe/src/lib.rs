@@ -62,6 +62,11 @@ pub struct PaymentIntent {
     pub client_secret: Option<String>,
     #[serde(default)]
     last_payment_error: Option<PaymentError>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +112,24 @@ struct Created {
 #[derive(Deserialize)]
 struct List<T> {
     data: Vec<T>,
+    #[serde(default)]
+    has_more: bool,
+}
+
+#[derive(Serialize)]
+struct ListEvents<'a> {
+    #[serde(rename = "created[gte]")]
+    created_gte: i64,
+    limit: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    starting_after: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ListPaymentIntents<'a> {
+    limit: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    starting_after: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -330,6 +353,40 @@ impl Stripe {
                 })
             })
             .collect())
+    }
+
+    /// The account's events created at or after `since` (Unix seconds), oldest first; at most `max` of them.
+    pub async fn events_since(&self, since: i64, max: usize) -> Result<Vec<webhook::Event>> {
+        let mut events: Vec<webhook::Event> = Vec::new();
+        loop {
+            let query =
+                ListEvents { created_gte: since, limit: 100, starting_after: events.last().map(|e| e.id.as_str()) };
+            let page: List<webhook::Event> = call(self.timeout, self.client.get_query("/events", query)).await?;
+            let more = page.has_more && !page.data.is_empty();
+            events.extend(page.data);
+            if !more || events.len() >= max {
+                break;
+            }
+        }
+        events.truncate(max);
+        events.sort_by_key(|e| e.created.unwrap_or_default());
+        Ok(events)
+    }
+
+    /// The PaymentIntents of a Stripe customer (the newest 1,000).
+    pub async fn payment_intents_of(&self, customer: &str) -> Result<Vec<PaymentIntent>> {
+        let mut intents: Vec<PaymentIntent> = Vec::new();
+        loop {
+            let query = ListPaymentIntents { limit: 100, starting_after: intents.last().map(|i| i.id.as_str()) };
+            let page: List<PaymentIntent> =
+                call(self.timeout, self.client.get_query("/payment_intents", query)).await?;
+            let more = page.has_more && !page.data.is_empty();
+            intents.extend(page.data);
+            if !more || intents.len() >= 1_000 {
+                intents.retain(|i| i.customer_id().as_deref() == Some(customer));
+                return Ok(intents);
+            }
+        }
     }
 
     /// Refunds (part of) the charge of a PaymentIntent.

@@ -41,7 +41,7 @@ impl Module for WebhooksModule {
 
     fn jobs(_ctx: &Context) -> Vec<Job> {
         vec![Job::new("webhook-deliveries", Duration::from_secs(1), |ctx: Context| async move {
-            let worker = worker::Worker { store: ctx.store.clone(), config: ctx.settings::<WebhooksConfig>()? };
+            let worker = worker::Worker::new(ctx.store.clone(), ctx.settings::<WebhooksConfig>()?)?;
             worker.run().await.map(drop)
         })]
     }

@@ -1,7 +1,8 @@
 //! Where a webhook may go: https URLs (http only on loopback when allowed, for tests and local receivers)
 //! whose host resolves to public addresses only, so an admin's endpoint cannot reach the portal's own
-//! network (SSRF). Checked when an endpoint is saved and again at every delivery, which then connects to the
-//! address it checked (no second lookup for DNS rebinding to change).
+//! network (SSRF). Checked when an endpoint is saved and again at every delivery, whose client resolves
+//! names through [`CheckedResolver`]: what it connects to is what was checked, so DNS rebinding between a
+//! check and the connection gains nothing.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -9,11 +10,10 @@ use reqwest::Url;
 
 use crate::config::AllowHttp;
 
-/// A URL that passed the checks, and the address to connect to.
+/// A URL that passed the checks, and where it resolved to.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub url: Url,
-    pub host: String,
     pub addr: SocketAddr,
 }
 
@@ -50,7 +50,25 @@ pub async fn resolve(url: &Url, allow: AllowHttp) -> Result<Target, String> {
     if let Some(bad) = addrs.iter().find(|a| !allowed(a.ip(), allow)) {
         return Err(format!("{host} resolves to {}, a private, loopback or link-local address", bad.ip()));
     }
-    Ok(Target { url: url.clone(), host, addr: first })
+    Ok(Target { url: url.clone(), addr: first })
+}
+
+/// The delivery client's resolver: only allowed addresses come back (a name with any other fails).
+pub struct CheckedResolver {
+    pub allow: AllowHttp,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let (allow, host) = (self.allow, name.as_str().to_string());
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(bad) = addrs.iter().find(|a| !allowed(a.ip(), allow)) {
+                return Err(format!("{host} resolves to {}, which webhooks may not reach", bad.ip()).into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 fn names_loopback(url: &Url) -> bool {

@@ -22,8 +22,9 @@ const IN_FLIGHT: usize = 32;
 
 #[derive(Clone)]
 pub(crate) struct Worker {
-    pub store: Store,
-    pub config: Arc<WebhooksConfig>,
+    store: Store,
+    config: Arc<WebhooksConfig>,
+    client: reqwest::Client,
 }
 
 /// A delivery ready to send: its event's body and the endpoint's signing keys as of now.
@@ -44,6 +45,17 @@ enum Outcome {
 }
 
 impl Worker {
+    pub(crate) fn new(store: Store, config: Arc<WebhooksConfig>) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(target::CheckedResolver { allow: config.allow_http })
+            .user_agent("Portal-Webhooks/1")
+            .build()
+            .map_err(Error::internal)?;
+        Ok(Self { store, config, client })
+    }
+
     /// Sends every delivery due now; returns how many were delivered.
     pub(crate) async fn run(&self) -> Result<usize> {
         let mut delivered = 0;
@@ -93,21 +105,12 @@ impl Worker {
             Ok(target) => target,
             Err(why) => return failed(why),
         };
-        let client = match reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .resolve(&target.host, target.addr)
-            .build()
-        {
-            Ok(client) => client,
-            Err(e) => return failed(e.to_string()),
-        };
         let id = ready.event.webhook_id();
         let timestamp = Timestamp::now().unix_secs();
-        let response = client
+        let response = self
+            .client
             .post(target.url)
             .header("content-type", "application/json")
-            .header("user-agent", "Portal-Webhooks/1")
             .header("webhook-id", &id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature::header(&ready.keys, &id, timestamp, &ready.event.body))
