@@ -4,6 +4,7 @@
 //! deliveries are listed and replayed; URLs that would reach private networks are refused; secrets rotate
 //! with both signatures during the overlap.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,8 @@ pub(crate) struct Received {
     pub headers: HeaderMap,
     pub body: Vec<u8>,
     pub at: Instant,
+    /// Whether a secret the receiver trusted when the request came verified it.
+    pub verified: bool,
 }
 
 impl Received {
@@ -36,7 +39,7 @@ impl Received {
         self.json()["type"].as_str().unwrap().to_string()
     }
 
-    /// Whether `secret` signed it, as the Standard Webhooks library checks.
+    /// Whether `secret` signed it, as the Standard Webhooks library checks (within its 5-minute tolerance).
     pub(crate) fn signed_by(&self, secret: &str) -> bool {
         standardwebhooks::Webhook::new(secret).unwrap().verify(&self.body, &self.headers).is_ok()
     }
@@ -45,26 +48,47 @@ impl Received {
 /// How the receiver answers the `n`th request (from 1) for a `webhook-id`: status and `Retry-After`.
 pub(crate) type Answer = Arc<dyn Fn(&str, usize) -> (u16, Option<u64>) + Send + Sync>;
 
+/// What the receiver holds: every request, the attempts per `webhook-id`, each event's `data.id`, and the
+/// secrets it verifies with.
+#[derive(Default)]
+pub(crate) struct State {
+    pub log: Vec<Received>,
+    pub attempts: HashMap<String, usize>,
+    pub data_ids: HashMap<String, String>,
+    trusted: Vec<String>,
+}
+
 /// A local HTTP server that records every request and answers as told.
 pub(crate) struct Receiver {
     pub url: String,
-    log: Arc<Mutex<Vec<Received>>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl Receiver {
     pub(crate) async fn start(answer: Answer) -> Self {
         use poem::{handler, web::Data, Body, EndpointExt, Request, Response, Route};
 
-        type Log = Arc<Mutex<Vec<Received>>>;
+        type Shared = Arc<Mutex<State>>;
 
         #[handler]
-        async fn receive(req: &Request, body: Body, log: Data<&Log>, answer: Data<&Answer>) -> Response {
+        async fn receive(req: &Request, body: Body, state: Data<&Shared>, answer: Data<&Answer>) -> Response {
             let body = body.into_vec().await.unwrap_or_default();
             let id = req.header("webhook-id").unwrap_or_default().to_string();
+            let data_id = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["data"]["id"].as_str().map(str::to_string))
+                .unwrap_or_default();
             let n = {
-                let mut log = log.0.lock().unwrap();
-                log.push(Received { headers: req.headers().clone(), body, at: Instant::now() });
-                log.iter().filter(|r| r.id() == id).count()
+                let mut state = state.0.lock().unwrap();
+                let verified = state
+                    .trusted
+                    .iter()
+                    .any(|secret| standardwebhooks::Webhook::new(secret).unwrap().verify(&body, req.headers()).is_ok());
+                state.log.push(Received { headers: req.headers().clone(), body, at: Instant::now(), verified });
+                state.data_ids.insert(id.clone(), data_id);
+                let n = state.attempts.entry(id.clone()).or_default();
+                *n += 1;
+                *n
             };
             let (status, retry_after) = answer.0(&id, n);
             let mut r = Response::builder().status(poem::http::StatusCode::from_u16(status).unwrap());
@@ -74,11 +98,11 @@ impl Receiver {
             r.finish()
         }
 
-        let log: Log = Arc::default();
+        let state: Shared = Arc::default();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let app = Route::new().at("/hook", poem::post(receive)).data(log.clone()).data(answer);
+        let app = Route::new().at("/hook", poem::post(receive)).data(state.clone()).data(answer);
         tokio::spawn(poem::Server::new(poem::listener::TcpListener::bind(addr.to_string())).run(app));
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -86,11 +110,21 @@ impl Receiver {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Self { url: format!("http://{addr}/hook"), log }
+        Self { url: format!("http://{addr}/hook"), state }
+    }
+
+    /// Verifies every request from now on with `secret` too.
+    pub(crate) fn trust(&self, secret: &str) {
+        self.state.lock().unwrap().trusted.push(secret.to_string());
     }
 
     pub(crate) fn all(&self) -> Vec<Received> {
-        self.log.lock().unwrap().clone()
+        self.state.lock().unwrap().log.clone()
+    }
+
+    /// Looks at the state without copying it.
+    pub(crate) fn with<T>(&self, look: impl FnOnce(&State) -> T) -> T {
+        look(&self.state.lock().unwrap())
     }
 
     /// Waits until `done` holds for what arrived (20 s at most).
