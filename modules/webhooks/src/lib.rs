@@ -40,10 +40,21 @@ impl Module for WebhooksModule {
     }
 
     fn jobs(_ctx: &Context) -> Vec<Job> {
-        vec![Job::new("webhook-deliveries", Duration::from_secs(1), |ctx: Context| async move {
-            let worker = worker::Worker::new(ctx.store.clone(), ctx.settings::<WebhooksConfig>()?)?;
-            worker.run().await.map(drop)
-        })]
+        vec![
+            Job::new("webhook-deliveries", Duration::from_secs(1), |ctx: Context| async move {
+                let worker = worker::Worker::new(ctx.store.clone(), ctx.settings::<WebhooksConfig>()?)?;
+                worker.run().await.map(drop)
+            }),
+            // On start, then daily: the delivery log keeps 30 days.
+            Job::new("webhook-retention", Duration::from_secs(86_400), |ctx: Context| async move {
+                loop {
+                    let pruned = ctx.store.write(|tx| worker::prune(tx, portal_core::Timestamp::now(), 5_000)).await?;
+                    if pruned < 5_000 {
+                        return Ok(());
+                    }
+                }
+            }),
+        ]
     }
 }
 

@@ -1,7 +1,9 @@
 //! The worker that delivers due events: signed anew on every attempt, 15 s to answer, 2xx done. Failures
 //! are tried again after the configured delays (with jitter; a `Retry-After` pushes the next attempt
-//! later), then given up; an endpoint answering 410 Gone is disabled. Each attempt is recorded.
+//! later), then given up; an endpoint answering 410 Gone is disabled. Each attempt is recorded. An
+//! endpoint gets at most a few deliveries of each round, so one that never answers delays only its own.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,14 +13,17 @@ use portal_core::{Error, ReadTx, Result, Store, Timestamp};
 use redb::WriteTransaction;
 
 use crate::config::WebhooksConfig;
-use crate::model::{Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, Event};
-use crate::tables::{DELIVERIES, DUE, ENDPOINTS, EVENTS};
+use crate::model::{Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId, Event};
+use crate::tables::{BY_ENDPOINT, DELIVERIES, DUE, ENDPOINTS, EVENTS};
 use crate::{secrets, signature, target};
 
 /// Time an endpoint has to answer.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
-/// Deliveries on their way at once.
+/// Deliveries on their way at once, and at most per endpoint (one that never answers holds only its own).
 const IN_FLIGHT: usize = 32;
+const PER_ENDPOINT: usize = 8;
+/// Due entries one look at the queue reads at most, past the deliveries of endpoints that had their share.
+const SCAN: usize = 10_000;
 
 #[derive(Clone)]
 pub(crate) struct Worker {
@@ -61,7 +66,7 @@ impl Worker {
         let mut delivered = 0;
         loop {
             let now = Timestamp::now();
-            let due = self.store.read_blocking(|tx| due(tx, now, 256))?;
+            let due = self.store.read_blocking(|tx| due(tx, now, IN_FLIGHT * 4))?;
             if due.is_empty() {
                 return Ok(delivered);
             }
@@ -135,17 +140,25 @@ impl Worker {
     }
 }
 
-/// Pending deliveries due at `now`, oldest first.
+/// Pending deliveries due at `now`, oldest first, at most [`PER_ENDPOINT`] of each endpoint.
 fn due(tx: &impl ReadTx, now: Timestamp, limit: usize) -> Result<Vec<DeliveryId>> {
     let mut out = Vec::new();
+    let mut per_endpoint: HashMap<EndpointId, usize> = HashMap::new();
+    let mut scanned = 0;
     DUE.visit_keys(tx, &[], |k| {
+        scanned += 1;
         if k.get(..8).is_some_and(|at| at > now.to_key().as_slice()) {
             return Ok::<_, Error>(false);
         }
-        if let Some(id) = DeliveryId::from_key(key_tail(k, 16)) {
-            out.push(id);
+        let delivery = DeliveryId::from_key(key_tail(k, 16)).map(|id| DELIVERIES.get(tx, &id.to_key())).transpose()?;
+        if let Some(delivery) = delivery.flatten() {
+            let taken = per_endpoint.entry(delivery.endpoint_id).or_default();
+            if *taken < PER_ENDPOINT {
+                *taken += 1;
+                out.push(delivery.id);
+            }
         }
-        Ok(out.len() < limit)
+        Ok(out.len() < limit && scanned < SCAN)
     })?;
     Ok(out)
 }
@@ -233,4 +246,99 @@ pub(crate) fn replay(tx: &WriteTransaction, id: DeliveryId, now: Timestamp) -> R
     DUE.put(tx, &key(&[&now.to_key(), &id.to_key()]), &[])?;
     DELIVERIES.insert(tx, &id.to_key(), &delivery)?;
     Ok(delivery)
+}
+
+/// Settled deliveries and their events are kept this long, for the delivery log and replays.
+pub const KEEP_DAYS: i64 = 30;
+
+/// Removes deliveries and events older than [`KEEP_DAYS`] (ids are time-ordered: the oldest come first),
+/// at most `limit` of each; returns how many deliveries went.
+pub(crate) fn prune(tx: &WriteTransaction, now: Timestamp, limit: usize) -> Result<usize> {
+    let cutoff = now.plus_secs(-KEEP_DAYS * 86_400);
+    let mut old = Vec::new();
+    DELIVERIES.scan_prefix(tx, &[], |_, d| {
+        if d.created_at >= cutoff {
+            return Ok::<_, Error>(false);
+        }
+        old.push(d);
+        Ok(old.len() < limit)
+    })?;
+    for delivery in &old {
+        unschedule(tx, delivery)?;
+        BY_ENDPOINT.remove(tx, &key(&[&delivery.endpoint_id.to_key(), &delivery.id.to_key()]))?;
+        DELIVERIES.remove(tx, &delivery.id.to_key())?;
+    }
+    let mut events = Vec::new();
+    EVENTS.scan_prefix(tx, &[], |k, e| {
+        if e.created_at >= cutoff {
+            return Ok::<_, Error>(false);
+        }
+        events.push(k.to_vec());
+        Ok(events.len() < limit)
+    })?;
+    for k in events {
+        EVENTS.remove(tx, &k)?;
+    }
+    Ok(old.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use portal_core::{Module, Store};
+
+    use super::*;
+    use crate::model::EventKind;
+
+    #[test]
+    fn the_delivery_log_keeps_thirty_days() {
+        let store = Store::in_memory().unwrap();
+        store
+            .write_blocking(|tx| {
+                portal_core::store::install_core(tx)?;
+                crate::WebhooksModule::install(tx)?;
+                let now = Timestamp::now();
+                let endpoint = Endpoint {
+                    id: EndpointId::generate(),
+                    url: "https://hooks.example.com/".into(),
+                    description: String::new(),
+                    events: Vec::new(),
+                    enabled: true,
+                    disabled_reason: None,
+                    secrets: Vec::new(),
+                    created_at: now,
+                    updated_at: now,
+                };
+                ENDPOINTS.insert(tx, &endpoint.id.to_key(), &endpoint)?;
+                crate::emit(tx, EventKind::CustomerCreated, serde_json::json!({"id": "c1"}))?;
+                crate::emit(tx, EventKind::CustomerUpdated, serde_json::json!({"id": "c1"}))
+            })
+            .unwrap();
+        let count = |store: &Store| {
+            store
+                .read_blocking(|tx| {
+                    let (mut deliveries, mut due, mut events) = (0, 0, 0);
+                    DELIVERIES.scan_prefix(tx, &[], |_, _| {
+                        deliveries += 1;
+                        Ok::<_, Error>(true)
+                    })?;
+                    EVENTS.scan_prefix(tx, &[], |_, _| {
+                        events += 1;
+                        Ok::<_, Error>(true)
+                    })?;
+                    DUE.visit_keys(tx, &[], |_| {
+                        due += 1;
+                        Ok::<_, Error>(true)
+                    })?;
+                    Ok::<_, Error>((deliveries, due, events))
+                })
+                .unwrap()
+        };
+        assert_eq!(count(&store), (2, 2, 2));
+        let now = Timestamp::now();
+        assert_eq!(store.write_blocking(move |tx| prune(tx, now, 100)).unwrap(), 0, "young deliveries stay");
+        let later = now.plus_secs(KEEP_DAYS * 86_400 + 1);
+        assert_eq!(store.write_blocking(move |tx| prune(tx, later, 1)).unwrap(), 1, "at most the limit");
+        assert_eq!(store.write_blocking(move |tx| prune(tx, later, 100)).unwrap(), 1);
+        assert_eq!(count(&store), (0, 0, 0));
+    }
 }
