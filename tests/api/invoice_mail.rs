@@ -110,3 +110,32 @@ async fn an_issued_invoice_is_mailed_with_its_pdf_and_pay_link_and_payment_bring
         smtp.all_mail().iter().filter(|m| m.to == "ap@example.com").map(|m| m.message_id.clone()).collect();
     assert_eq!(ids.len(), 3, "{ids:?}");
 }
+
+#[tokio::test]
+async fn a_refund_notice_carries_the_credit_note() {
+    let smtp = portal_testkit::SmtpServer::start();
+    let url = smtp.url();
+    let app = TestApp::spawn_with(|c| c.notify.smtp_url = Some(portal_core::config::Secret::new(url))).await;
+    let admin = app.admin_token().await;
+    let cid = customer(&app, &admin, "Credit Co", json!({"monthly_fee": 400})).await;
+    let invoice = recurring_invoice(&app, &admin, &cid, "2026-11-01").await;
+    let (id, number) = (invoice["id"].as_str().unwrap(), invoice["invoice_number"].as_str().unwrap());
+    mark_paid(&app, &admin, id).await;
+    let body = json!({"amount": 125, "reason": "Hosting credit for the outage"});
+    let r = app.call(Method::POST, &format!("/billing/invoices/{id}/refund"), &admin, Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let note = r.json()["credit_note"]["credit_note_number"].as_str().unwrap().to_string();
+
+    let mail = smtp.wait_for_mail_with("ap@example.com", "Refund for invoice", MAIL_WAIT).await;
+    assert!(mail.body.contains(&format!("We refunded $125.00 of invoice {number}")), "{}", mail.body);
+    assert!(mail.body.contains(&format!("The credit note is attached as {note}.pdf.")), "{}", mail.body);
+    let names: Vec<&str> = mail.attachments.iter().map(|a| a.filename.as_str()).collect();
+    assert_eq!(names, [format!("{number}.pdf"), format!("{note}.pdf")]);
+    let text = text_of(&mail.attachments[1].bytes());
+    assert!(
+        text.contains(&note) && text.contains("$125.00") && text.contains("Hosting credit for the outage"),
+        "{text}"
+    );
+    let invoice_text = text_of(&mail.attachments[0].bytes());
+    assert!(invoice_text.contains(&format!("(credit note {note})")), "{invoice_text}");
+}

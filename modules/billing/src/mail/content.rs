@@ -6,8 +6,8 @@ use portal_notify::{Mail, MailAttachment};
 
 use super::{InvoiceMail, MailKind};
 
-/// The mail for `mail`, with the invoice's PDF attached when there is one.
-pub(crate) fn compose(mail: &InvoiceMail, doc: &InvoiceDocument, pdf: Option<Vec<u8>>) -> Mail {
+/// The mail for `mail`, with its PDFs attached (the invoice's, and a refund's credit note) when made.
+pub(crate) fn compose(mail: &InvoiceMail, doc: &InvoiceDocument, attachments: Vec<MailAttachment>) -> Mail {
     let seller = &doc.letterhead.seller.name;
     let from = if seller.is_empty() { String::new() } else { format!(" from {seller}") };
     let n = &doc.number;
@@ -72,9 +72,10 @@ pub(crate) fn compose(mail: &InvoiceMail, doc: &InvoiceDocument, pdf: Option<Vec
             ));
         }
     }
-    if pdf.is_some() {
-        text.push(format!("The invoice is attached as {n}.pdf."));
-        html.push(format!("<p>The invoice is attached as {}.pdf.</p>", escape(n)));
+    for file in &attachments {
+        let what = if file.name.starts_with("CN-") { "The credit note" } else { "The invoice" };
+        text.push(format!("{what} is attached as {}.", file.name));
+        html.push(format!("<p>{what} is attached as {}.</p>", escape(&file.name)));
     }
     if !seller.is_empty() {
         text.extend([String::new(), seller.clone()]);
@@ -89,15 +90,5 @@ pub(crate) fn compose(mail: &InvoiceMail, doc: &InvoiceDocument, pdf: Option<Vec
          {}</body></html>",
         html.join("")
     );
-    Mail {
-        to: mail.to.clone(),
-        subject,
-        text: text.join("\n"),
-        html,
-        message_id: mail.id.to_string(),
-        attachments: pdf
-            .into_iter()
-            .map(|bytes| MailAttachment { name: format!("{n}.pdf"), content_type: "application/pdf".into(), bytes })
-            .collect(),
-    }
+    Mail { to: mail.to.clone(), subject, text: text.join("\n"), html, message_id: mail.id.to_string(), attachments }
 }

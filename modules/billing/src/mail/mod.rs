@@ -14,7 +14,7 @@ use portal_core::{Index, ReadTx, Record, Result, Table, Timestamp};
 use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Invoice, InvoiceId, InvoiceStatus};
+use crate::model::{CreditNoteId, Invoice, InvoiceId, InvoiceStatus};
 
 portal_core::id_type!(
     /// A mail about an invoice; also its Message-ID (before the sender's domain).
@@ -48,6 +48,9 @@ pub struct InvoiceMail {
     pub last_error: Option<String>,
     /// The worker stopped trying (after [`sender::MAX_ATTEMPTS`]).
     pub gave_up: bool,
+    /// For refund notices: the credit note documenting the refund, attached as PDF.
+    #[serde(default)]
+    pub credit_note_id: Option<CreditNoteId>,
 }
 
 impl Record for InvoiceMail {}
@@ -76,7 +79,9 @@ pub(crate) fn on_change(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invo
             record(tx, new, MailKind::Receipt, None, now)?;
         }
         Some(old) if new.refunded_amount > old.refunded_amount => {
-            record(tx, new, MailKind::Refund, None, now)?;
+            let mut mail = record(tx, new, MailKind::Refund, None, now)?;
+            mail.credit_note_id = new.credit_notes.last().map(|n| n.id);
+            MAILS.insert(tx, &key(&[&new.id.to_key(), &mail.id.to_key()]), &mail)?;
         }
         _ => {}
     }
@@ -122,6 +127,7 @@ pub(crate) fn record(
         attempts: 0,
         last_error: None,
         gave_up: false,
+        credit_note_id: None,
     };
     MAILS.insert(tx, &key(&[&invoice.id.to_key(), &mail.id.to_key()]), &mail)?;
     QUEUE.put(tx, &queue_key(now, invoice.id, mail.id), &[])?;

@@ -8,11 +8,11 @@ use std::time::Duration;
 use futures_util::{stream, StreamExt};
 use portal_core::{Context, Error, Job, Result, Store, Timestamp};
 use portal_documents::{render_blocking, Renderer};
-use portal_notify::Notifier;
+use portal_notify::{MailAttachment, Notifier};
 
 use super::{content, due, settle, Attempt, Queued};
-use crate::document::InvoicePrint;
-use crate::invoices;
+use crate::document::{CreditNotePrint, InvoicePrint};
+use crate::{credit_notes, invoices};
 
 /// After this many failed attempts a mail is given up.
 pub const MAX_ATTEMPTS: u32 = 6;
@@ -77,23 +77,35 @@ impl Sender {
 
     async fn compose_and_send(&self, queued: &Queued) -> Result<()> {
         let (mail, now, public_url) = (&queued.mail, Timestamp::now(), self.public_url.as_deref());
-        let print = self.store.read_blocking(|tx| {
+        let (print, credit_note) = self.store.read_blocking(|tx| {
             let invoice = invoices::get(tx, mail.invoice_id)?.ok_or_else(|| Error::not_found("invoice"))?;
             let scope = portal_customers::system_scope(tx, invoice.customer_id)?;
-            InvoicePrint::read(tx, &invoice, &scope, now, public_url)
+            let note = match mail.credit_note_id.map(|id| credit_notes::get(tx, id)).transpose()?.flatten() {
+                Some(note) => Some(CreditNotePrint::read(tx, &note, &scope)?),
+                None => None,
+            };
+            Ok::<_, Error>((InvoicePrint::read(tx, &invoice, &scope, now, public_url)?, note))
         })?;
         let print = Arc::new(print);
         // The outbox keeps text only: no PDF is made for it.
-        let pdf = if self.notifier.sends_mail() {
-            let (renderer, print) = (Arc::clone(&self.renderer), Arc::clone(&print));
-            Some(render_blocking(move || print.render_pdf(&renderer)).await?)
-        } else {
-            None
-        };
-        let message = content::compose(mail, &print.document, pdf);
+        let mut attachments = Vec::new();
+        if self.notifier.sends_mail() {
+            let (renderer, invoice) = (Arc::clone(&self.renderer), Arc::clone(&print));
+            let pdf = render_blocking(move || invoice.render_pdf(&renderer)).await?;
+            attachments.push(pdf_file(&print.document.number, pdf));
+            if let Some(note) = credit_note {
+                let (renderer, number) = (Arc::clone(&self.renderer), note.document.number.clone());
+                attachments.push(pdf_file(&number, render_blocking(move || note.render_pdf(&renderer)).await?));
+            }
+        }
+        let message = content::compose(mail, &print.document, attachments);
         self.notifier.send_mail(&message).await?;
         Ok(())
     }
+}
+
+fn pdf_file(number: &str, bytes: Vec<u8>) -> MailAttachment {
+    MailAttachment { name: format!("{number}.pdf"), content_type: "application/pdf".into(), bytes }
 }
 
 pub(crate) fn job() -> Job {
