@@ -164,10 +164,19 @@ async fn register(app: &TestApp, admin: &str, url: &str, events: Value) -> (Stri
     (created["id"].as_str().unwrap().to_string(), secret)
 }
 
+/// An endpoint's deliveries, once none is pending any more (the worker records an attempt just after the
+/// receiver answered it).
 async fn deliveries(app: &TestApp, admin: &str, endpoint: &str) -> Vec<Value> {
-    let r = app.call(Method::GET, &format!("/webhooks/endpoints/{endpoint}/deliveries"), admin, None).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.json().as_array().unwrap().clone()
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = app.call(Method::GET, &format!("/webhooks/endpoints/{endpoint}/deliveries"), admin, None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let listed = r.json().as_array().unwrap().clone();
+        if listed.iter().all(|d| d["status"] != "pending") || Instant::now() > deadline {
+            return listed;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Changes a customer's phone as an API client does: the record as GET gives it, one field changed.

@@ -237,3 +237,30 @@ async fn a_refund_whose_answer_was_lost_stays_reserved_and_is_completed_under_th
     assert_eq!(keys[1..], [refund_key.clone(), refund_key], "{keys:?}");
     assert_eq!(portal_billing::refunds::retry_stale(&app.store, &client, later).await.unwrap(), 0, "done once");
 }
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_answers_the_first_refund_again() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let cid = customer(&app, &admin, "Keyed Co", json!({"monthly_fee": 90})).await;
+    let id = recurring_invoice(&app, &admin, &cid, "2026-10-01").await["id"].as_str().unwrap().to_string();
+    mark_paid(&app, &admin, &id).await;
+    let keyed = || {
+        app.send(
+            app.request(Method::POST, &format!("/billing/invoices/{id}/refund"))
+                .bearer_auth(&admin)
+                .header("Idempotency-Key", "refund-keyed-1")
+                .json(&json!({"amount": 15, "reason": "Keyed"})),
+        )
+    };
+    let first = keyed().await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let again = keyed().await;
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(again.json()["credit_note"], first.json()["credit_note"]);
+    let invoice = app.call(Method::GET, &format!("/billing/invoices/{id}"), &admin, None).await.json();
+    assert_eq!(
+        (invoice["refunded_amount"].as_f64(), invoice["credit_notes"].as_array().map(Vec::len)),
+        (Some(15.0), Some(1))
+    );
+}

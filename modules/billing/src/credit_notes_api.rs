@@ -7,9 +7,10 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use portal_core::ids::CustomerId;
-use portal_core::{Admin, Auth, Context, Error, JsonBody, ListResponse, PageRequest, Result, Store};
+use portal_core::{idempotency, Admin, Auth, Context, Error, JsonBody, ListResponse, PageRequest, Result, Store};
 use portal_documents::{render_blocking, PdfFile, Renderer};
 use portal_stripe::Stripe;
+use serde::Serialize;
 
 use crate::api::BillingTag;
 use crate::credit_notes;
@@ -17,9 +18,9 @@ use crate::document::CreditNotePrint;
 use crate::invoices;
 use crate::model::{CreditNoteId, InvoiceId};
 use crate::refunds::{self, RefundOrder};
-use crate::views::{CreditNoteView, InvoiceView};
+use crate::views::{CreditNoteView, RefundView};
 
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(deny_unknown_fields)]
 struct RefundRequest {
     /// In the invoice's currency; default all that is left to refund.
@@ -29,19 +30,13 @@ struct RefundRequest {
     reason: String,
 }
 
-/// A refund done: its credit note and the invoice after it.
-#[derive(Debug, Clone, Object)]
-struct RefundDone {
-    credit_note: CreditNoteView,
-    invoice: InvoiceView,
-}
-
 #[derive(ApiResponse)]
 #[allow(clippy::large_enum_variant)] // built once per request
 enum RefundResponse {
-    /// Refunded: the money is on its way back, and the credit note documents it.
+    /// Refunded: the money is on its way back, and the credit note documents it (or, for a repeated
+    /// `Idempotency-Key`, the first answer).
     #[oai(status = 201)]
-    Created(Json<RefundDone>),
+    Created(Json<RefundView>),
 }
 
 pub struct CreditNotesApi {
@@ -66,13 +61,15 @@ impl CreditNotesApi {
     /// more than was paid); one paid by hand is recorded as refunded by hand. The invoice stays `paid`, its
     /// lines unchanged; it shows its `refunded_amount` and credit notes. More than is left → 422; nothing
     /// left, or an invoice not paid → 409. Stripe not answering → 503 with the refund kept: it is completed
-    /// once Stripe answers, under the same key.
+    /// once Stripe answers, under the same key. Honours `Idempotency-Key`: a repeated request answers the
+    /// first refund instead of making another.
     #[oai(path = "/invoices/:invoice_id/refund", method = "post")]
     async fn refund(
         &self,
         admin: Admin,
         invoice_id: Path<InvoiceId>,
         body: JsonBody<RefundRequest>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: idempotency::IdempotencyKey,
     ) -> Result<RefundResponse> {
         let caller = admin.0;
         self.store.read_blocking(|tx| invoices::visible(tx, &caller, invoice_id.0))?;
@@ -81,12 +78,15 @@ impl CreditNotesApi {
         if reason.is_empty() {
             return Err(Error::invalid("reason", "must not be blank"));
         }
+        let operation = format!("POST /billing/invoices/{}/refund", invoice_id.0);
+        let claim = idempotency::begin(&self.store, caller.user_id, &operation, &idempotency_key, &body).await?;
+        if let Some((_, view)) = claim.replayed::<RefundView>()? {
+            return Ok(RefundResponse::Created(Json(view)));
+        }
         let order = RefundOrder { amount: body.amount, reason };
-        let (note, invoice) = refunds::refund(&self.store, self.stripe.as_ref(), &caller, invoice_id.0, order).await?;
-        Ok(RefundResponse::Created(Json(RefundDone {
-            credit_note: CreditNoteView::from(&note),
-            invoice: InvoiceView::from(&invoice),
-        })))
+        let (note, invoice) =
+            refunds::refund(&self.store, self.stripe.as_ref(), &caller, invoice_id.0, order, &claim).await?;
+        Ok(RefundResponse::Created(Json(RefundView::of(&note, &invoice))))
     }
 
     /// A customer's credit notes (admin or its users)

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use portal_core::idempotency::Claim;
 use portal_core::money::{parse_minor, to_major};
 use portal_core::table::{key, key_tail};
 use portal_core::{Context, Error, ErrorCode, Job, Principal, ReadTx, Result, Store, Timestamp};
@@ -16,6 +17,7 @@ use redb::WriteTransaction;
 
 use crate::model::{CreditNote, Invoice, InvoiceId, InvoiceStatus, Refund, RefundChannel, RefundId, RefundOrigin};
 use crate::tables::{PENDING_REFUNDS, REFUNDS};
+use crate::views::RefundView;
 use crate::{collect, credit_notes, invoices};
 
 /// A reserved refund older than this whose Stripe call has not been answered is repeated by the job (past
@@ -38,20 +40,23 @@ enum Reserved {
 }
 
 /// Refunds (part of) a paid invoice; answers the refund's credit note and the invoice after it. A Stripe
-/// call whose outcome is unknown → 503 with the refund kept reserved (the job completes it).
+/// call whose outcome is unknown → 503 with the refund kept reserved (the job completes it). The answer is
+/// recorded under `claim` (an `Idempotency-Key`) in the transaction that completes the refund.
 pub async fn refund(
     store: &Store,
     stripe: Option<&Stripe>,
     caller: &Principal,
     id: InvoiceId,
     order: RefundOrder,
+    claim: &Claim,
 ) -> Result<(CreditNote, Invoice)> {
-    let (caller, can_call_stripe) = (caller.clone(), stripe.is_some());
-    let reserved = store.write(move |tx| reserve(tx, &caller, id, &order, can_call_stripe, Timestamp::now())).await?;
+    let (caller, can_call_stripe, ticket) = (caller.clone(), stripe.is_some(), claim.clone());
+    let reserved =
+        store.write(move |tx| reserve(tx, &caller, id, &order, can_call_stripe, &ticket, Timestamp::now())).await?;
     match (reserved, stripe) {
         (Reserved::Done(done), _) => Ok(*done),
         (Reserved::AtStripe(refund, payment_intent), Some(stripe)) => {
-            at_stripe(store, stripe, refund, &payment_intent).await
+            at_stripe(store, stripe, refund, &payment_intent, claim).await
         }
         (Reserved::AtStripe(..), None) => Err(portal_stripe::not_configured()),
     }
@@ -63,6 +68,7 @@ fn reserve(
     id: InvoiceId,
     order: &RefundOrder,
     can_call_stripe: bool,
+    claim: &Claim,
     now: Timestamp,
 ) -> Result<Reserved> {
     let (invoice, _) = invoices::visible(tx, caller, id)?;
@@ -108,7 +114,7 @@ fn reserve(
     };
     REFUNDS.insert(tx, &refund.id.to_key(), &refund)?;
     match payment_intent {
-        None => Ok(Reserved::Done(Box::new(complete(tx, refund.id, None, now)?))),
+        None => Ok(Reserved::Done(Box::new(complete(tx, refund.id, None, claim, now)?))),
         Some(payment_intent) => {
             PENDING_REFUNDS.put(tx, &key(&[&id.to_key(), &refund.id.to_key()]), &[])?;
             Ok(Reserved::AtStripe(refund, payment_intent))
@@ -123,6 +129,7 @@ async fn at_stripe(
     stripe: &Stripe,
     refund: Refund,
     payment_intent: &str,
+    claim: &Claim,
 ) -> Result<(CreditNote, Invoice)> {
     let request = RefundRequest {
         payment_intent,
@@ -137,7 +144,10 @@ async fn at_stripe(
             store.write(move |tx| release(tx, id)).await?;
             Err(Error::new(ErrorCode::Conflict, format!("Stripe did not make the refund (it is {})", made.status)))
         }
-        Ok(made) => store.write(move |tx| complete(tx, id, Some(made.id.clone()), Timestamp::now())).await,
+        Ok(made) => {
+            let claim = claim.clone();
+            store.write(move |tx| complete(tx, id, Some(made.id.clone()), &claim, Timestamp::now())).await
+        }
         Err(e) if e.code() == ErrorCode::ValidationFailed => {
             store.write(move |tx| release(tx, id)).await?;
             Err(e)
@@ -155,6 +165,7 @@ fn complete(
     tx: &WriteTransaction,
     id: RefundId,
     stripe_refund_id: Option<String>,
+    claim: &Claim,
     now: Timestamp,
 ) -> Result<(CreditNote, Invoice)> {
     let mut refund = REFUNDS.get(tx, &id.to_key())?.ok_or_else(|| Error::not_found("refund"))?;
@@ -169,6 +180,7 @@ fn complete(
     refund.credit_note_id = Some(note.id);
     REFUNDS.insert(tx, &id.to_key(), &refund)?;
     let invoice = invoices::add_credit_note(tx, &note)?;
+    claim.complete(tx, 201, &RefundView::of(&note, &invoice))?;
     Ok((note, invoice))
 }
 
@@ -221,7 +233,7 @@ pub(crate) fn refunded_at_stripe(
         created_at: now,
     };
     REFUNDS.insert(tx, &refund.id.to_key(), &refund)?;
-    complete(tx, refund.id, None, now).map(|(note, _)| Some(note))
+    complete(tx, refund.id, None, &Claim::None, now).map(|(note, _)| Some(note))
 }
 
 /// Repeats the Stripe call of every refund reserved longer than [`RETRY_AFTER_SECS`] (same key: Stripe
@@ -250,7 +262,7 @@ pub async fn retry_stale(store: &Store, stripe: &Stripe, now: Timestamp) -> Resu
     let mut completed = 0;
     for (refund, intent) in stale {
         let id = refund.id;
-        match at_stripe(store, stripe, refund, &intent).await {
+        match at_stripe(store, stripe, refund, &intent, &Claim::None).await {
             Ok(_) => completed += 1,
             Err(e) => tracing::warn!(refund = %id, error = %e, "a reserved refund is still not confirmed by Stripe"),
         }

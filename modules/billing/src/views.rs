@@ -166,6 +166,20 @@ pub struct CreditNoteView {
     pub created_at: Timestamp,
 }
 
+/// A refund done: its credit note and the invoice after it.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Refund")]
+pub struct RefundView {
+    pub credit_note: CreditNoteView,
+    pub invoice: InvoiceView,
+}
+
+impl RefundView {
+    pub fn of(note: &CreditNote, invoice: &Invoice) -> Self {
+        Self { credit_note: note.into(), invoice: invoice.into() }
+    }
+}
+
 impl From<&CreditNote> for CreditNoteView {
     fn from(n: &CreditNote) -> Self {
         Self {
