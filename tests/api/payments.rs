@@ -765,7 +765,8 @@ async fn the_pay_page_from_the_mail_shows_the_invoice_and_pays_it_once_with_the_
     let (status, content_type, _, html) = page(Method::GET, &app.url("/pay/not-a-token")).await;
     assert_eq!((status, content_type.as_str()), (404, "text/html; charset=utf-8"));
     assert!(html.contains("This payment link is not valid"), "{html}");
-    let forged = format!("{}A", &link[..link.len() - 1]);
+    let last = if link.ends_with('A') { 'B' } else { 'A' };
+    let forged = format!("{}{last}", &link[..link.len() - 1]);
     assert_eq!(page(Method::GET, &forged).await.0, 404);
 }
 
