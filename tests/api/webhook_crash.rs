@@ -5,6 +5,7 @@
 //! `webhook-id` stands for one event, and every request is signed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,18 +18,20 @@ use crate::outbound_webhooks::Receiver;
 
 const EVENTS: usize = 10_000;
 
-/// Creates customers `from..to` on `client`, 8 at a time; returns the ids the portal acknowledged.
-async fn create_customers(client: &Arc<Client>, from: usize, to: usize) -> Vec<String> {
+/// Creates customers `from..to` on `client`, 8 at a time; returns the ids the portal acknowledged (also
+/// counted in `progress` as they come).
+async fn create_customers(client: &Arc<Client>, from: usize, to: usize, progress: &Arc<AtomicUsize>) -> Vec<String> {
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     stream::iter(from..to)
         .for_each_concurrent(8, |n| {
-            let (client, acknowledged) = (client.clone(), acknowledged.clone());
+            let (client, acknowledged, progress) = (client.clone(), acknowledged.clone(), progress.clone());
             async move {
                 let body = json!({"name": format!("Customer {n}"), "company_name": format!("Company {n}"),
                     "billing_email": format!("ap{n}@example.com"),
                     "address": {"street": "1 Main St", "city": "Berlin", "country": "DE"}});
                 if let Some(created) = client.send(Method::POST, "/customers", Some(body)).await {
                     acknowledged.lock().unwrap().push(created["id"].as_str().unwrap().to_string());
+                    progress.fetch_add(1, Ordering::Relaxed);
                 }
             }
         })
@@ -59,12 +62,19 @@ async fn ten_thousand_events_reach_a_failing_receiver_through_a_kill() {
     receiver.trust(endpoint["secret"].as_str().unwrap());
 
     // Customers are created while the first deliveries fail and retry; a kill comes in the middle of both.
+    let progress = Arc::new(AtomicUsize::new(0));
     let writers = tokio::spawn({
-        let client = client.clone();
-        async move { create_customers(&client, 0, EVENTS).await }
+        let (client, progress) = (client.clone(), progress.clone());
+        async move { create_customers(&client, 0, EVENTS, &progress).await }
     });
-    while delivered(&receiver).len() < EVENTS / 10 {
-        assert!(started.elapsed() < Duration::from_secs(300), "deliveries did not start");
+    // Once deliveries are under way and before the writers are half done (whichever the machine's load
+    // lets come first).
+    loop {
+        let (written, delivered) = (progress.load(Ordering::Relaxed), delivered(&receiver).len());
+        if (written >= EVENTS / 5 && delivered >= EVENTS / 20) || written >= EVENTS / 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "only {written} written in 300 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     first.child.kill().await.unwrap(); // SIGKILL
@@ -76,7 +86,7 @@ async fn ten_thousand_events_reach_a_failing_receiver_through_a_kill() {
     // The rest on the restarted portal, while it delivers what the kill left.
     let second = start_with(dir.path(), &env).await;
     let client = Arc::new(Client::connect(&second.base).await);
-    acknowledged.extend(create_customers(&client, EVENTS, EVENTS + (EVENTS - first_part)).await);
+    acknowledged.extend(create_customers(&client, EVENTS, EVENTS + (EVENTS - first_part), &progress).await);
     assert_eq!(acknowledged.len(), EVENTS);
     // Writes the kill cut short may have committed without an answer: their events go out too.
     let stored: BTreeSet<String> =

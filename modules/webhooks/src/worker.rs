@@ -1,9 +1,7 @@
 //! The worker that delivers due events: signed anew on every attempt, 15 s to answer, 2xx done. Failures
 //! are tried again after the configured delays (with jitter; a `Retry-After` pushes the next attempt
-//! later), then given up; an endpoint answering 410 Gone is disabled. Each attempt is recorded. An
-//! endpoint gets at most a few deliveries of each round, so one that never answers delays only its own.
+//! later), then given up; an endpoint answering 410 Gone is disabled. Each attempt is recorded.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,17 +11,14 @@ use portal_core::{Error, ReadTx, Result, Store, Timestamp};
 use redb::WriteTransaction;
 
 use crate::config::WebhooksConfig;
-use crate::model::{Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId, Event};
+use crate::model::{Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, Event};
 use crate::tables::{BY_ENDPOINT, DELIVERIES, DUE, ENDPOINTS, EVENTS};
 use crate::{secrets, signature, target};
 
 /// Time an endpoint has to answer.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
-/// Deliveries on their way at once, and at most per endpoint (one that never answers holds only its own).
+/// Deliveries on their way at once.
 const IN_FLIGHT: usize = 32;
-const PER_ENDPOINT: usize = 8;
-/// Due entries one look at the queue reads at most, past the deliveries of endpoints that had their share.
-const SCAN: usize = 10_000;
 
 #[derive(Clone)]
 pub(crate) struct Worker {
@@ -66,7 +61,7 @@ impl Worker {
         let mut delivered = 0;
         loop {
             let now = Timestamp::now();
-            let due = self.store.read_blocking(|tx| due(tx, now, IN_FLIGHT * 4))?;
+            let due = self.store.read_blocking(|tx| due(tx, now, IN_FLIGHT * 8))?;
             if due.is_empty() {
                 return Ok(delivered);
             }
@@ -140,25 +135,17 @@ impl Worker {
     }
 }
 
-/// Pending deliveries due at `now`, oldest first, at most [`PER_ENDPOINT`] of each endpoint.
+/// Pending deliveries due at `now`, oldest first.
 fn due(tx: &impl ReadTx, now: Timestamp, limit: usize) -> Result<Vec<DeliveryId>> {
     let mut out = Vec::new();
-    let mut per_endpoint: HashMap<EndpointId, usize> = HashMap::new();
-    let mut scanned = 0;
     DUE.visit_keys(tx, &[], |k| {
-        scanned += 1;
         if k.get(..8).is_some_and(|at| at > now.to_key().as_slice()) {
             return Ok::<_, Error>(false);
         }
-        let delivery = DeliveryId::from_key(key_tail(k, 16)).map(|id| DELIVERIES.get(tx, &id.to_key())).transpose()?;
-        if let Some(delivery) = delivery.flatten() {
-            let taken = per_endpoint.entry(delivery.endpoint_id).or_default();
-            if *taken < PER_ENDPOINT {
-                *taken += 1;
-                out.push(delivery.id);
-            }
+        if let Some(id) = DeliveryId::from_key(key_tail(k, 16)) {
+            out.push(id);
         }
-        Ok(out.len() < limit && scanned < SCAN)
+        Ok(out.len() < limit)
     })?;
     Ok(out)
 }
@@ -287,7 +274,7 @@ mod tests {
     use portal_core::{Module, Store};
 
     use super::*;
-    use crate::model::EventKind;
+    use crate::model::{EndpointId, EventKind};
 
     #[test]
     fn the_delivery_log_keeps_thirty_days() {
