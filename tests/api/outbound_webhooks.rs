@@ -362,3 +362,27 @@ async fn endpoints_are_for_admins_reach_no_private_network_and_rotate_their_secr
     assert_eq!(r.status, 204);
     app.call(Method::GET, &format!("/webhooks/endpoints/{id}"), &admin, None).await.assert_error(404, "not_found");
 }
+
+#[tokio::test]
+async fn an_endpoint_that_never_answers_delays_only_itself() {
+    let app = app().await;
+    let admin = app.admin_token().await;
+    // Takes every connection and never answers (the portal waits 15 s for each).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/hook", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let prompt = Receiver::start(always(200)).await;
+    register(&app, &admin, &silent_url, json!(["customer.created"])).await;
+    register(&app, &admin, &prompt.url, json!(["customer.created"])).await;
+    let started = Instant::now();
+    for n in 0..40 {
+        customer(&app, &admin, &format!("Busy Co {n}"), json!({})).await;
+    }
+    prompt.wait_until("every event at the answering endpoint", |all| all.len() >= 40).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "held up by the silent endpoint: {:?}", started.elapsed());
+}

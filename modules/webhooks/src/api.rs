@@ -11,7 +11,7 @@ use portal_core::{Admin, Error, JsonBody, ListResponse, PageRequest, PutBody, Re
 
 use crate::config::WebhooksConfig;
 use crate::model::{Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId, EventKind, SealedSecret};
-use crate::tables::{BY_ENDPOINT, DELIVERIES, ENDPOINTS, EVENTS};
+use crate::tables::{BY_ENDPOINT, DELIVERIES, DUE, ENDPOINTS, EVENTS};
 use crate::{secrets, target, worker};
 
 #[derive(Tags)]
@@ -296,6 +296,8 @@ impl WebhooksApi {
     }
 
     /// Remove a webhook endpoint (admin)
+    ///
+    /// Its pending deliveries end (failed, "the endpoint was removed"); its delivery log stays 30 days.
     #[oai(path = "/endpoints/:endpoint_id", method = "delete")]
     async fn delete(&self, _admin: Admin, endpoint_id: Path<EndpointId>) -> Result<Deleted> {
         let id = endpoint_id.0;
@@ -303,6 +305,14 @@ impl WebhooksApi {
             .write(move |tx| {
                 if !ENDPOINTS.remove(tx, &id.to_key())? {
                     return Err(Error::not_found("webhook endpoint"));
+                }
+                let mut pending = Vec::new();
+                DUE.visit_keys(tx, &id.to_key(), |k| {
+                    pending.extend(DeliveryId::from_key(key_tail(k, 16)));
+                    Ok::<_, Error>(true)
+                })?;
+                for delivery in pending {
+                    worker::abandon(tx, delivery, "the endpoint was removed")?;
                 }
                 portal_core::audit::record(tx, "webhooks", "delete", id, None)
             })

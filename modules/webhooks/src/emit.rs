@@ -38,7 +38,7 @@ pub fn emit(tx: &WriteTransaction, kind: EventKind, data: serde_json::Value) -> 
             created_at: now,
         };
         DELIVERIES.insert(tx, &delivery.id.to_key(), &delivery)?;
-        DUE.put(tx, &key(&[&now.to_key(), &delivery.id.to_key()]), &[])?;
+        DUE.put(tx, &crate::worker::due_key(&delivery, now), &[])?;
         BY_ENDPOINT.put(tx, &key(&[&endpoint.to_key(), &delivery.id.to_key()]), &[])?;
     }
     Ok(())

@@ -12,7 +12,8 @@ pub(crate) const EVENTS: Table<Event> = Table::new("webhooks.events");
 /// delivery id → delivery
 pub(crate) const DELIVERIES: Table<Delivery> = Table::new("webhooks.deliveries");
 const INDEXES: &str = "webhooks.indexes";
-/// next attempt time ‖ delivery id, for pending deliveries (the outbox the worker drains)
+/// endpoint id ‖ next attempt time ‖ delivery id, for pending deliveries (the outbox the worker drains,
+/// each endpoint's on its own)
 pub(crate) const DUE: Index = Index::shared(INDEXES, b"\x01");
 /// endpoint id ‖ delivery id
 pub(crate) const BY_ENDPOINT: Index = Index::shared(INDEXES, b"\x02");

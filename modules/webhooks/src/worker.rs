@@ -1,24 +1,30 @@
 //! The worker that delivers due events: signed anew on every attempt, 15 s to answer, 2xx done. Failures
 //! are tried again after the configured delays (with jitter; a `Retry-After` pushes the next attempt
-//! later), then given up; an endpoint answering 410 Gone is disabled. Each attempt is recorded.
+//! later), then given up; an endpoint answering 410 Gone is disabled. Each attempt is recorded. Each
+//! endpoint has its own queue and its share of the places, so one that never answers delays only itself.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{stream, StreamExt};
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
 use portal_core::table::{key, key_tail};
 use portal_core::{Error, ReadTx, Result, Store, Timestamp};
 use redb::WriteTransaction;
 
 use crate::config::WebhooksConfig;
-use crate::model::{Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, Event};
+use crate::model::{Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId, Event};
 use crate::tables::{BY_ENDPOINT, DELIVERIES, DUE, ENDPOINTS, EVENTS};
 use crate::{secrets, signature, target};
 
 /// Time an endpoint has to answer.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
-/// Deliveries on their way at once.
+/// Deliveries on their way at once, and at most per endpoint.
 const IN_FLIGHT: usize = 32;
+const PER_ENDPOINT: usize = 16;
+/// How often free places are filled while deliveries are on their way.
+const REFILL: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub(crate) struct Worker {
@@ -56,18 +62,37 @@ impl Worker {
         Ok(Self { store, config, client })
     }
 
-    /// Sends every delivery due now; returns how many were delivered.
+    /// Sends every delivery due now, and those falling due while others are on their way; returns how
+    /// many were delivered. Each endpoint has at most [`PER_ENDPOINT`] deliveries on their way, and free
+    /// places are filled as they free up (and every 100 ms), so an endpoint that never answers holds only
+    /// its own.
     pub(crate) async fn run(&self) -> Result<usize> {
         let mut delivered = 0;
+        let mut in_flight = FuturesUnordered::new();
+        let mut busy: HashMap<EndpointId, usize> = HashMap::new();
+        let mut taken: HashSet<DeliveryId> = HashSet::new();
         loop {
-            let now = Timestamp::now();
-            let due = self.store.read_blocking(|tx| due(tx, now, IN_FLIGHT * 8))?;
-            if due.is_empty() {
+            let free = IN_FLIGHT - in_flight.len();
+            if free > 0 {
+                let picked = self.store.read_blocking(|tx| pick(tx, Timestamp::now(), &busy, &taken, free))?;
+                for (endpoint, id) in picked {
+                    *busy.entry(endpoint).or_default() += 1;
+                    taken.insert(id);
+                    in_flight.push(async move { (endpoint, id, self.deliver(id).await) });
+                }
+            }
+            if in_flight.is_empty() {
                 return Ok(delivered);
             }
-            let outcomes: Vec<Result<bool>> =
-                stream::iter(due).map(|id| self.deliver(id)).buffer_unordered(IN_FLIGHT).collect().await;
-            for outcome in outcomes {
+            let finished = tokio::select! {
+                done = in_flight.next() => done,
+                () = tokio::time::sleep(REFILL) => None,
+            };
+            if let Some((endpoint, id, outcome)) = finished {
+                if let Some(n) = busy.get_mut(&endpoint) {
+                    *n = n.saturating_sub(1);
+                }
+                taken.remove(&id);
                 delivered += usize::from(outcome?);
             }
         }
@@ -135,18 +160,39 @@ impl Worker {
     }
 }
 
-/// Pending deliveries due at `now`, oldest first.
-fn due(tx: &impl ReadTx, now: Timestamp, limit: usize) -> Result<Vec<DeliveryId>> {
-    let mut out = Vec::new();
-    DUE.visit_keys(tx, &[], |k| {
-        if k.get(..8).is_some_and(|at| at > now.to_key().as_slice()) {
-            return Ok::<_, Error>(false);
-        }
-        if let Some(id) = DeliveryId::from_key(key_tail(k, 16)) {
-            out.push(id);
-        }
-        Ok(out.len() < limit)
+/// The due-list key of a delivery attempted at `at`.
+pub(crate) fn due_key(delivery: &Delivery, at: Timestamp) -> Vec<u8> {
+    key(&[&delivery.endpoint_id.to_key(), &at.to_key(), &delivery.id.to_key()])
+}
+
+/// Up to `free` pending deliveries due at `now`, each endpoint's oldest first, none already `taken`, and
+/// no endpoint past [`PER_ENDPOINT`] with those it has `busy`.
+fn pick(
+    tx: &impl ReadTx,
+    now: Timestamp,
+    busy: &HashMap<EndpointId, usize>,
+    taken: &HashSet<DeliveryId>,
+    free: usize,
+) -> Result<Vec<(EndpointId, DeliveryId)>> {
+    let mut endpoints = Vec::new();
+    ENDPOINTS.scan_prefix(tx, &[], |_, e| {
+        endpoints.push(e.id);
+        Ok::<_, Error>(true)
     })?;
+    let mut out = Vec::new();
+    for endpoint in endpoints {
+        let mut room = PER_ENDPOINT.saturating_sub(busy.get(&endpoint).copied().unwrap_or(0));
+        DUE.visit_keys(tx, &endpoint.to_key(), |k| {
+            if room == 0 || out.len() >= free || k.get(16..24).is_some_and(|at| at > now.to_key().as_slice()) {
+                return Ok::<_, Error>(false);
+            }
+            if let Some(id) = DeliveryId::from_key(key_tail(k, 16)).filter(|id| !taken.contains(id)) {
+                out.push((endpoint, id));
+                room -= 1;
+            }
+            Ok(true)
+        })?;
+    }
     Ok(out)
 }
 
@@ -194,7 +240,7 @@ fn settle(
                     attempt.at.micros().saturating_add(i64::try_from(wait.as_micros()).unwrap_or(i64::MAX)),
                 );
                 delivery.next_attempt_at = Some(next);
-                DUE.put(tx, &key(&[&next.to_key(), &id.to_key()]), &[])?;
+                DUE.put(tx, &due_key(&delivery, next), &[])?;
             }
             None => delivery.status = DeliveryStatus::Failed,
         },
@@ -203,7 +249,7 @@ fn settle(
     Ok(())
 }
 
-fn abandon(tx: &WriteTransaction, id: DeliveryId, why: &str) -> Result<()> {
+pub(crate) fn abandon(tx: &WriteTransaction, id: DeliveryId, why: &str) -> Result<()> {
     let Some(mut delivery) = DELIVERIES.get(tx, &id.to_key())? else { return Ok(()) };
     unschedule(tx, &delivery)?;
     delivery.status = DeliveryStatus::Failed;
@@ -219,7 +265,7 @@ fn abandon(tx: &WriteTransaction, id: DeliveryId, why: &str) -> Result<()> {
 /// Takes a delivery off the due list.
 pub(crate) fn unschedule(tx: &WriteTransaction, delivery: &Delivery) -> Result<()> {
     if let Some(at) = delivery.next_attempt_at {
-        DUE.remove(tx, &key(&[&at.to_key(), &delivery.id.to_key()]))?;
+        DUE.remove(tx, &due_key(delivery, at))?;
     }
     Ok(())
 }
@@ -230,7 +276,7 @@ pub(crate) fn replay(tx: &WriteTransaction, id: DeliveryId, now: Timestamp) -> R
     unschedule(tx, &delivery)?;
     delivery.status = DeliveryStatus::Pending;
     delivery.next_attempt_at = Some(now);
-    DUE.put(tx, &key(&[&now.to_key(), &id.to_key()]), &[])?;
+    DUE.put(tx, &due_key(&delivery, now), &[])?;
     DELIVERIES.insert(tx, &id.to_key(), &delivery)?;
     Ok(delivery)
 }
