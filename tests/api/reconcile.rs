@@ -36,6 +36,26 @@ async fn in_flight(app: &TestApp, id: &str, since: Timestamp) {
         .unwrap();
 }
 
+/// A PaymentIntent of the invoice's total, confirmed at Stripe without the portal (as Stripe.js or the
+/// dashboard would leave it).
+async fn paid_at_stripe(
+    stripe: &StripeSide,
+    customer: &str,
+    card: &str,
+    invoice: &serde_json::Value,
+) -> serde_json::Value {
+    let amount = cents(&invoice["total_amount"]).to_string();
+    let form = [
+        ("amount", amount.as_str()),
+        ("currency", "usd"),
+        ("customer", customer),
+        ("payment_method", card),
+        ("confirm", "true"),
+        ("metadata[invoice_id]", invoice["id"].as_str().unwrap()),
+    ];
+    stripe.post("payment_intents", &form).await
+}
+
 #[tokio::test]
 async fn payments_stripe_made_while_the_webhook_was_lost_are_applied_once() {
     let ls = LocalStripe::start();
@@ -48,22 +68,9 @@ async fn payments_stripe_made_while_the_webhook_was_lost_are_applied_once() {
     let stripe_customer = record["stripe_customer_id"].as_str().unwrap().to_string();
     let invoice = recurring_invoice(&app, &admin, &cid, "2026-10-01").await;
     let id = invoice["id"].as_str().unwrap().to_string();
-    let amount = cents(&invoice["total_amount"]).to_string();
 
     // Paid at Stripe (say, 3-D Secure passed after the customer closed the page); the webhook never came.
-    let intent = stripe
-        .post(
-            "payment_intents",
-            &[
-                ("amount", amount.as_str()),
-                ("currency", "usd"),
-                ("customer", stripe_customer.as_str()),
-                ("payment_method", card.as_str()),
-                ("confirm", "true"),
-                ("metadata[invoice_id]", id.as_str()),
-            ],
-        )
-        .await;
+    let intent = paid_at_stripe(&stripe, &stripe_customer, &card, &invoice).await;
     assert_eq!(intent["status"], "succeeded");
     let path = format!("/billing/invoices/{id}");
     assert_eq!(app.call(Method::GET, &path, &admin, None).await.json()["status"], "pending");
@@ -86,20 +93,7 @@ async fn payments_stripe_made_while_the_webhook_was_lost_are_applied_once() {
     in_flight(&app, &second_id, started).await;
     let r = app.call(Method::POST, "/billing/pay-invoice", &admin, Some(json!({"invoice_id": second_id}))).await;
     r.assert_error(409, "conflict");
-    let amount = cents(&second["total_amount"]).to_string();
-    stripe
-        .post(
-            "payment_intents",
-            &[
-                ("amount", amount.as_str()),
-                ("currency", "usd"),
-                ("customer", stripe_customer.as_str()),
-                ("payment_method", card.as_str()),
-                ("confirm", "true"),
-                ("metadata[invoice_id]", second_id.as_str()),
-            ],
-        )
-        .await;
+    paid_at_stripe(&stripe, &stripe_customer, &card, &second).await;
     let later = started.plus_secs(61);
     reconcile::run(&app.store, &stripe_client, later).await.unwrap();
     let settled = app.call(Method::GET, &format!("/billing/invoices/{second_id}"), &admin, None).await.json();

@@ -91,6 +91,13 @@ async fn an_invoice_paid_by_hand_is_refunded_in_parts_with_a_credit_note_each() 
     let one = app.call(Method::GET, &format!("/billing/credit-notes/{note_id}"), &user, None).await;
     assert_eq!(one.json(), first["credit_note"]);
     let stranger = user_token(&app, &admin, &other, "someone@other.example").await;
+    let pdf_path = format!("/billing/credit-notes/{note_id}/pdf");
+    app.call(Method::GET, &pdf_path, &stranger, None).await.assert_error(404, "not_found");
+    for path in
+        [format!("/billing/credit-notes/{note_id}"), pdf_path.clone(), format!("/billing/credit-notes/customer/{cid}")]
+    {
+        assert_eq!(app.request(Method::GET, &path).send().await.unwrap().status(), 401, "{path}");
+    }
     app.call(Method::GET, &format!("/billing/credit-notes/{note_id}"), &stranger, None)
         .await
         .assert_error(404, "not_found");

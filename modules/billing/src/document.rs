@@ -1,6 +1,6 @@
 //! An invoice as a document: what its PDF prints, from the invoice, its customer and the agency's profile.
 
-use chrono::Days;
+use chrono::{Days, NaiveDate};
 use portal_core::{Error, ReadTx, Result, Timestamp};
 use portal_customers::CustomerScope;
 use portal_documents::format::{address_lines, date, money, percent};
@@ -10,6 +10,11 @@ use portal_organization::model::Logo;
 
 use crate::links::{self, LinkKind};
 use crate::model::{CreditNote, Invoice, InvoiceStatus, RefundChannel};
+
+/// What renders a document: its data and logo, under a stable identity, dated by the record.
+fn job<'a, T: serde::Serialize>(data: &'a T, logo: Option<&'a Logo>, ident: &str, date: NaiveDate) -> Job<'a, T> {
+    Job { data, logo: logo.map(Logo::for_document), ident: ident.to_string(), date }
+}
 
 /// The customer as documents address it.
 fn buyer(tx: &impl ReadTx, scope: &CustomerScope) -> Result<Party> {
@@ -124,13 +129,7 @@ impl InvoicePrint {
     }
 
     pub fn render_pdf(&self, renderer: &Renderer) -> Result<Vec<u8>, DocumentError> {
-        let job = Job {
-            data: &self.document,
-            logo: self.logo.as_ref().map(Logo::for_document),
-            ident: self.ident.clone(),
-            date: self.issued,
-        };
-        renderer.invoice(&job)
+        renderer.invoice(&job(&self.document, self.logo.as_ref(), &self.ident, self.issued))
     }
 }
 
@@ -176,12 +175,6 @@ impl CreditNotePrint {
     }
 
     pub fn render_pdf(&self, renderer: &Renderer) -> Result<Vec<u8>, DocumentError> {
-        let job = Job {
-            data: &self.document,
-            logo: self.logo.as_ref().map(Logo::for_document),
-            ident: self.ident.clone(),
-            date: self.issued,
-        };
-        renderer.credit_note(&job)
+        renderer.credit_note(&job(&self.document, self.logo.as_ref(), &self.ident, self.issued))
     }
 }
