@@ -23,13 +23,13 @@ use portal_auth::AuthModule;
 use portal_billing::BillingModule;
 use portal_core::rate_limit;
 use portal_core::Module;
+use portal_core::WriteTx;
 use portal_customers::CustomersModule;
 use portal_notify::NotifyModule;
 use portal_organization::OrganizationModule;
 use portal_proposals::ProposalsModule;
 use portal_users::UsersModule;
 use portal_webhooks::WebhooksModule;
-use redb::WriteTransaction;
 
 use crate::backup::BackupApi;
 use crate::health::HealthApi;
@@ -47,7 +47,7 @@ macro_rules! modules {
             Ok(($(<$module>::api(ctx)?,)*))
         }
 
-        fn install_modules(tx: &WriteTransaction) -> Result<()> {
+        fn install_modules(tx: &WriteTx) -> Result<()> {
             $(<$module>::install(tx)?;)*
             Ok(())
         }

@@ -662,19 +662,7 @@ async fn one_time_code_by_sms_goes_through_the_gateway_with_basic_auth() {
 
 /// The stored sign-in codes, raw (user id → entry).
 async fn stored_codes(app: &TestApp) -> Vec<(Vec<u8>, Vec<u8>)> {
-    use redb::{ReadableTable, TableDefinition};
-    let codes: TableDefinition<&[u8], &[u8]> = TableDefinition::new("auth.sign_in_codes");
-    app.store
-        .read(move |tx| {
-            let mut out = Vec::new();
-            for entry in tx.open_table(codes)?.iter()? {
-                let (k, v) = entry?;
-                out.push((k.value().to_vec(), v.value().to_vec()));
-            }
-            Ok(out)
-        })
-        .await
-        .unwrap()
+    app.store.read(|tx| crate::helpers::table_rows(tx, "auth.sign_in_codes")).await.unwrap()
 }
 
 #[tokio::test]

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use portal_core::redb::{self, ReadableDatabase, ReadableTable, TableDefinition};
+use portal_core::backup::Source;
+use portal_core::redb::{self, ReadableDatabase};
 use reqwest::Method;
 use serde_json::json;
 
@@ -17,18 +18,15 @@ use crate::helpers::TestApp;
 pub(crate) type Dump = BTreeMap<String, Vec<(Vec<u8>, Vec<u8>)>>;
 
 /// Every row of every table `tx` sees.
-pub(crate) fn dump(tx: &redb::ReadTransaction) -> Dump {
+pub(crate) fn dump(tx: &impl Source) -> Dump {
     let mut out = Dump::new();
-    for name in portal_core::backup::table_names(tx).expect("tables") {
-        let table = tx.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).expect("open table");
-        let rows = table
-            .iter()
-            .expect("iter")
-            .map(|e| {
-                let (k, v) = e.expect("row");
-                (k.value().to_vec(), v.value().to_vec())
-            })
-            .collect();
+    for name in tx.names().expect("tables") {
+        let mut rows = Vec::new();
+        tx.each(&name, &mut |k, v| {
+            rows.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .expect("rows");
         out.insert(name, rows);
     }
     out

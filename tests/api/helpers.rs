@@ -73,12 +73,36 @@ pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 /// JWT key, a first admin, and webhooks allowed to local receivers over http.
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::for_data_dir(dir.to_path_buf());
+    config.core.store = store_config(dir);
     config.webhooks.allow_http = portal_webhooks::AllowHttp::Loopback;
     config.core.rate_limit.mode = portal_core::config::RateLimitMode::Off;
     config.auth.jwt_secret = Some(Secret::new(JWT_SECRET));
     config.auth.admin_email = Some(ADMIN_EMAIL.into());
     config.auth.admin_password = Some(Secret::new(ADMIN_PASSWORD));
     config
+}
+
+/// The database the tests run on: PostgreSQL when `PORTAL_TEST_DATABASE_URL` names one, else redb.
+pub fn test_database() -> Option<String> {
+    std::env::var("PORTAL_TEST_DATABASE_URL").ok().filter(|url| !url.is_empty())
+}
+
+/// The store of a test's data directory: its redb file, or on PostgreSQL a schema named after the
+/// directory (so that a portal started again on the same directory finds the same data).
+pub fn store_config(dir: &std::path::Path) -> portal_core::config::StoreConfig {
+    use sha2::Digest;
+    let mut config = portal_core::config::StoreConfig::new(dir.to_path_buf());
+    if let Some(url) = test_database() {
+        let digest = sha2::Sha256::digest(dir.to_string_lossy().as_bytes());
+        config.database_schema = format!("t{}", portal_core::backup::hex(&digest[..10]));
+        config.database_url = Some(url);
+    }
+    config
+}
+
+/// Opens the store of a test's data directory while no portal runs on it.
+pub fn open_store(dir: &std::path::Path) -> portal_core::Store {
+    portal_core::Store::open_config(&store_config(dir)).expect("the store opens")
 }
 
 impl TestApp {
@@ -231,4 +255,15 @@ impl TestApp {
         }
         self.dir
     }
+}
+
+/// Every row of the table `name` that `tx` sees, in key order.
+pub fn table_rows(tx: &impl portal_core::ReadTx, name: &str) -> portal_core::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut rows = Vec::new();
+    let all = (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+    tx.scan_raw(portal_core::table::raw(name), all, false, |k, v| {
+        rows.push((k.to_vec(), v.to_vec()));
+        Ok::<_, portal_core::Error>(true)
+    })?;
+    Ok(rows)
 }

@@ -91,7 +91,7 @@ async fn sigterm_stops_the_binary_within_five_seconds_and_the_file_reopens() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "exit status {status:?}");
-    let store = portal_core::Store::open(dir.path()).expect("file reopens");
+    let store = crate::helpers::open_store(dir.path());
     store.read_blocking(|tx| portal_core::store::schema_version(tx, "core")).map(|v| assert_eq!(v, 3)).unwrap();
 }
 

@@ -1,13 +1,13 @@
 //! A store written by an earlier schema opens and answers as it did: its migrations run once, in the
 //! start-up transaction.
 
-use redb::{ReadableTable, TableDefinition, TableHandle};
+use redb::TableDefinition;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::billing::{current_invoice, customer, mark_paid, recurring_invoice};
-use crate::helpers::TestApp;
+use crate::helpers::{table_rows, TestApp};
 
 type Raw = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
@@ -35,19 +35,15 @@ fn back_to_schema_1(
 ) {
     store
         .write_blocking(move |tx| {
-            let mut entries = Vec::new();
-            for entry in tx.open_table(Raw::new(shared))?.iter()? {
-                let (k, v) = entry?;
-                entries.push((k.value().to_vec(), v.value().to_vec()));
-            }
+            let entries = table_rows(tx, shared)?;
             assert!(!entries.is_empty(), "{shared} holds the store's index entries");
             for (tag, name) in former {
-                let mut table = tx.open_table(Raw::new(name))?;
+                let mut table = tx.table(Raw::new(name))?;
                 for (k, v) in entries.iter().filter(|(k, _)| k[0] == *tag) {
                     table.insert(&k[1..], v.as_slice())?;
                 }
             }
-            assert!(tx.delete_table(Raw::new(shared))?);
+            assert!(tx.delete_table(shared)?);
             portal_core::store::set_schema_version(tx, module, 1)
         })
         .unwrap();
@@ -58,18 +54,13 @@ fn back_to_schema_1(
 fn hash_object_keys(store: &portal_core::Store) -> usize {
     store
         .write_blocking(|tx| {
-            let mut by_id = Vec::new();
-            for entry in tx.open_table(Raw::new("core.audit_indexes"))?.iter()? {
-                let key = entry?.0.value().to_vec();
-                if key[0] == 3 {
-                    by_id.push(key);
-                }
-            }
-            let audit = tx.open_table(Raw::new("core.audit"))?;
-            let mut indexes = tx.open_table(Raw::new("core.audit_indexes"))?;
+            let by_id: Vec<Vec<u8>> =
+                table_rows(tx, "core.audit_indexes")?.into_iter().map(|(k, _)| k).filter(|k| k[0] == 3).collect();
+            let audit = tx.table(Raw::new("core.audit"))?;
+            let mut indexes = tx.table(Raw::new("core.audit_indexes"))?;
             for key in &by_id {
                 let stored = audit.get(&key[17..])?.expect("the indexed entry");
-                let entry: portal_core::audit::Entry = portal_core::table::decode(stored.value())?;
+                let entry: portal_core::audit::Entry = portal_core::table::decode(&stored)?;
                 assert_eq!(&key[1..17], uuid::Uuid::parse_str(&entry.object_id).unwrap().as_bytes());
                 let hashed = &Sha256::digest(entry.object_id.as_bytes())[..16];
                 indexes.remove(key.as_slice())?;
@@ -84,16 +75,12 @@ fn hash_object_keys(store: &portal_core::Store) -> usize {
 fn indexed_under_id(store: &portal_core::Store, object: &str) -> bool {
     let prefix = [&[3], uuid::Uuid::parse_str(object).unwrap().as_bytes().as_slice()].concat();
     store
-        .read_blocking(move |tx| {
-            let table = tx.open_table(Raw::new("core.audit_indexes"))?;
-            let found = table.range(prefix.as_slice()..)?.next().transpose()?;
-            Ok(found.is_some_and(|(k, _)| k.value().starts_with(&prefix)))
-        })
+        .read_blocking(move |tx| Ok(table_rows(tx, "core.audit_indexes")?.iter().any(|(k, _)| k.starts_with(&prefix))))
         .unwrap()
 }
 
 fn table_names(store: &portal_core::Store) -> Vec<String> {
-    store.write_blocking(|tx| Ok(tx.list_tables()?.map(|t| t.name().to_string()).collect())).unwrap()
+    store.read_blocking(|tx| Ok(tx.table_names()?)).unwrap()
 }
 
 /// What the migrated indexes answer: lists (all, by status), stats, a customer's overview, the audit
@@ -143,7 +130,7 @@ async fn a_schema_1_store_moves_its_indexes_into_the_shared_tables_and_answers_a
 
     let dir = app.stop().await;
     {
-        let store = portal_core::Store::open(dir.path()).unwrap();
+        let store = crate::helpers::open_store(dir.path());
         back_to_schema_1(&store, "billing", "billing.invoice_indexes", &BILLING_SCHEMA_1);
         assert!(hash_object_keys(&store) > 0);
         back_to_schema_1(&store, "core", "core.audit_indexes", &CORE_SCHEMA_1);
@@ -196,7 +183,7 @@ async fn a_schema_2_store_indexes_audit_entries_under_their_object_ids_and_answe
 
     let dir = app.stop().await;
     {
-        let store = portal_core::Store::open(dir.path()).unwrap();
+        let store = crate::helpers::open_store(dir.path());
         // The customer's entries and the invoice's (issue, paid), the admins' and users' of the test app.
         assert!(hash_object_keys(&store) >= 4);
         store.write_blocking(|tx| portal_core::store::set_schema_version(tx, "core", 2)).unwrap();
@@ -217,14 +204,14 @@ async fn a_store_written_by_a_newer_portal_is_refused_and_left_as_it_is() {
     let app = TestApp::spawn().await;
     let dir = app.stop().await;
     {
-        let store = portal_core::Store::open(dir.path()).unwrap();
+        let store = crate::helpers::open_store(dir.path());
         store.write_blocking(|tx| portal_core::store::set_schema_version(tx, "core", 99)).unwrap();
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = portal::Config::for_data_dir(dir.path().to_path_buf());
     let refused = portal::App::with_listener(config, listener).await.err().expect("the newer store is refused");
     assert!(refused.to_string().contains("written by a newer portal (core schema 99)"), "{refused}");
-    let store = portal_core::Store::open(dir.path()).unwrap();
+    let store = crate::helpers::open_store(dir.path());
     let version = store.read_blocking(|tx| portal_core::store::schema_version(tx, "core")).unwrap();
     assert_eq!(version, 99);
 }
@@ -234,7 +221,7 @@ type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Every row of table `name`.
 fn rows(store: &portal_core::Store, name: &'static str) -> Rows {
-    store.write_blocking(move |tx| Ok(rows_of(tx, name)?)).unwrap()
+    store.write_blocking(move |tx| rows_of(tx, name)).unwrap()
 }
 
 #[tokio::test]
@@ -243,17 +230,17 @@ async fn an_auth_schema_1_store_moves_its_keys_where_backups_leave_them_out_and_
     let admin = app.admin_token().await;
     let dir = app.stop().await;
     let keys = {
-        let store = portal_core::Store::open(dir.path()).unwrap();
+        let store = crate::helpers::open_store(dir.path());
         let keys = rows(&store, "auth.secrets");
         assert_eq!(keys.len(), 2);
         store
             .write_blocking(move |tx| {
-                let mut former = tx.open_table(Raw::new("auth.keys"))?;
+                let mut former = tx.table(Raw::new("auth.keys"))?;
                 for (k, v) in rows_of(tx, "auth.secrets")? {
                     former.insert(k.as_slice(), v.as_slice())?;
                 }
                 drop(former);
-                assert!(tx.delete_table(Raw::new("auth.secrets"))?);
+                assert!(tx.delete_table("auth.secrets")?);
                 portal_core::store::set_schema_version(tx, "auth", 1)
             })
             .unwrap();
@@ -268,10 +255,8 @@ async fn an_auth_schema_1_store_moves_its_keys_where_backups_leave_them_out_and_
     assert_eq!(app.call(Method::GET, "/users/me", &admin, None).await.status, 200);
 }
 
-fn rows_of(tx: &redb::WriteTransaction, name: &'static str) -> Result<Rows, redb::Error> {
-    let table = tx.open_table(Raw::new(name))?;
-    let rows = table.iter()?.map(|e| e.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())));
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+fn rows_of(tx: &portal_core::WriteTx, name: &'static str) -> portal_core::Result<Rows> {
+    table_rows(tx, name)
 }
 
 #[tokio::test]
@@ -284,8 +269,7 @@ async fn sessions_opened_before_they_recorded_their_holder_still_say_who_signed_
             for (key, value) in rows_of(tx, "auth.sessions")? {
                 let mut session: portal_auth::model::Session = portal_core::table::decode(&value)?;
                 session.holder = None;
-                tx.open_table(Raw::new("auth.sessions"))?
-                    .insert(key.as_slice(), portal_core::table::encode(&session)?.as_slice())?;
+                tx.put_raw(Raw::new("auth.sessions"), &key, &portal_core::table::encode(&session)?)?;
             }
             Ok(())
         })

@@ -157,12 +157,8 @@ pub(crate) async fn deliver(app: &TestApp, event: &Value) -> Value {
 async fn received_events(app: &TestApp) -> Vec<String> {
     app.store
         .read(|tx| {
-            let table = tx.open_table(redb::TableDefinition::<&[u8], &[u8]>::new("billing.stripe_events"))?;
-            let mut ids = Vec::new();
-            for entry in redb::ReadableTable::iter(&table)? {
-                ids.push(String::from_utf8_lossy(entry?.0.value()).into_owned());
-            }
-            Ok(ids)
+            let rows = crate::helpers::table_rows(tx, "billing.stripe_events")?;
+            Ok(rows.into_iter().map(|(k, _)| String::from_utf8_lossy(&k).into_owned()).collect())
         })
         .await
         .unwrap()

@@ -2,7 +2,7 @@
 //! closing and reopening the file.
 
 use portal_core::table::{decode, encode, Index, Page, Table};
-use portal_core::{Record, Store};
+use portal_core::Record;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -53,7 +53,7 @@ const NOTES_BY_PAGES: Index = Index::new("test.notes_by_pages");
 fn committed_writes_survive_reopening_and_failed_writes_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::helpers::open_store(dir.path());
         store
             .write_blocking(|tx| {
                 for i in 0u32..5 {
@@ -70,7 +70,7 @@ fn committed_writes_survive_reopening_and_failed_writes_leave_nothing() {
         });
         assert!(failed.is_err());
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = crate::helpers::open_store(dir.path());
     store
         .read_blocking(|tx| {
             assert_eq!(NOTES.get(tx, &3u32.to_be_bytes())?.unwrap().title, "n3");
@@ -90,7 +90,7 @@ fn committed_writes_survive_reopening_and_failed_writes_leave_nothing() {
 #[tokio::test]
 async fn async_reads_and_writes_run_off_the_reactor() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = crate::helpers::open_store(dir.path());
     let writes = (0u32..20).map(|i| {
         let store = store.clone();
         async move {

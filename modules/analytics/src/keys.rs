@@ -6,9 +6,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use portal_core::ids::{CustomerId, UserId};
 use portal_core::table::{key, key_from};
+use portal_core::WriteTx;
 use portal_core::{Error, ReadTx, Record, Result, Timestamp};
 use portal_customers::CustomerScope;
-use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -39,7 +39,7 @@ fn hash(secret: &str) -> [u8; 32] {
 }
 
 /// Creates a key for `customer`; returns it with its secret (shown once).
-pub fn create(tx: &WriteTransaction, scope: &CustomerScope, by: UserId) -> Result<(IngestKey, String)> {
+pub fn create(tx: &WriteTx, scope: &CustomerScope, by: UserId) -> Result<(IngestKey, String)> {
     let customer = scope.id();
     let secret = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
     let record =
@@ -53,7 +53,7 @@ pub fn create(tx: &WriteTransaction, scope: &CustomerScope, by: UserId) -> Resul
 }
 
 /// Revokes `customer`'s key `id`; a key of another customer is as missing as an unknown one.
-pub fn revoke(tx: &WriteTransaction, scope: &CustomerScope, id: IngestKeyId) -> Result<()> {
+pub fn revoke(tx: &WriteTx, scope: &CustomerScope, id: IngestKeyId) -> Result<()> {
     let customer = scope.id();
     let by_customer = key(&[&customer.to_key(), &id.to_key()]);
     let digest = KEYS_BY_CUSTOMER.get(tx, &by_customer)?.ok_or_else(|| Error::not_found("ingest key"))?;
@@ -83,7 +83,7 @@ pub fn customer_of(tx: &impl ReadTx, secret: &str) -> Result<Option<CustomerId>>
 }
 
 /// Removes every key of a customer being deleted.
-pub(crate) fn remove_customer(tx: &WriteTransaction, customer: CustomerId) -> Result<()> {
+pub(crate) fn remove_customer(tx: &WriteTx, customer: CustomerId) -> Result<()> {
     let mut found = Vec::new();
     KEYS_BY_CUSTOMER.visit_keys_desc(tx, &customer.to_key(), None, |k| {
         found.push(k.to_vec());

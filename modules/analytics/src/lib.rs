@@ -21,9 +21,9 @@ pub mod views;
 use std::sync::Arc;
 
 use portal_core::ids::CustomerId;
+use portal_core::WriteTx;
 use portal_core::{store, Context, Error, Module, Result};
 use portal_customers::{CustomerData, Dependents};
-use redb::WriteTransaction;
 
 pub use api::AnalyticsApi;
 pub use config::AnalyticsConfig;
@@ -38,11 +38,11 @@ pub struct AnalyticsModule;
 struct CustomerAnalytics;
 
 impl CustomerData for CustomerAnalytics {
-    fn holds_financial_records(&self, _tx: &WriteTransaction, _customer: CustomerId) -> Result<bool> {
+    fn holds_financial_records(&self, _tx: &WriteTx, _customer: CustomerId) -> Result<bool> {
         Ok(false)
     }
 
-    fn remove_customer(&self, tx: &WriteTransaction, customer: CustomerId) -> Result<()> {
+    fn remove_customer(&self, tx: &WriteTx, customer: CustomerId) -> Result<()> {
         keys::remove_customer(tx, customer)?;
         local::remove_customer(tx, customer)
     }
@@ -52,7 +52,7 @@ impl Module for AnalyticsModule {
     const NAME: &'static str = "analytics";
     type Api = AnalyticsApi;
 
-    fn install(tx: &WriteTransaction) -> Result<()> {
+    fn install(tx: &WriteTx) -> Result<()> {
         tables::create_all(tx)?;
         match store::schema_version(tx, Self::NAME)? {
             0 => store::set_schema_version(tx, Self::NAME, SCHEMA_VERSION),

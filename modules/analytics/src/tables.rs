@@ -3,8 +3,8 @@
 //! contiguous key range per table and removing a customer's data is one range per table.
 
 use portal_core::table::RawTable;
+use portal_core::WriteTx;
 use portal_core::{Index, Result, Table};
-use redb::WriteTransaction;
 
 use crate::keys::IngestKey;
 use crate::local::rollup::DayTotals;
@@ -43,9 +43,9 @@ pub(crate) fn rollup_tables() -> [RawTable; 7] {
     ]
 }
 
-pub(crate) fn create_all(tx: &WriteTransaction) -> Result<()> {
+pub(crate) fn create_all(tx: &WriteTx) -> Result<()> {
     for table in rollup_tables() {
-        tx.open_table(table)?;
+        tx.create_table(table)?;
     }
     INGEST_KEYS.create(tx)?;
     KEYS_BY_HASH.create(tx)?;

@@ -7,8 +7,8 @@ use poem_openapi::param::Query;
 use poem_openapi::{Object, OpenApi, Tags};
 use portal_core::audit::{self, AuditId, Entry, Filter};
 use portal_core::ids::{CustomerId, UserId};
+use portal_core::WriteTx;
 use portal_core::{Admin, Context, Error, ListResponse, Module, PageRequest, Result, Role, Store, Timestamp};
-use redb::WriteTransaction;
 
 pub struct AuditModule;
 
@@ -17,7 +17,7 @@ impl Module for AuditModule {
     type Api = AuditApi;
 
     /// The trail's tables belong to the core (every write may record into them).
-    fn install(_tx: &WriteTransaction) -> Result<()> {
+    fn install(_tx: &WriteTx) -> Result<()> {
         Ok(())
     }
 

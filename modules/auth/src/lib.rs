@@ -20,8 +20,8 @@ mod verified_tokens;
 
 use std::time::Duration;
 
+use portal_core::WriteTx;
 use portal_core::{store, Context, Error, Job, Module, Result, Role};
-use redb::WriteTransaction;
 
 pub use api::{AuthApi, UserProfile, UserSettingsView};
 pub use authn::{CSRF_COOKIE, CSRF_HEADER};
@@ -36,7 +36,7 @@ impl Module for AuthModule {
     const NAME: &'static str = "auth";
     type Api = AuthApi;
 
-    fn install(tx: &WriteTransaction) -> Result<()> {
+    fn install(tx: &WriteTx) -> Result<()> {
         tables::create_all(tx)?;
         match store::schema_version(tx, Self::NAME)? {
             0 | SCHEMA_VERSION => {}

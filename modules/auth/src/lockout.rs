@@ -4,8 +4,8 @@
 //! by mail; asking for a new code changes nothing.
 
 use portal_core::ids::UserId;
+use portal_core::WriteTx;
 use portal_core::{ReadTx, Result, Timestamp};
-use redb::WriteTransaction;
 
 use crate::model::FactorFailures;
 use crate::tables::FACTOR_FAILURES;
@@ -57,7 +57,7 @@ fn window_over(state: &FactorFailures, now: Timestamp) -> bool {
 
 /// Counts a wrong code; returns the end of the lock when this one spent the budget (the moment to tell the
 /// user).
-pub fn failed(tx: &WriteTransaction, user: UserId, factor: Factor, now: Timestamp) -> Result<Option<Timestamp>> {
+pub fn failed(tx: &WriteTx, user: UserId, factor: Factor, now: Timestamp) -> Result<Option<Timestamp>> {
     let key = key(user, factor);
     let mut state = FACTOR_FAILURES.get(tx, &key)?.unwrap_or_default();
     if window_over(&state, now) || state.locked_until.is_some_and(|until| until <= now) {
@@ -73,13 +73,13 @@ pub fn failed(tx: &WriteTransaction, user: UserId, factor: Factor, now: Timestam
 }
 
 /// A right code: the count starts over.
-pub fn passed(tx: &WriteTransaction, user: UserId, factor: Factor) -> Result<()> {
+pub fn passed(tx: &WriteTx, user: UserId, factor: Factor) -> Result<()> {
     FACTOR_FAILURES.remove(tx, &key(user, factor))?;
     Ok(())
 }
 
 /// Forgets counts whose window and lock are over (they would start over at the next failure anyway).
-pub fn sweep(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
+pub fn sweep(tx: &WriteTx, now: Timestamp) -> Result<usize> {
     let mut stale = Vec::new();
     FACTOR_FAILURES.scan_prefix(tx, &[], |key, state| {
         if window_over(&state, now) && state.locked_until.is_none_or(|until| until <= now) {

@@ -635,7 +635,7 @@ impl AuthService {
 }
 
 fn sweep_expired<V: portal_core::Record>(
-    tx: &redb::WriteTransaction,
+    tx: &portal_core::WriteTx,
     table: &portal_core::Table<V>,
     now: Timestamp,
     expires: impl Fn(&V) -> Timestamp,
@@ -671,7 +671,7 @@ fn find_user(tx: &impl portal_core::ReadTx, email: Option<&str>, phone: Option<&
 }
 
 /// A single-use token that lets its holder set the user's password (reset mails and invitations).
-pub(crate) fn create_reset_token(tx: &redb::WriteTransaction, user: UserId, ttl_secs: i64) -> Result<String> {
+pub(crate) fn create_reset_token(tx: &portal_core::WriteTx, user: UserId, ttl_secs: i64) -> Result<String> {
     let token = random_token();
     RESET_TOKENS.insert(
         tx,
@@ -682,7 +682,7 @@ pub(crate) fn create_reset_token(tx: &redb::WriteTransaction, user: UserId, ttl_
 }
 
 /// Withdraws a reset or invitation token (its mail could not be sent, so nobody holds it).
-pub(crate) fn remove_reset_token(tx: &redb::WriteTransaction, token: &str) -> Result<bool> {
+pub(crate) fn remove_reset_token(tx: &portal_core::WriteTx, token: &str) -> Result<bool> {
     Ok(RESET_TOKENS.remove(tx, &sha256(token))?)
 }
 

@@ -5,8 +5,8 @@
 
 use portal_core::ids::{SessionId, UserId};
 use portal_core::table::{key, key_from, Page};
+use portal_core::WriteTx;
 use portal_core::{ReadTx, Result, Timestamp};
-use redb::WriteTransaction;
 
 use crate::model::{Holder, RefreshEntry, Session};
 use crate::session_cache::CHANGES;
@@ -34,7 +34,7 @@ pub struct Opened {
     pub refresh: String,
 }
 
-pub fn open(tx: &WriteTransaction, user: UserId, holder: Holder, policy: &Policy, now: Timestamp) -> Result<Opened> {
+pub fn open(tx: &WriteTx, user: UserId, holder: Holder, policy: &Policy, now: Timestamp) -> Result<Opened> {
     CHANGES.note();
     let (cookie, csrf, refresh) = (random_token(), random_token(), random_token());
     let session = Session {
@@ -70,7 +70,7 @@ pub fn by_cookie(tx: &impl ReadTx, cookie: &str) -> Result<Option<Session>> {
 }
 
 /// Ends a session: it and every token of it stop working at once.
-pub fn revoke(tx: &WriteTransaction, session: &Session) -> Result<()> {
+pub fn revoke(tx: &WriteTx, session: &Session) -> Result<()> {
     CHANGES.note();
     SESSIONS.remove(tx, &session.id.to_key())?;
     SESSIONS_BY_USER.remove(tx, &key(&[&session.user_id.to_key(), &session.id.to_key()]))?;
@@ -82,7 +82,7 @@ pub fn revoke(tx: &WriteTransaction, session: &Session) -> Result<()> {
 }
 
 /// Ends every session of `user`, except `keep`.
-pub fn revoke_all(tx: &WriteTransaction, user: UserId, keep: Option<SessionId>) -> Result<usize> {
+pub fn revoke_all(tx: &WriteTx, user: UserId, keep: Option<SessionId>) -> Result<usize> {
     CHANGES.note();
     let prefix = user.to_key();
     let keys = SESSIONS_BY_USER.page_keys(tx, &Page { prefix: &prefix, after: None, limit: usize::MAX })?;
@@ -113,7 +113,7 @@ pub enum Refresh {
     Invalid,
 }
 
-pub fn rotate(tx: &WriteTransaction, token: &str, policy: &Policy, now: Timestamp) -> Result<Refresh> {
+pub fn rotate(tx: &WriteTx, token: &str, policy: &Policy, now: Timestamp) -> Result<Refresh> {
     CHANGES.note();
     let hash = sha256(token);
     let Some(entry) = REFRESH_TOKENS.get(tx, &hash)? else { return Ok(Refresh::Invalid) };
@@ -139,7 +139,7 @@ pub fn rotate(tx: &WriteTransaction, token: &str, policy: &Policy, now: Timestam
 }
 
 /// Records activity on a session (for the idle timeout).
-pub fn touch(tx: &WriteTransaction, id: SessionId, now: Timestamp) -> Result<()> {
+pub fn touch(tx: &WriteTx, id: SessionId, now: Timestamp) -> Result<()> {
     CHANGES.note();
     if let Some(mut session) = get(tx, id)? {
         session.last_seen = now;
@@ -149,7 +149,7 @@ pub fn touch(tx: &WriteTransaction, id: SessionId, now: Timestamp) -> Result<()>
 }
 
 /// Ends every session past its idle or absolute limit; returns how many.
-pub fn sweep(tx: &WriteTransaction, policy: &Policy, now: Timestamp) -> Result<usize> {
+pub fn sweep(tx: &WriteTx, policy: &Policy, now: Timestamp) -> Result<usize> {
     CHANGES.note();
     let mut expired = Vec::new();
     SESSIONS.scan_prefix(tx, &[], |_, session| {
@@ -166,7 +166,7 @@ pub fn sweep(tx: &WriteTransaction, policy: &Policy, now: Timestamp) -> Result<u
 
 /// A new refresh token for a session whose caller is already authenticated (by the session cookie);
 /// earlier tokens of the session count as used from now on.
-pub fn reissue(tx: &WriteTransaction, id: SessionId, now: Timestamp) -> Result<Option<String>> {
+pub fn reissue(tx: &WriteTx, id: SessionId, now: Timestamp) -> Result<Option<String>> {
     CHANGES.note();
     let Some(mut session) = get(tx, id)? else { return Ok(None) };
     let next = random_token();

@@ -1,7 +1,7 @@
 //! The auth module's tables. Only this crate opens them; other modules call its service functions.
 
+use portal_core::WriteTx;
 use portal_core::{Index, Table};
-use redb::WriteTransaction;
 
 use crate::model::{
     Challenge, FactorFailures, PendingRegistration, RefreshEntry, ResetToken, Session, SignInCode, User,
@@ -38,7 +38,7 @@ pub(crate) const KEYS: Index = Index::new("auth.secrets");
 /// Where schema 1 kept the keys.
 pub(crate) const FORMER_KEYS: &str = "auth.keys";
 
-pub(crate) fn create_all(tx: &WriteTransaction) -> portal_core::Result<()> {
+pub(crate) fn create_all(tx: &WriteTx) -> portal_core::Result<()> {
     USERS.create(tx)?;
     for index in
         [&USERS_BY_EMAIL, &USERS_BY_PHONE, &USERS_BY_CUSTOMER, &ADMINS, &SESSIONS_BY_USER, &SESSIONS_BY_COOKIE, &KEYS]

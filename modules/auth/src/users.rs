@@ -4,8 +4,8 @@
 use portal_core::audit;
 use portal_core::ids::{CustomerId, UserId};
 use portal_core::table::{key, key_from, Page};
+use portal_core::WriteTx;
 use portal_core::{Error, ReadTx, Result, Role};
-use redb::WriteTransaction;
 
 use crate::model::User;
 use crate::tables::{ADMINS, SESSIONS_BY_USER, USERS, USERS_BY_CUSTOMER, USERS_BY_EMAIL, USERS_BY_PHONE};
@@ -86,7 +86,7 @@ pub fn any_admin(tx: &impl ReadTx) -> Result<bool> {
 }
 
 /// Stores a new user; a taken email or phone is a 409.
-pub fn insert(tx: &WriteTransaction, user: &User) -> Result<()> {
+pub fn insert(tx: &WriteTx, user: &User) -> Result<()> {
     if USERS_BY_EMAIL.contains(tx, user.email.as_bytes())? {
         return Err(Error::conflict("a user with this email already exists"));
     }
@@ -101,7 +101,7 @@ pub fn insert(tx: &WriteTransaction, user: &User) -> Result<()> {
 }
 
 /// Replaces `old` by `new` (same id), keeping the indexes in step; a taken email or phone is a 409.
-pub fn update(tx: &WriteTransaction, old: &User, new: &User) -> Result<()> {
+pub fn update(tx: &WriteTx, old: &User, new: &User) -> Result<()> {
     if old.email != new.email && USERS_BY_EMAIL.contains(tx, new.email.as_bytes())? {
         return Err(Error::conflict("a user with this email already exists"));
     }
@@ -119,14 +119,14 @@ pub fn update(tx: &WriteTransaction, old: &User, new: &User) -> Result<()> {
 }
 
 /// Deletes a user, its indexes and its sessions.
-pub fn delete(tx: &WriteTransaction, user: &User) -> Result<()> {
+pub fn delete(tx: &WriteTx, user: &User) -> Result<()> {
     crate::sessions::revoke_all(tx, user.id, None)?;
     remove_indexes(tx, user)?;
     USERS.remove(tx, &user.id.to_key())?;
     audit::record(tx, "users", "delete", user.id, user.customer_id)
 }
 
-fn write_indexes(tx: &WriteTransaction, user: &User) -> Result<()> {
+fn write_indexes(tx: &WriteTx, user: &User) -> Result<()> {
     let id = user.id.to_key();
     USERS_BY_EMAIL.put(tx, user.email.as_bytes(), &id)?;
     if let Some(phone) = &user.phone {
@@ -141,7 +141,7 @@ fn write_indexes(tx: &WriteTransaction, user: &User) -> Result<()> {
     Ok(())
 }
 
-fn remove_indexes(tx: &WriteTransaction, user: &User) -> Result<()> {
+fn remove_indexes(tx: &WriteTx, user: &User) -> Result<()> {
     let id = user.id.to_key();
     USERS_BY_EMAIL.remove(tx, user.email.as_bytes())?;
     if let Some(phone) = &user.phone {
@@ -181,7 +181,7 @@ pub fn ids_of_customer(tx: &impl ReadTx, customer: CustomerId) -> Result<Vec<Use
 }
 
 /// Turns sign-in on or off for every user of a customer (archiving), ending their sessions when off.
-pub fn set_customer_disabled(tx: &WriteTransaction, customer: CustomerId, disabled: bool) -> Result<()> {
+pub fn set_customer_disabled(tx: &WriteTx, customer: CustomerId, disabled: bool) -> Result<()> {
     for id in ids_of_customer(tx, customer)? {
         if let Some(mut user) = get(tx, id)? {
             user.disabled = disabled;

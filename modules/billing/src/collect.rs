@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portal_core::idempotency::Claim;
-use portal_core::{Context, Currency, Error, ErrorCode, Job, Result, Store, Timestamp};
+use portal_core::WriteTx;
+use portal_core::{Context, Currency, Error, ErrorCode, Job, ReadTx, Result, Store, Timestamp};
 use portal_customers::{system_scope, CustomerScope};
 use portal_stripe::{ChargeOutcome, ChargeRequest, Stripe, StripeConfig};
-use redb::WriteTransaction;
 
 use crate::invoices;
 use crate::model::{Collection, Invoice, InvoiceId, InvoiceStatus, STALE_ATTEMPT_SECS};
@@ -100,7 +100,7 @@ pub async fn pay(
 }
 
 fn reserve(
-    tx: &WriteTransaction,
+    tx: &WriteTx,
     id: InvoiceId,
     stripe_customer: String,
     payment_method: Option<String>,
@@ -144,7 +144,7 @@ fn reserve(
 }
 
 fn settle(
-    tx: &WriteTransaction,
+    tx: &WriteTx,
     id: InvoiceId,
     outcome: Result<ChargeOutcome>,
     trigger: Trigger,
@@ -243,7 +243,7 @@ pub(crate) async fn settle_found(store: &Store, id: InvoiceId, outcome: ChargeOu
 
 /// Frees an attempt that has been in flight past its time and that Stripe never made: the next payment
 /// runs it again under the same key.
-pub(crate) fn release_stale(tx: &WriteTransaction, id: InvoiceId, now: Timestamp) -> Result<()> {
+pub(crate) fn release_stale(tx: &WriteTx, id: InvoiceId, now: Timestamp) -> Result<()> {
     let Some(mut state) = COLLECTIONS.get(tx, &id.to_key())? else { return Ok(()) };
     if state.in_flight_since.is_some_and(|since| now.micros() - since.micros() >= STALE_ATTEMPT_SECS * 1_000_000) {
         state.in_flight_since = None;
@@ -264,7 +264,7 @@ fn recorded(invoice: &Invoice, now: Timestamp) -> Result<PaymentView> {
 
 /// Records a succeeded charge: the invoice becomes paid (unless its webhook got there first), or, when the
 /// charge does not match it, the charge is kept as an unmatched payment and the payer told so (409).
-fn paid(tx: &WriteTransaction, id: InvoiceId, received: &Received, now: Timestamp) -> Result<Result<Invoice>> {
+fn paid(tx: &WriteTx, id: InvoiceId, received: &Received, now: Timestamp) -> Result<Result<Invoice>> {
     let invoice = invoices::get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
     if let Some(reason) = unmatched::mismatch(tx, &invoice, received)? {
         let kept = unmatched::record(tx, &invoice, received, reason.clone())?;
@@ -282,7 +282,7 @@ fn paid(tx: &WriteTransaction, id: InvoiceId, received: &Received, now: Timestam
 
 /// Tells the webhook endpoints that a payment of the invoice failed, and why.
 fn payment_failed(
-    tx: &WriteTransaction,
+    tx: &WriteTx,
     id: InvoiceId,
     code: Option<&str>,
     decline_code: Option<&str>,
@@ -303,7 +303,7 @@ fn payment_failed(
 }
 
 /// Counts an automatic decline; when the retries have run out the invoice is recorded as overdue.
-fn declined_automatically(tx: &WriteTransaction, id: InvoiceId, state: &mut Collection, now: Timestamp) -> Result<()> {
+fn declined_automatically(tx: &WriteTx, id: InvoiceId, state: &mut Collection, now: Timestamp) -> Result<()> {
     state.auto_attempts += 1;
     state.first_auto_decline.get_or_insert(now);
     if state.auto_attempts as usize > AUTO_RETRY_DAYS.len() {
@@ -329,7 +329,7 @@ pub fn auto_charge_due(state: &Collection, now: Timestamp) -> bool {
 
 /// Clears a processing PaymentIntent once its outcome arrives by webhook (`failed`: it counts as a
 /// declined attempt).
-pub(crate) fn intent_settled(tx: &WriteTransaction, id: InvoiceId, payment_intent: &str, failed: bool) -> Result<()> {
+pub(crate) fn intent_settled(tx: &WriteTx, id: InvoiceId, payment_intent: &str, failed: bool) -> Result<()> {
     let Some(mut state) = COLLECTIONS.get(tx, &id.to_key())? else { return Ok(()) };
     if state.processing_intent.as_deref() != Some(payment_intent) {
         return Ok(());
@@ -384,7 +384,7 @@ pub async fn run_auto_charge(store: &portal_core::Store, stripe: &Stripe, now: T
 }
 
 /// The open invoices the auto-charge job should charge at `now`.
-fn invoices_due_for_auto_charge(tx: &redb::ReadTransaction, now: Timestamp) -> Result<Vec<InvoiceId>> {
+fn invoices_due_for_auto_charge(tx: &impl ReadTx, now: Timestamp) -> Result<Vec<InvoiceId>> {
     let mut customers = Vec::new();
     portal_customers::service::visit_listed(tx, |id| {
         customers.push(id);

@@ -4,9 +4,9 @@
 
 use chrono::Datelike;
 use portal_core::table::{key, key_tail};
+use portal_core::WriteTx;
 use portal_core::{Error, Principal, ReadTx, Result, Timestamp};
 use portal_customers::CustomerScope;
-use redb::WriteTransaction;
 
 use crate::model::{CreditNote, CreditNoteId, Invoice, Refund};
 use crate::tables::{CREDIT_NOTES, CREDIT_NOTES_BY_CUSTOMER, CREDIT_NOTE_NUMBERS};
@@ -42,7 +42,7 @@ pub fn list(
 }
 
 /// Issues the credit note of a refund of `invoice`, dated `now`.
-pub(crate) fn issue(tx: &WriteTransaction, refund: &Refund, invoice: &Invoice, now: Timestamp) -> Result<CreditNote> {
+pub(crate) fn issue(tx: &WriteTx, refund: &Refund, invoice: &Invoice, now: Timestamp) -> Result<CreditNote> {
     let note = CreditNote {
         id: CreditNoteId::generate(),
         number: next_number(tx, now.datetime().year())?,
@@ -65,7 +65,7 @@ pub(crate) fn issue(tx: &WriteTransaction, refund: &Refund, invoice: &Invoice, n
     Ok(note)
 }
 
-fn next_number(tx: &WriteTransaction, year: i32) -> Result<String> {
+fn next_number(tx: &WriteTx, year: i32) -> Result<String> {
     let year_key = (year as u16).to_be_bytes();
     let last = CREDIT_NOTE_NUMBERS
         .get(tx, &year_key)?

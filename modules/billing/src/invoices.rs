@@ -7,10 +7,10 @@ use chrono::Datelike;
 use portal_core::ids::CustomerId;
 use portal_core::money::parse_non_negative_minor;
 use portal_core::table::{key, key_from, key_tail};
+use portal_core::WriteTx;
 use portal_core::{Context, Currency, Error, Job, Principal, ReadTx, Result, Timestamp};
 use portal_customers::CustomerScope;
 use portal_proposals::model::ProposalId;
-use redb::WriteTransaction;
 
 use portal_webhooks::EventKind;
 
@@ -169,7 +169,7 @@ pub fn year_month(t: Timestamp) -> u32 {
 
 /// The next number of `year`: `INV-YYYY-NNNNNN`. Drawn inside the invoice's own write transaction, so
 /// numbers are sequential and gapless: an aborted write returns its number with everything else.
-pub(crate) fn next_number(tx: &WriteTransaction, year: i32) -> Result<String> {
+pub(crate) fn next_number(tx: &WriteTx, year: i32) -> Result<String> {
     let year_key = (year as u16).to_be_bytes();
     let last =
         NUMBERS.get(tx, &year_key)?.and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok()).map_or(0, u32::from_be_bytes);
@@ -179,14 +179,14 @@ pub(crate) fn next_number(tx: &WriteTransaction, year: i32) -> Result<String> {
 }
 
 /// A new invoice numbered by its issue year.
-pub(crate) fn insert(tx: &WriteTransaction, mut invoice: Invoice) -> Result<Invoice> {
+pub(crate) fn insert(tx: &WriteTx, mut invoice: Invoice) -> Result<Invoice> {
     invoice.number = next_number(tx, invoice.issue_date.datetime().year())?;
     save(tx, None, &invoice)?;
     Ok(invoice)
 }
 
 /// Writes `new` over `old` (none for a new invoice), moving index entries and running totals.
-pub(crate) fn save(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) -> Result<()> {
+pub(crate) fn save(tx: &WriteTx, old: Option<&Invoice>, new: &Invoice) -> Result<()> {
     let action = match old {
         None => "issue",
         Some(old) if old.status != new.status => word(new.status),
@@ -223,7 +223,7 @@ pub(crate) fn save(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) 
 }
 
 /// Tells the webhook endpoints what became of the invoice, with the invoice as the API shows it.
-fn announce(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) -> Result<()> {
+fn announce(tx: &WriteTx, old: Option<&Invoice>, new: &Invoice) -> Result<()> {
     let was = old.map(|o| o.status);
     let kind = match new.status {
         _ if old.is_some_and(|o| o.refunded_amount < new.refunded_amount) => Some(EventKind::InvoiceRefunded),
@@ -240,7 +240,7 @@ fn announce(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) -> Resu
     }
 }
 
-fn unindex(tx: &WriteTransaction, old: &Invoice) -> Result<()> {
+fn unindex(tx: &WriteTx, old: &Invoice) -> Result<()> {
     let (cid, id) = (old.customer_id.to_key(), old.id.to_key());
     BY_CUSTOMER_STATUS.remove(tx, &key(&[&cid, &[old.status.index() as u8], &id]))?;
     DUE.remove(tx, &key(&[&old.due_date.to_key(), &id]))?;
@@ -249,7 +249,7 @@ fn unindex(tx: &WriteTransaction, old: &Invoice) -> Result<()> {
 
 /// Adds (`sign` 1) or removes (`sign` -1) an invoice's share of the running totals, portal-wide and for
 /// its customer.
-fn account(tx: &WriteTransaction, invoice: &Invoice, sign: i64) -> Result<()> {
+fn account(tx: &WriteTx, invoice: &Invoice, sign: i64) -> Result<()> {
     for scope in [ALL, invoice.customer_id.to_key()] {
         let k = key(&[&scope, invoice.currency.as_str().as_bytes()]);
         let mut totals = TOTALS.get(tx, &k)?.unwrap_or_default();
@@ -274,12 +274,7 @@ fn collection_in_progress(tx: &impl portal_core::ReadTx, id: InvoiceId) -> Resul
 }
 
 /// Sets the pass-through infrastructure costs of an open invoice and recomputes its total.
-pub fn set_infrastructure_costs(
-    tx: &WriteTransaction,
-    caller: &Principal,
-    id: InvoiceId,
-    costs: f64,
-) -> Result<Invoice> {
+pub fn set_infrastructure_costs(tx: &WriteTx, caller: &Principal, id: InvoiceId, costs: f64) -> Result<Invoice> {
     let (old, _) = visible(tx, caller, id)?;
     if !old.status.is_open() {
         return Err(Error::conflict(format!("a {} invoice can no longer change", word(old.status))));
@@ -299,7 +294,7 @@ pub fn set_infrastructure_costs(
 }
 
 /// Cancels an unpaid invoice.
-pub fn cancel(tx: &WriteTransaction, caller: &Principal, id: InvoiceId) -> Result<Invoice> {
+pub fn cancel(tx: &WriteTx, caller: &Principal, id: InvoiceId) -> Result<Invoice> {
     let (old, _) = visible(tx, caller, id)?;
     if !old.status.is_open() {
         return Err(Error::conflict(format!("a {} invoice cannot be cancelled", word(old.status))));
@@ -317,7 +312,7 @@ pub fn cancel(tx: &WriteTransaction, caller: &Principal, id: InvoiceId) -> Resul
 /// Records a payment of an open invoice (`method`: how it was paid) with its payment record, in one
 /// transaction. Paid invoices never change again, except for refunds.
 pub fn mark_paid(
-    tx: &WriteTransaction,
+    tx: &WriteTx,
     id: InvoiceId,
     method: &str,
     paid_at: Timestamp,
@@ -366,7 +361,7 @@ pub fn by_payment_intent(tx: &impl ReadTx, payment_intent: &str) -> Result<Optio
 
 /// Records a refund of a paid invoice, documented by `note`: the refunded amount grows by the note's (never
 /// past the total) and the invoice lists the note. A paid invoice stays paid; its lines never change.
-pub(crate) fn add_credit_note(tx: &WriteTransaction, note: &CreditNote) -> Result<Invoice> {
+pub(crate) fn add_credit_note(tx: &WriteTx, note: &CreditNote) -> Result<Invoice> {
     let old = get(tx, note.invoice_id)?.ok_or_else(|| Error::not_found("invoice"))?;
     if old.status != InvoiceStatus::Paid {
         return Err(Error::conflict(format!("a {} invoice has nothing to refund", word(old.status))));
@@ -386,7 +381,7 @@ pub(crate) fn add_credit_note(tx: &WriteTransaction, note: &CreditNote) -> Resul
 }
 
 /// Records a pending invoice as overdue before its due date (its automatic charges have failed).
-pub fn mark_overdue_now(tx: &WriteTransaction, id: InvoiceId, now: Timestamp) -> Result<()> {
+pub fn mark_overdue_now(tx: &WriteTx, id: InvoiceId, now: Timestamp) -> Result<()> {
     if let Some(old) = get(tx, id)?.filter(|i| i.status == InvoiceStatus::Pending) {
         let mut new = old.clone();
         new.status = InvoiceStatus::Overdue;
@@ -397,7 +392,7 @@ pub fn mark_overdue_now(tx: &WriteTransaction, id: InvoiceId, now: Timestamp) ->
 }
 
 /// Records as overdue every pending invoice whose due date has passed; returns how many.
-pub fn mark_overdue(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
+pub fn mark_overdue(tx: &WriteTx, now: Timestamp) -> Result<usize> {
     let mut due = Vec::new();
     DUE.visit_keys_desc(tx, &[], Some(&now.to_key()), |k| {
         due.extend(InvoiceId::from_key(key_from(k, 8)));

@@ -31,9 +31,9 @@ pub mod webhooks;
 use std::sync::Arc;
 
 use portal_core::ids::CustomerId;
+use portal_core::WriteTx;
 use portal_core::{store, Context, Error, Job, Module, Result, Timestamp};
 use portal_customers::{CustomerData, Dependents};
-use redb::WriteTransaction;
 
 pub use api::BillingApi;
 pub use collect::{run_auto_charge, AutoChargeRun};
@@ -52,11 +52,11 @@ pub struct BillingModule;
 struct CustomerInvoices;
 
 impl CustomerData for CustomerInvoices {
-    fn holds_financial_records(&self, tx: &WriteTransaction, customer: CustomerId) -> Result<bool> {
+    fn holds_financial_records(&self, tx: &WriteTx, customer: CustomerId) -> Result<bool> {
         invoices::any_for_customer(tx, customer)
     }
 
-    fn remove_customer(&self, _tx: &WriteTransaction, _customer: CustomerId) -> Result<()> {
+    fn remove_customer(&self, _tx: &WriteTx, _customer: CustomerId) -> Result<()> {
         Ok(())
     }
 }
@@ -65,7 +65,7 @@ impl Module for BillingModule {
     const NAME: &'static str = "billing";
     type Api = (BillingApi, PaymentsApi, CreditNotesApi);
 
-    fn install(tx: &WriteTransaction) -> Result<()> {
+    fn install(tx: &WriteTx) -> Result<()> {
         tables::create_all(tx)?;
         links::install(tx)?;
         mail::install(tx)?;

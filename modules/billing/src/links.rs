@@ -7,8 +7,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use portal_core::WriteTx;
 use portal_core::{Error, Index, ReadTx, Record, Result, Table, Timestamp};
-use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -70,7 +70,7 @@ pub enum LinkRefusal {
 }
 
 /// Creates the tables and, on first start (or after a restore, which leaves secrets out), the signing key.
-pub(crate) fn install(tx: &WriteTransaction) -> Result<()> {
+pub(crate) fn install(tx: &WriteTx) -> Result<()> {
     SECRETS.create(tx)?;
     LINKS.create(tx)?;
     if SECRETS.get(tx, KEY_NAME)?.is_none() {
@@ -92,7 +92,7 @@ pub fn current(tx: &impl ReadTx, kind: LinkKind, id: &[u8; 16]) -> Result<Option
 }
 
 /// Issues a new link for a record, valid until `expires_at`; every earlier link of it stops working.
-pub fn issue(tx: &WriteTransaction, kind: LinkKind, id: &[u8; 16], expires_at: Timestamp) -> Result<Link> {
+pub fn issue(tx: &WriteTx, kind: LinkKind, id: &[u8; 16], expires_at: Timestamp) -> Result<Link> {
     let generation = current(tx, kind, id)?.map_or(1, |link| link.generation.wrapping_add(1));
     let link = Link { generation, expires_at };
     LINKS.insert(tx, &record_key(kind, id), &link)?;
@@ -101,7 +101,7 @@ pub fn issue(tx: &WriteTransaction, kind: LinkKind, id: &[u8; 16], expires_at: T
 
 /// Removes a record's link (a store from before links, in tests).
 #[cfg(test)]
-pub(crate) fn forget(tx: &WriteTransaction, kind: LinkKind, id: &[u8; 16]) -> Result<()> {
+pub(crate) fn forget(tx: &WriteTx, kind: LinkKind, id: &[u8; 16]) -> Result<()> {
     LINKS.remove(tx, &record_key(kind, id))?;
     Ok(())
 }

@@ -2,14 +2,14 @@
 //! largest-remainder method so they sum to the proposal's total exactly. A proposal is invoiced once.
 
 use portal_core::money::split_largest_remainder;
+use portal_core::WriteTx;
 use portal_core::{Error, Result, Timestamp};
 use portal_proposals::model::{ProposalId, ProposalStatus};
-use redb::WriteTransaction;
 
 use crate::invoices;
 use crate::model::{Invoice, InvoiceId, InvoiceStatus, LineItem};
 
-pub fn generate(tx: &WriteTransaction, proposal_id: ProposalId, now: Timestamp) -> Result<Vec<Invoice>> {
+pub fn generate(tx: &WriteTx, proposal_id: ProposalId, now: Timestamp) -> Result<Vec<Invoice>> {
     let proposal = portal_proposals::service::get(tx, proposal_id)?
         .ok_or_else(|| Error::invalid("proposal_id", "no such proposal"))?;
     let scope = portal_customers::system_scope(tx, proposal.customer_id)

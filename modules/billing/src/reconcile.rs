@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use portal_core::table::key_tail;
+use portal_core::WriteTx;
 use portal_core::{Context, Error, Job, Result, Store, Timestamp};
 use portal_stripe::{ChargeOutcome, Stripe};
-use redb::WriteTransaction;
 
 use crate::model::{Collection, InvoiceId, STALE_ATTEMPT_SECS};
 use crate::tables::{COLLECTIONS, STRIPE_SYNC};
@@ -118,7 +118,7 @@ fn cursor(tx: &impl portal_core::ReadTx) -> Result<Option<i64>> {
     Ok(STRIPE_SYNC.get(tx, CURSOR)?.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(i64::from_be_bytes))
 }
 
-fn set_cursor(tx: &WriteTransaction, created: i64) -> Result<()> {
+fn set_cursor(tx: &WriteTx, created: i64) -> Result<()> {
     Ok(STRIPE_SYNC.put(tx, CURSOR, &created.to_be_bytes())?)
 }
 

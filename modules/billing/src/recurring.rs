@@ -11,10 +11,10 @@ use std::time::Duration;
 use chrono::{Datelike, Months, NaiveDate};
 use portal_core::ids::CustomerId;
 use portal_core::table::{key, key_from, Page};
+use portal_core::WriteTx;
 use portal_core::{Context, Error, Job, ReadTx, Result, Timestamp};
 use portal_customers::model::BillingSettings;
 use portal_customers::{system_scope, CustomerScope};
-use redb::WriteTransaction;
 
 use crate::invoices;
 use crate::model::{day_from_key, day_key, Invoice, InvoiceId, InvoiceStatus, LineItem, Period};
@@ -183,12 +183,7 @@ fn line_items(
 /// Generates the invoice of one period (`start` given, or the current one). Refuses (409) a period
 /// already billed, a one-time customer, a customer before its first billing date and a period with
 /// nothing to bill.
-pub fn generate(
-    tx: &WriteTransaction,
-    scope: &CustomerScope,
-    start: Option<NaiveDate>,
-    now: Timestamp,
-) -> Result<Invoice> {
+pub fn generate(tx: &WriteTx, scope: &CustomerScope, start: Option<NaiveDate>, now: Timestamp) -> Result<Invoice> {
     let customer_id = scope.id();
     let record = portal_customers::service::record(tx, scope)?;
     let (customer, billing) = (record.customer, record.billing);
@@ -246,7 +241,7 @@ const MAX_CATCH_UP: usize = 12;
 /// The scheduler's run for one customer: bills the current period when due and, first, any periods since
 /// the last billed one that passed unbilled (the portal was down through them), oldest first. Quietly skips
 /// customers that have nothing to bill now.
-pub fn run_for(tx: &WriteTransaction, scope: &CustomerScope, now: Timestamp) -> Result<Vec<Invoice>> {
+pub fn run_for(tx: &WriteTx, scope: &CustomerScope, now: Timestamp) -> Result<Vec<Invoice>> {
     let customer_id = scope.id();
     let record = portal_customers::service::record(tx, scope)?;
     let (customer, billing) = (record.customer, record.billing);

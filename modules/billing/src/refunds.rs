@@ -11,9 +11,9 @@ use std::time::Duration;
 use portal_core::idempotency::Claim;
 use portal_core::money::{parse_minor, to_major};
 use portal_core::table::{key, key_tail};
+use portal_core::WriteTx;
 use portal_core::{Context, Error, ErrorCode, Job, Principal, ReadTx, Result, Store, Timestamp};
 use portal_stripe::{RefundRequest, Stripe};
-use redb::WriteTransaction;
 
 use crate::model::{CreditNote, Invoice, InvoiceId, InvoiceStatus, Refund, RefundChannel, RefundId, RefundOrigin};
 use crate::tables::{PENDING_REFUNDS, REFUNDS};
@@ -63,7 +63,7 @@ pub async fn refund(
 }
 
 fn reserve(
-    tx: &WriteTransaction,
+    tx: &WriteTx,
     caller: &Principal,
     id: InvoiceId,
     order: &RefundOrder,
@@ -162,7 +162,7 @@ async fn at_stripe(
 
 /// Completes a refund: its credit note, the invoice's refunded amount. Done refunds answer as they are.
 fn complete(
-    tx: &WriteTransaction,
+    tx: &WriteTx,
     id: RefundId,
     stripe_refund_id: Option<String>,
     claim: &Claim,
@@ -185,7 +185,7 @@ fn complete(
 }
 
 /// Drops a reservation Stripe refused: nothing went back.
-fn release(tx: &WriteTransaction, id: RefundId) -> Result<()> {
+fn release(tx: &WriteTx, id: RefundId) -> Result<()> {
     if let Some(refund) = REFUNDS.get(tx, &id.to_key())?.filter(|r| r.credit_note_id.is_none()) {
         PENDING_REFUNDS.remove(tx, &key(&[&refund.invoice_id.to_key(), &id.to_key()]))?;
         REFUNDS.remove(tx, &id.to_key())?;
@@ -210,7 +210,7 @@ fn pending_amount(tx: &impl ReadTx, id: InvoiceId) -> Result<i64> {
 /// `amount_refunded`): the part neither recorded nor reserved here was refunded outside the portal and
 /// gets its own refund and credit note. Repeated or late events find nothing new.
 pub(crate) fn refunded_at_stripe(
-    tx: &WriteTransaction,
+    tx: &WriteTx,
     invoice: &Invoice,
     refunded_total: i64,
     now: Timestamp,

@@ -1,7 +1,7 @@
 //! The billing module's tables.
 
+use portal_core::WriteTx;
 use portal_core::{Index, Result, Table};
-use redb::WriteTransaction;
 
 use crate::model::{Collection, CreditNote, Invoice, Payment, Refund, Totals, UnmatchedPayment};
 
@@ -70,7 +70,7 @@ const FORMER_TABLES: [(&Index, &str); 8] = [
 ];
 
 /// Schema 1 → 2: the invoice indexes move into their shared table.
-pub(crate) fn share_invoice_indexes(tx: &WriteTransaction) -> Result<()> {
+pub(crate) fn share_invoice_indexes(tx: &WriteTx) -> Result<()> {
     let mut moved = 0;
     for (index, former) in FORMER_TABLES {
         moved += index.take_over(tx, former)?;
@@ -79,7 +79,7 @@ pub(crate) fn share_invoice_indexes(tx: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn create_all(tx: &WriteTransaction) -> Result<()> {
+pub(crate) fn create_all(tx: &WriteTx) -> Result<()> {
     INVOICES.create(tx)?;
     TOTALS.create(tx)?;
     PAYMENTS.create(tx)?;

@@ -4,8 +4,8 @@
 //! payment with an audit entry, for an admin to reconcile, and the invoice stays as it was.
 
 use portal_core::table::Page;
+use portal_core::WriteTx;
 use portal_core::{ReadTx, Result, Timestamp};
-use redb::WriteTransaction;
 
 use crate::model::{Invoice, InvoiceStatus, UnmatchedPayment, UnmatchedPaymentId};
 use crate::tables::UNMATCHED_PAYMENTS;
@@ -52,12 +52,7 @@ pub fn mismatch(tx: &impl ReadTx, invoice: &Invoice, received: &Received) -> Res
 }
 
 /// Keeps `received` as an unmatched payment of `invoice`, with an audit entry on the invoice.
-pub fn record(
-    tx: &WriteTransaction,
-    invoice: &Invoice,
-    received: &Received,
-    reason: String,
-) -> Result<UnmatchedPayment> {
+pub fn record(tx: &WriteTx, invoice: &Invoice, received: &Received, reason: String) -> Result<UnmatchedPayment> {
     let unmatched = UnmatchedPayment {
         id: UnmatchedPaymentId::generate(),
         invoice_id: invoice.id,

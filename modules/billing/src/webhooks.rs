@@ -1,9 +1,9 @@
 //! Stripe webhook events, applied once each (event ids are kept) in one store transaction, with no Stripe
 //! call inside it. Events may arrive late, twice or out of order: a paid invoice never moves back.
 
+use portal_core::WriteTx;
 use portal_core::{Error, Result, Timestamp};
 use portal_stripe::webhook::Event;
-use redb::WriteTransaction;
 
 use crate::model::{InvoiceId, InvoiceStatus};
 use crate::tables::STRIPE_EVENTS;
@@ -20,7 +20,7 @@ pub enum Applied {
     Ignored,
 }
 
-pub fn apply(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
+pub fn apply(tx: &WriteTx, event: &Event) -> Result<Applied> {
     if event.id.is_empty() || event.id.len() > 255 {
         return Err(Error::bad_request("the event has no valid id"));
     }
@@ -40,7 +40,7 @@ pub fn apply(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
     Ok(applied)
 }
 
-fn payment_succeeded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
+fn payment_succeeded(tx: &WriteTx, event: &Event) -> Result<Applied> {
     let Some(invoice_id) = event.metadata("invoice_id").and_then(|id| id.parse::<InvoiceId>().ok()) else {
         return Ok(Applied::Ignored);
     };
@@ -68,7 +68,7 @@ fn payment_succeeded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
     Ok(Applied::Applied)
 }
 
-fn payment_failed(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
+fn payment_failed(tx: &WriteTx, event: &Event) -> Result<Applied> {
     let invoice = event.metadata("invoice_id").and_then(|id| id.parse::<InvoiceId>().ok());
     let (Some(invoice_id), Some(intent)) = (invoice, event.object_str("id")) else { return Ok(Applied::Ignored) };
     collect::intent_settled(tx, invoice_id, intent, true)?;
@@ -77,7 +77,7 @@ fn payment_failed(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
 
 /// A refund (full or partial) of a charge that paid an invoice: `amount_refunded` is the charge's running
 /// total, so a repeated or late event changes nothing.
-fn charge_refunded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
+fn charge_refunded(tx: &WriteTx, event: &Event) -> Result<Applied> {
     let invoice = match event.object_str("payment_intent") {
         Some(intent) => invoices::by_payment_intent(tx, intent)?,
         None => None,
@@ -98,7 +98,7 @@ fn charge_refunded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
     }
 }
 
-fn setup_succeeded(tx: &WriteTransaction, event: &Event) -> Result<Applied> {
+fn setup_succeeded(tx: &WriteTx, event: &Event) -> Result<Applied> {
     let (Some(customer), Some(method)) = (event.object_str("customer"), event.object_str("payment_method")) else {
         return Ok(Applied::Ignored);
     };

@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::WriteTx;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -99,7 +99,7 @@ const BY_USER: Index = Index::shared(INDEXES, b"\x02");
 /// object key (see [`object_key`]) ‖ audit id
 const BY_OBJECT: Index = Index::shared(INDEXES, b"\x03");
 
-pub(crate) fn install(tx: &WriteTransaction) -> Result<()> {
+pub(crate) fn install(tx: &WriteTx) -> Result<()> {
     ENTRIES.create(tx)?;
     for index in [&BY_CUSTOMER, &BY_USER, &BY_OBJECT] {
         index.create(tx)?;
@@ -108,7 +108,7 @@ pub(crate) fn install(tx: &WriteTransaction) -> Result<()> {
 }
 
 /// Core schema 1 → 2: the indexes, each in a table of its own before, move into their shared table.
-pub(crate) fn share_indexes(tx: &WriteTransaction) -> Result<()> {
+pub(crate) fn share_indexes(tx: &WriteTx) -> Result<()> {
     let moved = BY_CUSTOMER.take_over(tx, "core.audit_by_customer")?
         + BY_USER.take_over(tx, "core.audit_by_user")?
         + BY_OBJECT.take_over(tx, "core.audit_by_object")?;
@@ -118,15 +118,17 @@ pub(crate) fn share_indexes(tx: &WriteTransaction) -> Result<()> {
 
 /// Core schema 2 → 3: the entries of objects with UUID ids go from under the id's hash to under the id
 /// itself (see [`object_key`]). Returns how many moved.
-pub(crate) fn key_objects_by_id(tx: &WriteTransaction) -> Result<u64> {
+pub(crate) fn key_objects_by_id(tx: &WriteTx) -> Result<u64> {
     let mut moved = 0;
-    let entries = tx.open_table(ENTRIES.raw())?;
-    for stored in entries.iter()? {
-        let (id, bytes) = stored?;
-        let entry: Entry = decode(bytes.value())?;
+    let mut entries = Vec::new();
+    ENTRIES.scan_prefix(tx, &[], |id, entry| {
+        entries.push((id.to_vec(), entry));
+        Ok::<_, crate::Error>(true)
+    })?;
+    for (id, entry) in entries {
         if let Ok(object) = uuid::Uuid::parse_str(&entry.object_id) {
-            BY_OBJECT.remove(tx, &key(&[&hashed_object_key(&entry.object_id), id.value()]))?;
-            BY_OBJECT.put(tx, &key(&[object.as_bytes(), id.value()]), &[])?;
+            BY_OBJECT.remove(tx, &key(&[&hashed_object_key(&entry.object_id), &id]))?;
+            BY_OBJECT.put(tx, &key(&[object.as_bytes(), &id]), &[])?;
             moved += 1;
         }
     }
@@ -153,7 +155,7 @@ fn hashed_object_key(object_id: &str) -> [u8; 16] {
 
 /// Records a change made in `tx` by the current actor.
 pub fn record(
-    tx: &WriteTransaction,
+    tx: &WriteTx,
     module: &str,
     action: &str,
     object_id: impl std::fmt::Display,
@@ -190,7 +192,7 @@ pub struct Filter {
 
 /// Up to `fetch` entries matching `filter`, newest first, older than `after`. Walks the most selective
 /// index the filter names.
-pub fn list(tx: &ReadTransaction, filter: &Filter, after: Option<AuditId>, fetch: usize) -> Result<Vec<Entry>> {
+pub fn list(tx: &impl ReadTx, filter: &Filter, after: Option<AuditId>, fetch: usize) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
     let matches = |e: &Entry| {
         filter.customer_id.is_none_or(|c| e.customer_id == Some(c))

@@ -4,8 +4,8 @@
 //! another's). The answer is recorded in the same transaction as the write it describes, so a crash can never
 //! leave a write without its record (or the reverse); a request that fails releases its key.
 
+use crate::WriteTx;
 use poem_openapi::types::{ParseFromJSON, ToJSON};
-use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -40,7 +40,7 @@ struct Recorded {
 
 impl Record for Entry {}
 
-pub(crate) fn install(tx: &WriteTransaction) -> Result<()> {
+pub(crate) fn install(tx: &WriteTx) -> Result<()> {
     Ok(KEYS.create(tx)?)
 }
 
@@ -59,7 +59,7 @@ pub enum Claim {
 impl Claim {
     /// Records the answer in `tx` when a key was given. Call it last in the write closure, after everything
     /// that could still fail.
-    pub fn complete(&self, tx: &WriteTransaction, status: u16, body: &impl ToJSON) -> Result<()> {
+    pub fn complete(&self, tx: &WriteTx, status: u16, body: &impl ToJSON) -> Result<()> {
         match self {
             Claim::Fresh(ticket) => ticket.complete(tx, status, body),
             _ => Ok(()),
@@ -88,7 +88,7 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    fn complete(&self, tx: &WriteTransaction, status: u16, body: &impl ToJSON) -> Result<()> {
+    fn complete(&self, tx: &WriteTx, status: u16, body: &impl ToJSON) -> Result<()> {
         let entry = Entry {
             request: self.request,
             created_at: Timestamp::now(),

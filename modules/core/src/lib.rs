@@ -34,7 +34,7 @@ pub use list::{ListResponse, PageRequest};
 pub use module::{Context, Job, Module};
 pub use money::{Currency, Money};
 pub use portal_store::{backup, journal, snapshot, table, StoreError};
-pub use portal_store::{Index, ReadTx, Record, Table};
+pub use portal_store::{Index, ReadTx, Record, Table, TableMut, WriteTx};
 pub use put_body::PutBody;
 pub use serde_json_payload::SerdeJson;
 pub use store::Store;

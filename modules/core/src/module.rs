@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redb::WriteTransaction;
+use crate::WriteTx;
 
 use crate::config::Config;
 use crate::error::Result;
@@ -109,7 +109,7 @@ pub trait Module {
     type Api: poem_openapi::OpenApi;
 
     /// Creates the module's tables and runs its migrations, inside the start-up write transaction.
-    fn install(tx: &WriteTransaction) -> Result<()>;
+    fn install(tx: &WriteTx) -> Result<()>;
 
     /// Registers what the module gives other modules (e.g. its per-customer data with the customers
     /// module) and checks its settings; runs once at start, before any API or job is built.

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::WriteTx;
 use portal_store::backup::Summary;
 pub use portal_store::store::{on_commit, open_database, Changes, FILE_NAME};
 pub use portal_store::Snapshot;
-use redb::WriteTransaction;
 
 use crate::config::StoreConfig;
 use crate::error::{Error, Result};
@@ -47,11 +47,11 @@ impl Store {
     /// Runs `f` in a durable write as the current request's actor (see `portal_store::Store::write`).
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
-        F: Fn(&WriteTransaction) -> Result<T> + Send + 'static,
+        F: Fn(&WriteTx) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let actor = crate::audit::Actor::current();
-        self.0.write(move |tx: &WriteTransaction| actor.acting(|| f(tx))).await
+        self.0.write(move |tx: &WriteTx| actor.acting(|| f(tx))).await
     }
 
     /// A point read on the calling thread (see `portal_store::Store::read_blocking`).
@@ -60,10 +60,7 @@ impl Store {
     }
 
     /// `write` for code that is not async (the command line, start-up).
-    pub fn write_blocking<T: Send + 'static>(
-        &self,
-        f: impl Fn(&WriteTransaction) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    pub fn write_blocking<T: Send + 'static>(&self, f: impl Fn(&WriteTx) -> Result<T> + Send + 'static) -> Result<T> {
         self.0.write_blocking(f)
     }
 
@@ -89,7 +86,7 @@ const CORE_SCHEMA: u32 = 3;
 
 /// Creates the core tables, migrates them from an earlier schema and checks that the file was not
 /// written by a newer portal.
-pub fn install_core(tx: &WriteTransaction) -> Result<()> {
+pub fn install_core(tx: &WriteTx) -> Result<()> {
     portal_store::store::create_meta(tx)?;
     crate::idempotency::install(tx)?;
     crate::audit::install(tx)?;
@@ -120,6 +117,6 @@ pub fn schema_version(tx: &impl crate::ReadTx, module: &str) -> Result<u32> {
 }
 
 /// Records a module's schema version (inside the migration's own transaction).
-pub fn set_schema_version(tx: &WriteTransaction, module: &str, version: u32) -> Result<()> {
+pub fn set_schema_version(tx: &WriteTx, module: &str, version: u32) -> Result<()> {
     Ok(portal_store::set_schema_version(tx, module, version)?)
 }

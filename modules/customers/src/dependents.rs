@@ -6,16 +6,16 @@
 use std::sync::{Arc, RwLock};
 
 use portal_core::ids::CustomerId;
+use portal_core::WriteTx;
 use portal_core::{Context, Result};
-use redb::WriteTransaction;
 
 pub trait CustomerData: Send + Sync + 'static {
     /// Whether the customer holds records that must never be destroyed (invoices, accepted proposals).
-    fn holds_financial_records(&self, tx: &WriteTransaction, customer: CustomerId) -> Result<bool>;
+    fn holds_financial_records(&self, tx: &WriteTx, customer: CustomerId) -> Result<bool>;
 
     /// Removes the module's data of a customer being deleted (only called when no module holds
     /// financial records for it).
-    fn remove_customer(&self, tx: &WriteTransaction, customer: CustomerId) -> Result<()>;
+    fn remove_customer(&self, tx: &WriteTx, customer: CustomerId) -> Result<()>;
 }
 
 /// The registered modules.
@@ -38,7 +38,7 @@ impl Dependents {
         self.modules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub(crate) fn hold_financial_records(&self, tx: &WriteTransaction, customer: CustomerId) -> Result<bool> {
+    pub(crate) fn hold_financial_records(&self, tx: &WriteTx, customer: CustomerId) -> Result<bool> {
         for module in self.all() {
             if module.holds_financial_records(tx, customer)? {
                 return Ok(true);
@@ -47,7 +47,7 @@ impl Dependents {
         Ok(false)
     }
 
-    pub(crate) fn remove_customer(&self, tx: &WriteTransaction, customer: CustomerId) -> Result<()> {
+    pub(crate) fn remove_customer(&self, tx: &WriteTx, customer: CustomerId) -> Result<()> {
         for module in self.all() {
             module.remove_customer(tx, customer)?;
         }

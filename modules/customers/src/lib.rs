@@ -26,7 +26,7 @@ impl Module for CustomersModule {
     const NAME: &'static str = "customers";
     type Api = CustomersApi;
 
-    fn install(tx: &redb::WriteTransaction) -> Result<()> {
+    fn install(tx: &portal_core::WriteTx) -> Result<()> {
         tables::create_all(tx)?;
         match store::schema_version(tx, Self::NAME)? {
             0 => store::set_schema_version(tx, Self::NAME, SCHEMA_VERSION),

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use portal_core::ids::CustomerId;
 use portal_core::table::{key, key_from};
+use portal_core::WriteTx;
 use portal_core::{ReadTx, Result};
-use redb::WriteTransaction;
 
 use crate::model::Customer;
 use crate::tables::{GRAM_COUNTS, SEARCH};
@@ -49,7 +49,7 @@ fn count(tx: &impl ReadTx, gram: &Gram) -> Result<u64> {
         .map_or(0, u64::from_be_bytes))
 }
 
-fn adjust(tx: &WriteTransaction, gram: &Gram, delta: i64) -> Result<()> {
+fn adjust(tx: &WriteTx, gram: &Gram, delta: i64) -> Result<()> {
     let next = count(tx, gram)?.saturating_add_signed(delta);
     if next == 0 {
         GRAM_COUNTS.remove(tx, gram)?;
@@ -60,7 +60,7 @@ fn adjust(tx: &WriteTransaction, gram: &Gram, delta: i64) -> Result<()> {
 }
 
 /// Moves a customer's entries from `old` to `new` (either may be absent: added, changed, removed).
-pub(crate) fn reindex(tx: &WriteTransaction, old: Option<&Customer>, new: Option<&Customer>) -> Result<()> {
+pub(crate) fn reindex(tx: &WriteTx, old: Option<&Customer>, new: Option<&Customer>) -> Result<()> {
     let before = old.map(customer_grams).unwrap_or_default();
     let after = new.map(customer_grams).unwrap_or_default();
     if let Some(c) = old {

@@ -6,8 +6,8 @@ use portal_core::error::Validation;
 use portal_core::ids::CustomerId;
 use portal_core::money::{parse_non_negative_minor, TaxRate};
 use portal_core::table::{key, key_from};
+use portal_core::WriteTx;
 use portal_core::{Currency, Error, JsonObject, Principal, ReadTx, Result, Timestamp};
-use redb::WriteTransaction;
 
 use portal_webhooks::EventKind;
 
@@ -115,7 +115,7 @@ pub fn by_stripe_customer_id(tx: &impl ReadTx, stripe_id: &str) -> Result<Option
 }
 
 /// Records the Stripe customer created for `id` (the billing module creates it lazily).
-pub fn set_stripe_customer_id(tx: &WriteTransaction, id: CustomerId, stripe_id: &str) -> Result<()> {
+pub fn set_stripe_customer_id(tx: &WriteTx, id: CustomerId, stripe_id: &str) -> Result<()> {
     let old = get(tx, id)?.ok_or_else(|| Error::not_found("customer"))?;
     let mut new = old.clone();
     new.stripe_customer_id = Some(stripe_id.to_string());
@@ -124,7 +124,7 @@ pub fn set_stripe_customer_id(tx: &WriteTransaction, id: CustomerId, stripe_id: 
 }
 
 /// Makes `payment_method_id` the customer's default (after Stripe confirms a setup intent).
-pub fn set_default_payment_method(tx: &WriteTransaction, id: CustomerId, payment_method_id: &str) -> Result<()> {
+pub fn set_default_payment_method(tx: &WriteTx, id: CustomerId, payment_method_id: &str) -> Result<()> {
     let mut settings = settings_of(tx, id)?;
     settings.stripe_payment_method_id = Some(payment_method_id.to_string());
     settings.updated_at = Timestamp::now();
@@ -175,7 +175,7 @@ pub fn count_by_status(tx: &impl ReadTx) -> Result<Vec<(CustomerStatus, u64)>> {
 // ---- writes ----
 
 /// Creates a customer and its billing settings (defaults changed by `billing`).
-pub fn create(tx: &WriteTransaction, change: &CustomerChange, billing: &BillingChange) -> Result<CustomerRecord> {
+pub fn create(tx: &WriteTx, change: &CustomerChange, billing: &BillingChange) -> Result<CustomerRecord> {
     let now = Timestamp::now();
     let blank = Customer {
         id: CustomerId::generate(),
@@ -219,14 +219,14 @@ pub fn create(tx: &WriteTransaction, change: &CustomerChange, billing: &BillingC
 }
 
 /// Tells the webhook endpoints listening for `kind`, with the customer as the API shows it.
-fn announce(tx: &WriteTransaction, kind: EventKind, record: &CustomerRecord) -> Result<()> {
+fn announce(tx: &WriteTx, kind: EventKind, record: &CustomerRecord) -> Result<()> {
     portal_webhooks::emit(tx, kind, portal_webhooks::data(&CustomerView::from(record)))
 }
 
 /// Updates a customer. Customer users may change only the contact fields (name, phone, address,
 /// billing_email); any other field they send with a new value → 403 naming it.
 pub fn update(
-    tx: &WriteTransaction,
+    tx: &WriteTx,
     caller: &Principal,
     scope: &CustomerScope,
     change: &CustomerChange,
@@ -266,7 +266,7 @@ fn refuse_admin_fields(old: &Customer, change: &CustomerChange) -> Result<()> {
 }
 
 /// Changes billing settings (admins only; the caller checked).
-pub fn update_billing(tx: &WriteTransaction, scope: &CustomerScope, change: &BillingChange) -> Result<BillingSettings> {
+pub fn update_billing(tx: &WriteTx, scope: &CustomerScope, change: &BillingChange) -> Result<BillingSettings> {
     let id = scope.id();
     let old = billing(tx, scope)?;
     let mut v = Validation::default();
@@ -281,7 +281,7 @@ pub fn update_billing(tx: &WriteTransaction, scope: &CustomerScope, change: &Bil
 
 /// Deletes a customer with no financial records (with its users, settings and the dependents' data),
 /// or archives one that has some.
-pub fn remove(tx: &WriteTransaction, id: CustomerId, dependents: &Dependents) -> Result<Removal> {
+pub fn remove(tx: &WriteTx, id: CustomerId, dependents: &Dependents) -> Result<Removal> {
     let old = get_listed(tx, id)?;
     if dependents.hold_financial_records(tx, id)? {
         let now = Timestamp::now();
@@ -312,7 +312,7 @@ pub fn remove(tx: &WriteTransaction, id: CustomerId, dependents: &Dependents) ->
 }
 
 /// Brings an archived customer back: listed again, its users may sign in again.
-pub fn restore(tx: &WriteTransaction, id: CustomerId) -> Result<CustomerRecord> {
+pub fn restore(tx: &WriteTx, id: CustomerId) -> Result<CustomerRecord> {
     let old = get(tx, id)?.filter(|c| c.archived_at.is_some()).ok_or_else(|| Error::not_found("archived customer"))?;
     let mut restored = old.clone();
     restored.archived_at = None;
@@ -326,7 +326,7 @@ pub fn restore(tx: &WriteTransaction, id: CustomerId) -> Result<CustomerRecord> 
 // ---- indexes ----
 
 /// Writes `new` and moves its index entries from `old`.
-fn store_customer(tx: &WriteTransaction, old: Option<&Customer>, new: &Customer) -> Result<()> {
+fn store_customer(tx: &WriteTx, old: Option<&Customer>, new: &Customer) -> Result<()> {
     // Archiving and restoring record their own, more telling, entries.
     if old.is_none_or(|o| o.archived_at == new.archived_at) {
         let action = if old.is_none() { "create" } else { "update" };
@@ -356,13 +356,13 @@ fn store_customer(tx: &WriteTransaction, old: Option<&Customer>, new: &Customer)
     Ok(CUSTOMERS.insert(tx, &id, new)?)
 }
 
-fn unindex(tx: &WriteTransaction, old: &Customer) -> Result<()> {
+fn unindex(tx: &WriteTx, old: &Customer) -> Result<()> {
     unindex_lists(tx, old)?;
     search::reindex(tx, listed(old), None)
 }
 
 /// Removes every index entry of `old` but the search grams (which move by difference).
-fn unindex_lists(tx: &WriteTransaction, old: &Customer) -> Result<()> {
+fn unindex_lists(tx: &WriteTx, old: &Customer) -> Result<()> {
     let id = old.id.to_key();
     if let Some(stripe_id) = &old.stripe_customer_id {
         BY_STRIPE_ID.remove(tx, stripe_id.as_bytes())?;
@@ -585,10 +585,10 @@ mod tests {
     }
 
     impl CustomerData for Ledger {
-        fn holds_financial_records(&self, _: &WriteTransaction, _: CustomerId) -> Result<bool> {
+        fn holds_financial_records(&self, _: &WriteTx, _: CustomerId) -> Result<bool> {
             Ok(self.holds)
         }
-        fn remove_customer(&self, _: &WriteTransaction, _: CustomerId) -> Result<()> {
+        fn remove_customer(&self, _: &WriteTx, _: CustomerId) -> Result<()> {
             self.removed.store(true, Ordering::SeqCst);
             Ok(())
         }

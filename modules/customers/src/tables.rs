@@ -1,8 +1,8 @@
 //! The customers module's tables. Only this crate opens them; other modules call `customers::…` functions
 //! with their own transaction.
 
+use portal_core::WriteTx;
 use portal_core::{Index, Result, Table};
-use redb::WriteTransaction;
 
 use crate::model::{BillingSettings, Customer};
 
@@ -23,7 +23,7 @@ pub(crate) const GRAM_COUNTS: Index = Index::new("customers.search_gram_counts")
 /// Stripe customer id → customer id (unique)
 pub(crate) const BY_STRIPE_ID: Index = Index::new("customers.by_stripe_id");
 
-pub(crate) fn create_all(tx: &WriteTransaction) -> Result<()> {
+pub(crate) fn create_all(tx: &WriteTx) -> Result<()> {
     CUSTOMERS.create(tx)?;
     BILLING.create(tx)?;
     for index in [&LISTED, &ARCHIVED, &BY_STATUS, &SEARCH, &GRAM_COUNTS, &BY_STRIPE_ID] {

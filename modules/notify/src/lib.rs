@@ -23,7 +23,7 @@ impl portal_core::Module for NotifyModule {
     const NAME: &'static str = "notify";
     type Api = ();
 
-    fn install(tx: &redb::WriteTransaction) -> Result<()> {
+    fn install(tx: &portal_core::WriteTx) -> Result<()> {
         outbox::install(tx)
     }
 

@@ -1,8 +1,8 @@
 //! The outbox: messages of a channel with no transport configured, newest first, for the operator to read.
 
 use portal_core::table::Page;
+use portal_core::WriteTx;
 use portal_core::{Record, Result, Store, Table, Timestamp};
-use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -31,7 +31,7 @@ pub struct OutboxMessage {
 impl Record for OutboxMessage {}
 
 /// Creates the outbox table (run in the start-up transaction).
-pub fn install(tx: &WriteTransaction) -> Result<()> {
+pub fn install(tx: &WriteTx) -> Result<()> {
     Ok(OUTBOX.create(tx)?)
 }
 

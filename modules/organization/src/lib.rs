@@ -8,8 +8,8 @@ pub mod logo;
 pub mod model;
 pub mod service;
 
+use portal_core::WriteTx;
 use portal_core::{store, Context, Error, Module, Result};
-use redb::WriteTransaction;
 
 pub use api::{OrganizationApi, OrganizationView};
 
@@ -21,7 +21,7 @@ impl Module for OrganizationModule {
     const NAME: &'static str = "organization";
     type Api = OrganizationApi;
 
-    fn install(tx: &WriteTransaction) -> Result<()> {
+    fn install(tx: &WriteTx) -> Result<()> {
         service::PROFILE.create(tx)?;
         service::LOGO.create(tx)?;
         match store::schema_version(tx, Self::NAME)? {

@@ -2,8 +2,8 @@
 
 use portal_core::error::Validation;
 use portal_core::validate::{country, locale, postal_code, text};
+use portal_core::WriteTx;
 use portal_core::{audit, Error, ReadTx, Result, Table, Timestamp};
-use redb::WriteTransaction;
 
 use crate::logo;
 use crate::model::{Logo, LogoFormat, Organization};
@@ -54,7 +54,7 @@ pub struct OrganizationChange {
 
 /// Applies `change` (every bad field named in one 422) and records who changed the profile: its bank
 /// details are what customers pay to.
-pub fn update(tx: &WriteTransaction, change: &OrganizationChange) -> Result<Organization> {
+pub fn update(tx: &WriteTx, change: &OrganizationChange) -> Result<Organization> {
     let old = get(tx)?;
     let mut new = old.clone();
     let mut v = Validation::default();
@@ -133,7 +133,7 @@ pub fn check_logo(format: LogoFormat, bytes: &[u8]) -> Result<()> {
 }
 
 /// Replaces the logo after checking it.
-pub fn set_logo(tx: &WriteTransaction, format: LogoFormat, bytes: &[u8]) -> Result<Logo> {
+pub fn set_logo(tx: &WriteTx, format: LogoFormat, bytes: &[u8]) -> Result<Logo> {
     check_logo(format, bytes)?;
     let stored = Logo { format, bytes: bytes.to_vec(), updated_at: Timestamp::now() };
     LOGO.insert(tx, KEY, &stored)?;
@@ -142,7 +142,7 @@ pub fn set_logo(tx: &WriteTransaction, format: LogoFormat, bytes: &[u8]) -> Resu
 }
 
 /// Removes the logo; `not_found` when there is none.
-pub fn remove_logo(tx: &WriteTransaction) -> Result<()> {
+pub fn remove_logo(tx: &WriteTx) -> Result<()> {
     if !LOGO.remove(tx, KEY)? {
         return Err(Error::not_found("logo"));
     }

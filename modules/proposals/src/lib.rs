@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portal_core::ids::CustomerId;
+use portal_core::WriteTx;
 use portal_core::{store, Context, Error, Job, Module, Result, Timestamp};
 use portal_customers::{CustomerData, Dependents};
-use redb::WriteTransaction;
 
 pub use api::{MilestoneView, ProposalView, ProposalsApi};
 
@@ -27,11 +27,11 @@ pub struct ProposalsModule;
 struct CustomerProposals;
 
 impl CustomerData for CustomerProposals {
-    fn holds_financial_records(&self, tx: &WriteTransaction, customer: CustomerId) -> Result<bool> {
+    fn holds_financial_records(&self, tx: &WriteTx, customer: CustomerId) -> Result<bool> {
         service::any_accepted(tx, customer)
     }
 
-    fn remove_customer(&self, tx: &WriteTransaction, customer: CustomerId) -> Result<()> {
+    fn remove_customer(&self, tx: &WriteTx, customer: CustomerId) -> Result<()> {
         service::remove_customer(tx, customer)
     }
 }
@@ -40,7 +40,7 @@ impl Module for ProposalsModule {
     const NAME: &'static str = "proposals";
     type Api = ProposalsApi;
 
-    fn install(tx: &WriteTransaction) -> Result<()> {
+    fn install(tx: &WriteTx) -> Result<()> {
         tables::create_all(tx)?;
         match store::schema_version(tx, Self::NAME)? {
             0 => store::set_schema_version(tx, Self::NAME, SCHEMA_VERSION),

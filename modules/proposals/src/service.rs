@@ -6,10 +6,10 @@ use portal_core::error::Validation;
 use portal_core::ids::CustomerId;
 use portal_core::money::{parse_fixed, parse_non_negative_minor};
 use portal_core::table::{key, key_from, Page};
+use portal_core::WriteTx;
 use portal_core::{Currency, Error, Principal, ReadTx, Result, Timestamp};
 use portal_customers::CustomerScope;
 use portal_webhooks::EventKind;
-use redb::WriteTransaction;
 
 use crate::model::{Milestone, Proposal, ProposalId, ProposalStatus, WHOLE};
 use crate::tables::{BY_CUSTOMER, BY_CUSTOMER_STATUS, EXPIRY, PROPOSALS};
@@ -106,7 +106,7 @@ fn list_of(
 
 // ---- writes ----
 
-pub fn create(tx: &WriteTransaction, change: &ProposalChange) -> Result<Proposal> {
+pub fn create(tx: &WriteTx, change: &ProposalChange) -> Result<Proposal> {
     let customer_id = change.customer_id.ok_or_else(|| Error::invalid("customer_id", "is required"))?;
     // Admins only (the caller checked): the customer is named in the body, so a missing one is a 422.
     let scope = portal_customers::system_scope(tx, customer_id)
@@ -140,7 +140,7 @@ pub fn create(tx: &WriteTransaction, change: &ProposalChange) -> Result<Proposal
 }
 
 /// Edits a proposal that was not accepted. Editing a rejected or expired one reopens it as a draft.
-pub fn update(tx: &WriteTransaction, caller: &Principal, id: ProposalId, change: &ProposalChange) -> Result<Proposal> {
+pub fn update(tx: &WriteTx, caller: &Principal, id: ProposalId, change: &ProposalChange) -> Result<Proposal> {
     let old = get(tx, id)?.ok_or_else(|| Error::not_found("proposal"))?;
     portal_customers::scope_of(tx, caller, old.customer_id, "proposal")?;
     if old.status == ProposalStatus::Accepted {
@@ -163,7 +163,7 @@ pub fn update(tx: &WriteTransaction, caller: &Principal, id: ProposalId, change:
     Ok(new)
 }
 
-pub fn delete(tx: &WriteTransaction, caller: &Principal, id: ProposalId) -> Result<()> {
+pub fn delete(tx: &WriteTx, caller: &Principal, id: ProposalId) -> Result<()> {
     let old = get(tx, id)?.ok_or_else(|| Error::not_found("proposal"))?;
     portal_customers::scope_of(tx, caller, old.customer_id, "proposal")?;
     if old.status == ProposalStatus::Accepted {
@@ -175,7 +175,7 @@ pub fn delete(tx: &WriteTransaction, caller: &Principal, id: ProposalId) -> Resu
 }
 
 /// Records the customer's answer: only a draft or sent proposal that has not expired can get one.
-pub fn decide(tx: &WriteTransaction, caller: &Principal, id: ProposalId, accept: bool) -> Result<Proposal> {
+pub fn decide(tx: &WriteTx, caller: &Principal, id: ProposalId, accept: bool) -> Result<Proposal> {
     let old = get(tx, id)?.ok_or_else(|| Error::not_found("proposal"))?;
     portal_customers::scope_of(tx, caller, old.customer_id, "proposal")?;
     let now = Timestamp::now();
@@ -199,7 +199,7 @@ pub fn decide(tx: &WriteTransaction, caller: &Principal, id: ProposalId, accept:
 }
 
 /// Records as expired every open proposal whose `valid_until` has passed; returns how many.
-pub fn expire_due(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
+pub fn expire_due(tx: &WriteTx, now: Timestamp) -> Result<usize> {
     let upto = now.to_key();
     let mut due = Vec::new();
     EXPIRY.visit_keys_desc(tx, &[], Some(&upto), |k| {
@@ -218,7 +218,7 @@ pub fn expire_due(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
 }
 
 /// Removes every proposal of a customer being deleted (none of them accepted).
-pub fn remove_customer(tx: &WriteTransaction, customer: CustomerId) -> Result<()> {
+pub fn remove_customer(tx: &WriteTx, customer: CustomerId) -> Result<()> {
     for p in list_of(tx, customer, None, None, usize::MAX)? {
         unindex(tx, &p)?;
         PROPOSALS.remove(tx, &p.id.to_key())?;
@@ -236,7 +236,7 @@ fn status_word(status: ProposalStatus) -> &'static str {
     }
 }
 
-fn store(tx: &WriteTransaction, old: Option<&Proposal>, new: &Proposal) -> Result<()> {
+fn store(tx: &WriteTx, old: Option<&Proposal>, new: &Proposal) -> Result<()> {
     let action = match old {
         None => "create",
         Some(old) if old.status != new.status => status_word(new.status),
@@ -266,7 +266,7 @@ fn store(tx: &WriteTransaction, old: Option<&Proposal>, new: &Proposal) -> Resul
     Ok(PROPOSALS.insert(tx, &id, new)?)
 }
 
-fn unindex(tx: &WriteTransaction, old: &Proposal) -> Result<()> {
+fn unindex(tx: &WriteTx, old: &Proposal) -> Result<()> {
     let (cid, id) = (old.customer_id.to_key(), old.id.to_key());
     BY_CUSTOMER.remove(tx, &key(&[&cid, &id]))?;
     BY_CUSTOMER_STATUS.remove(tx, &key(&[&cid, &[old.status.tag()], &id]))?;

@@ -1,7 +1,7 @@
 //! The proposals module's tables.
 
+use portal_core::WriteTx;
 use portal_core::{Index, Result, Table};
-use redb::WriteTransaction;
 
 use crate::model::Proposal;
 
@@ -14,7 +14,7 @@ pub(crate) const BY_CUSTOMER_STATUS: Index = Index::new("proposals.by_customer_s
 /// valid_until (big-endian, sign-flipped micros) ‖ proposal id, for open proposals that can expire
 pub(crate) const EXPIRY: Index = Index::new("proposals.expiry");
 
-pub(crate) fn create_all(tx: &WriteTransaction) -> Result<()> {
+pub(crate) fn create_all(tx: &WriteTx) -> Result<()> {
     PROPOSALS.create(tx)?;
     for index in [&BY_CUSTOMER, &BY_CUSTOMER_STATUS, &EXPIRY] {
         index.create(tx)?;

@@ -5,15 +5,19 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use redb::{
     Database, DatabaseError, Durability, MultimapTableHandle, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, TableHandle,
+    ReadableTableMetadata, TableHandle,
 };
 use sha2::{Digest, Sha256};
 
+use crate::error::StoreError;
+use crate::snapshot::Snapshot;
 use crate::store::FILE_NAME;
+use crate::table::{raw, ReadTx};
 
 /// A backup or restore failure, worded for the operator running the command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +56,7 @@ error_from!(
     redb::CommitError,
     redb::SetDurabilityError,
     std::io::Error,
+    StoreError,
 );
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -83,10 +88,6 @@ pub struct Summary {
     pub sha256: String,
 }
 
-fn raw(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
-    TableDefinition::new(name)
-}
-
 /// The names of the tables `tx` sees. Every table of the portal is bytes → bytes; a multimap table (the
 /// portal has none) would not be copied, so its presence is an error rather than a silent loss.
 pub fn table_names(tx: &ReadTransaction) -> Result<Vec<String>> {
@@ -98,7 +99,7 @@ pub fn table_names(tx: &ReadTransaction) -> Result<Vec<String>> {
 
 /// Copies every table of `tx` into a new redb file at `dest` (which must not exist), calling `progress`
 /// as rows are copied, and returns what was written with its checksum. On failure `dest` is removed.
-pub fn snapshot(tx: &ReadTransaction, dest: &Path, progress: impl FnMut(Progress)) -> Result<Summary> {
+pub fn snapshot(tx: &impl Source, dest: &Path, progress: impl FnMut(Progress)) -> Result<Summary> {
     // `Database::create` would open an existing file: refuse to write into anything already there.
     File::options()
         .write(true)
@@ -124,11 +125,11 @@ pub fn is_secret(table: &str) -> bool {
     table.ends_with(".secrets")
 }
 
-fn copy_tables(tx: &ReadTransaction, dest: &Path, mut progress: impl FnMut(Progress)) -> Result<(usize, u64)> {
-    let names: Vec<String> = table_names(tx)?.into_iter().filter(|name| !is_secret(name)).collect();
+fn copy_tables(source: &impl Source, dest: &Path, mut progress: impl FnMut(Progress)) -> Result<(usize, u64)> {
+    let names: Vec<String> = source.names()?.into_iter().filter(|name| !is_secret(name)).collect();
     let mut rows_total = 0;
     for name in &names {
-        rows_total += tx.open_table(raw(name))?.len()?;
+        rows_total += source.rows(name)?;
     }
     let out = Database::create(dest)?;
     let mut state = Progress { rows_done: 0, rows_total };
@@ -137,24 +138,21 @@ fn copy_tables(tx: &ReadTransaction, dest: &Path, mut progress: impl FnMut(Progr
     batch.set_durability(Durability::None)?;
     let mut in_batch = 0;
     for name in &names {
-        let source = tx.open_table(raw(name))?;
         // Create even empty tables, so the restored store has the same shape.
-        let mut target = batch.open_table(raw(name))?;
-        for entry in source.iter()? {
-            let (k, v) = entry?;
-            target.insert(k.value(), v.value())?;
+        batch.open_table(raw(name))?;
+        source.each(name, &mut |k, v| {
+            batch.open_table(raw(name))?.insert(k, v)?;
             state.rows_done += 1;
             in_batch += 1;
             if in_batch == ROWS_PER_COMMIT {
-                drop(target);
-                batch.commit()?;
-                progress(state);
-                batch = out.begin_write()?;
+                let full = std::mem::replace(&mut batch, out.begin_write()?);
+                full.commit()?;
                 batch.set_durability(Durability::None)?;
-                target = batch.open_table(raw(name))?;
+                progress(state);
                 in_batch = 0;
             }
-        }
+            Ok(())
+        })?;
     }
     batch.set_durability(Durability::Immediate)?;
     batch.commit()?;
@@ -162,6 +160,64 @@ fn copy_tables(tx: &ReadTransaction, dest: &Path, mut progress: impl FnMut(Progr
     File::open(dest)?.sync_all()?;
     progress(state);
     Ok((names.len(), state.rows_done))
+}
+
+/// Called with every row of a table.
+pub type Visit<'v> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'v;
+
+/// What a snapshot copies: one read transaction of a redb file, or a snapshot of a store of either
+/// backend.
+pub trait Source {
+    /// The names of its tables.
+    fn names(&self) -> Result<Vec<String>>;
+    /// How many rows `table` holds.
+    fn rows(&self, table: &str) -> Result<u64>;
+    /// Visits every row of `table` in key order.
+    fn each(&self, table: &str, visit: &mut Visit<'_>) -> Result<()>;
+}
+
+impl Source for ReadTransaction {
+    fn names(&self) -> Result<Vec<String>> {
+        table_names(self)
+    }
+
+    fn rows(&self, table: &str) -> Result<u64> {
+        Ok(self.open_table(raw(table))?.len()?)
+    }
+
+    fn each(&self, table: &str, visit: &mut Visit<'_>) -> Result<()> {
+        for entry in self.open_table(raw(table))?.iter()? {
+            let (k, v) = entry?;
+            visit(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+}
+
+impl Source for Snapshot {
+    fn names(&self) -> Result<Vec<String>> {
+        match self.redb_transaction() {
+            Some(tx) => tx.names(),
+            None => self.table_names().map_err(Error::from),
+        }
+    }
+
+    fn rows(&self, table: &str) -> Result<u64> {
+        match self.redb_transaction() {
+            Some(tx) => tx.rows(table),
+            None => self.count(raw(table)).map_err(Error::from),
+        }
+    }
+
+    fn each(&self, table: &str, visit: &mut Visit<'_>) -> Result<()> {
+        match self.redb_transaction() {
+            Some(tx) => tx.each(table, visit),
+            None => self.scan_raw(raw(table), (Bound::Unbounded, Bound::Unbounded), false, |k, v| {
+                visit(k, v)?;
+                Ok::<_, Error>(true)
+            }),
+        }
+    }
 }
 
 /// Snapshots the store file at `store_file` while no server has it open (the offline `portal backup`).
@@ -320,7 +376,7 @@ mod tests {
     #[test]
     fn a_restore_drops_the_journal_a_crashed_store_left_beside_it() {
         use redb::StorageBackend;
-        const T: TableDefinition<&[u8], &[u8]> = TableDefinition::new("core.meta");
+        const T: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("core.meta");
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("source.redb");
         {

@@ -44,4 +44,5 @@ from_cause!(
     rmp_serde::decode::Error,
     std::io::Error,
     tokio::task::JoinError,
+    tokio_postgres::Error,
 );

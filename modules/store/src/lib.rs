@@ -14,14 +14,17 @@ pub mod backup;
 mod config;
 mod error;
 pub mod journal;
+mod pg;
 pub mod snapshot;
 pub mod store;
 pub mod table;
+mod write;
 
 pub use config::{StoreConfig, DEFAULT_CACHE_MB};
 pub use error::{Result, StoreError};
 pub use snapshot::Snapshot;
 pub use store::{on_commit, schema_version, set_schema_version, Changes, Store, FILE_NAME};
 pub use table::{Index, Page, ReadTx, Record, Table};
+pub use write::{TableMut, WriteTx};
 
 pub use redb;

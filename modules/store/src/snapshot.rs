@@ -5,31 +5,78 @@
 //! publishes a snapshot of it once it is durable: a read that starts after a write was acknowledged
 //! always sees it, and none sees a write that is not yet durable.
 
-use std::ops::{Bound, Deref};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableHandle};
 
 use crate::error::{Result, StoreError};
-use crate::table::{get_in, open_existing, scan_in, RawTable, ReadTx};
+use crate::pg::PgRead;
+use crate::table::{get_in, open_existing, scan_in, Named, ReadTx};
 
 type OpenTable = Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>;
 
-/// A read transaction (a consistent view of the store) with the tables opened in it so far.
-pub struct Snapshot {
+/// A consistent view of the store for one read: a redb snapshot (shared with the reads that start
+/// before the next commit), or a PostgreSQL read transaction of its own.
+pub struct Snapshot(View);
+
+enum View {
+    Redb(Arc<RedbView>),
+    Pg(Box<PgRead>),
+}
+
+impl Snapshot {
+    pub(crate) fn redb(view: Arc<RedbView>) -> Self {
+        Self(View::Redb(view))
+    }
+
+    pub(crate) fn pg(read: PgRead) -> Self {
+        Self(View::Pg(Box::new(read)))
+    }
+
+    /// The redb transaction, for code that walks a redb file itself (the backup's copy).
+    pub fn redb_transaction(&self) -> Option<&ReadTransaction> {
+        match &self.0 {
+            View::Redb(view) => Some(&view.tx),
+            View::Pg(_) => None,
+        }
+    }
+
+    /// How many rows `table` holds.
+    pub fn count(&self, table: Named<'_>) -> Result<u64> {
+        match &self.0 {
+            View::Redb(view) => match view.table(table)? {
+                Some(open) => Ok(redb::ReadableTableMetadata::len(&*open)?),
+                None => Ok(0),
+            },
+            View::Pg(read) => read.count(table),
+        }
+    }
+
+    /// The names of every table in the store.
+    pub fn table_names(&self) -> Result<Vec<String>> {
+        match &self.0 {
+            View::Redb(view) => crate::backup::table_names(&view.tx).map_err(StoreError::new),
+            View::Pg(read) => Ok(read.table_names()),
+        }
+    }
+}
+
+/// A redb read transaction with the tables opened in it so far.
+pub(crate) struct RedbView {
     tx: ReadTransaction,
     /// `None` for a table that does not exist in this snapshot.
     tables: Mutex<Vec<(String, Option<OpenTable>)>>,
 }
 
-impl Snapshot {
+impl RedbView {
     fn new(tx: ReadTransaction) -> Self {
         Self { tx, tables: Mutex::default() }
     }
 
     /// `table`, opened once per snapshot.
-    fn table(&self, table: RawTable) -> Result<Option<OpenTable>> {
+    fn table(&self, table: Named<'_>) -> Result<Option<OpenTable>> {
         let name = table.name();
         let mut tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, open)) = tables.iter().find(|(n, _)| n == name) {
@@ -41,33 +88,30 @@ impl Snapshot {
     }
 }
 
-/// The redb transaction, for code that walks the store itself (backup, audit listing).
-impl Deref for Snapshot {
-    type Target = ReadTransaction;
-
-    fn deref(&self) -> &ReadTransaction {
-        &self.tx
-    }
-}
-
 impl ReadTx for Snapshot {
     fn get_raw<R, E: From<StoreError>>(
         &self,
-        table: RawTable,
+        table: Named<'_>,
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
     ) -> Result<R, E> {
-        get_in(self.table(table)?.as_deref(), key, f)
+        match &self.0 {
+            View::Redb(view) => get_in(view.table(table)?.as_deref(), key, f),
+            View::Pg(read) => read.get(table, key, f),
+        }
     }
 
     fn scan_raw<E: From<StoreError>>(
         &self,
-        table: RawTable,
+        table: Named<'_>,
         range: (Bound<&[u8]>, Bound<&[u8]>),
         reverse: bool,
         visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
     ) -> Result<(), E> {
-        scan_in(self.table(table)?.as_deref(), range, reverse, visit)
+        match &self.0 {
+            View::Redb(view) => scan_in(view.table(table)?.as_deref(), range, reverse, visit),
+            View::Pg(read) => read.scan(table, range, reverse, visit),
+        }
     }
 }
 
@@ -75,21 +119,21 @@ impl ReadTx for Snapshot {
 #[derive(Default)]
 pub struct Snapshots {
     commits: AtomicU64,
-    shared: Mutex<Option<(u64, Arc<Snapshot>)>>,
+    shared: Mutex<Option<(u64, Arc<RedbView>)>>,
     /// Set by the first [`publish`](Self::publish): from then on reads take only published snapshots.
     published: AtomicBool,
 }
 
 impl Snapshots {
     /// A snapshot holding every commit made so far.
-    pub fn current(&self, db: &Database) -> Result<Arc<Snapshot>> {
+    pub(crate) fn current(&self, db: &Database) -> Result<Arc<RedbView>> {
         let commits = self.commits.load(Ordering::SeqCst);
         if let Some((taken_at, snapshot)) = &*self.lock() {
             if *taken_at == commits || self.published.load(Ordering::SeqCst) {
                 return Ok(snapshot.clone());
             }
         }
-        let snapshot = Arc::new(Snapshot::new(db.begin_read()?));
+        let snapshot = Arc::new(RedbView::new(db.begin_read()?));
         let mut shared = self.lock();
         // A commit since `commits` was read may or may not be in this snapshot: then it is not shared.
         if self.commits.load(Ordering::SeqCst) == commits {
@@ -108,7 +152,7 @@ impl Snapshots {
     /// Makes `tx` the snapshot every read takes until the next one is published: a store whose commits
     /// become durable after they return shows each to readers only then.
     pub fn publish(&self, tx: ReadTransaction) {
-        let snapshot = Arc::new(Snapshot::new(tx));
+        let snapshot = Arc::new(RedbView::new(tx));
         self.published.store(true, Ordering::SeqCst);
         let commits = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
         let retired = self.lock().replace((commits, snapshot));
@@ -122,7 +166,7 @@ impl Snapshots {
         drop(retired);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u64, Arc<Snapshot>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u64, Arc<RedbView>)>> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

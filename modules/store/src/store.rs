@@ -15,14 +15,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, TableDefinition};
 use tokio::sync::oneshot;
 
 use crate::config::StoreConfig;
 use crate::error::{Result, StoreError};
 use crate::journal::JournaledFile;
+use crate::pg::{Pg, PgRead, PgWrite};
 use crate::snapshot::{Snapshot, Snapshots};
 use crate::table::{RawTable, ReadTx};
+use crate::write::{Backend, WriteTx};
 
 /// The file name inside the data directory.
 pub const FILE_NAME: &str = "portal.redb";
@@ -44,7 +46,7 @@ struct WriteJob {
 }
 
 /// A write's closure, its return value and its own error boxed.
-type Run = dyn Fn(&WriteTransaction) -> Outcome + Send;
+type Run = dyn Fn(&WriteTx) -> Outcome + Send;
 
 /// What a write returned, typed again when it is delivered.
 type Value = Box<dyn Any + Send>;
@@ -73,6 +75,8 @@ enum Ran {
     Failed(usize, Failure),
     /// The transaction could not be begun or committed.
     CommitFailed(StoreError),
+    /// PostgreSQL refused the transaction for a race with another one: it may run again.
+    Conflict(StoreError),
 }
 
 /// Counts committed changes to some stored data, for the in-memory copies of it. A write that changes the
@@ -162,8 +166,23 @@ pub fn on_commit(hook: impl FnOnce() + Send + 'static) {
 
 /// The database and the snapshot its reads share.
 struct Db {
-    file: Database,
+    engine: Engine,
     snapshots: Snapshots,
+}
+
+/// The backend behind the store.
+enum Engine {
+    Redb(Database),
+    Pg(Arc<Pg>),
+}
+
+impl Engine {
+    fn redb(&self) -> Option<&Database> {
+        match self {
+            Engine::Redb(file) => Some(file),
+            Engine::Pg(_) => None,
+        }
+    }
 }
 
 /// Writes answered together, each with its result.
@@ -212,8 +231,12 @@ impl Store {
         Self::open_config(&StoreConfig::new(data_dir.to_path_buf()))
     }
 
-    /// Opens (creating if needed) the store `config` names.
+    /// Opens (creating if needed) the store `config` names: the PostgreSQL database of its URL, else the
+    /// redb file in its data directory.
     pub fn open_config(config: &StoreConfig) -> Result<Self> {
+        if let Some(url) = &config.database_url {
+            return Self::open_postgres(url, &config.database_schema);
+        }
         let data_dir = &config.data_dir;
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::new(format!("cannot create data dir {}: {e}", data_dir.display())))?;
@@ -227,6 +250,17 @@ impl Store {
         Ok(Self::from_database(db, path, Some(journal)))
     }
 
+    /// The store in the PostgreSQL database at `url`, its tables in `schema` (created if missing).
+    pub fn open_postgres(url: &str, schema: &str) -> Result<Self> {
+        let pg = Pg::open(url, schema)?;
+        let db = Arc::new(Db { engine: Engine::Pg(Arc::new(pg)), snapshots: Snapshots::default() });
+        let answer: Box<dyn Fn(Answers, Aftermath) + Send> = Box::new(move |answers, aftermath| {
+            aftermath.happen();
+            deliver(answers, Ok(()));
+        });
+        Ok(Self::with_writer(db, PathBuf::from(format!("postgres:{schema}")), None, answer, Vec::new()))
+    }
+
     /// A store that lives in memory only (to generate the OpenAPI document without touching disk).
     pub fn in_memory() -> Result<Self> {
         let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
@@ -235,16 +269,14 @@ impl Store {
 
     /// A store over `db`. With a `journal`, a commit is durable once the journal is synced after it (see
     /// [`acknowledge`]); without one, once it returns.
-    fn from_database(db: Database, path: PathBuf, journal: Option<JournaledFile>) -> Self {
-        let db = Arc::new(Db { file: db, snapshots: Snapshots::default() });
-        let (sender, receiver) = mpsc::channel::<WriteJob>();
+    fn from_database(file: Database, path: PathBuf, journal: Option<JournaledFile>) -> Self {
+        let db = Arc::new(Db { engine: Engine::Redb(file), snapshots: Snapshots::default() });
         let mut threads = Vec::new();
-        let (idle_journal, own_journal) = (journal.clone(), journal.clone());
-        let answer: Box<dyn Fn(Answers, Aftermath) + Send> = match journal {
+        let answer: Box<dyn Fn(Answers, Aftermath) + Send> = match journal.clone() {
             Some(journal) => {
                 // Reads see a commit only once it is durable: the answering thread publishes a snapshot
                 // of it after the sync. Until the first commit, reads see the store as opened.
-                if let Ok(view) = db.file.begin_read() {
+                if let Some(Ok(view)) = db.engine.redb().map(ReadableDatabase::begin_read) {
                     db.snapshots.publish(view);
                 }
                 let (to_acknowledge, committed) = mpsc::channel::<Committed>();
@@ -257,7 +289,7 @@ impl Store {
                 );
                 let viewing = Arc::clone(&db);
                 Box::new(move |answers, aftermath| {
-                    let view = viewing.file.begin_read().ok();
+                    let view = viewing.engine.redb().and_then(|file| file.begin_read().ok());
                     if let Err(mpsc::SendError((answers, ..))) = to_acknowledge.send((answers, aftermath, view)) {
                         deliver(answers, Err(StoreError::new("the store stopped before the write was durable")));
                     }
@@ -272,12 +304,26 @@ impl Store {
                 })
             }
         };
+        Self::with_writer(db, path, journal, answer, threads)
+    }
+
+    /// Starts the writer thread of `db`, whose committed groups `answer` answers (the other `threads`
+    /// help it).
+    fn with_writer(
+        db: Arc<Db>,
+        path: PathBuf,
+        journal: Option<JournaledFile>,
+        answer: Box<dyn Fn(Answers, Aftermath) + Send>,
+        mut threads: Vec<JoinHandle<()>>,
+    ) -> Self {
+        let (sender, receiver) = mpsc::channel::<WriteJob>();
         let writer_db = Arc::clone(&db);
+        let idle_journal = journal.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || write_groups(&writer_db, &receiver, answer, idle_journal));
         threads.splice(0..0, writer.ok());
-        Self { inner: Arc::new(Inner { db, path, journal: own_journal, writer: Some(sender), threads }) }
+        Self { inner: Arc::new(Inner { db, path, journal, writer: Some(sender), threads }) }
     }
 
     pub fn path(&self) -> &Path {
@@ -301,7 +347,7 @@ impl Store {
     /// acts on the transaction only; the caller gets the value of the run that was committed.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: Fn(&WriteTransaction) -> Result<T, E> + Send + 'static,
+        F: Fn(&WriteTx) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
@@ -323,7 +369,7 @@ impl Store {
     /// `write` for code that is not async (the command line, start-up).
     pub fn write_blocking<T: Send + 'static, E: From<StoreError> + Send + 'static>(
         &self,
-        f: impl Fn(&WriteTransaction) -> Result<T, E> + Send + 'static,
+        f: impl Fn(&WriteTx) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E> {
         let (reply, answer) = mpsc::channel();
         self.submit(job(f, move |result| {
@@ -343,6 +389,11 @@ impl Store {
         self.read(move |tx| crate::backup::snapshot(tx, &dest, |_| {}).map_err(StoreError::new)).await
     }
 
+    /// Whether the store is a PostgreSQL database (else a redb file).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.inner.db.engine, Engine::Pg(_))
+    }
+
     /// Checks that the store can be read (for `/health`): one key, on the calling thread.
     pub fn ping(&self) -> Result<()> {
         self.read_blocking(|tx| tx.get_raw(META, b"schema:core", |_| Ok(())))
@@ -359,13 +410,17 @@ impl Store {
 }
 
 fn run_read<T, E: From<StoreError>>(db: &Db, f: impl FnOnce(&Snapshot) -> Result<T, E>) -> Result<T, E> {
-    f(&*db.snapshots.current(&db.file)?)
+    let snapshot = match &db.engine {
+        Engine::Redb(file) => Snapshot::redb(db.snapshots.current(file)?),
+        Engine::Pg(pg) => Snapshot::pg(PgRead::new(Arc::clone(pg))),
+    };
+    f(&snapshot)
 }
 
 /// Wraps a write closure and the way to deliver its result into a queued job.
 fn job<T, E, F>(f: F, deliver: impl FnOnce(Result<T, E>) + Send + 'static) -> WriteJob
 where
-    F: Fn(&WriteTransaction) -> Result<T, E> + Send + 'static,
+    F: Fn(&WriteTx) -> Result<T, E> + Send + 'static,
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
@@ -489,7 +544,7 @@ fn commit_group(db: &Db, group: Vec<WriteJob>) -> (Answers, Aftermath) {
                 segments.push_front(segment.start..failed);
             }
             // A failed commit may leave the file unusable: the group as a whole is not durable.
-            Ran::CommitFailed(e) => {
+            Ran::CommitFailed(e) | Ran::Conflict(e) => {
                 failure = Some(e);
                 break;
             }
@@ -513,27 +568,58 @@ fn commit_group(db: &Db, group: Vec<WriteJob>) -> (Answers, Aftermath) {
     (group.into_iter().zip(results).map(answer).collect(), aftermath)
 }
 
-/// Runs `jobs` in one transaction, durable (fsynced) when `durable`, until one of them fails.
+/// How many times a PostgreSQL transaction refused for a race runs again before its writes fail.
+const MAX_CONFLICTS: u32 = 50;
+
+/// Runs `jobs` in one transaction, durable (fsynced) when `durable`, until one of them fails; on
+/// PostgreSQL again while it loses races with other nodes' transactions.
 fn run_together(db: &Db, jobs: &[WriteJob], durable: bool) -> Ran {
-    let tx = match begin(db, durable) {
-        Ok(tx) => tx,
-        Err(e) => return Ran::CommitFailed(e),
-    };
-    let ran = jobs.iter().enumerate().map(|(i, job)| run_job(&tx, job).map_err(|e| (i, e))).collect();
-    end(tx, ran)
+    let mut conflicts = 0;
+    loop {
+        let tx = match begin(db, durable) {
+            Ok(tx) => tx,
+            Err(e) => return Ran::CommitFailed(e),
+        };
+        let ran = jobs.iter().enumerate().map(|(i, job)| run_job(&tx, job).map_err(|e| (i, e))).collect();
+        match end(tx, ran) {
+            Ran::Conflict(e) if conflicts == MAX_CONFLICTS => return Ran::CommitFailed(e),
+            Ran::Conflict(_) => {
+                conflicts += 1;
+                // Back off a little, longer each time, so the racing transactions spread out.
+                let jitter = rand_millis(conflicts.min(8) * 2);
+                std::thread::sleep(std::time::Duration::from_millis(u64::from(conflicts.min(8)) + jitter));
+            }
+            ran => return ran,
+        }
+    }
+}
+
+/// A pseudo-random number of milliseconds below `bound` (jitter, not secrets).
+fn rand_millis(bound: u32) -> u64 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    u64::from(nanos % bound.max(1))
 }
 
 /// Begins the transaction of a group's writes, durable (fsynced) when `durable`.
-fn begin(db: &Db, durable: bool) -> Result<WriteTransaction> {
-    let mut tx = db.file.begin_write()?;
-    let durability = if durable { Durability::Immediate } else { Durability::None };
-    tx.set_durability(durability).map_err(|e| StoreError::new(format!("cannot set the commit durability: {e}")))?;
+fn begin(db: &Db, durable: bool) -> Result<WriteTx> {
+    let tx = match &db.engine {
+        Engine::Redb(file) => {
+            let mut tx = file.begin_write()?;
+            let durability = if durable { Durability::Immediate } else { Durability::None };
+            tx.set_durability(durability)
+                .map_err(|e| StoreError::new(format!("cannot set the commit durability: {e}")))?;
+            WriteTx(Backend::Redb(tx))
+        }
+        // Every PostgreSQL commit is durable (with the server's `synchronous_commit`).
+        Engine::Pg(pg) => WriteTx(Backend::Pg(PgWrite::begin(Arc::clone(pg)))),
+    };
     NOTED.with(|noted| *noted.borrow_mut() = Some(Vec::new()));
     ON_COMMIT.with(|hooks| *hooks.borrow_mut() = Some(Vec::new()));
     Ok(tx)
 }
 
-fn run_job(tx: &WriteTransaction, job: &WriteJob) -> Outcome {
+fn run_job(tx: &WriteTx, job: &WriteJob) -> Outcome {
     match catch_unwind(AssertUnwindSafe(|| (job.run)(tx))) {
         Ok(result) => result,
         Err(_) => Err(Failure::Store(StoreError::new("a store write panicked"))),
@@ -542,27 +628,42 @@ fn run_job(tx: &WriteTransaction, job: &WriteJob) -> Outcome {
 
 /// Commits the transaction when every write ran (`Ok` with their values), else aborts it (the write at
 /// the index failed).
-fn end(tx: WriteTransaction, ran: std::result::Result<Vec<Value>, (usize, Failure)>) -> Ran {
+fn end(tx: WriteTx, ran: std::result::Result<Vec<Value>, (usize, Failure)>) -> Ran {
     let aftermath = Aftermath {
         noted: NOTED.with(|noted| noted.borrow_mut().take()).unwrap_or_default(),
         hooks: ON_COMMIT.with(|hooks| hooks.borrow_mut().take()).unwrap_or_default(),
     };
-    match ran {
-        Ok(values) => match tx.commit() {
+    match (tx.0, ran) {
+        (Backend::Redb(tx), Ok(values)) => match tx.commit() {
             Ok(()) => Ran::Committed(values, aftermath),
             Err(e) => Ran::CommitFailed(e.into()),
         },
-        Err((at, e)) => {
+        (Backend::Redb(tx), Err((at, e))) => {
             let _ = tx.abort();
             Ran::Failed(at, e)
+        }
+        (Backend::Pg(tx), Ok(values)) => match tx.commit() {
+            Ok(()) => Ran::Committed(values, aftermath),
+            Err(failure) if failure.conflict => Ran::Conflict(failure.error),
+            Err(failure) => Ran::CommitFailed(failure.error),
+        },
+        (Backend::Pg(tx), Err((at, e))) => {
+            // A write that failed because the transaction lost a race did not fail on its own.
+            let conflict = tx.failure().filter(|failure| failure.conflict);
+            tx.rollback();
+            match conflict {
+                Some(failure) => Ran::Conflict(failure.error),
+                None => Ran::Failed(at, e),
+            }
         }
     }
 }
 
 /// An empty durable commit: makes the writes committed without fsync durable.
 fn sync(db: &Db) -> Result<()> {
-    let tx = db.file.begin_write()?;
-    tx.commit()?;
+    if let Engine::Redb(file) = &db.engine {
+        file.begin_write()?.commit()?;
+    }
     Ok(())
 }
 
@@ -576,9 +677,8 @@ pub fn open_database(path: &Path) -> std::result::Result<Database, redb::Databas
 }
 
 /// Creates the table of schema versions (in the start-up transaction).
-pub fn create_meta(tx: &WriteTransaction) -> Result<()> {
-    tx.open_table(META)?;
-    Ok(())
+pub fn create_meta(tx: &WriteTx) -> Result<()> {
+    tx.create_table(META)
 }
 
 /// The schema version a module last migrated its tables to (0 when never installed).
@@ -590,10 +690,9 @@ pub fn schema_version(tx: &impl ReadTx, module: &str) -> Result<u32> {
 }
 
 /// Records a module's schema version (inside the migration's own transaction).
-pub fn set_schema_version(tx: &WriteTransaction, module: &str, version: u32) -> Result<()> {
+pub fn set_schema_version(tx: &WriteTx, module: &str, version: u32) -> Result<()> {
     let key = format!("schema:{module}");
-    tx.open_table(META)?.insert(key.as_bytes(), version.to_be_bytes().as_slice())?;
-    Ok(())
+    tx.put_raw(META, key.as_bytes(), &version.to_be_bytes())
 }
 
 #[cfg(test)]
@@ -605,7 +704,7 @@ mod tests {
     use std::task::{Context as TaskContext, Poll, Waker};
 
     use redb::backends::InMemoryBackend;
-    use redb::{ReadableTable, StorageBackend};
+    use redb::StorageBackend;
 
     use super::*;
 
@@ -687,29 +786,30 @@ mod tests {
         let store = Store::from_database(db, PathBuf::from(":test:"), None);
         store
             .write_blocking(|tx| {
-                tx.open_table(DATA)?;
+                tx.create_table(DATA)?;
                 Ok::<_, TestError>(())
             })
             .unwrap();
         (store, state)
     }
 
-    fn put(tx: &WriteTransaction, key: &[u8]) -> Result<()> {
-        tx.open_table(DATA)?.insert(key, b"v".as_slice())?;
+    fn put(tx: &WriteTx, key: &[u8]) -> Result<()> {
+        tx.put_raw(DATA, key, b"v")?;
         Ok(())
     }
 
+    /// Every row of the test table, in key order.
+    fn rows(tx: &impl ReadTx) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut rows = Vec::new();
+        tx.scan_raw(DATA, (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded), false, |k, v| {
+            rows.push((k.to_vec(), v.to_vec()));
+            Ok::<_, TestError>(true)
+        })?;
+        Ok(rows)
+    }
+
     fn keys(store: &Store) -> Vec<Vec<u8>> {
-        store
-            .read_blocking(|tx| {
-                let table = tx.open_table(DATA)?;
-                let mut keys = Vec::new();
-                for entry in table.iter()? {
-                    keys.push(entry?.0.value().to_vec());
-                }
-                Ok::<_, TestError>(keys)
-            })
-            .unwrap()
+        store.read_blocking(|tx| Ok::<_, TestError>(rows(tx)?.into_iter().map(|(k, _)| k).collect())).unwrap()
     }
 
     type Pending<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
@@ -741,7 +841,7 @@ mod tests {
         (blocker, go)
     }
 
-    fn queue(store: &Store, f: impl Fn(&WriteTransaction) -> Result<()> + Send + 'static) -> Pending<()> {
+    fn queue(store: &Store, f: impl Fn(&WriteTx) -> Result<()> + Send + 'static) -> Pending<()> {
         let s = store.clone();
         let mut future: Pending<()> = Box::pin(async move { s.write(f).await });
         assert!(poll_once(&mut future).is_none());
@@ -884,7 +984,7 @@ mod tests {
         fn insert(store: &Store, keys: std::ops::Range<u32>) {
             store
                 .write_blocking(move |tx| {
-                    let mut table = tx.open_table(DATA)?;
+                    let mut table = tx.table(DATA)?;
                     for i in keys.clone() {
                         table.insert(i.to_be_bytes().as_slice(), value(i).as_slice())?;
                     }
@@ -893,7 +993,7 @@ mod tests {
                 .unwrap();
         }
         let dir = tempfile::tempdir().unwrap();
-        let config = StoreConfig { data_dir: dir.path().to_path_buf(), cache_mb: 1 };
+        let config = StoreConfig { cache_mb: 1, ..StoreConfig::new(dir.path().to_path_buf()) };
         {
             let store = Store::open_config(&config).unwrap();
             // One transaction of ~3 MB (three times the cache), then many small ones.
@@ -905,13 +1005,8 @@ mod tests {
         let store = Store::open_config(&config).unwrap();
         let stored = store
             .read_blocking(|tx| {
-                let table = tx.open_table(DATA)?;
-                let mut stored = Vec::new();
-                for entry in table.iter()? {
-                    let (key, found) = entry?;
-                    stored.push((u32::from_be_bytes(key.value().try_into().unwrap()), found.value().to_vec()));
-                }
-                Ok::<_, TestError>(stored)
+                let stored = rows(tx)?.into_iter().map(|(k, v)| (u32::from_be_bytes(k.try_into().unwrap()), v));
+                Ok::<_, TestError>(stored.collect::<Vec<_>>())
             })
             .unwrap();
         assert_eq!(stored.len(), 4_000);

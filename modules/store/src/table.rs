@@ -7,13 +7,22 @@ use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::ops::Bound;
 
-use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition, TableError, WriteTransaction};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition, TableError};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::{Result, StoreError};
+use crate::write::WriteTx;
 
 /// The untyped shape of every table.
 pub type RawTable = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// A table by a name that may not live for the whole program (tools that walk every table).
+pub type Named<'a> = TableDefinition<'a, &'static [u8], &'static [u8]>;
+
+/// The table named `name`.
+pub fn raw(name: &str) -> Named<'_> {
+    TableDefinition::new(name)
+}
 
 /// A stored struct. Bump `VERSION` when a change needs a migration; additive changes with
 /// `#[serde(default)]` do not.
@@ -46,7 +55,7 @@ pub trait ReadTx {
     /// Calls `f` with the stored bytes under `key`, if any.
     fn get_raw<R, E: From<StoreError>>(
         &self,
-        table: RawTable,
+        table: Named<'_>,
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
     ) -> Result<R, E>;
@@ -54,7 +63,7 @@ pub trait ReadTx {
     /// Visits `(key, value)` pairs in `range` (in reverse when `reverse`) until `visit` returns false.
     fn scan_raw<E: From<StoreError>>(
         &self,
-        table: RawTable,
+        table: Named<'_>,
         range: (Bound<&[u8]>, Bound<&[u8]>),
         reverse: bool,
         visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
@@ -64,7 +73,7 @@ pub trait ReadTx {
 /// `table` in a read transaction; `None` when it was never created (it reads as empty).
 pub(crate) fn open_existing(
     tx: &ReadTransaction,
-    table: RawTable,
+    table: Named<'_>,
 ) -> Result<Option<ReadOnlyTable<&'static [u8], &'static [u8]>>> {
     match tx.open_table(table) {
         Ok(t) => Ok(Some(t)),
@@ -121,7 +130,7 @@ where
 impl ReadTx for ReadTransaction {
     fn get_raw<R, E: From<StoreError>>(
         &self,
-        table: RawTable,
+        table: Named<'_>,
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
     ) -> Result<R, E> {
@@ -130,33 +139,12 @@ impl ReadTx for ReadTransaction {
 
     fn scan_raw<E: From<StoreError>>(
         &self,
-        table: RawTable,
+        table: Named<'_>,
         range: (Bound<&[u8]>, Bound<&[u8]>),
         reverse: bool,
         visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
     ) -> Result<(), E> {
         scan_in(open_existing(self, table)?.as_ref(), range, reverse, visit)
-    }
-}
-
-impl ReadTx for WriteTransaction {
-    fn get_raw<R, E: From<StoreError>>(
-        &self,
-        table: RawTable,
-        key: &[u8],
-        f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
-    ) -> Result<R, E> {
-        get_in(Some(&self.open_table(table).map_err(StoreError::from)?), key, f)
-    }
-
-    fn scan_raw<E: From<StoreError>>(
-        &self,
-        table: RawTable,
-        range: (Bound<&[u8]>, Bound<&[u8]>),
-        reverse: bool,
-        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
-    ) -> Result<(), E> {
-        scan_in(Some(&self.open_table(table).map_err(StoreError::from)?), range, reverse, visit)
     }
 }
 
@@ -229,9 +217,8 @@ impl<V: Record> Table<V> {
     }
 
     /// Creates the table if missing (run from a module's `install`).
-    pub fn create(&self, tx: &WriteTransaction) -> Result<()> {
-        tx.open_table(self.def)?;
-        Ok(())
+    pub fn create(&self, tx: &WriteTx) -> Result<()> {
+        tx.create_table(self.def)
     }
 
     pub fn get(&self, tx: &impl ReadTx, key: &[u8]) -> Result<Option<V>> {
@@ -242,15 +229,13 @@ impl<V: Record> Table<V> {
         tx.get_raw(self.def, key, |bytes| Ok(bytes.is_some()))
     }
 
-    pub fn insert(&self, tx: &WriteTransaction, key: &[u8], value: &V) -> Result<()> {
-        let bytes = encode(value)?;
-        tx.open_table(self.def)?.insert(key, bytes.as_slice())?;
-        Ok(())
+    pub fn insert(&self, tx: &WriteTx, key: &[u8], value: &V) -> Result<()> {
+        tx.put_raw(self.def, key, &encode(value)?)
     }
 
     /// Removes and returns whether something was there.
-    pub fn remove(&self, tx: &WriteTransaction, key: &[u8]) -> Result<bool> {
-        Ok(tx.open_table(self.def)?.remove(key)?.is_some())
+    pub fn remove(&self, tx: &WriteTx, key: &[u8]) -> Result<bool> {
+        tx.remove_raw(self.def, key)
     }
 
     /// Records whose keys start with `prefix`, newest (largest key) first, paged.
@@ -304,9 +289,8 @@ impl Index {
         self.def
     }
 
-    pub fn create(&self, tx: &WriteTransaction) -> Result<()> {
-        tx.open_table(self.def)?;
-        Ok(())
+    pub fn create(&self, tx: &WriteTx) -> Result<()> {
+        tx.create_table(self.def)
     }
 
     /// The stored form of `key`: behind the tag of a shared index.
@@ -319,13 +303,12 @@ impl Index {
     }
 
     /// Stores `key → target` (target is empty for key-only indexes).
-    pub fn put(&self, tx: &WriteTransaction, key: &[u8], target: &[u8]) -> Result<()> {
-        tx.open_table(self.def)?.insert(&*self.stored(key), target)?;
-        Ok(())
+    pub fn put(&self, tx: &WriteTx, key: &[u8], target: &[u8]) -> Result<()> {
+        tx.put_raw(self.def, &self.stored(key), target)
     }
 
-    pub fn remove(&self, tx: &WriteTransaction, key: &[u8]) -> Result<bool> {
-        Ok(tx.open_table(self.def)?.remove(&*self.stored(key))?.is_some())
+    pub fn remove(&self, tx: &WriteTx, key: &[u8]) -> Result<bool> {
+        tx.remove_raw(self.def, &self.stored(key))
     }
 
     /// The target stored under `key`.
@@ -381,20 +364,19 @@ impl Index {
     /// Moves every entry of `former`, a table that held this index on its own, into this shared index and
     /// deletes `former` (a migration step; a store without `former` is left as it is). Returns how many
     /// entries moved.
-    pub fn take_over(&self, tx: &WriteTransaction, former: &'static str) -> Result<u64> {
-        let former: RawTable = TableDefinition::new(former);
-        let mut moved = 0;
-        {
-            let from = tx.open_table(former)?;
-            let mut to = tx.open_table(self.def)?;
-            for entry in from.iter()? {
-                let (k, v) = entry?;
-                to.insert(&*self.stored(k.value()), v.value())?;
-                moved += 1;
-            }
+    pub fn take_over(&self, tx: &WriteTx, former: &'static str) -> Result<u64> {
+        let mut entries = Vec::new();
+        tx.scan_raw(TableDefinition::new(former), (Bound::Unbounded, Bound::Unbounded), false, |k, v| {
+            entries.push((self.stored(k).into_owned(), v.to_vec()));
+            Ok::<_, StoreError>(true)
+        })?;
+        let mut to = tx.table(self.def)?;
+        for (k, v) in &entries {
+            to.insert(k, v)?;
         }
+        drop(to);
         tx.delete_table(former)?;
-        Ok(moved)
+        Ok(u64::try_from(entries.len()).unwrap_or(u64::MAX))
     }
 
     /// Whether any key starts with `prefix`.
@@ -427,7 +409,7 @@ mod tests {
         const A: Index = Index::shared("test.indexes", b"\x01");
         const B: Index = Index::shared("test.indexes", b"\x02");
         let db = redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
-        let tx = db.begin_write().unwrap();
+        let tx = WriteTx(crate::write::Backend::Redb(db.begin_write().unwrap()));
         for k in [[1u8, 1], [1, 2], [2, 1]] {
             A.put(&tx, &k, b"a").unwrap();
         }

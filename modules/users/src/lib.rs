@@ -15,7 +15,7 @@ impl Module for UsersModule {
     type Api = UsersApi;
 
     /// Users live in the auth module's tables; this module has none of its own.
-    fn install(_tx: &redb::WriteTransaction) -> Result<()> {
+    fn install(_tx: &portal_core::WriteTx) -> Result<()> {
         Ok(())
     }
 

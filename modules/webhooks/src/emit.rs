@@ -3,15 +3,15 @@
 //! worker sends what is due, again after a crash, under the same `webhook-id`).
 
 use portal_core::table::key;
+use portal_core::WriteTx;
 use portal_core::{Error, Result, Timestamp};
-use redb::WriteTransaction;
 
 use crate::model::{Delivery, DeliveryId, DeliveryStatus, Event, EventId, EventKind};
 use crate::tables::{BY_ENDPOINT, DELIVERIES, DUE, ENDPOINTS, EVENTS};
 
 /// Records that `kind` happened, with `data` (the object as the API shows it) as the payload's `data`.
 /// Nothing is written when no endpoint listens for it.
-pub fn emit(tx: &WriteTransaction, kind: EventKind, data: serde_json::Value) -> Result<()> {
+pub fn emit(tx: &WriteTx, kind: EventKind, data: serde_json::Value) -> Result<()> {
     let mut listeners = Vec::new();
     ENDPOINTS.scan_prefix(tx, &[], |_, endpoint| {
         if endpoint.listens_to(kind) {

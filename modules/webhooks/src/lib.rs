@@ -15,8 +15,8 @@ mod worker;
 
 use std::time::Duration;
 
+use portal_core::WriteTx;
 use portal_core::{Context, Job, Module, Result};
-use redb::WriteTransaction;
 
 pub use api::WebhooksApi;
 pub use config::{AllowHttp, RetryDelays, WebhooksConfig};
@@ -30,7 +30,7 @@ impl Module for WebhooksModule {
     const NAME: &'static str = "webhooks";
     type Api = WebhooksApi;
 
-    fn install(tx: &WriteTransaction) -> Result<()> {
+    fn install(tx: &WriteTx) -> Result<()> {
         tables::create_all(tx)?;
         secrets::install(tx)
     }

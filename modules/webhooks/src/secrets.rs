@@ -7,8 +7,8 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use portal_core::WriteTx;
 use portal_core::{Error, ReadTx, Result, Timestamp};
-use redb::WriteTransaction;
 
 use crate::model::{EndpointId, SealedSecret};
 use crate::tables::SECRETS;
@@ -17,7 +17,7 @@ const KEY_NAME: &[u8] = b"endpoints";
 const PREFIX: &str = "whsec_";
 
 /// Creates the sealing key on first start (and after a restore).
-pub(crate) fn install(tx: &WriteTransaction) -> Result<()> {
+pub(crate) fn install(tx: &WriteTx) -> Result<()> {
     if SECRETS.get(tx, KEY_NAME)?.is_none() {
         let key: [u8; 32] = rand::random();
         SECRETS.put(tx, KEY_NAME, &key)?;

@@ -1,7 +1,7 @@
 //! The webhooks module's tables.
 
+use portal_core::WriteTx;
 use portal_core::{Index, Result, Table};
-use redb::WriteTransaction;
 
 use crate::model::{Delivery, Endpoint, Event};
 
@@ -20,7 +20,7 @@ pub(crate) const BY_ENDPOINT: Index = Index::shared(INDEXES, b"\x02");
 /// `key` → secret bytes (left out of backups): `endpoints` seals the endpoints' signing secrets
 pub(crate) const SECRETS: Index = Index::new("webhooks.secrets");
 
-pub(crate) fn create_all(tx: &WriteTransaction) -> Result<()> {
+pub(crate) fn create_all(tx: &WriteTx) -> Result<()> {
     ENDPOINTS.create(tx)?;
     EVENTS.create(tx)?;
     DELIVERIES.create(tx)?;

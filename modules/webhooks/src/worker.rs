@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use portal_core::table::{key, key_tail};
+use portal_core::WriteTx;
 use portal_core::{Error, ReadTx, Result, Store, Timestamp};
-use redb::WriteTransaction;
 
 use crate::config::WebhooksConfig;
 use crate::model::{Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId, Event};
@@ -209,13 +209,7 @@ fn ready(tx: &impl ReadTx, id: DeliveryId, now: Timestamp) -> Result<Option<Read
 }
 
 /// Records an attempt and what follows it: done, the next attempt, or the end.
-fn settle(
-    tx: &WriteTransaction,
-    id: DeliveryId,
-    attempt: &Attempt,
-    outcome: &Outcome,
-    delays: &[Duration],
-) -> Result<()> {
+fn settle(tx: &WriteTx, id: DeliveryId, attempt: &Attempt, outcome: &Outcome, delays: &[Duration]) -> Result<()> {
     let Some(mut delivery) = DELIVERIES.get(tx, &id.to_key())? else { return Ok(()) };
     unschedule(tx, &delivery)?;
     delivery.attempts.push(attempt.clone());
@@ -249,7 +243,7 @@ fn settle(
     Ok(())
 }
 
-pub(crate) fn abandon(tx: &WriteTransaction, id: DeliveryId, why: &str) -> Result<()> {
+pub(crate) fn abandon(tx: &WriteTx, id: DeliveryId, why: &str) -> Result<()> {
     let Some(mut delivery) = DELIVERIES.get(tx, &id.to_key())? else { return Ok(()) };
     unschedule(tx, &delivery)?;
     delivery.status = DeliveryStatus::Failed;
@@ -263,7 +257,7 @@ pub(crate) fn abandon(tx: &WriteTransaction, id: DeliveryId, why: &str) -> Resul
 }
 
 /// Takes a delivery off the due list.
-pub(crate) fn unschedule(tx: &WriteTransaction, delivery: &Delivery) -> Result<()> {
+pub(crate) fn unschedule(tx: &WriteTx, delivery: &Delivery) -> Result<()> {
     if let Some(at) = delivery.next_attempt_at {
         DUE.remove(tx, &due_key(delivery, at))?;
     }
@@ -271,7 +265,7 @@ pub(crate) fn unschedule(tx: &WriteTransaction, delivery: &Delivery) -> Result<(
 }
 
 /// Puts a delivery back on the due list for an attempt now (a replay asked for by an admin).
-pub(crate) fn replay(tx: &WriteTransaction, id: DeliveryId, now: Timestamp) -> Result<Delivery> {
+pub(crate) fn replay(tx: &WriteTx, id: DeliveryId, now: Timestamp) -> Result<Delivery> {
     let mut delivery = DELIVERIES.get(tx, &id.to_key())?.ok_or_else(|| Error::not_found("delivery"))?;
     unschedule(tx, &delivery)?;
     delivery.status = DeliveryStatus::Pending;
@@ -286,7 +280,7 @@ pub const KEEP_DAYS: i64 = 30;
 
 /// Removes deliveries and events older than [`KEEP_DAYS`] (ids are time-ordered: the oldest come first),
 /// at most `limit` of each; returns how many deliveries went.
-pub(crate) fn prune(tx: &WriteTransaction, now: Timestamp, limit: usize) -> Result<usize> {
+pub(crate) fn prune(tx: &WriteTx, now: Timestamp, limit: usize) -> Result<usize> {
     let cutoff = now.plus_secs(-KEEP_DAYS * 86_400);
     let mut old = Vec::new();
     DELIVERIES.scan_prefix(tx, &[], |_, d| {

@@ -8,10 +8,10 @@ pub(crate) mod rollup;
 use async_trait::async_trait;
 use portal_core::ids::CustomerId;
 use portal_core::table::prefix_range;
+use portal_core::WriteTx;
 use portal_core::{Result, Store};
 use portal_customers::model::Customer;
 use portal_customers::CustomerScope;
-use redb::WriteTransaction;
 
 use crate::events::Event;
 use crate::metrics::Figures;
@@ -43,16 +43,16 @@ impl AnalyticsProvider for LocalProvider {
 
 /// Adds a batch of validated events to `customer`'s rollups (inside the caller's transaction, so the
 /// batch is stored whole or not at all).
-pub fn store_events(tx: &WriteTransaction, scope: &CustomerScope, events: &[Event]) -> Result<()> {
+pub fn store_events(tx: &WriteTx, scope: &CustomerScope, events: &[Event]) -> Result<()> {
     rollup::apply(tx, scope.id(), events)
 }
 
 /// Removes every rollup of a customer being deleted.
-pub(crate) fn remove_customer(tx: &WriteTransaction, customer: CustomerId) -> Result<()> {
+pub(crate) fn remove_customer(tx: &WriteTx, customer: CustomerId) -> Result<()> {
     let (start, end) = prefix_range(&customer.to_key());
     for table in rollup_tables() {
         let range = (start.as_ref().map(Vec::as_slice), end.as_ref().map(Vec::as_slice));
-        tx.open_table(table)?.retain_in::<&[u8], _>(range, |_, _| false)?;
+        tx.remove_range_raw(table, range)?;
     }
     Ok(())
 }

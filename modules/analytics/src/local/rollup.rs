@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use portal_core::ids::CustomerId;
 use portal_core::table::{decode, encode, key};
 use portal_core::{Error, Record, Result};
-use redb::{ReadableTable, WriteTransaction};
+use portal_core::{TableMut, WriteTx};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
@@ -25,8 +25,6 @@ use crate::events::Event;
 use crate::metrics::{ENGAGED_EVENTS, ENGAGED_MSEC};
 use crate::range::Day;
 use crate::tables::{DAY_EVENTS, DAY_NEW_USERS, DAY_TOTALS, DAY_USERS, SESSIONS, USERS, USER_COUNTERS};
-
-type RawTableMut<'tx> = redb::Table<'tx, &'static [u8], &'static [u8]>;
 
 /// One day's counters for one customer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -108,12 +106,12 @@ fn decode_user(bytes: &[u8]) -> Option<(u32, Day)> {
     Some((u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?), Day::from_key(bytes.get(4..)?)?))
 }
 
-fn read_u64(table: &RawTableMut<'_>, k: &[u8]) -> Result<u64> {
-    Ok(table.get(k)?.and_then(|g| g.value().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0))
+fn read_u64(table: &TableMut<'_>, k: &[u8]) -> Result<u64> {
+    Ok(table.get(k)?.and_then(|g| g.as_slice().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0))
 }
 
 /// Adds `events` (already validated) to `customer`'s rollups.
-pub(crate) fn apply(tx: &WriteTransaction, customer: CustomerId, events: &[Event]) -> Result<()> {
+pub(crate) fn apply(tx: &WriteTx, customer: CustomerId, events: &[Event]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -133,7 +131,7 @@ pub(crate) fn apply(tx: &WriteTransaction, customer: CustomerId, events: &[Event
         *names.entry((e.day, e.event_name.as_str())).or_default() += 1;
     }
     write_days(tx, &c, &days)?;
-    let mut table = tx.open_table(DAY_EVENTS.raw())?;
+    let mut table = tx.table(DAY_EVENTS.raw())?;
     for ((day, name), count) in names {
         let k = key(&[&c, &day.to_key(), name.as_bytes()]);
         let total = read_u64(&table, &k)? + count;
@@ -144,16 +142,11 @@ pub(crate) fn apply(tx: &WriteTransaction, customer: CustomerId, events: &[Event
 
 /// Gives every user of the batch its ordinal (new users get the next ones) and moves first-seen days
 /// that the batch makes earlier. Returns each event's user ordinal.
-fn resolve_users(
-    tx: &WriteTransaction,
-    c: &[u8; 16],
-    events: &[Event],
-    days: &mut BTreeMap<Day, DayDelta>,
-) -> Result<Vec<u32>> {
-    let mut users = tx.open_table(USERS.raw())?;
-    let mut counters = tx.open_table(USER_COUNTERS.raw())?;
+fn resolve_users(tx: &WriteTx, c: &[u8; 16], events: &[Event], days: &mut BTreeMap<Day, DayDelta>) -> Result<Vec<u32>> {
+    let mut users = tx.table(USERS.raw())?;
+    let mut counters = tx.table(USER_COUNTERS.raw())?;
     let stored_next =
-        counters.get(c.as_slice())?.and_then(|g| g.value().try_into().ok().map(u32::from_be_bytes)).unwrap_or(0);
+        counters.get(c.as_slice())?.and_then(|g| g.as_slice().try_into().ok().map(u32::from_be_bytes)).unwrap_or(0);
     let mut next = stored_next;
     let mut slots: HashMap<&str, UserSlot> = HashMap::new();
     let mut ordinals = Vec::with_capacity(events.len());
@@ -162,7 +155,7 @@ fn resolve_users(
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
                 let k = key(&[c, e.user_id.as_bytes()]);
-                let stored = users.get(k.as_slice())?.and_then(|g| decode_user(g.value()));
+                let stored = users.get(k.as_slice())?.and_then(|g| decode_user(&g));
                 let slot = match stored {
                     Some((ordinal, first)) => UserSlot { ordinal, stored_first: Some(first), first },
                     None => {
@@ -197,7 +190,7 @@ fn resolve_users(
 /// Merges the batch into each session's state and moves the session and engaged-session counts to the
 /// session's (possibly earlier) first day and (possibly new) engagement.
 fn tally_sessions(
-    tx: &WriteTransaction,
+    tx: &WriteTx,
     c: &[u8; 16],
     events: &[Event],
     ordinals: &[u32],
@@ -214,10 +207,10 @@ fn tally_sessions(
         s.events += 1;
         s.engagement_msec += e.engagement_msec;
     }
-    let mut table = tx.open_table(SESSIONS.raw())?;
+    let mut table = tx.table(SESSIONS.raw())?;
     for ((ordinal, session_id), mut session) in batch {
         let k = key(&[c, &ordinal.to_be_bytes(), session_id.as_bytes()]);
-        let old = table.get(k.as_slice())?.and_then(|g| Session::decode(g.value()));
+        let old = table.get(k.as_slice())?.and_then(|g| Session::decode(&g));
         if let Some(old) = old {
             let d = days.entry(old.day).or_default();
             d.sessions -= 1;
@@ -238,9 +231,9 @@ fn add_signed(value: u64, delta: i64) -> u64 {
     value.saturating_add_signed(delta)
 }
 
-fn update_bitmap(table: &mut RawTableMut<'_>, k: &[u8], change: impl FnOnce(&mut RoaringBitmap)) -> Result<()> {
+fn update_bitmap(table: &mut TableMut<'_>, k: &[u8], change: impl FnOnce(&mut RoaringBitmap)) -> Result<()> {
     let mut set = match table.get(k)? {
-        Some(g) => bitmap::decode(g.value())?,
+        Some(g) => bitmap::decode(&g)?,
         None => RoaringBitmap::new(),
     };
     change(&mut set);
@@ -252,10 +245,10 @@ fn update_bitmap(table: &mut RawTableMut<'_>, k: &[u8], change: impl FnOnce(&mut
     Ok(())
 }
 
-fn write_days(tx: &WriteTransaction, c: &[u8; 16], days: &BTreeMap<Day, DayDelta>) -> Result<()> {
-    let mut active = tx.open_table(DAY_USERS.raw())?;
-    let mut first_seen = tx.open_table(DAY_NEW_USERS.raw())?;
-    let mut totals = tx.open_table(DAY_TOTALS.raw())?;
+fn write_days(tx: &WriteTx, c: &[u8; 16], days: &BTreeMap<Day, DayDelta>) -> Result<()> {
+    let mut active = tx.table(DAY_USERS.raw())?;
+    let mut first_seen = tx.table(DAY_NEW_USERS.raw())?;
+    let mut totals = tx.table(DAY_TOTALS.raw())?;
     for (day, d) in days {
         let k = key(&[c, &day.to_key()]);
         if !d.active.is_empty() {
@@ -270,7 +263,7 @@ fn write_days(tx: &WriteTransaction, c: &[u8; 16], days: &BTreeMap<Day, DayDelta
             })?;
         }
         let mut t: DayTotals = match totals.get(k.as_slice())? {
-            Some(g) => decode(g.value())?,
+            Some(g) => decode(&g)?,
             None => DayTotals::default(),
         };
         t.events += d.events;

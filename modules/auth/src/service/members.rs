@@ -3,8 +3,8 @@
 
 use portal_core::error::Validation;
 use portal_core::ids::CustomerId;
+use portal_core::WriteTx;
 use portal_core::{Result, Role};
-use redb::WriteTransaction;
 
 use super::{create_reset_token, new_user, remove_reset_token, AuthService};
 use crate::model::User;
@@ -32,7 +32,7 @@ impl AuthService {
     pub async fn add_member(
         &self,
         new: NewMember,
-        precondition: impl Fn(&WriteTransaction) -> Result<()> + Send + 'static,
+        precondition: impl Fn(&WriteTx) -> Result<()> + Send + 'static,
     ) -> Result<User> {
         let email = users::normalize_email(&new.email);
         let mut v = Validation::default();

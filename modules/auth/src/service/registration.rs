@@ -111,7 +111,7 @@ impl AuthService {
     }
 
     /// Forgets registrations whose link ran out.
-    pub(super) fn sweep_registrations(tx: &redb::WriteTransaction, now: Timestamp) -> Result<usize> {
+    pub(super) fn sweep_registrations(tx: &portal_core::WriteTx, now: Timestamp) -> Result<usize> {
         sweep_expired(tx, &PENDING_REGISTRATIONS, now, |p: &PendingRegistration| p.expires_at)
     }
 }

@@ -10,8 +10,8 @@ pub(crate) mod sender;
 use poem_openapi::Enum;
 use portal_core::ids::CustomerId;
 use portal_core::table::{key, key_from};
+use portal_core::WriteTx;
 use portal_core::{Index, ReadTx, Record, Result, Table, Timestamp};
-use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{CreditNoteId, Invoice, InvoiceId, InvoiceStatus};
@@ -60,7 +60,7 @@ const MAILS: Table<InvoiceMail> = Table::new("billing.invoice_mails");
 /// next attempt (timestamp key) ‖ invoice id ‖ mail id: the mails still to send
 const QUEUE: Index = Index::new("billing.mail_queue");
 
-pub(crate) fn install(tx: &WriteTransaction) -> Result<()> {
+pub(crate) fn install(tx: &WriteTx) -> Result<()> {
     MAILS.create(tx)?;
     QUEUE.create(tx)?;
     reminders::install(tx)
@@ -69,7 +69,7 @@ pub(crate) fn install(tx: &WriteTransaction) -> Result<()> {
 /// Records the mails a change of an invoice calls for, in the change's transaction: the issue mail for a
 /// new pending invoice, a receipt when it is paid, a notice when more of it is refunded. Reminders follow
 /// the invoice while it is outstanding.
-pub(crate) fn on_change(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invoice) -> Result<()> {
+pub(crate) fn on_change(tx: &WriteTx, old: Option<&Invoice>, new: &Invoice) -> Result<()> {
     let now = Timestamp::now();
     match old {
         None if new.status == InvoiceStatus::Pending => {
@@ -90,7 +90,7 @@ pub(crate) fn on_change(tx: &WriteTransaction, old: Option<&Invoice>, new: &Invo
 
 /// Schema 3: invoices outstanding from before invoice mail get a pay link and the reminders still to come
 /// (none that would already have gone out: an upgrade sends no burst of reminders).
-pub(crate) fn adopt_outstanding(tx: &WriteTransaction, now: Timestamp) -> Result<usize> {
+pub(crate) fn adopt_outstanding(tx: &WriteTx, now: Timestamp) -> Result<usize> {
     let mut outstanding = Vec::new();
     crate::invoices::scan_all(tx, |invoice| {
         if invoice.status.is_outstanding() {
@@ -110,7 +110,7 @@ pub(crate) fn adopt_outstanding(tx: &WriteTransaction, now: Timestamp) -> Result
 
 /// Records a mail to the invoice's customer and queues it.
 pub(crate) fn record(
-    tx: &WriteTransaction,
+    tx: &WriteTx,
     invoice: &Invoice,
     kind: MailKind,
     reminder_day: Option<i32>,
@@ -156,12 +156,7 @@ fn recipients(tx: &impl ReadTx, customer: CustomerId) -> Result<Vec<String>> {
 }
 
 /// Mails an issued invoice again on an admin's request, with a new pay link while it is open.
-pub fn resend(
-    tx: &WriteTransaction,
-    caller: &portal_core::Principal,
-    id: InvoiceId,
-    now: Timestamp,
-) -> Result<InvoiceMail> {
+pub fn resend(tx: &WriteTx, caller: &portal_core::Principal, id: InvoiceId, now: Timestamp) -> Result<InvoiceMail> {
     let (invoice, _) = crate::invoices::visible(tx, caller, id)?;
     if invoice.status == InvoiceStatus::Draft {
         return Err(portal_core::Error::conflict("a draft invoice is not sent"));
@@ -220,7 +215,7 @@ pub(crate) enum Attempt {
 }
 
 /// Takes a mail out of the queue (sent, or given up) or moves its next attempt later.
-pub(crate) fn settle(tx: &WriteTransaction, queued: &Queued, attempt: &Attempt) -> Result<()> {
+pub(crate) fn settle(tx: &WriteTx, queued: &Queued, attempt: &Attempt) -> Result<()> {
     let record_key = key_from(&queued.queue_key, 8);
     let Some(mut stored) = MAILS.get(tx, record_key)? else { return Ok(()) };
     if !QUEUE.remove(tx, &queued.queue_key)? {

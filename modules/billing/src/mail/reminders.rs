@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use portal_core::table::{key, key_from};
+use portal_core::WriteTx;
 use portal_core::{Index, Job, Result, Timestamp};
-use redb::WriteTransaction;
 
 use super::MailKind;
 use crate::config::BillingConfig;
@@ -20,14 +20,14 @@ const REMINDED: Index = Index::new("billing.reminded");
 
 const DAY_SECS: i64 = 86_400;
 
-pub(crate) fn install(tx: &WriteTransaction) -> Result<()> {
+pub(crate) fn install(tx: &WriteTx) -> Result<()> {
     REMINDABLE.create(tx)?;
     Ok(REMINDED.create(tx)?)
 }
 
 /// Keeps an invoice on the reminder schedule while it is outstanding (the job takes it off after its last
 /// reminder), and takes it off when it is not.
-pub(crate) fn follow(tx: &WriteTransaction, invoice: &Invoice) -> Result<()> {
+pub(crate) fn follow(tx: &WriteTx, invoice: &Invoice) -> Result<()> {
     let entry = key(&[&invoice.due_date.to_key(), &invoice.id.to_key()]);
     if invoice.status.is_outstanding() {
         REMINDABLE.put(tx, &entry, &[])?;
@@ -39,7 +39,7 @@ pub(crate) fn follow(tx: &WriteTransaction, invoice: &Invoice) -> Result<()> {
 
 /// Puts an invoice issued before reminders existed on the schedule, as if every reminder day that has
 /// passed had been sent.
-pub(crate) fn adopt(tx: &WriteTransaction, invoice: &Invoice, now: Timestamp) -> Result<()> {
+pub(crate) fn adopt(tx: &WriteTx, invoice: &Invoice, now: Timestamp) -> Result<()> {
     follow(tx, invoice)?;
     let passed = (now.unix_secs() - invoice.due_date.unix_secs()).div_euclid(DAY_SECS);
     let passed = i32::try_from(passed.clamp(-1_000, 1_000)).unwrap_or(0);
@@ -61,7 +61,7 @@ fn due_day(invoice: &Invoice, schedule: &[i32], last: Option<i32>, now: Timestam
 }
 
 /// Records the reminders due at `now`; returns how many.
-pub(crate) fn run(tx: &WriteTransaction, schedule: &[i32], now: Timestamp) -> Result<usize> {
+pub(crate) fn run(tx: &WriteTx, schedule: &[i32], now: Timestamp) -> Result<usize> {
     let Some(first) = schedule.first() else { return Ok(0) };
     let last_day = schedule.last().copied().unwrap_or(*first);
     // An invoice's first reminder comes `first` days from its due date: none is due for later due dates.

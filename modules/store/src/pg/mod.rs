@@ -1,0 +1,154 @@
+//! The PostgreSQL backend: the same bytes → bytes tables as the redb file, one PostgreSQL table each
+//! (`key bytea primary key, value bytea`) in the configured schema, so several portal processes can
+//! serve one database. bytea compares as bytes, so range scans see keys in the order redb does.
+//!
+//! The store's API is synchronous (closures run on the writer thread or a blocking thread), so the
+//! connections are driven by a small runtime of their own and the store's threads wait on their answers.
+//! A read is one `REPEATABLE READ READ ONLY` transaction (one consistent view, like a redb snapshot); a
+//! write group is one `SERIALIZABLE` transaction, run again when PostgreSQL reports a serialization
+//! failure (another node wrote what it read).
+
+mod conn;
+mod read;
+mod session;
+mod sql;
+mod write;
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError, RwLock};
+
+pub(crate) use read::PgRead;
+pub(crate) use session::describe;
+pub(crate) use write::PgWrite;
+
+use crate::error::{Result, StoreError};
+use conn::Conn;
+
+/// Connections kept open between uses (more are opened while needed, then closed).
+const MAX_IDLE: usize = 16;
+
+/// A PostgreSQL database holding the portal's tables in `schema`.
+pub(crate) struct Pg {
+    driver: Driver,
+    config: tokio_postgres::Config,
+    schema: String,
+    idle: Mutex<Vec<Conn>>,
+    /// The tables that exist: a read of any other finds nothing, as in a redb file without it.
+    tables: RwLock<HashSet<String>>,
+}
+
+/// The runtime that drives the connections; shut down without waiting when the store goes.
+struct Driver(Option<tokio::runtime::Runtime>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Pg {
+    /// Connects to the database `url` names, creates `schema` if missing and learns its tables.
+    pub(crate) fn open(url: &str, schema: &str) -> Result<Self> {
+        if schema.is_empty() || !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(StoreError::new(format!("the schema name {schema:?} may hold only letters, digits and _")));
+        }
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::new(format!("cannot read the database URL: {e}")))?;
+        if config.get_application_name().is_none() {
+            config.application_name("portal");
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("store-pg")
+            .enable_all()
+            .build()?;
+        let pg = Self {
+            driver: Driver(Some(runtime)),
+            config,
+            schema: schema.to_string(),
+            idle: Mutex::default(),
+            tables: RwLock::default(),
+        };
+        let mut conn = pg.connect()?;
+        let version: i32 = conn.scalar("SELECT current_setting('server_version_num')::int", &[])?;
+        if version < 150_000 {
+            return Err(StoreError::new(format!("PostgreSQL 15 or newer is needed; the server runs {version}")));
+        }
+        // Two nodes starting together may both create the schema: the loser's error is harmless.
+        let created = conn.batch(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""));
+        if created.is_err() && !pg.schema_exists(&mut conn)? {
+            created?;
+        }
+        let names = conn.query(sql::TABLES, &[&schema])?;
+        *pg.tables.write().unwrap_or_else(PoisonError::into_inner) =
+            names.iter().filter_map(|row| row.try_get::<_, String>(0).ok()).collect();
+        pg.give_back(conn);
+        Ok(pg)
+    }
+
+    fn schema_exists(&self, conn: &mut Conn) -> Result<bool> {
+        Ok(conn.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&self.schema])?.len() == 1)
+    }
+
+    /// An open connection: an idle one, else a new one.
+    pub(crate) fn take(&self) -> Result<Conn> {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        match idle {
+            Some(conn) if !conn.is_closed() => Ok(conn),
+            _ => self.connect(),
+        }
+    }
+
+    /// Returns a connection after use (dropped if it broke or enough are idle already).
+    pub(crate) fn give_back(&self, conn: Conn) {
+        if conn.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+
+    fn connect(&self) -> Result<Conn> {
+        let runtime = self.driver.0.as_ref().ok_or_else(|| StoreError::new("the store is closed"))?;
+        Conn::connect(runtime, &self.config)
+    }
+
+    /// The quoted, schema-qualified name of the portal table `name`.
+    pub(crate) fn qualified(&self, name: &str) -> Result<String> {
+        if name.contains('"') {
+            return Err(StoreError::new(format!("bad table name {name:?}")));
+        }
+        Ok(format!("\"{}\".\"{name}\"", self.schema))
+    }
+
+    pub(crate) fn has_table(&self, name: &str) -> bool {
+        self.tables.read().unwrap_or_else(PoisonError::into_inner).contains(name)
+    }
+
+    fn learned_table(&self, name: &str, exists: bool) {
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        if exists {
+            tables.insert(name.to_string());
+        } else {
+            tables.remove(name);
+        }
+    }
+
+    /// The names of the portal's tables.
+    pub(crate) fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.tables.read().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+/// Whether a PostgreSQL error means the transaction lost a race with another and should run again.
+pub(crate) fn is_conflict(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+}

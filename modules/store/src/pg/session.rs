@@ -1,0 +1,203 @@
+//! A transaction on one connection, begun with its first statement (the `BEGIN` goes in the same round
+//! trip), and the reads both kinds of transaction share.
+
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio_postgres::Row;
+
+use super::conn::{Conn, Params};
+use super::{is_conflict, sql, Pg};
+use crate::error::{Result, StoreError};
+use crate::table::Named;
+
+/// Rows fetched per round trip of a scan at first; later batches grow to [`MAX_BATCH`] (most scans stop
+/// after a page of a list, a few read a whole table).
+const FIRST_BATCH: i64 = 64;
+const MAX_BATCH: i64 = 2048;
+
+pub(crate) struct Session {
+    pg: Arc<Pg>,
+    /// Taken from the pool on first use, given back at the end.
+    conn: Option<Conn>,
+    ended: bool,
+    begin: &'static str,
+    begun: bool,
+    /// The first error of the transaction: PostgreSQL refuses everything after it until the end.
+    failure: Option<Failure>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Failure {
+    pub error: StoreError,
+    /// A serialization failure or deadlock: the transaction should run again.
+    pub conflict: bool,
+}
+
+impl Session {
+    pub(crate) fn new(pg: Arc<Pg>, begin: &'static str) -> Self {
+        Self { pg, conn: None, ended: false, begin, begun: false, failure: None }
+    }
+
+    pub(crate) fn failure(&self) -> Option<Failure> {
+        self.failure.clone()
+    }
+
+    fn conn(&mut self) -> Result<&mut Conn> {
+        if let Some(failure) = &self.failure {
+            return Err(failure.error.clone());
+        }
+        if self.ended {
+            return Err(StoreError::new("the transaction has ended"));
+        }
+        if self.conn.is_none() {
+            self.conn = Some(self.pg.take()?);
+        }
+        self.conn.as_mut().ok_or_else(|| StoreError::new("no database connection"))
+    }
+
+    fn note<T>(&mut self, result: Result<T, tokio_postgres::Error>) -> Result<T> {
+        result.map_err(|e| {
+            let error = StoreError::new(format!("database: {}", describe(&e)));
+            self.failure = Some(Failure { error: error.clone(), conflict: is_conflict(&e) });
+            error
+        })
+    }
+
+    pub(crate) fn rows(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        let (begin, begun) = (self.begin, self.begun);
+        let conn = self.conn()?;
+        let rows = if begun { conn.query(sql, params) } else { conn.query_after(begin, sql, params) };
+        self.begun = true;
+        self.note(rows)
+    }
+
+    pub(crate) fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64> {
+        self.begin_now()?;
+        let done = self.conn()?.execute(sql, params);
+        self.note(done)
+    }
+
+    /// Statements without parameters (DDL).
+    pub(crate) fn batch(&mut self, sql: &str) -> Result<()> {
+        self.begin_now()?;
+        let conn = self.conn()?;
+        let done = conn.batch(sql);
+        conn.forget_statements();
+        self.note(done)
+    }
+
+    fn begin_now(&mut self) -> Result<()> {
+        if !self.begun {
+            let begin = self.begin;
+            let begun = self.conn()?.batch(begin);
+            self.begun = true;
+            self.note(begun)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the transaction (`COMMIT` when `commit` and nothing failed, else `ROLLBACK`) and gives the
+    /// connection back to the pool.
+    pub(crate) fn end(&mut self, commit: bool) -> Result<(), tokio_postgres::Error> {
+        self.ended = true;
+        let Some(mut conn) = self.conn.take() else { return Ok(()) };
+        let ended = match self.begun {
+            true => conn.batch(if commit && self.failure.is_none() { "COMMIT" } else { "ROLLBACK" }),
+            false => Ok(()),
+        };
+        if ended.is_ok() {
+            self.pg.give_back(conn);
+        }
+        ended
+    }
+}
+
+/// The error's text with PostgreSQL's own message, which `Display` leaves out.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+pub(crate) fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
+    session.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Calls `f` with the value under `key` in `table`.
+pub(crate) fn get<R, E: From<StoreError>>(
+    pg: &Pg,
+    session: &Mutex<Session>,
+    table: Named<'_>,
+    key: &[u8],
+    f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
+) -> Result<R, E> {
+    use redb::TableHandle;
+    if !pg.has_table(table.name()) {
+        return f(None);
+    }
+    let sql = sql::get(&pg.qualified(table.name())?);
+    let rows = lock(session).rows(&sql, &[&key])?;
+    match rows.first() {
+        Some(row) => f(Some(row.try_get::<_, &[u8]>(0).map_err(StoreError::from)?)),
+        None => f(None),
+    }
+}
+
+/// Visits the rows of `range` in key order (descending when `reverse`) until `visit` returns false,
+/// fetching them in growing batches.
+pub(crate) fn scan<E: From<StoreError>>(
+    pg: &Pg,
+    session: &Mutex<Session>,
+    table: Named<'_>,
+    range: (Bound<&[u8]>, Bound<&[u8]>),
+    reverse: bool,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+) -> Result<(), E> {
+    use redb::TableHandle;
+    if !pg.has_table(table.name()) {
+        return Ok(());
+    }
+    let name = pg.qualified(table.name())?;
+    let mut range = (range.0.map(<[u8]>::to_vec), range.1.map(<[u8]>::to_vec));
+    let mut batch = FIRST_BATCH;
+    loop {
+        let sql = sql::scan(&name, &range, reverse);
+        let bounds = sql::bound_params(&range);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            bounds.iter().map(|b| b as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        params.push(&batch);
+        // The lock is let go before `visit`, which may read through the same transaction.
+        let rows = lock(session).rows(&sql, &params)?;
+        let mut last = None;
+        for row in &rows {
+            let key: &[u8] = row.try_get(0).map_err(StoreError::from)?;
+            let value: &[u8] = row.try_get(1).map_err(StoreError::from)?;
+            if !visit(key, value)? {
+                return Ok(());
+            }
+            last = Some(key);
+        }
+        let (Some(last), true) = (last, i64::try_from(rows.len()).unwrap_or(0) == batch) else { return Ok(()) };
+        let after = Bound::Excluded(last.to_vec());
+        if reverse {
+            range.1 = after;
+        } else {
+            range.0 = after;
+        }
+        batch = (batch * 4).min(MAX_BATCH);
+    }
+}
+
+/// How many rows `table` holds.
+pub(crate) fn count(pg: &Pg, session: &Mutex<Session>, table: Named<'_>) -> Result<u64> {
+    use redb::TableHandle;
+    if !pg.has_table(table.name()) {
+        return Ok(0);
+    }
+    let sql = format!("SELECT count(*) FROM {}", pg.qualified(table.name())?);
+    let rows = lock(session).rows(&sql, &[])?;
+    let count: i64 = rows.first().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);
+    Ok(u64::try_from(count).unwrap_or(0))
+}

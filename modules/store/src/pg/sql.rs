@@ -1,0 +1,88 @@
+//! The statements of the PostgreSQL backend, per table (`t` is a quoted, schema-qualified name).
+
+use std::ops::Bound;
+
+/// The portal's tables in a schema.
+pub(crate) const TABLES: &str = "SELECT tablename::text FROM pg_tables WHERE schemaname = $1";
+
+pub(crate) fn create(t: &str) -> String {
+    format!("CREATE TABLE IF NOT EXISTS {t} (key bytea PRIMARY KEY, value bytea NOT NULL)")
+}
+
+pub(crate) fn drop_table(t: &str) -> String {
+    format!("DROP TABLE IF EXISTS {t}")
+}
+
+pub(crate) fn get(t: &str) -> String {
+    format!("SELECT value FROM {t} WHERE key = $1")
+}
+
+pub(crate) fn put(t: &str) -> String {
+    format!("INSERT INTO {t} (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value")
+}
+
+pub(crate) fn remove(t: &str) -> String {
+    format!("DELETE FROM {t} WHERE key = $1")
+}
+
+/// The `WHERE` clause of a key range and how many parameters it takes (`$1`, `$2` in bound order).
+fn range_clause<T>(range: &(Bound<T>, Bound<T>)) -> (String, usize) {
+    let mut conditions = Vec::new();
+    let mut n = 0;
+    for (bound, included, excluded) in [(&range.0, ">=", ">"), (&range.1, "<=", "<")] {
+        let op = match bound {
+            Bound::Included(_) => included,
+            Bound::Excluded(_) => excluded,
+            Bound::Unbounded => continue,
+        };
+        n += 1;
+        conditions.push(format!("key {op} ${n}"));
+    }
+    let clause = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
+    (clause, n)
+}
+
+/// Rows in `range`, in key order (descending when `reverse`), at most `$last` of them.
+pub(crate) fn scan<T>(t: &str, range: &(Bound<T>, Bound<T>), reverse: bool) -> String {
+    let (clause, n) = range_clause(range);
+    let order = if reverse { "DESC" } else { "ASC" };
+    format!("SELECT key, value FROM {t}{clause} ORDER BY key {order} LIMIT ${}", n + 1)
+}
+
+pub(crate) fn remove_range<T>(t: &str, range: &(Bound<T>, Bound<T>)) -> String {
+    let (clause, _) = range_clause(range);
+    format!("DELETE FROM {t}{clause}")
+}
+
+/// The bounds of `range` that are parameters, in order.
+pub(crate) fn bound_params(range: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> Vec<&[u8]> {
+    [&range.0, &range.1]
+        .into_iter()
+        .filter_map(|b| match b {
+            Bound::Included(k) | Bound::Excluded(k) => Some(k.as_slice()),
+            Bound::Unbounded => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_name_only_their_bounds() {
+        let t = "\"p\".\"x\"";
+        let both: (Bound<&[u8]>, Bound<&[u8]>) = (Bound::Included(b"a"), Bound::Excluded(b"b"));
+        assert_eq!(
+            scan(t, &both, false),
+            format!("SELECT key, value FROM {t} WHERE key >= $1 AND key < $2 ORDER BY key ASC LIMIT $3")
+        );
+        let upper: (Bound<&[u8]>, Bound<&[u8]>) = (Bound::Unbounded, Bound::Included(b"b"));
+        assert_eq!(
+            scan(t, &upper, true),
+            format!("SELECT key, value FROM {t} WHERE key <= $1 ORDER BY key DESC LIMIT $2")
+        );
+        let all: (Bound<&[u8]>, Bound<&[u8]>) = (Bound::Unbounded, Bound::Unbounded);
+        assert_eq!(remove_range(t, &all), format!("DELETE FROM {t}"));
+    }
+}

@@ -1,0 +1,132 @@
+//! `WriteTx`: a write transaction of either backend, as the modules see it. It reads like a snapshot
+//! ([`ReadTx`]) and writes bytes under keys; [`crate::Table`] and [`crate::Index`] give it types.
+
+use std::ops::Bound;
+
+use redb::ReadableTable;
+
+use crate::error::{Result, StoreError};
+use crate::pg::PgWrite;
+use crate::table::{get_in, scan_in, Named, ReadTx};
+
+/// A write transaction: every write of one store write closure, committed together or not at all.
+pub struct WriteTx(pub(crate) Backend);
+
+// One transaction per write group, moved, never stored in bulk: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Backend {
+    Redb(redb::WriteTransaction),
+    Pg(PgWrite),
+}
+
+impl WriteTx {
+    /// Creates `table` if missing (run from a module's `install`).
+    pub fn create_table(&self, table: Named<'_>) -> Result<()> {
+        match &self.0 {
+            Backend::Redb(tx) => drop(tx.open_table(table)?),
+            Backend::Pg(tx) => tx.create_table(table)?,
+        }
+        Ok(())
+    }
+
+    /// Deletes the table `name` with everything in it; whether it existed.
+    pub fn delete_table(&self, name: &str) -> Result<bool> {
+        match &self.0 {
+            Backend::Redb(tx) => Ok(tx.delete_table(crate::table::raw(name))?),
+            Backend::Pg(tx) => tx.delete_table(name),
+        }
+    }
+
+    /// Stores `value` under `key`, replacing what was there.
+    pub fn put_raw(&self, table: Named<'_>, key: &[u8], value: &[u8]) -> Result<()> {
+        match &self.0 {
+            Backend::Redb(tx) => drop(tx.open_table(table)?.insert(key, value)?),
+            Backend::Pg(tx) => tx.put(table, key, value)?,
+        }
+        Ok(())
+    }
+
+    /// Removes `key`; whether it was there.
+    pub fn remove_raw(&self, table: Named<'_>, key: &[u8]) -> Result<bool> {
+        match &self.0 {
+            Backend::Redb(tx) => Ok(tx.open_table(table)?.remove(key)?.is_some()),
+            Backend::Pg(tx) => tx.remove(table, key),
+        }
+    }
+
+    /// Removes every key in `range`.
+    pub fn remove_range_raw(&self, table: Named<'_>, range: (Bound<&[u8]>, Bound<&[u8]>)) -> Result<()> {
+        match &self.0 {
+            Backend::Redb(tx) => tx.open_table(table)?.retain_in::<&[u8], _>(range, |_, _| false)?,
+            Backend::Pg(tx) => tx.remove_range(table, range)?,
+        }
+        Ok(())
+    }
+
+    /// `table` held open for many reads and writes in a row (cheaper than one call each on redb).
+    pub fn table<'a>(&'a self, table: Named<'a>) -> Result<TableMut<'a>> {
+        Ok(match &self.0 {
+            Backend::Redb(tx) => TableMut(Open::Redb(tx.open_table(table)?)),
+            Backend::Pg(tx) => TableMut(Open::Pg(tx, table)),
+        })
+    }
+}
+
+impl ReadTx for WriteTx {
+    fn get_raw<R, E: From<StoreError>>(
+        &self,
+        table: Named<'_>,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        match &self.0 {
+            Backend::Redb(tx) => get_in(Some(&tx.open_table(table).map_err(StoreError::from)?), key, f),
+            Backend::Pg(tx) => tx.get(table, key, f),
+        }
+    }
+
+    fn scan_raw<E: From<StoreError>>(
+        &self,
+        table: Named<'_>,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        reverse: bool,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        match &self.0 {
+            Backend::Redb(tx) => scan_in(Some(&tx.open_table(table).map_err(StoreError::from)?), range, reverse, visit),
+            Backend::Pg(tx) => tx.scan(table, range, reverse, visit),
+        }
+    }
+}
+
+/// One table of a write transaction, held open (see [`WriteTx::table`]).
+pub struct TableMut<'tx>(Open<'tx>);
+
+enum Open<'tx> {
+    Redb(redb::Table<'tx, &'static [u8], &'static [u8]>),
+    Pg(&'tx PgWrite, Named<'tx>),
+}
+
+impl TableMut<'_> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match &self.0 {
+            Open::Redb(table) => Ok(table.get(key)?.map(|guard| guard.value().to_vec())),
+            Open::Pg(tx, table) => tx.get(*table, key, |bytes| Ok(bytes.map(<[u8]>::to_vec))),
+        }
+    }
+
+    pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        match &mut self.0 {
+            Open::Redb(table) => drop(table.insert(key, value)?),
+            Open::Pg(tx, table) => tx.put(*table, key, value)?,
+        }
+        Ok(())
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
+        match &mut self.0 {
+            Open::Redb(table) => Ok(table.remove(key)?.is_some()),
+            Open::Pg(tx, table) => tx.remove(*table, key),
+        }
+    }
+}
