@@ -57,9 +57,14 @@ pub fn run_backup(args: BackupArgs) -> Result<()> {
             download(server, token.expose(), &partial)
         }
         None => {
-            let store_file = args.store.data_dir.join(portal_core::store::FILE_NAME);
             let mut bar = Bar::new("rows");
-            backup::snapshot_file(&store_file, &partial, |p| bar.show(p))
+            match &args.store.database_url {
+                Some(_) => snapshot_database(&args.store, &partial, |p| bar.show(p)),
+                None => {
+                    let store_file = args.store.data_dir.join(portal_core::store::FILE_NAME);
+                    backup::snapshot_file(&store_file, &partial, |p| bar.show(p))
+                }
+            }
         }
     };
     eprintln!();
@@ -82,13 +87,34 @@ pub fn run_backup(args: BackupArgs) -> Result<()> {
     Ok(())
 }
 
+/// Copies one read transaction of a PostgreSQL store into `dest` (other portals may go on writing).
+fn snapshot_database(store: &StoreConfig, dest: &Path, progress: impl FnMut(Progress)) -> Result<Summary> {
+    let store = portal_core::Store::open_config(store).map_err(|e| Error(e.to_string()))?;
+    let mut taken = None;
+    store
+        .read_blocking(|tx| {
+            taken = Some(backup::snapshot(tx, dest, progress));
+            Ok(())
+        })
+        .map_err(|e| Error(e.to_string()))?;
+    taken.unwrap_or_else(|| Err(Error("the store was not read".into())))
+}
+
 /// `portal restore`.
 pub fn run_restore(args: RestoreArgs) -> Result<()> {
-    let restored = backup::restore(&args.from, &args.store.data_dir, args.force)?;
+    let (restored, into) = match &args.store.database_url {
+        Some(url) => {
+            let schema = &args.store.database_schema;
+            (backup::restore_postgres(&args.from, url, schema, args.force)?, format!("database schema {schema:?}"))
+        }
+        None => (
+            backup::restore(&args.from, &args.store.data_dir, args.force)?,
+            args.store.data_dir.join(portal_core::store::FILE_NAME).display().to_string(),
+        ),
+    };
     println!(
-        "restored {} into {} ({} tables, {} rows, sha256 {})",
+        "restored {} into {into} ({} tables, {} rows, sha256 {})",
         args.from.display(),
-        args.store.data_dir.join(portal_core::store::FILE_NAME).display(),
         restored.tables,
         restored.rows,
         restored.sha256

@@ -479,8 +479,8 @@ async fn the_cli_imports_a_bigquery_export() {
     std::fs::write(&file, bigquery_ndjson(&events) + "{\"event_name\": \"broken\"}\n").unwrap();
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portal"))
-        .args(["analytics", "import", "--customer", &acme, "--data-dir"])
-        .arg(dir.path())
+        .args(["analytics", "import", "--customer", &acme])
+        .envs(crate::helpers::store_env(dir.path()))
         .arg(&file)
         .output()
         .unwrap();

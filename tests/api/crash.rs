@@ -55,7 +55,7 @@ pub(crate) async fn start_with(data_dir: &Path, env: &[(&str, String)]) -> Serve
     }
     let mut child = command
         .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json", "--rate-limit", "off"])
-        .env("PORTAL_DATA_DIR", data_dir)
+        .envs(crate::helpers::store_env(data_dir))
         .env("PORTAL_ADMIN_EMAIL", ADMIN_EMAIL)
         .env("PORTAL_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("PORTAL_JWT_SECRET", JWT_SECRET)

@@ -100,6 +100,16 @@ pub fn store_config(dir: &std::path::Path) -> portal_core::config::StoreConfig {
     config
 }
 
+/// The environment that points a `portal` process at the store of `dir` (see [`store_config`]).
+pub fn store_env(dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    let config = store_config(dir);
+    let mut env = vec![("PORTAL_DATA_DIR", dir.to_string_lossy().into_owned())];
+    if let Some(url) = config.database_url {
+        env.extend([("PORTAL_DATABASE_URL", url), ("PORTAL_DATABASE_SCHEMA", config.database_schema)]);
+    }
+    env
+}
+
 /// Opens the store of a test's data directory while no portal runs on it.
 pub fn open_store(dir: &std::path::Path) -> portal_core::Store {
     portal_core::Store::open_config(&store_config(dir)).expect("the store opens")

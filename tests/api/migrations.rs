@@ -208,7 +208,8 @@ async fn a_store_written_by_a_newer_portal_is_refused_and_left_as_it_is() {
         store.write_blocking(|tx| portal_core::store::set_schema_version(tx, "core", 99)).unwrap();
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = portal::Config::for_data_dir(dir.path().to_path_buf());
+    let mut config = portal::Config::for_data_dir(dir.path().to_path_buf());
+    config.core.store = crate::helpers::store_config(dir.path());
     let refused = portal::App::with_listener(config, listener).await.err().expect("the newer store is refused");
     assert!(refused.to_string().contains("written by a newer portal (core schema 99)"), "{refused}");
     let store = crate::helpers::open_store(dir.path());

@@ -117,3 +117,50 @@ async fn async_reads_and_writes_run_off_the_reactor() {
         .unwrap();
     assert_eq!(count, 20);
 }
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Default)]
+struct Counter {
+    value: u64,
+    /// Every value handed out, in order: a lost update or a number given twice shows here.
+    taken: Vec<u64>,
+}
+
+impl Record for Counter {}
+
+const COUNTERS: Table<Counter> = Table::new("test.counters");
+
+/// Two handles write one counter at once, each write reading it and writing it back: on PostgreSQL two
+/// stores (as two portal processes would open it), on redb two clones of one. Every increment lands
+/// once, in order, with no number twice (PostgreSQL runs the losing transaction again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_read_modify_writes_from_two_stores_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = crate::helpers::open_store(dir.path());
+    let second = match crate::helpers::test_database() {
+        Some(_) => crate::helpers::open_store(dir.path()),
+        None => first.clone(),
+    };
+    let increments = (0..200).map(|i| {
+        let store = if i % 2 == 0 { first.clone() } else { second.clone() };
+        tokio::spawn(async move {
+            store
+                .write(|tx| {
+                    let mut counter = COUNTERS.get(tx, b"c")?.unwrap_or_default();
+                    counter.value += 1;
+                    counter.taken.push(counter.value);
+                    COUNTERS.insert(tx, b"c", &counter)?;
+                    Ok(counter.value)
+                })
+                .await
+        })
+    });
+    let mut answered: Vec<u64> = Vec::new();
+    for increment in increments.collect::<Vec<_>>() {
+        answered.push(increment.await.unwrap().unwrap());
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, (1..=200).collect::<Vec<u64>>(), "each write saw the one before it");
+    let stored = second.read(|tx| Ok(COUNTERS.get(tx, b"c")?.unwrap())).await.unwrap();
+    assert_eq!(stored.value, 200);
+    assert_eq!(stored.taken, (1..=200).collect::<Vec<u64>>());
+}

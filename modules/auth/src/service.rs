@@ -133,8 +133,12 @@ impl AuthService {
         &self.notifier
     }
 
-    /// The stored session `id`, from memory when no session was written since it was read.
+    /// The stored session `id`, from memory when no session was written since it was read. On
+    /// PostgreSQL other portals may end sessions too, so it is read from the database every time.
     pub async fn session(&self, id: SessionId) -> Result<Option<Session>> {
+        if self.store.is_postgres() {
+            return self.store.read_blocking(|tx| sessions::get(tx, id));
+        }
         let version = crate::session_cache::CHANGES.current();
         if let Some(known) = self.session_cache.get(id, version) {
             return Ok(known);

@@ -69,6 +69,11 @@ impl Store {
         Ok(self.0.snapshot(dest).await?)
     }
 
+    /// Whether the store is a PostgreSQL database (which other portals may write too), else a redb file.
+    pub fn is_postgres(&self) -> bool {
+        self.0.is_postgres()
+    }
+
     /// Checks that the store can be read (for `/health`).
     pub fn ping(&self) -> Result<()> {
         Ok(self.0.ping()?)

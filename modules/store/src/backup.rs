@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::StoreError;
 use crate::snapshot::Snapshot;
-use crate::store::FILE_NAME;
+use crate::store::{Store, FILE_NAME};
 use crate::table::{raw, ReadTx};
 
 /// A backup or restore failure, worded for the operator running the command.
@@ -301,14 +301,7 @@ pub struct Restored {
 /// opens as a portal store. An existing store is replaced only with `force`, and never while a portal
 /// has it open. The replacement is atomic: the old store stays intact until the final rename.
 pub fn restore(from: &Path, data_dir: &Path, force: bool) -> Result<Restored> {
-    let expected = read_checksum(from)?;
-    let actual = file_sha256(from).map_err(|e| Error::new(format!("cannot read {}: {e}", from.display())))?;
-    if actual != expected {
-        return Err(Error::new(format!(
-            "{} does not match its checksum (sha256 {actual}, expected {expected}): the file is damaged",
-            from.display()
-        )));
-    }
+    let actual = verify(from)?;
     let target = data_dir.join(FILE_NAME);
     if target.exists() {
         if !force {
@@ -333,6 +326,52 @@ pub fn restore(from: &Path, data_dir: &Path, force: bool) -> Result<Restored> {
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
+    result
+}
+
+/// The SHA-256 of `from`, checked against `FILE.sha256`.
+fn verify(from: &Path) -> Result<String> {
+    let expected = read_checksum(from)?;
+    let actual = file_sha256(from).map_err(|e| Error::new(format!("cannot read {}: {e}", from.display())))?;
+    if actual != expected {
+        return Err(Error::new(format!(
+            "{} does not match its checksum (sha256 {actual}, expected {expected}): the file is damaged",
+            from.display()
+        )));
+    }
+    Ok(actual)
+}
+
+/// Replaces the portal's tables in `schema` of the PostgreSQL database at `url` with the snapshot `from`,
+/// after the same checks as [`restore`]: in one transaction, so the old store stays whole until it
+/// commits. Refused while a portal serves that schema.
+pub fn restore_postgres(from: &Path, url: &str, schema: &str, force: bool) -> Result<Restored> {
+    let sha256 = verify(from)?;
+    let temp = std::env::temp_dir().join(format!(".portal-restore-{}.redb", std::process::id()));
+    let _ = std::fs::remove_file(&temp);
+    let staged = stage(from, &temp);
+    let result = staged.and_then(|(tables, rows)| {
+        let store = Store::open_postgres_alone(url, schema)?;
+        let (source, schema) = (temp.clone(), schema.to_string());
+        store.write_blocking(move |tx| {
+            let existing = tx.table_names()?;
+            if !force && existing.iter().any(|name| name == "core.meta") {
+                return Err(Error::new(format!("schema {schema:?} already holds a store: pass --force to replace it")));
+            }
+            for name in &existing {
+                tx.delete_table(name)?;
+            }
+            let db = redb::ReadOnlyDatabase::open(&source)?;
+            let snapshot = db.begin_read()?;
+            for name in snapshot.names()? {
+                tx.create_table(raw(&name))?;
+                snapshot.each(&name, &mut |k, v| Ok(tx.put_raw(raw(&name), k, v)?))?;
+            }
+            Ok(())
+        })?;
+        Ok(Restored { tables, rows, sha256 })
+    });
+    let _ = std::fs::remove_file(&temp);
     result
 }
 

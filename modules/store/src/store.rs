@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use crate::config::StoreConfig;
 use crate::error::{Result, StoreError};
 use crate::journal::JournaledFile;
-use crate::pg::{Pg, PgRead, PgWrite};
+use crate::pg::{Holder, Pg, PgRead, PgWrite};
 use crate::snapshot::{Snapshot, Snapshots};
 use crate::table::{RawTable, ReadTx};
 use crate::write::{Backend, WriteTx};
@@ -252,7 +252,15 @@ impl Store {
 
     /// The store in the PostgreSQL database at `url`, its tables in `schema` (created if missing).
     pub fn open_postgres(url: &str, schema: &str) -> Result<Self> {
-        let pg = Pg::open(url, schema)?;
+        Self::on_postgres(Pg::open(url, schema, Holder::Shared)?, schema)
+    }
+
+    /// The PostgreSQL store, refused while any portal has it open (for a restore, which replaces it).
+    pub fn open_postgres_alone(url: &str, schema: &str) -> Result<Self> {
+        Self::on_postgres(Pg::open(url, schema, Holder::Alone)?, schema)
+    }
+
+    fn on_postgres(pg: Pg, schema: &str) -> Result<Self> {
         let db = Arc::new(Db { engine: Engine::Pg(Arc::new(pg)), snapshots: Snapshots::default() });
         let answer: Box<dyn Fn(Answers, Aftermath) + Send> = Box::new(move |answers, aftermath| {
             aftermath.happen();

@@ -37,6 +37,17 @@ impl WriteTx {
         }
     }
 
+    /// The names of every table in the store.
+    pub fn table_names(&self) -> Result<Vec<String>> {
+        match &self.0 {
+            Backend::Redb(tx) => {
+                use redb::TableHandle;
+                Ok(tx.list_tables()?.map(|t| t.name().to_string()).collect())
+            }
+            Backend::Pg(tx) => Ok(tx.table_names()),
+        }
+    }
+
     /// Stores `value` under `key`, replacing what was there.
     pub fn put_raw(&self, table: Named<'_>, key: &[u8], value: &[u8]) -> Result<()> {
         match &self.0 {

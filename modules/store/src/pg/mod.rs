@@ -27,8 +27,16 @@ use conn::Conn;
 /// Connections kept open between uses (more are opened while needed, then closed).
 const MAX_IDLE: usize = 16;
 
+/// How a process holds the store: every portal shares it; a restore must be alone.
+pub(crate) enum Holder {
+    Shared,
+    Alone,
+}
+
 /// A PostgreSQL database holding the portal's tables in `schema`.
 pub(crate) struct Pg {
+    /// The connection that holds the schema's advisory lock (shared or alone) while the store is open.
+    _holding: Conn,
     driver: Driver,
     config: tokio_postgres::Config,
     schema: String,
@@ -50,7 +58,7 @@ impl Drop for Driver {
 
 impl Pg {
     /// Connects to the database `url` names, creates `schema` if missing and learns its tables.
-    pub(crate) fn open(url: &str, schema: &str) -> Result<Self> {
+    pub(crate) fn open(url: &str, schema: &str, holder: Holder) -> Result<Self> {
         if schema.is_empty() || !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(StoreError::new(format!("the schema name {schema:?} may hold only letters, digits and _")));
         }
@@ -64,7 +72,18 @@ impl Pg {
             .thread_name("store-pg")
             .enable_all()
             .build()?;
+        let mut holding = Conn::connect(&runtime, &config)?;
+        let held: bool = match holder {
+            Holder::Shared => holding.query(sql::HOLD_SHARED, &[&schema]).map(|_| true)?,
+            Holder::Alone => holding.scalar(sql::HOLD_ALONE, &[&schema])?,
+        };
+        if !held {
+            return Err(StoreError::new(format!(
+                "a running portal has schema {schema:?} open: stop every portal using it first"
+            )));
+        }
         let pg = Self {
+            _holding: holding,
             driver: Driver(Some(runtime)),
             config,
             schema: schema.to_string(),
@@ -129,7 +148,7 @@ impl Pg {
         self.tables.read().unwrap_or_else(PoisonError::into_inner).contains(name)
     }
 
-    fn learned_table(&self, name: &str, exists: bool) {
+    pub(crate) fn learned_table(&self, name: &str, exists: bool) {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
         if exists {
             tables.insert(name.to_string());
@@ -147,8 +166,16 @@ impl Pg {
     }
 }
 
-/// Whether a PostgreSQL error means the transaction lost a race with another and should run again.
+/// Whether a PostgreSQL error means the transaction lost a race with another and should run again: a
+/// serialization failure, a deadlock, or two nodes creating the same table at once (the portal's own
+/// tables are written by upserts only, so a unique violation can come only from the catalog).
 pub(crate) fn is_conflict(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
-    matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
+    let racing = [
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::UNIQUE_VIOLATION,
+        SqlState::DUPLICATE_TABLE,
+    ];
+    e.code().is_some_and(|code| racing.contains(code))
 }

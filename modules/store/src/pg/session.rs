@@ -134,7 +134,7 @@ pub(crate) fn get<R, E: From<StoreError>>(
     f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
 ) -> Result<R, E> {
     use redb::TableHandle;
-    if !pg.has_table(table.name()) {
+    if !exists(pg, session, table.name())? {
         return f(None);
     }
     let sql = sql::get(&pg.qualified(table.name())?);
@@ -156,7 +156,7 @@ pub(crate) fn scan<E: From<StoreError>>(
     mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
 ) -> Result<(), E> {
     use redb::TableHandle;
-    if !pg.has_table(table.name()) {
+    if !exists(pg, session, table.name())? {
         return Ok(());
     }
     let name = pg.qualified(table.name())?;
@@ -193,11 +193,25 @@ pub(crate) fn scan<E: From<StoreError>>(
 /// How many rows `table` holds.
 pub(crate) fn count(pg: &Pg, session: &Mutex<Session>, table: Named<'_>) -> Result<u64> {
     use redb::TableHandle;
-    if !pg.has_table(table.name()) {
+    if !exists(pg, session, table.name())? {
         return Ok(0);
     }
     let sql = format!("SELECT count(*) FROM {}", pg.qualified(table.name())?);
     let rows = lock(session).rows(&sql, &[])?;
     let count: i64 = rows.first().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);
     Ok(u64::try_from(count).unwrap_or(0))
+}
+
+/// Whether the table `name` exists. The tables this process knows of are remembered; any other is looked
+/// up each time, since another node may have created it since.
+pub(crate) fn exists(pg: &Pg, session: &Mutex<Session>, name: &str) -> Result<bool> {
+    if pg.has_table(name) {
+        return Ok(true);
+    }
+    let rows = lock(session).rows(sql::EXISTS, &[&pg.qualified(name)?])?;
+    let found = rows.first().map(|row| row.try_get::<_, bool>(0)).transpose()?.unwrap_or(false);
+    if found {
+        pg.learned_table(name, true);
+    }
+    Ok(found)
 }

@@ -5,6 +5,16 @@ use std::ops::Bound;
 /// The portal's tables in a schema.
 pub(crate) const TABLES: &str = "SELECT tablename::text FROM pg_tables WHERE schemaname = $1";
 
+/// The advisory lock every open store of a schema holds shared, and a restore alone.
+pub(crate) const HOLD_SHARED: &str = "SELECT pg_advisory_lock_shared(hashtext('portal:' || $1::text))";
+pub(crate) const HOLD_ALONE: &str = "SELECT pg_try_advisory_lock(hashtext('portal:' || $1::text))";
+
+/// Whether a table exists (by its qualified name).
+pub(crate) const EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
+
+/// Held by a transaction that creates a table, until it ends.
+pub(crate) const DDL_TURN: &str = "SELECT pg_advisory_xact_lock(hashtext('portal-ddl:' || $1::text))";
+
 pub(crate) fn create(t: &str) -> String {
     format!("CREATE TABLE IF NOT EXISTS {t} (key bytea PRIMARY KEY, value bytea NOT NULL)")
 }

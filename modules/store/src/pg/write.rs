@@ -29,21 +29,29 @@ impl PgWrite {
 
     pub(crate) fn create_table(&self, table: Named<'_>) -> Result<()> {
         let name = table.name();
-        if self.pg.has_table(name) {
+        if session::exists(&self.pg, &self.session, name)? {
             return Ok(());
         }
-        session::lock(&self.session).batch(&sql::create(&self.pg.qualified(name)?))?;
+        let mut session = session::lock(&self.session);
+        // Nodes creating tables take turns, so that they do not trip over each other in the catalog.
+        session.execute(sql::DDL_TURN, &[&self.pg.schema])?;
+        session.batch(&sql::create(&self.pg.qualified(name)?))?;
+        drop(session);
         self.learned(name, true);
         Ok(())
     }
 
     pub(crate) fn delete_table(&self, name: &str) -> Result<bool> {
-        if !self.pg.has_table(name) {
+        if !session::exists(&self.pg, &self.session, name)? {
             return Ok(false);
         }
         session::lock(&self.session).batch(&sql::drop_table(&self.pg.qualified(name)?))?;
         self.learned(name, false);
         Ok(true)
+    }
+
+    pub(crate) fn table_names(&self) -> Vec<String> {
+        self.pg.table_names()
     }
 
     fn learned(&self, name: &str, exists: bool) {
@@ -59,7 +67,7 @@ impl PgWrite {
     }
 
     pub(crate) fn remove(&self, table: Named<'_>, key: &[u8]) -> Result<bool> {
-        if !self.pg.has_table(table.name()) {
+        if !session::exists(&self.pg, &self.session, table.name())? {
             return Ok(false);
         }
         let sql = sql::remove(&self.pg.qualified(table.name())?);
@@ -67,7 +75,7 @@ impl PgWrite {
     }
 
     pub(crate) fn remove_range(&self, table: Named<'_>, range: (Bound<&[u8]>, Bound<&[u8]>)) -> Result<()> {
-        if !self.pg.has_table(table.name()) {
+        if !session::exists(&self.pg, &self.session, table.name())? {
             return Ok(());
         }
         let range = (range.0.map(<[u8]>::to_vec), range.1.map(<[u8]>::to_vec));
