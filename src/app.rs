@@ -271,13 +271,18 @@ impl App {
     }
 }
 
-/// Runs `job` every `job.every` until aborted; a failed run is logged and retried next time.
+/// Runs `job` every `job.every` until aborted, while this process runs the background jobs (one portal
+/// of those sharing a PostgreSQL database does); a failed run is logged and retried next time.
 fn spawn_job(job: Job, ctx: Context) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(job.every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            let store = ctx.store.clone();
+            if !tokio::task::spawn_blocking(move || store.leads_jobs()).await.unwrap_or(false) {
+                continue;
+            }
             if let Err(e) = (job.run)(ctx.clone()).await {
                 tracing::warn!(job = job.name, error = %e, "scheduled job failed");
             }

@@ -40,6 +40,14 @@ fn cents(v: &Value) -> i64 {
 pub(crate) struct Server {
     pub child: Child,
     pub base: String,
+    /// Every line the server has logged so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|line| line.contains(text))
+    }
 }
 
 async fn start(data_dir: &Path) -> Server {
@@ -68,11 +76,14 @@ pub(crate) async fn start_with(data_dir: &Path, env: &[(&str, String)]) -> Serve
         .expect("portal starts");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let keep = log.clone();
     // Read the address from the start-up log, then keep draining so the server never blocks on a full pipe.
     tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         let mut tx = Some(tx);
         while let Ok(Some(line)) = lines.next_line().await {
+            keep.lock().unwrap().push(line.clone());
             if line.contains("portal listening") {
                 let parsed: Value = serde_json::from_str(&line).unwrap_or_default();
                 if let (Some(tx), Some(addr)) = (tx.take(), parsed["fields"]["addr"].as_str()) {
@@ -85,7 +96,7 @@ pub(crate) async fn start_with(data_dir: &Path, env: &[(&str, String)]) -> Serve
         .await
         .expect("portal listens within 60 s")
         .expect("portal printed its address");
-    Server { child, base: format!("http://{addr}") }
+    Server { child, base: format!("http://{addr}"), log }
 }
 
 pub(crate) struct Client {
@@ -316,4 +327,60 @@ async fn acknowledged_writes_survive_sigkill() {
     println!("{cycles} cycles, {writes} acknowledged writes, {missing} missing, {corrupt} corrupt");
     assert!(writes > 0, "no write was acknowledged");
     assert_eq!((missing, corrupt), (0, 0));
+}
+
+/// Two portals serve one PostgreSQL database, both taking writes, until one is killed with SIGKILL: the
+/// survivor shows every write either acknowledged, numbers without gaps and consistent totals, and takes
+/// over the background jobs, which only one portal runs at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_portals_on_one_database_lose_nothing_when_one_is_killed() {
+    const RUNS_JOBS: &str = "this portal runs the background jobs";
+    if crate::helpers::test_database().is_none() {
+        eprintln!("two portals share a store on PostgreSQL only");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start(dir.path()).await;
+    let second = start(dir.path()).await;
+    let waited = tokio::time::Instant::now();
+    while !first.logged(RUNS_JOBS) {
+        assert!(waited.elapsed() < Duration::from_secs(10), "the first portal did not take the jobs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let (a, b) = (Arc::new(Client::connect(&first.base).await), Arc::new(Client::connect(&second.base).await));
+    let on_first: Vec<_> =
+        (0..WRITERS).map(|w| tokio::spawn(write_until_killed(a.clone(), ledger.clone(), w))).collect();
+    let on_second: Vec<_> =
+        (0..WRITERS).map(|w| tokio::spawn(write_until_killed(b.clone(), ledger.clone(), WRITERS + w))).collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!second.logged(RUNS_JOBS), "both portals ran the background jobs");
+    first.child.start_kill().expect("SIGKILL");
+    first.child.wait().await.expect("reaped");
+    let at_kill = ledger.lock().unwrap().writes;
+    for w in on_first {
+        w.await.expect("writer");
+    }
+    // The survivor keeps taking writes, and takes over the jobs.
+    let waited = tokio::time::Instant::now();
+    while !second.logged(RUNS_JOBS) {
+        assert!(waited.elapsed() < Duration::from_secs(10), "the survivor did not take over the jobs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for w in on_second {
+        w.abort();
+        let _ = w.await;
+    }
+    // The requests the aborted writers left in flight still finish on the server: let them.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let acknowledged = ledger.lock().unwrap().clone();
+    assert!(
+        at_kill > 0 && acknowledged.writes > at_kill,
+        "writes {at_kill} before the kill, {} in all",
+        acknowledged.writes
+    );
+    let (missing, wrong) = verify(&b, &acknowledged).await;
+    println!("{} acknowledged writes on two portals, {missing} missing, {wrong} inconsistent", acknowledged.writes);
+    assert_eq!((missing, wrong), (0, 0));
 }

@@ -44,8 +44,9 @@ struct Reservation {
     payment_method: String,
 }
 
-/// The Stripe customer of a portal customer, created on first use. Creation is serialized in this process
-/// (one node) and carries an idempotency key, so concurrent first payments never make two.
+/// The Stripe customer of a portal customer, created on first use. Creation carries an idempotency key
+/// (the portal customer's id), so concurrent first payments never make two, also on different portals
+/// sharing a PostgreSQL database; the lock in this process only spares Stripe the repeated calls.
 pub async fn stripe_customer(store: &Store, stripe: &Stripe, scope: &CustomerScope) -> Result<String> {
     static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let id = scope.id();

@@ -69,6 +69,11 @@ impl Store {
         Ok(self.0.snapshot(dest).await?)
     }
 
+    /// Whether this process runs the background jobs now (see `portal_store::Store::leads_jobs`).
+    pub fn leads_jobs(&self) -> bool {
+        self.0.leads_jobs()
+    }
+
     /// Whether the store is a PostgreSQL database (which other portals may write too), else a redb file.
     pub fn is_postgres(&self) -> bool {
         self.0.is_postgres()

@@ -397,6 +397,16 @@ impl Store {
         self.read(move |tx| crate::backup::snapshot(tx, &dest, |_| {}).map_err(StoreError::new)).await
     }
 
+    /// Whether this process should run the background jobs now: always on a redb file (one process has
+    /// it); on PostgreSQL only the one portal that holds the schema's jobs lock, so that each job runs
+    /// once per period however many portals serve, and another takes over when that one stops.
+    pub fn leads_jobs(&self) -> bool {
+        match &self.inner.db.engine {
+            Engine::Redb(_) => true,
+            Engine::Pg(pg) => pg.leads_jobs(),
+        }
+    }
+
     /// Whether the store is a PostgreSQL database (else a redb file).
     pub fn is_postgres(&self) -> bool {
         matches!(self.inner.db.engine, Engine::Pg(_))

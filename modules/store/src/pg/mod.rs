@@ -41,9 +41,24 @@ pub(crate) struct Pg {
     config: tokio_postgres::Config,
     schema: String,
     idle: Mutex<Vec<Conn>>,
+    /// The connection that holds (or last tried for) the lock of the background jobs.
+    jobs: Mutex<JobsLock>,
     /// The tables that exist: a read of any other finds nothing, as in a redb file without it.
     tables: RwLock<HashSet<String>>,
 }
+
+/// Whether this process runs the background jobs: it does while its connection holds the schema's jobs
+/// lock (a session advisory lock, let go by PostgreSQL when the connection ends, also when the process
+/// dies). The others try again at most once a second.
+#[derive(Default)]
+struct JobsLock {
+    conn: Option<Conn>,
+    held: bool,
+    tried: Option<std::time::Instant>,
+}
+
+/// How often a process that does not run the jobs tries to take them over.
+const JOBS_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The runtime that drives the connections; shut down without waiting when the store goes.
 struct Driver(Option<tokio::runtime::Runtime>);
@@ -88,6 +103,7 @@ impl Pg {
             config,
             schema: schema.to_string(),
             idle: Mutex::default(),
+            jobs: Mutex::default(),
             tables: RwLock::default(),
         };
         let mut conn = pg.connect()?;
@@ -134,6 +150,32 @@ impl Pg {
     fn connect(&self) -> Result<Conn> {
         let runtime = self.driver.0.as_ref().ok_or_else(|| StoreError::new("the store is closed"))?;
         Conn::connect(runtime, &self.config)
+    }
+
+    /// Whether this process runs the background jobs now (see [`JobsLock`]).
+    pub(crate) fn leads_jobs(&self) -> bool {
+        let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        let alive = jobs.conn.as_ref().is_some_and(|conn| !conn.is_closed());
+        if jobs.held && alive {
+            return true;
+        }
+        if jobs.held {
+            tracing::warn!(schema = %self.schema, "lost the database connection that held the background jobs");
+            jobs.held = false;
+        }
+        if jobs.tried.is_some_and(|at| at.elapsed() < JOBS_RETRY) {
+            return false;
+        }
+        jobs.tried = Some(std::time::Instant::now());
+        if !alive {
+            jobs.conn = self.connect().ok();
+        }
+        let taken = jobs.conn.as_mut().map(|conn| conn.scalar::<bool>(sql::LEAD_JOBS, &[&self.schema]));
+        jobs.held = matches!(taken, Some(Ok(true)));
+        if jobs.held {
+            tracing::info!(schema = %self.schema, "this portal runs the background jobs");
+        }
+        jobs.held
     }
 
     /// The quoted, schema-qualified name of the portal table `name`.

@@ -9,6 +9,9 @@ pub(crate) const TABLES: &str = "SELECT tablename::text FROM pg_tables WHERE sch
 pub(crate) const HOLD_SHARED: &str = "SELECT pg_advisory_lock_shared(hashtext('portal:' || $1::text))";
 pub(crate) const HOLD_ALONE: &str = "SELECT pg_try_advisory_lock(hashtext('portal:' || $1::text))";
 
+/// Taken by the one process of a schema that runs the background jobs, for as long as it is connected.
+pub(crate) const LEAD_JOBS: &str = "SELECT pg_try_advisory_lock(hashtext('portal-jobs:' || $1::text))";
+
 /// Whether a table exists (by its qualified name).
 pub(crate) const EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
 
