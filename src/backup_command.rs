@@ -194,17 +194,23 @@ async fn fetch(server: &str, token: &str, dest: &Path) -> Result<Summary> {
 }
 
 /// A one-line progress bar on stderr, redrawn when the whole percentage changes.
-struct Bar {
+pub(crate) struct Bar {
+    task: &'static str,
     unit: &'static str,
     last: Option<u64>,
 }
 
 impl Bar {
     fn new(unit: &'static str) -> Self {
-        Self { unit, last: None }
+        Self::of("backup", unit)
     }
 
-    fn show(&mut self, p: Progress) {
+    /// A bar for `task`, counting `unit`.
+    pub(crate) fn of(task: &'static str, unit: &'static str) -> Self {
+        Self { task, unit, last: None }
+    }
+
+    pub(crate) fn show(&mut self, p: Progress) {
         let percent = p.percent();
         if self.last == Some(percent) {
             return;
@@ -212,7 +218,8 @@ impl Bar {
         self.last = Some(percent);
         let filled = (percent / 5) as usize;
         eprint!(
-            "\rbackup [{}{}] {percent:>3}% {}/{} {}",
+            "\r{} [{}{}] {percent:>3}% {}/{} {}",
+            self.task,
             "#".repeat(filled),
             ".".repeat(20 - filled),
             p.rows_done,

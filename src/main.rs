@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod backup_command;
+mod migrate_command;
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ enum Command {
     Backup(backup_command::BackupArgs),
     /// Replace the store with a backup (the server must be stopped).
     Restore(backup_command::RestoreArgs),
+    /// Copy a stopped portal's store to the other backend: `--from DIR --to postgres://…`, or back.
+    MigrateStore(migrate_command::MigrateArgs),
     /// Manage admins (works while the server is stopped).
     Admin {
         #[command(subcommand)]
@@ -169,6 +172,7 @@ fn main() -> ExitCode {
         Command::Openapi => portal::app::openapi_document().map(|doc| print!("{doc}")).map_err(|e| e.to_string()),
         Command::Backup(args) => backup_command::run_backup(args).map_err(|e| e.0),
         Command::Restore(args) => backup_command::run_restore(args).map_err(|e| e.0),
+        Command::MigrateStore(args) => migrate_command::run(args).map_err(|e| e.0),
         Command::Admin { command: AdminCommand::Create { store, email, password, name } } => {
             block_on(create_admin(store, &email, &password, &name)).map_err(|e| e.to_string())
         }

@@ -17,6 +17,7 @@ mod hosted_pages;
 mod invoice_mail;
 mod lifecycle;
 mod mail_crash;
+mod migrate_store;
 mod migrations;
 mod openapi;
 mod organization;

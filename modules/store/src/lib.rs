@@ -14,6 +14,7 @@ pub mod backup;
 mod config;
 mod error;
 pub mod journal;
+pub mod migrate;
 mod pg;
 pub mod snapshot;
 pub mod store;
