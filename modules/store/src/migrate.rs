@@ -27,7 +27,7 @@ pub struct Copied {
 /// Copies every table of `from` into `to`, which must hold no portal store, then checks that each table
 /// of the target holds as many rows as the source's.
 pub fn copy(from: &Store, to: &Store, mut progress: impl FnMut(Progress)) -> Result<Copied> {
-    to.write_blocking(|tx| clear_target(tx))?;
+    to.write_blocking(clear_target)?;
     let counts = from.read_blocking(|source| {
         let mut names = source.table_names()?;
         // `core.meta` last: see the module's comment.
