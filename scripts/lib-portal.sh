@@ -38,6 +38,8 @@ start_portal() {
   local dir addr
   dir=$(mktemp -d)
   portal_dirs+=("$dir")
+  # On PostgreSQL (PORTAL_DATABASE_URL set) each portal gets a schema of its own.
+  export PORTAL_DATABASE_SCHEMA="s_$(basename "$dir" | tr -c 'A-Za-z0-9\n' '_')"
   env -u PORTAL_SMTP_URL -u STRIPE_SECRET_KEY PORTAL_ADMIN_EMAIL=$PORTAL_EMAIL PORTAL_ADMIN_PASSWORD=$PORTAL_PASSWORD \
     "${stripe_env[@]}" target/debug/portal serve --addr 127.0.0.1:0 --data-dir "$dir" --log-format json --rate-limit off \
     2>"$dir/portal.log" &
