@@ -164,3 +164,15 @@ async fn concurrent_read_modify_writes_from_two_stores_lose_nothing() {
     assert_eq!(stored.value, 200);
     assert_eq!(stored.taken, (1..=200).collect::<Vec<u64>>());
 }
+
+/// A PostgreSQL server that does not answer stops the start with an error naming it, not a panic.
+#[tokio::test]
+async fn a_database_that_cannot_be_reached_fails_the_start_with_a_clear_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = portal::Config::for_data_dir(dir.path().to_path_buf());
+    config.core.store.database_url = Some(format!("postgres://portal@127.0.0.1:{closed}/portal"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = portal::App::with_listener(config, listener).await.err().expect("the start fails");
+    assert!(refused.to_string().contains("cannot connect to the database"), "{refused}");
+}

@@ -24,6 +24,9 @@ pub(crate) use write::PgWrite;
 use crate::error::{Result, StoreError};
 use conn::Conn;
 
+/// How long a connection may take to be set up unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Connections kept open between uses (more are opened while needed, then closed).
 const MAX_IDLE: usize = 16;
 
@@ -82,12 +85,19 @@ impl Pg {
         if config.get_application_name().is_none() {
             config.application_name("portal");
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("store-pg")
-            .enable_all()
-            .build()?;
-        let mut holding = Conn::connect(&runtime, &config)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        // In its `Driver` at once: a runtime dropped on an async thread (a failed open) must not panic.
+        let driver = Driver(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("store-pg")
+                .enable_all()
+                .build()?,
+        ));
+        let runtime = driver.0.as_ref().ok_or_else(|| StoreError::new("no runtime"))?;
+        let mut holding = Conn::connect(runtime, &config)?;
         let held: bool = match holder {
             Holder::Shared => holding.query(sql::HOLD_SHARED, &[&schema]).map(|_| true)?,
             Holder::Alone => holding.scalar(sql::HOLD_ALONE, &[&schema])?,
@@ -99,7 +109,7 @@ impl Pg {
         }
         let pg = Self {
             _holding: holding,
-            driver: Driver(Some(runtime)),
+            driver,
             config,
             schema: schema.to_string(),
             idle: Mutex::default(),
