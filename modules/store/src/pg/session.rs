@@ -113,6 +113,55 @@ impl Session {
     }
 }
 
+/// A transaction with the backend it runs on: the reads shared by read and write transactions.
+pub(crate) struct Transaction {
+    pub(crate) pg: Arc<Pg>,
+    session: Mutex<Session>,
+}
+
+impl Transaction {
+    pub(crate) fn new(pg: Arc<Pg>, begin: &'static str) -> Self {
+        let session = Mutex::new(Session::new(Arc::clone(&pg), begin));
+        Self { pg, session }
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
+        lock(&self.session)
+    }
+
+    pub(crate) fn get<R, E: From<StoreError>>(
+        &self,
+        table: Named<'_>,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        get(&self.pg, &self.session, table, key, f)
+    }
+
+    pub(crate) fn scan<E: From<StoreError>>(
+        &self,
+        table: Named<'_>,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        reverse: bool,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        scan(&self.pg, &self.session, table, range, reverse, visit)
+    }
+
+    pub(crate) fn count(&self, table: Named<'_>) -> Result<u64> {
+        count(&self.pg, &self.session, table)
+    }
+
+    pub(crate) fn exists(&self, name: &str) -> Result<bool> {
+        exists(&self.pg, &self.session, name)
+    }
+
+    /// The names of the portal's tables.
+    pub(crate) fn table_names(&self) -> Vec<String> {
+        self.pg.table_names()
+    }
+}
+
 /// The error's text with PostgreSQL's own message, which `Display` leaves out.
 pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {

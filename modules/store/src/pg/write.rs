@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::TableHandle;
 
-use super::session::{self, Failure, Session};
+use super::session::{Failure, Transaction};
 use super::{describe, is_conflict, sql, Pg};
 use crate::error::{Result, StoreError};
 use crate::table::Named;
@@ -14,101 +14,85 @@ use crate::table::Named;
 const BEGIN: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 
 pub(crate) struct PgWrite {
-    pg: Arc<Pg>,
-    session: Mutex<Session>,
+    tx: Transaction,
     /// Tables created (true) or dropped (false) in this transaction: known at once to its own reads, and
     /// forgotten again if it rolls back.
     tables: Mutex<Vec<(String, bool)>>,
 }
 
+/// Reads go straight to the transaction.
+impl std::ops::Deref for PgWrite {
+    type Target = Transaction;
+
+    fn deref(&self) -> &Transaction {
+        &self.tx
+    }
+}
+
 impl PgWrite {
     pub(crate) fn begin(pg: Arc<Pg>) -> Self {
-        let session = Mutex::new(Session::new(Arc::clone(&pg), BEGIN));
-        Self { pg, session, tables: Mutex::default() }
+        Self { tx: Transaction::new(pg, BEGIN), tables: Mutex::default() }
     }
 
     pub(crate) fn create_table(&self, table: Named<'_>) -> Result<()> {
         let name = table.name();
-        if session::exists(&self.pg, &self.session, name)? {
+        if self.tx.exists(name)? {
             return Ok(());
         }
-        let mut session = session::lock(&self.session);
+        let mut session = self.tx.lock();
         // Nodes creating tables take turns, so that they do not trip over each other in the catalog.
-        session.execute(sql::DDL_TURN, &[&self.pg.schema])?;
-        session.batch(&sql::create(&self.pg.qualified(name)?))?;
+        session.execute(sql::DDL_TURN, &[&self.tx.pg.schema])?;
+        session.batch(&sql::create(&self.tx.pg.qualified(name)?))?;
         drop(session);
         self.learned(name, true);
         Ok(())
     }
 
     pub(crate) fn delete_table(&self, name: &str) -> Result<bool> {
-        if !session::exists(&self.pg, &self.session, name)? {
+        if !self.tx.exists(name)? {
             return Ok(false);
         }
-        session::lock(&self.session).batch(&sql::drop_table(&self.pg.qualified(name)?))?;
+        self.tx.lock().batch(&sql::drop_table(&self.tx.pg.qualified(name)?))?;
         self.learned(name, false);
         Ok(true)
     }
 
-    pub(crate) fn table_names(&self) -> Vec<String> {
-        self.pg.table_names()
-    }
-
     fn learned(&self, name: &str, exists: bool) {
-        self.pg.learned_table(name, exists);
+        self.tx.pg.learned_table(name, exists);
         self.tables.lock().unwrap_or_else(PoisonError::into_inner).push((name.to_string(), exists));
     }
 
     pub(crate) fn put(&self, table: Named<'_>, key: &[u8], value: &[u8]) -> Result<()> {
         self.create_table(table)?;
-        let sql = sql::put(&self.pg.qualified(table.name())?);
-        session::lock(&self.session).execute(&sql, &[&key, &value])?;
+        let sql = sql::put(&self.tx.pg.qualified(table.name())?);
+        self.tx.lock().execute(&sql, &[&key, &value])?;
         Ok(())
     }
 
     pub(crate) fn remove(&self, table: Named<'_>, key: &[u8]) -> Result<bool> {
-        if !session::exists(&self.pg, &self.session, table.name())? {
+        if !self.tx.exists(table.name())? {
             return Ok(false);
         }
-        let sql = sql::remove(&self.pg.qualified(table.name())?);
-        Ok(session::lock(&self.session).execute(&sql, &[&key])? > 0)
+        let sql = sql::remove(&self.tx.pg.qualified(table.name())?);
+        Ok(self.tx.lock().execute(&sql, &[&key])? > 0)
     }
 
     pub(crate) fn remove_range(&self, table: Named<'_>, range: (Bound<&[u8]>, Bound<&[u8]>)) -> Result<()> {
-        if !session::exists(&self.pg, &self.session, table.name())? {
+        if !self.tx.exists(table.name())? {
             return Ok(());
         }
         let range = (range.0.map(<[u8]>::to_vec), range.1.map(<[u8]>::to_vec));
-        let sql = sql::remove_range(&self.pg.qualified(table.name())?, &range);
+        let sql = sql::remove_range(&self.tx.pg.qualified(table.name())?, &range);
         let bounds = sql::bound_params(&range);
         let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
             bounds.iter().map(|b| b as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-        session::lock(&self.session).execute(&sql, &params)?;
+        self.tx.lock().execute(&sql, &params)?;
         Ok(())
-    }
-
-    pub(crate) fn get<R, E: From<StoreError>>(
-        &self,
-        table: Named<'_>,
-        key: &[u8],
-        f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
-    ) -> Result<R, E> {
-        session::get(&self.pg, &self.session, table, key, f)
-    }
-
-    pub(crate) fn scan<E: From<StoreError>>(
-        &self,
-        table: Named<'_>,
-        range: (Bound<&[u8]>, Bound<&[u8]>),
-        reverse: bool,
-        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
-    ) -> Result<(), E> {
-        session::scan(&self.pg, &self.session, table, range, reverse, visit)
     }
 
     /// The first statement of this transaction that failed, if any (then it can only roll back).
     pub(crate) fn failure(&self) -> Option<Failure> {
-        session::lock(&self.session).failure()
+        self.tx.lock().failure()
     }
 
     /// Commits; a refused commit rolls back (a conflict, or the connection lost with the outcome unknown).
@@ -117,7 +101,7 @@ impl PgWrite {
             self.rollback();
             return Err(failure);
         }
-        let committed = session::lock(&self.session).end(true);
+        let committed = self.tx.lock().end(true);
         committed.map_err(|e| {
             self.forget_tables();
             Failure { error: StoreError::new(format!("database commit: {}", describe(&e))), conflict: is_conflict(&e) }
@@ -125,14 +109,14 @@ impl PgWrite {
     }
 
     pub(crate) fn rollback(self) {
-        let _ = session::lock(&self.session).end(false);
+        let _ = self.tx.lock().end(false);
         self.forget_tables();
     }
 
     fn forget_tables(&self) {
         let changed = std::mem::take(&mut *self.tables.lock().unwrap_or_else(PoisonError::into_inner));
         for (name, exists) in changed.into_iter().rev() {
-            self.pg.learned_table(&name, !exists);
+            self.tx.pg.learned_table(&name, !exists);
         }
     }
 }
