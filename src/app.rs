@@ -205,6 +205,8 @@ pub fn with_middleware(
 pub struct App {
     listener: TcpListener,
     ctx: Context,
+    /// Set once every background job has had its first turn.
+    first_round: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl App {
@@ -225,7 +227,7 @@ impl App {
         .await??;
         let ctx = context(config, store)?;
         portal_auth::bootstrap_admin(&ctx).await?;
-        Ok(Self { listener, ctx })
+        Ok(Self { listener, ctx, first_round: Arc::new(tokio::sync::watch::Sender::new(false)) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -241,10 +243,22 @@ impl App {
         self.ctx.store.clone()
     }
 
+    /// Resolves once every background job has had its first turn after [`App::run_until_stopped`]
+    /// started them: each ran once, or found that another portal runs the jobs. What a caller does after
+    /// it does not race the jobs' runs at start (such as the billing of the customers due).
+    pub fn first_round(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut done = self.first_round.subscribe();
+        async move {
+            let _ = done.wait_for(|done| *done).await;
+        }
+    }
+
     /// Serves until `shutdown` resolves, then lets in-flight requests finish and closes the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-        let App { listener, ctx } = self;
-        let scheduled: Vec<_> = jobs(&ctx).into_iter().map(|job| spawn_job(job, ctx.clone())).collect();
+        let App { listener, ctx, first_round } = self;
+        let jobs = jobs(&ctx);
+        let round = FirstRound { left: Arc::new(std::sync::atomic::AtomicUsize::new(jobs.len())), done: first_round };
+        let scheduled: Vec<_> = jobs.into_iter().map(|job| spawn_job(job, ctx.clone(), round.clone())).collect();
         // Room for many connections where the system allows it; the connection limits stay below it.
         let file_limit = rlimit::increase_nofile_limit(u64::MAX).ok();
         let limits =
@@ -273,19 +287,37 @@ impl App {
 
 /// Runs `job` every `job.every` until aborted, while this process runs the background jobs (one portal
 /// of those sharing a PostgreSQL database does); a failed run is logged and retried next time.
-fn spawn_job(job: Job, ctx: Context) -> tokio::task::JoinHandle<()> {
+fn spawn_job(job: Job, ctx: Context, first_round: FirstRound) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(job.every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first_round = Some(first_round);
         loop {
             ticker.tick().await;
             let store = ctx.store.clone();
-            if !tokio::task::spawn_blocking(move || store.leads_jobs()).await.unwrap_or(false) {
-                continue;
+            if tokio::task::spawn_blocking(move || store.leads_jobs()).await.unwrap_or(false) {
+                if let Err(e) = (job.run)(ctx.clone()).await {
+                    tracing::warn!(job = job.name, error = %e, "scheduled job failed");
+                }
             }
-            if let Err(e) = (job.run)(ctx.clone()).await {
-                tracing::warn!(job = job.name, error = %e, "scheduled job failed");
+            if let Some(round) = first_round.take() {
+                round.took_turn();
             }
         }
     })
+}
+
+/// Counts the jobs that have yet to take their first turn.
+#[derive(Clone)]
+struct FirstRound {
+    left: Arc<std::sync::atomic::AtomicUsize>,
+    done: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl FirstRound {
+    fn took_turn(self) {
+        if self.left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.done.send_replace(true);
+        }
+    }
 }

@@ -12,6 +12,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// Whether a test app starts on a new store or on one a test started before.
+#[derive(PartialEq, Eq)]
+enum Start {
+    Fresh,
+    Again,
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
@@ -125,7 +132,7 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = test_config(dir.path());
         adjust(&mut config);
-        Self::start(dir, config).await
+        Self::start(dir, config, Start::Fresh).await
     }
 
     /// Starts the app on an existing data dir (to test what survives a restart).
@@ -137,10 +144,10 @@ impl TestApp {
     pub async fn spawn_in_with(dir: TempDir, adjust: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = test_config(dir.path());
         adjust(&mut config);
-        Self::start(dir, config).await
+        Self::start(dir, config, Start::Again).await
     }
 
-    async fn start(dir: TempDir, mut config: Config) -> TestApp {
+    async fn start(dir: TempDir, mut config: Config, start: Start) -> TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         // Links in mail and documents point at this very server, as they would at a deployed one.
         let bound = listener.local_addr().expect("bound address");
@@ -148,10 +155,18 @@ impl TestApp {
         let app = App::with_listener(config, listener).await.expect("app builds");
         let addr = app.local_addr();
         let store = app.store();
+        let first_round = app.first_round();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = rx.await;
         }));
+        // On a new store the jobs' first runs (billing the customers due, say) would race the test's first
+        // requests. On a store started again they are what the test looks at (mail left queued, say), and
+        // may wait on a server that does not answer.
+        if start == Start::Fresh {
+            let started = tokio::time::timeout(std::time::Duration::from_secs(30), first_round).await;
+            started.expect("the background jobs took their first turn");
+        }
         let client = reqwest::Client::builder().build().expect("client");
         TestApp { addr, client, dir, store, shutdown: Some(tx), server: Some(server) }
     }

@@ -117,48 +117,145 @@ impl Session {
 pub(crate) struct Transaction {
     pub(crate) pg: Arc<Pg>,
     session: Mutex<Session>,
+    /// Tables this transaction created (true) or dropped (false), in order: known at once to its own
+    /// statements, and to the other transactions of this process only once it committed.
+    changed: Mutex<Vec<(String, bool)>>,
 }
 
 impl Transaction {
     pub(crate) fn new(pg: Arc<Pg>, begin: &'static str) -> Self {
         let session = Mutex::new(Session::new(Arc::clone(&pg), begin));
-        Self { pg, session }
+        Self { pg, session, changed: Mutex::default() }
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
         lock(&self.session)
     }
 
+    /// Calls `f` with the value under `key` in `table`.
     pub(crate) fn get<R, E: From<StoreError>>(
         &self,
         table: Named<'_>,
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
     ) -> Result<R, E> {
-        get(&self.pg, &self.session, table, key, f)
+        use redb::TableHandle;
+        if !self.exists(table.name())? {
+            return f(None);
+        }
+        let sql = sql::get(&self.pg.qualified(table.name())?);
+        let rows = self.lock().rows(&sql, &[&key])?;
+        match rows.first() {
+            Some(row) => f(Some(row.try_get::<_, &[u8]>(0).map_err(StoreError::from)?)),
+            None => f(None),
+        }
     }
 
+    /// Visits the rows of `range` in key order (descending when `reverse`) until `visit` returns false,
+    /// fetching them in growing batches.
     pub(crate) fn scan<E: From<StoreError>>(
         &self,
         table: Named<'_>,
         range: (Bound<&[u8]>, Bound<&[u8]>),
         reverse: bool,
-        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
     ) -> Result<(), E> {
-        scan(&self.pg, &self.session, table, range, reverse, visit)
+        use redb::TableHandle;
+        if !self.exists(table.name())? {
+            return Ok(());
+        }
+        let name = self.pg.qualified(table.name())?;
+        let mut range = (range.0.map(<[u8]>::to_vec), range.1.map(<[u8]>::to_vec));
+        let mut batch = FIRST_BATCH;
+        loop {
+            let sql = sql::scan(&name, &range, reverse);
+            let bounds = sql::bound_params(&range);
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                bounds.iter().map(|b| b as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+            params.push(&batch);
+            // The lock is let go before `visit`, which may read through the same transaction.
+            let rows = self.lock().rows(&sql, &params)?;
+            let mut last = None;
+            for row in &rows {
+                let key: &[u8] = row.try_get(0).map_err(StoreError::from)?;
+                let value: &[u8] = row.try_get(1).map_err(StoreError::from)?;
+                if !visit(key, value)? {
+                    return Ok(());
+                }
+                last = Some(key);
+            }
+            let (Some(last), true) = (last, i64::try_from(rows.len()).unwrap_or(0) == batch) else { return Ok(()) };
+            let after = Bound::Excluded(last.to_vec());
+            if reverse {
+                range.1 = after;
+            } else {
+                range.0 = after;
+            }
+            batch = (batch * 4).min(MAX_BATCH);
+        }
     }
 
+    /// How many rows `table` holds.
     pub(crate) fn count(&self, table: Named<'_>) -> Result<u64> {
-        count(&self.pg, &self.session, table)
+        use redb::TableHandle;
+        if !self.exists(table.name())? {
+            return Ok(0);
+        }
+        let sql = format!("SELECT count(*) FROM {}", self.pg.qualified(table.name())?);
+        let rows = self.lock().rows(&sql, &[])?;
+        let count: i64 = rows.first().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    /// Whether the table `name` exists. The tables this process knows of are remembered; any other is
+    /// looked up each time, since another node may have created it since.
     pub(crate) fn exists(&self, name: &str) -> Result<bool> {
-        exists(&self.pg, &self.session, name)
+        if let Some(exists) = self.changed_here(name) {
+            return Ok(exists);
+        }
+        if self.pg.has_table(name) {
+            return Ok(true);
+        }
+        let rows = self.lock().rows(sql::EXISTS, &[&self.pg.qualified(name)?])?;
+        let found = rows.first().map(|row| row.try_get::<_, bool>(0)).transpose()?.unwrap_or(false);
+        if found {
+            // Committed: a table of this transaction's own would have been answered above.
+            self.pg.learned_table(name, true);
+        }
+        Ok(found)
+    }
+
+    /// Notes that this transaction created (`exists`) or dropped a table.
+    pub(crate) fn changed_table(&self, name: &str, exists: bool) {
+        self.changed().push((name.to_string(), exists));
+    }
+
+    /// Tells the process of the tables this transaction created or dropped, once it committed.
+    pub(crate) fn publish_tables(&self) {
+        for (name, exists) in std::mem::take(&mut *self.changed()) {
+            self.pg.learned_table(&name, exists);
+        }
+    }
+
+    fn changed_here(&self, name: &str) -> Option<bool> {
+        self.changed().iter().rev().find(|(changed, _)| changed == name).map(|(_, exists)| *exists)
+    }
+
+    fn changed(&self) -> std::sync::MutexGuard<'_, Vec<(String, bool)>> {
+        self.changed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The names of the portal's tables.
     pub(crate) fn table_names(&self) -> Vec<String> {
-        self.pg.table_names()
+        let mut names: std::collections::BTreeSet<String> = self.pg.table_names().into_iter().collect();
+        for (name, exists) in self.changed().iter() {
+            if *exists {
+                names.insert(name.clone());
+            } else {
+                names.remove(name);
+            }
+        }
+        names.into_iter().collect()
     }
 }
 
@@ -172,95 +269,4 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
 
 pub(crate) fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
     session.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Calls `f` with the value under `key` in `table`.
-pub(crate) fn get<R, E: From<StoreError>>(
-    pg: &Pg,
-    session: &Mutex<Session>,
-    table: Named<'_>,
-    key: &[u8],
-    f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
-) -> Result<R, E> {
-    use redb::TableHandle;
-    if !exists(pg, session, table.name())? {
-        return f(None);
-    }
-    let sql = sql::get(&pg.qualified(table.name())?);
-    let rows = lock(session).rows(&sql, &[&key])?;
-    match rows.first() {
-        Some(row) => f(Some(row.try_get::<_, &[u8]>(0).map_err(StoreError::from)?)),
-        None => f(None),
-    }
-}
-
-/// Visits the rows of `range` in key order (descending when `reverse`) until `visit` returns false,
-/// fetching them in growing batches.
-pub(crate) fn scan<E: From<StoreError>>(
-    pg: &Pg,
-    session: &Mutex<Session>,
-    table: Named<'_>,
-    range: (Bound<&[u8]>, Bound<&[u8]>),
-    reverse: bool,
-    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
-) -> Result<(), E> {
-    use redb::TableHandle;
-    if !exists(pg, session, table.name())? {
-        return Ok(());
-    }
-    let name = pg.qualified(table.name())?;
-    let mut range = (range.0.map(<[u8]>::to_vec), range.1.map(<[u8]>::to_vec));
-    let mut batch = FIRST_BATCH;
-    loop {
-        let sql = sql::scan(&name, &range, reverse);
-        let bounds = sql::bound_params(&range);
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            bounds.iter().map(|b| b as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-        params.push(&batch);
-        // The lock is let go before `visit`, which may read through the same transaction.
-        let rows = lock(session).rows(&sql, &params)?;
-        let mut last = None;
-        for row in &rows {
-            let key: &[u8] = row.try_get(0).map_err(StoreError::from)?;
-            let value: &[u8] = row.try_get(1).map_err(StoreError::from)?;
-            if !visit(key, value)? {
-                return Ok(());
-            }
-            last = Some(key);
-        }
-        let (Some(last), true) = (last, i64::try_from(rows.len()).unwrap_or(0) == batch) else { return Ok(()) };
-        let after = Bound::Excluded(last.to_vec());
-        if reverse {
-            range.1 = after;
-        } else {
-            range.0 = after;
-        }
-        batch = (batch * 4).min(MAX_BATCH);
-    }
-}
-
-/// How many rows `table` holds.
-pub(crate) fn count(pg: &Pg, session: &Mutex<Session>, table: Named<'_>) -> Result<u64> {
-    use redb::TableHandle;
-    if !exists(pg, session, table.name())? {
-        return Ok(0);
-    }
-    let sql = format!("SELECT count(*) FROM {}", pg.qualified(table.name())?);
-    let rows = lock(session).rows(&sql, &[])?;
-    let count: i64 = rows.first().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);
-    Ok(u64::try_from(count).unwrap_or(0))
-}
-
-/// Whether the table `name` exists. The tables this process knows of are remembered; any other is looked
-/// up each time, since another node may have created it since.
-pub(crate) fn exists(pg: &Pg, session: &Mutex<Session>, name: &str) -> Result<bool> {
-    if pg.has_table(name) {
-        return Ok(true);
-    }
-    let rows = lock(session).rows(sql::EXISTS, &[&pg.qualified(name)?])?;
-    let found = rows.first().map(|row| row.try_get::<_, bool>(0)).transpose()?.unwrap_or(false);
-    if found {
-        pg.learned_table(name, true);
-    }
-    Ok(found)
 }

@@ -2,7 +2,7 @@
 //! fails with a serialization failure and runs again, as if the nodes had written one after the other.
 
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use redb::TableHandle;
 
@@ -15,9 +15,6 @@ const BEGIN: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 
 pub(crate) struct PgWrite {
     tx: Transaction,
-    /// Tables created (true) or dropped (false) in this transaction: known at once to its own reads, and
-    /// forgotten again if it rolls back.
-    tables: Mutex<Vec<(String, bool)>>,
 }
 
 /// Reads go straight to the transaction.
@@ -31,7 +28,7 @@ impl std::ops::Deref for PgWrite {
 
 impl PgWrite {
     pub(crate) fn begin(pg: Arc<Pg>) -> Self {
-        Self { tx: Transaction::new(pg, BEGIN), tables: Mutex::default() }
+        Self { tx: Transaction::new(pg, BEGIN) }
     }
 
     pub(crate) fn create_table(&self, table: Named<'_>) -> Result<()> {
@@ -44,7 +41,7 @@ impl PgWrite {
         session.execute(sql::DDL_TURN, &[&self.tx.pg.schema])?;
         session.batch(&sql::create(&self.tx.pg.qualified(name)?))?;
         drop(session);
-        self.learned(name, true);
+        self.tx.changed_table(name, true);
         Ok(())
     }
 
@@ -53,13 +50,8 @@ impl PgWrite {
             return Ok(false);
         }
         self.tx.lock().batch(&sql::drop_table(&self.tx.pg.qualified(name)?))?;
-        self.learned(name, false);
+        self.tx.changed_table(name, false);
         Ok(true)
-    }
-
-    fn learned(&self, name: &str, exists: bool) {
-        self.tx.pg.learned_table(name, exists);
-        self.tables.lock().unwrap_or_else(PoisonError::into_inner).push((name.to_string(), exists));
     }
 
     pub(crate) fn put(&self, table: Named<'_>, key: &[u8], value: &[u8]) -> Result<()> {
@@ -102,21 +94,15 @@ impl PgWrite {
             return Err(failure);
         }
         let committed = self.tx.lock().end(true);
-        committed.map_err(|e| {
-            self.forget_tables();
-            Failure { error: StoreError::new(format!("database commit: {}", describe(&e))), conflict: is_conflict(&e) }
-        })
+        committed.map_err(|e| Failure {
+            error: StoreError::new(format!("database commit: {}", describe(&e))),
+            conflict: is_conflict(&e),
+        })?;
+        self.tx.publish_tables();
+        Ok(())
     }
 
     pub(crate) fn rollback(self) {
         let _ = self.tx.lock().end(false);
-        self.forget_tables();
-    }
-
-    fn forget_tables(&self) {
-        let changed = std::mem::take(&mut *self.tables.lock().unwrap_or_else(PoisonError::into_inner));
-        for (name, exists) in changed.into_iter().rev() {
-            self.tx.pg.learned_table(&name, !exists);
-        }
     }
 }
