@@ -10,7 +10,7 @@ use uuid::Uuid;
 const OUTBOX: Table<OutboxMessage> = Table::new("notify.outbox");
 
 /// Entries beyond this many are dropped oldest first, so an unattended outbox cannot grow without bound.
-const OUTBOX_CAPACITY: usize = 1_000;
+const OUTBOX_CAPACITY: u64 = 1_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -46,8 +46,8 @@ pub(crate) async fn keep(store: &Store, channel: Channel, to: &str, subject: Opt
     store
         .write(move |tx| {
             OUTBOX.insert(tx, Uuid::now_v7().as_bytes(), &message)?;
-            let stale = OUTBOX.page(tx, &Page { prefix: &[], after: None, limit: usize::MAX })?;
-            for (key, _) in stale.into_iter().skip(OUTBOX_CAPACITY) {
+            let excess = OUTBOX.len(tx)?.saturating_sub(OUTBOX_CAPACITY);
+            for key in OUTBOX.first_keys(tx, excess)? {
                 OUTBOX.remove(tx, &key)?;
             }
             Ok(())
@@ -61,4 +61,23 @@ pub fn outbox(store: &Store, limit: usize) -> Result<Vec<OutboxMessage>> {
         let page = OUTBOX.page(tx, &Page { prefix: &[], after: None, limit })?;
         Ok(page.into_iter().map(|(_, message)| message).collect())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_outbox_drops_its_oldest_messages() {
+        let store = Store::in_memory().unwrap();
+        store.write_blocking(install).unwrap();
+        for n in 0..OUTBOX_CAPACITY + 3 {
+            keep(&store, Channel::Email, "a@example.test", Some("s"), &format!("message {n}")).await.unwrap();
+        }
+        let kept = outbox(&store, usize::MAX).unwrap();
+        assert_eq!(kept.len() as u64, OUTBOX_CAPACITY);
+        assert_eq!(kept.first().unwrap().body, format!("message {}", OUTBOX_CAPACITY + 2));
+        assert_eq!(kept.last().unwrap().body, "message 3");
+    }
 }

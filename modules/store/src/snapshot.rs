@@ -113,6 +113,10 @@ impl ReadTx for Snapshot {
             View::Pg(read) => read.scan(table, range, reverse, visit),
         }
     }
+
+    fn count_raw(&self, table: Named<'_>) -> Result<u64> {
+        self.count(table)
+    }
 }
 
 /// The snapshot reads share, and how many commits there have been.

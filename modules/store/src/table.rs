@@ -68,6 +68,9 @@ pub trait ReadTx {
         reverse: bool,
         visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
     ) -> Result<(), E>;
+
+    /// How many rows `table` holds (0 when it was never created).
+    fn count_raw(&self, table: Named<'_>) -> Result<u64>;
 }
 
 /// `table` in a read transaction; `None` when it was never created (it reads as empty).
@@ -145,6 +148,13 @@ impl ReadTx for ReadTransaction {
         visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
     ) -> Result<(), E> {
         scan_in(open_existing(self, table)?.as_ref(), range, reverse, visit)
+    }
+
+    fn count_raw(&self, table: Named<'_>) -> Result<u64> {
+        match open_existing(self, table)? {
+            Some(open) => Ok(redb::ReadableTableMetadata::len(&open)?),
+            None => Ok(0),
+        }
     }
 }
 
@@ -250,6 +260,29 @@ impl<V: Record> Table<V> {
             Ok::<_, StoreError>(out.len() < page.limit)
         })?;
         Ok(out)
+    }
+
+    /// How many records the table holds.
+    pub fn len(&self, tx: &impl ReadTx) -> Result<u64> {
+        tx.count_raw(self.def)
+    }
+
+    /// Whether the table holds no record.
+    pub fn is_empty(&self, tx: &impl ReadTx) -> Result<bool> {
+        Ok(self.len(tx)? == 0)
+    }
+
+    /// The keys of the `n` oldest (smallest) records.
+    pub fn first_keys(&self, tx: &impl ReadTx, n: u64) -> Result<Vec<Vec<u8>>> {
+        let mut keys = Vec::new();
+        if n == 0 {
+            return Ok(keys);
+        }
+        tx.scan_raw(self.def, (Bound::Unbounded, Bound::Unbounded), false, |k, _| {
+            keys.push(k.to_vec());
+            Ok::<_, StoreError>((keys.len() as u64) < n)
+        })?;
+        Ok(keys)
     }
 
     /// Visits every record with `prefix`, in key order, until `visit` returns false.

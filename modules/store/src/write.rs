@@ -108,6 +108,13 @@ impl ReadTx for WriteTx {
             Backend::Pg(tx) => tx.scan(table, range, reverse, visit),
         }
     }
+
+    fn count_raw(&self, table: Named<'_>) -> Result<u64> {
+        match &self.0 {
+            Backend::Redb(tx) => Ok(redb::ReadableTableMetadata::len(&tx.open_table(table)?)?),
+            Backend::Pg(tx) => tx.count(table),
+        }
+    }
 }
 
 /// One table of a write transaction, held open (see [`WriteTx::table`]).
