@@ -4,13 +4,20 @@
 
 use std::collections::HashMap;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use futures_executor::block_on;
+use futures_util::future::{maybe_done, MaybeDone};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
+use super::pending::Batch;
 use crate::error::{Result, StoreError};
 
 pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+type Call<'a> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + 'a>>;
 
 pub(crate) struct Conn {
     client: Client,
@@ -72,6 +79,66 @@ impl Conn {
     pub(crate) fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, tokio_postgres::Error> {
         let statement = self.statement(sql)?;
         block_on(self.client.execute(&statement, params))
+    }
+
+    /// Sends `sql` (without parameters) and goes on without waiting for its answer: statements sent
+    /// later on this connection run after it, and the connection reads and drops its answer.
+    pub(crate) fn send(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        use futures_util::FutureExt;
+        // The first poll hands the statement to the connection; its answer is not awaited.
+        match self.client.batch_execute(sql).now_or_never() {
+            Some(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `first`, the `batches` and `last` in order in one round trip. Answers the first error, and
+    /// whether `last` (a `COMMIT`) ran, which ends the transaction also after an error.
+    pub(crate) fn pipeline(
+        &mut self,
+        first: Option<&str>,
+        batches: &[Batch],
+        last: Option<&str>,
+    ) -> (Result<(), tokio_postgres::Error>, bool) {
+        let mut statements = Vec::with_capacity(batches.len());
+        for batch in batches {
+            match self.statement(&batch.sql) {
+                Ok(statement) => statements.push(statement),
+                Err(e) => return (Err(e), false),
+            }
+        }
+        let arrays: Vec<Vec<Vec<&[u8]>>> = batches
+            .iter()
+            .map(|batch| batch.arrays.iter().map(|array| array.iter().map(Vec::as_slice).collect()).collect())
+            .collect();
+        let client = &self.client;
+        let mut calls: Vec<Call<'_>> = Vec::with_capacity(batches.len() + 2);
+        if let Some(first) = first {
+            calls.push(Box::pin(client.batch_execute(first)));
+        }
+        for (statement, arrays) in statements.iter().zip(&arrays) {
+            calls.push(Box::pin(async move {
+                let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+                client.execute(statement, &params).await.map(drop)
+            }));
+        }
+        if let Some(last) = last {
+            calls.push(Box::pin(client.batch_execute(last)));
+        }
+        // Each call is polled once in order, which sends its statement, before any answer is awaited.
+        let mut calls: Vec<MaybeDone<Call<'_>>> = calls.into_iter().map(maybe_done).collect();
+        block_on(async {
+            for call in &mut calls {
+                let _ = futures_util::poll!(Pin::new(&mut *call));
+            }
+            for call in &mut calls {
+                Pin::new(call).await;
+            }
+        });
+        let results: Vec<Result<(), tokio_postgres::Error>> =
+            calls.iter_mut().filter_map(|call| Pin::new(call).take_output()).collect();
+        let last_ran = last.is_some() && results.len() == calls.len() && results.last().is_some_and(Result::is_ok);
+        (results.into_iter().find_map(Result::err).map_or(Ok(()), Err), last_ran)
     }
 
     /// Statements without parameters (transaction control, DDL).

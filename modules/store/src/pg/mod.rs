@@ -9,6 +9,7 @@
 //! failure (another node wrote what it read).
 
 mod conn;
+mod pending;
 mod read;
 mod session;
 mod sql;
@@ -18,7 +19,6 @@ use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError, RwLock};
 
 pub(crate) use read::PgRead;
-pub(crate) use session::describe;
 pub(crate) use write::PgWrite;
 
 use crate::error::{Result, StoreError};

@@ -28,6 +28,6 @@ impl Deref for PgRead {
 
 impl Drop for PgRead {
     fn drop(&mut self) {
-        let _ = self.0.lock().end(true);
+        self.0.lock().end_read();
     }
 }

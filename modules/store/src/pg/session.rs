@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio_postgres::Row;
 
 use super::conn::{Conn, Params};
+use super::pending::{Batch, Pending};
 use super::{is_conflict, sql, Pg};
 use crate::error::{Result, StoreError};
 use crate::table::Named;
@@ -97,6 +98,61 @@ impl Session {
         Ok(())
     }
 
+    /// Sends `batches` (changes the transaction held) in one round trip.
+    pub(crate) fn send(&mut self, batches: &[Batch]) -> Result<()> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let begin = (!self.begun).then_some(self.begin);
+        let (sent, _) = self.conn()?.pipeline(begin, batches, None);
+        self.begun = true;
+        self.note(sent)
+    }
+
+    /// Sends `batches` and the `COMMIT` in one round trip, and gives the connection back.
+    pub(crate) fn commit(&mut self, batches: &[Batch]) -> Result<(), Failure> {
+        if let Some(failure) = self.failure.clone() {
+            let _ = self.end(false);
+            return Err(failure);
+        }
+        if !self.begun && batches.is_empty() {
+            self.ended = true;
+            return Ok(());
+        }
+        let begin = (!self.begun).then_some(self.begin);
+        let conn = self.conn().map_err(|error| Failure { error, conflict: false })?;
+        let (committed, ended) = conn.pipeline(begin, batches, Some("COMMIT"));
+        self.begun = true;
+        if ended {
+            // Committed, or rolled back by the `COMMIT` after an error: the connection is free.
+            self.ended = true;
+            if let Some(conn) = self.conn.take() {
+                self.pg.give_back(conn);
+            }
+        }
+        committed.map_err(|e| {
+            let failure = Failure {
+                error: StoreError::new(format!("database commit: {}", describe(&e))),
+                conflict: is_conflict(&e),
+            };
+            if !ended {
+                self.failure = Some(failure.clone());
+                let _ = self.end(false);
+            }
+            failure
+        })
+    }
+
+    /// Ends a read-only transaction without waiting for its `COMMIT` (see `Conn::send`): the next
+    /// transaction on the connection queues behind it.
+    pub(crate) fn end_read(&mut self) {
+        self.ended = true;
+        let Some(mut conn) = self.conn.take() else { return };
+        if !self.begun || conn.send("COMMIT").is_ok() {
+            self.pg.give_back(conn);
+        }
+    }
+
     /// Ends the transaction (`COMMIT` when `commit` and nothing failed, else `ROLLBACK`) and gives the
     /// connection back to the pool.
     pub(crate) fn end(&mut self, commit: bool) -> Result<(), tokio_postgres::Error> {
@@ -120,12 +176,41 @@ pub(crate) struct Transaction {
     /// Tables this transaction created (true) or dropped (false), in order: known at once to its own
     /// statements, and to the other transactions of this process only once it committed.
     changed: Mutex<Vec<(String, bool)>>,
+    /// The rows this transaction changed and has not sent yet (a write's; a read's stays empty).
+    pending: Mutex<Pending>,
 }
 
 impl Transaction {
     pub(crate) fn new(pg: Arc<Pg>, begin: &'static str) -> Self {
         let session = Mutex::new(Session::new(Arc::clone(&pg), begin));
-        Self { pg, session, changed: Mutex::default() }
+        Self { pg, session, changed: Mutex::default(), pending: Mutex::default() }
+    }
+
+    pub(crate) fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends the held changes to `table`, so that a statement reading it sees them.
+    fn flush_table(&self, name: &str) -> Result<()> {
+        let batches = {
+            let mut pending = self.pending();
+            if !pending.has_table(name) {
+                return Ok(());
+            }
+            pending.take_table(name, &self.pg.qualified(name)?)
+        };
+        self.lock().send(&batches)
+    }
+
+    /// The statements that write every held change, which are then no longer held.
+    pub(crate) fn take_batches(&self) -> Result<Vec<Batch>> {
+        let mut pending = self.pending();
+        let mut batches = Vec::new();
+        for name in pending.tables() {
+            let qualified = self.pg.qualified(&name)?;
+            batches.extend(pending.take_table(&name, &qualified));
+        }
+        Ok(batches)
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
@@ -140,6 +225,10 @@ impl Transaction {
         f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
     ) -> Result<R, E> {
         use redb::TableHandle;
+        let held = self.pending().get(table.name(), key).map(|value| value.map(<[u8]>::to_vec));
+        if let Some(value) = held {
+            return f(value.as_deref());
+        }
         if !self.exists(table.name())? {
             return f(None);
         }
@@ -164,6 +253,7 @@ impl Transaction {
         if !self.exists(table.name())? {
             return Ok(());
         }
+        self.flush_table(table.name())?;
         let name = self.pg.qualified(table.name())?;
         let mut range = (range.0.map(<[u8]>::to_vec), range.1.map(<[u8]>::to_vec));
         let mut batch = FIRST_BATCH;
@@ -201,6 +291,7 @@ impl Transaction {
         if !self.exists(table.name())? {
             return Ok(0);
         }
+        self.flush_table(table.name())?;
         let sql = format!("SELECT count(*) FROM {}", self.pg.qualified(table.name())?);
         let rows = self.lock().rows(&sql, &[])?;
         let count: i64 = rows.first().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);

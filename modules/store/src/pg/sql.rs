@@ -30,8 +30,16 @@ pub(crate) fn get(t: &str) -> String {
     format!("SELECT value FROM {t} WHERE key = $1")
 }
 
-pub(crate) fn put(t: &str) -> String {
-    format!("INSERT INTO {t} (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value")
+/// Upserts the rows of two arrays (keys unique), in one statement.
+pub(crate) fn put_many(t: &str) -> String {
+    format!(
+        "INSERT INTO {t} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+    )
+}
+
+pub(crate) fn remove_many(t: &str) -> String {
+    format!("DELETE FROM {t} WHERE key = ANY($1::bytea[])")
 }
 
 pub(crate) fn remove(t: &str) -> String {

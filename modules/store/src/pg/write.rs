@@ -7,8 +7,8 @@ use std::sync::Arc;
 use redb::TableHandle;
 
 use super::session::{Failure, Transaction};
-use super::{describe, is_conflict, sql, Pg};
-use crate::error::{Result, StoreError};
+use super::{sql, Pg};
+use crate::error::Result;
 use crate::table::Named;
 
 const BEGIN: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
@@ -49,21 +49,33 @@ impl PgWrite {
         if !self.tx.exists(name)? {
             return Ok(false);
         }
+        self.tx.pending().forget_table(name);
         self.tx.lock().batch(&sql::drop_table(&self.tx.pg.qualified(name)?))?;
         self.tx.changed_table(name, false);
         Ok(true)
     }
 
+    /// Held until the commit, or until a statement reads the table (see `Pending`).
     pub(crate) fn put(&self, table: Named<'_>, key: &[u8], value: &[u8]) -> Result<()> {
         self.create_table(table)?;
-        let sql = sql::put(&self.tx.pg.qualified(table.name())?);
-        self.tx.lock().execute(&sql, &[&key, &value])?;
+        let full = {
+            let mut pending = self.tx.pending();
+            pending.put(table.name(), key, value);
+            pending.is_full()
+        };
+        if full {
+            let batches = self.tx.take_batches()?;
+            self.tx.lock().send(&batches)?;
+        }
         Ok(())
     }
 
     pub(crate) fn remove(&self, table: Named<'_>, key: &[u8]) -> Result<bool> {
         if !self.tx.exists(table.name())? {
             return Ok(false);
+        }
+        if let Some(existed) = self.tx.pending().remove(table.name(), key) {
+            return Ok(existed);
         }
         let sql = sql::remove(&self.tx.pg.qualified(table.name())?);
         Ok(self.tx.lock().execute(&sql, &[&key])? > 0)
@@ -73,6 +85,7 @@ impl PgWrite {
         if !self.tx.exists(table.name())? {
             return Ok(());
         }
+        self.tx.pending().forget_range(table.name(), range);
         let range = (range.0.map(<[u8]>::to_vec), range.1.map(<[u8]>::to_vec));
         let sql = sql::remove_range(&self.tx.pg.qualified(table.name())?, &range);
         let bounds = sql::bound_params(&range);
@@ -87,17 +100,17 @@ impl PgWrite {
         self.tx.lock().failure()
     }
 
-    /// Commits; a refused commit rolls back (a conflict, or the connection lost with the outcome unknown).
+    /// Sends the held changes with the `COMMIT`; a refused commit rolls back (a conflict, or the
+    /// connection lost with the outcome unknown).
     pub(crate) fn commit(self) -> std::result::Result<(), Failure> {
-        if let Some(failure) = self.failure() {
-            self.rollback();
-            return Err(failure);
-        }
-        let committed = self.tx.lock().end(true);
-        committed.map_err(|e| Failure {
-            error: StoreError::new(format!("database commit: {}", describe(&e))),
-            conflict: is_conflict(&e),
-        })?;
+        let batches = match self.tx.take_batches() {
+            Ok(batches) => batches,
+            Err(error) => {
+                self.rollback();
+                return Err(Failure { error, conflict: false });
+            }
+        };
+        self.tx.lock().commit(&batches)?;
         self.tx.publish_tables();
         Ok(())
     }

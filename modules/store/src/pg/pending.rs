@@ -1,0 +1,159 @@
+//! The rows a write transaction changed but has not sent yet. They go to the database in one statement
+//! per table: with the `COMMIT` (the whole write in one round trip), before a scan or count of their
+//! table, or once many have gathered. A point read of a key changed here is answered from them.
+
+use std::collections::BTreeMap;
+use std::ops::{Bound, RangeBounds};
+
+use super::sql;
+
+/// Changed rows held before they are sent (bounds the memory and the statement of a bulk write).
+const MAX_ROWS: usize = 1024;
+
+/// A table's changed keys: the new value, or `None` for a removed key.
+type Rows = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+#[derive(Default)]
+pub(crate) struct Pending {
+    tables: BTreeMap<String, Rows>,
+    rows: usize,
+}
+
+/// One statement of a flush: its SQL and its parameters, each an array of bytea.
+pub(crate) struct Batch {
+    pub sql: String,
+    pub arrays: Vec<Vec<Vec<u8>>>,
+}
+
+impl Pending {
+    /// The value `key` of `table` was given here (`Some(None)`: removed here), if it was changed here.
+    pub(crate) fn get(&self, table: &str, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.tables.get(table)?.get(key).map(Option::as_deref)
+    }
+
+    pub(crate) fn put(&mut self, table: &str, key: &[u8], value: &[u8]) {
+        self.set(table, key, Some(value.to_vec()));
+    }
+
+    /// Removes `key` if it was changed here: whether it existed then. `None`: not changed here (the
+    /// database must say whether it exists).
+    pub(crate) fn remove(&mut self, table: &str, key: &[u8]) -> Option<bool> {
+        let existed = self.get(table, key)?.is_some();
+        self.set(table, key, None);
+        Some(existed)
+    }
+
+    fn set(&mut self, table: &str, key: &[u8], value: Option<Vec<u8>>) {
+        let rows = self.tables.entry(table.to_string()).or_default();
+        if rows.insert(key.to_vec(), value).is_none() {
+            self.rows += 1;
+        }
+    }
+
+    /// Drops the changes to keys in `range` (the caller removes the range from the database).
+    pub(crate) fn forget_range(&mut self, table: &str, range: (Bound<&[u8]>, Bound<&[u8]>)) {
+        if let Some(rows) = self.tables.get_mut(table) {
+            let before = rows.len();
+            rows.retain(|key, _| !RangeBounds::<[u8]>::contains(&range, key.as_slice()));
+            self.rows -= before - rows.len();
+        }
+    }
+
+    /// Drops the changes to a table that is being dropped.
+    pub(crate) fn forget_table(&mut self, table: &str) {
+        if let Some(rows) = self.tables.remove(table) {
+            self.rows -= rows.len();
+        }
+    }
+
+    pub(crate) fn has_table(&self, table: &str) -> bool {
+        self.tables.contains_key(table)
+    }
+
+    /// Whether enough changes gathered to send them before the commit.
+    pub(crate) fn is_full(&self) -> bool {
+        self.rows >= MAX_ROWS
+    }
+
+    /// The statements that write the changes to `table` (qualified as `qualified`), which are then
+    /// no longer held.
+    pub(crate) fn take_table(&mut self, table: &str, qualified: &str) -> Vec<Batch> {
+        match self.tables.remove(table) {
+            Some(rows) => {
+                self.rows -= rows.len();
+                batches(qualified, rows)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// The tables with changes held.
+    pub(crate) fn tables(&self) -> Vec<String> {
+        self.tables.keys().cloned().collect()
+    }
+}
+
+/// An upsert of the new values and a delete of the removed keys (each only when there are any).
+fn batches(qualified: &str, rows: Rows) -> Vec<Batch> {
+    let (mut keys, mut values, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, value) in rows {
+        match value {
+            Some(value) => {
+                keys.push(key);
+                values.push(value);
+            }
+            None => removed.push(key),
+        }
+    }
+    let mut out = Vec::new();
+    if !keys.is_empty() {
+        out.push(Batch { sql: sql::put_many(qualified), arrays: vec![keys, values] });
+    }
+    if !removed.is_empty() {
+        out.push(Batch { sql: sql::remove_many(qualified), arrays: vec![removed] });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn reads_see_the_changes_and_a_flush_sends_each_once() {
+        let mut pending = Pending::default();
+        pending.put("t", b"a", b"1");
+        pending.put("t", b"b", b"2");
+        pending.put("t", b"a", b"3");
+        assert_eq!(pending.get("t", b"a"), Some(Some(&b"3"[..])));
+        assert_eq!(pending.get("t", b"c"), None);
+        assert_eq!(pending.remove("t", b"b"), Some(true));
+        assert_eq!(pending.remove("t", b"b"), Some(false));
+        assert_eq!(pending.remove("t", b"c"), None);
+        assert_eq!(pending.get("t", b"b"), Some(None));
+        assert_eq!(pending.rows, 2);
+        let batches = pending.take_table("t", "\"s\".\"t\"");
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].arrays, vec![vec![b"a".to_vec()], vec![b"3".to_vec()]]);
+        assert_eq!(batches[1].arrays, vec![vec![b"b".to_vec()]]);
+        assert!(batches[1].sql.starts_with("DELETE"));
+        assert_eq!(pending.rows, 0);
+        assert!(!pending.has_table("t"));
+    }
+
+    #[test]
+    fn a_removed_range_or_table_drops_its_changes() {
+        let mut pending = Pending::default();
+        for key in [b"a", b"b", b"c"] {
+            pending.put("t", key, b"v");
+        }
+        pending.put("u", b"a", b"v");
+        pending.forget_range("t", (Bound::Included(b"b"), Bound::Unbounded));
+        assert_eq!(pending.get("t", b"a"), Some(Some(&b"v"[..])));
+        assert_eq!(pending.get("t", b"c"), None);
+        pending.forget_table("u");
+        assert_eq!(pending.rows, 1);
+        assert_eq!(pending.tables(), vec!["t".to_string()]);
+    }
+}
