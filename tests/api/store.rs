@@ -2,6 +2,8 @@
 //! closing and reopening the file.
 
 use portal_core::table::{decode, encode, Index, Page, Table};
+use std::ops::Bound;
+
 use portal_core::Record;
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +84,53 @@ fn committed_writes_survive_reopening_and_failed_writes_leave_nothing() {
             assert_eq!(next.iter().map(|(_, n)| n.pages).collect::<Vec<_>>(), vec![2, 1, 0]);
             let keys = NOTES_BY_PAGES.page_keys(tx, &Page { prefix: b"p", after: None, limit: 10 })?;
             assert_eq!(keys.len(), 5);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_write_reads_its_own_changes_through_every_kind_of_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::helpers::open_store(dir.path());
+    let note = |i: u32| NoteV2 { title: format!("n{i}"), pages: i, tags: vec![] };
+    store
+        .write_blocking(move |tx| {
+            for i in 0u32..3 {
+                NOTES.insert(tx, &i.to_be_bytes(), &note(i))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    store
+        .write_blocking(move |tx| {
+            // Changed here: a new key, a replaced one, a removed one; and one committed before.
+            NOTES.insert(tx, &7u32.to_be_bytes(), &note(7))?;
+            NOTES.insert(tx, &1u32.to_be_bytes(), &note(11))?;
+            assert!(NOTES.remove(tx, &2u32.to_be_bytes())?);
+            assert!(!NOTES.remove(tx, &2u32.to_be_bytes())?, "removed twice");
+            let keys = [0u32, 1, 2, 7, 8].map(u32::to_be_bytes);
+            let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+            let pages: Vec<Option<u32>> = NOTES.get_many(tx, &refs)?.into_iter().map(|n| n.map(|n| n.pages)).collect();
+            assert_eq!(pages, vec![Some(0), Some(11), None, Some(7), None]);
+            assert_eq!(NOTES.get(tx, &1u32.to_be_bytes())?.unwrap().pages, 11);
+            assert_eq!(NOTES.len(tx)?, 3);
+            let page = NOTES.page(tx, &Page { prefix: &[], after: None, limit: 10 })?;
+            assert_eq!(page.iter().map(|(_, n)| n.pages).collect::<Vec<_>>(), vec![7, 11, 0]);
+            // Written after the scan sent the earlier changes, then removed with a range.
+            NOTES.insert(tx, &9u32.to_be_bytes(), &note(9))?;
+            tx.remove_range_raw(NOTES.raw(), (Bound::Included(&7u32.to_be_bytes()[..]), Bound::Unbounded))?;
+            assert!(NOTES.get(tx, &9u32.to_be_bytes())?.is_none());
+            Ok(())
+        })
+        .unwrap();
+    store
+        .read_blocking(|tx| {
+            let keys = [0u32, 1, 2, 7, 9].map(u32::to_be_bytes);
+            let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+            let pages: Vec<Option<u32>> = NOTES.get_many(tx, &refs)?.into_iter().map(|n| n.map(|n| n.pages)).collect();
+            assert_eq!(pages, vec![Some(0), Some(11), None, None, None]);
+            assert_eq!(NOTES.len(tx)?, 2);
             Ok(())
         })
         .unwrap();

@@ -164,13 +164,8 @@ pub fn page_by_customer(
     let prefix = customer.to_key();
     let after_key = after.map(|a| key(&[&prefix, &a.to_key()]));
     let keys = USERS_BY_CUSTOMER.page_keys(tx, &Page { prefix: &prefix, after: after_key.as_deref(), limit })?;
-    let mut users = Vec::with_capacity(keys.len());
-    for k in keys {
-        if let Some(user) = USERS.get(tx, key_from(&k, 16))? {
-            users.push(user);
-        }
-    }
-    Ok(users)
+    let ids: Vec<&[u8]> = keys.iter().map(|k| key_from(k, 16)).collect();
+    Ok(USERS.get_many(tx, &ids)?.into_iter().flatten().collect())
 }
 
 /// Ids of every user of a customer.

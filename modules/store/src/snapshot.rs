@@ -117,6 +117,23 @@ impl ReadTx for Snapshot {
     fn count_raw(&self, table: Named<'_>) -> Result<u64> {
         self.count(table)
     }
+
+    fn get_many_raw<E: From<StoreError>>(
+        &self,
+        table: Named<'_>,
+        keys: &[&[u8]],
+        mut f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match &self.0 {
+            View::Redb(_) => {
+                for (i, key) in keys.iter().enumerate() {
+                    self.get_raw(table, key, |value| f(i, value))?;
+                }
+                Ok(())
+            }
+            View::Pg(read) => read.get_many(table, keys, f),
+        }
+    }
 }
 
 /// The snapshot reads share, and how many commits there have been.

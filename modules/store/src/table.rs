@@ -71,6 +71,20 @@ pub trait ReadTx {
 
     /// How many rows `table` holds (0 when it was never created).
     fn count_raw(&self, table: Named<'_>) -> Result<u64>;
+
+    /// Calls `f` with the index of each of `keys` and the bytes stored under it, in order (one round
+    /// trip on PostgreSQL).
+    fn get_many_raw<E: From<StoreError>>(
+        &self,
+        table: Named<'_>,
+        keys: &[&[u8]],
+        mut f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for (i, key) in keys.iter().enumerate() {
+            self.get_raw(table, key, |value| f(i, value))?;
+        }
+        Ok(())
+    }
 }
 
 /// `table` in a read transaction; `None` when it was never created (it reads as empty).
@@ -237,6 +251,16 @@ impl<V: Record> Table<V> {
 
     pub fn contains(&self, tx: &impl ReadTx, key: &[u8]) -> Result<bool> {
         tx.get_raw(self.def, key, |bytes| Ok(bytes.is_some()))
+    }
+
+    /// The records under `keys`, in their order (`None` where there is none).
+    pub fn get_many(&self, tx: &impl ReadTx, keys: &[&[u8]]) -> Result<Vec<Option<V>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        tx.get_many_raw(self.def, keys, |_, bytes| {
+            out.push(bytes.map(decode).transpose()?);
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(out)
     }
 
     pub fn insert(&self, tx: &WriteTx, key: &[u8], value: &V) -> Result<()> {

@@ -115,6 +115,23 @@ impl ReadTx for WriteTx {
             Backend::Pg(tx) => tx.count(table),
         }
     }
+
+    fn get_many_raw<E: From<StoreError>>(
+        &self,
+        table: Named<'_>,
+        keys: &[&[u8]],
+        mut f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match &self.0 {
+            Backend::Redb(_) => {
+                for (i, key) in keys.iter().enumerate() {
+                    self.get_raw(table, key, |value| f(i, value))?;
+                }
+                Ok(())
+            }
+            Backend::Pg(tx) => tx.get_many(table, keys, f),
+        }
+    }
 }
 
 /// One table of a write transaction, held open (see [`WriteTx::table`]).

@@ -240,6 +240,38 @@ impl Transaction {
         }
     }
 
+    /// Calls `f` with the index of each of `keys` and its value, in order: the keys changed here from
+    /// the held changes, the others in one statement.
+    pub(crate) fn get_many<E: From<StoreError>>(
+        &self,
+        table: Named<'_>,
+        keys: &[&[u8]],
+        mut f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        use redb::TableHandle;
+        let held: Vec<Option<Option<Vec<u8>>>> = {
+            let pending = self.pending();
+            keys.iter().map(|key| pending.get(table.name(), key).map(|v| v.map(<[u8]>::to_vec))).collect()
+        };
+        let wanted: Vec<&[u8]> = keys.iter().zip(&held).filter(|(_, h)| h.is_none()).map(|(k, _)| *k).collect();
+        let mut found = std::collections::HashMap::new();
+        if !wanted.is_empty() && self.exists(table.name())? {
+            let sql = sql::get_many(&self.pg.qualified(table.name())?);
+            for row in self.lock().rows(&sql, &[&wanted])? {
+                let key: Vec<u8> = row.try_get(0).map_err(StoreError::from)?;
+                let value: Vec<u8> = row.try_get(1).map_err(StoreError::from)?;
+                found.insert(key, value);
+            }
+        }
+        for (i, (key, held)) in keys.iter().zip(held).enumerate() {
+            match held {
+                Some(value) => f(i, value.as_deref())?,
+                None => f(i, found.get(*key).map(Vec::as_slice))?,
+            }
+        }
+        Ok(())
+    }
+
     /// Visits the rows of `range` in key order (descending when `reverse`) until `visit` returns false,
     /// fetching them in growing batches.
     pub(crate) fn scan<E: From<StoreError>>(

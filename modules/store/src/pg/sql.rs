@@ -30,6 +30,10 @@ pub(crate) fn get(t: &str) -> String {
     format!("SELECT value FROM {t} WHERE key = $1")
 }
 
+pub(crate) fn get_many(t: &str) -> String {
+    format!("SELECT key, value FROM {t} WHERE key = ANY($1::bytea[])")
+}
+
 /// Upserts the rows of two arrays (keys unique), in one statement.
 pub(crate) fn put_many(t: &str) -> String {
     format!(
