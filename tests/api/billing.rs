@@ -752,3 +752,41 @@ async fn an_invoice_past_due_counts_as_overdue_at_once_in_stats_and_overview() {
     assert_eq!(cents(&overview["overdue_amount"]), 7000);
     assert_eq!(cents(&overview["outstanding_amount"]), 7000);
 }
+
+#[tokio::test]
+async fn invoice_lists_page_with_their_cursor_with_and_without_a_status() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let cid = customer(&app, &admin, "Pages", json!({"monthly_fee": 10})).await;
+    let mut issued = Vec::new();
+    for month in 1..=7 {
+        let invoice = recurring_invoice(&app, &admin, &cid, &format!("2030-{month:02}-01")).await;
+        issued.push(invoice["id"].as_str().unwrap().to_string());
+    }
+    for paid in [&issued[1], &issued[4], &issued[5]] {
+        mark_paid(&app, &admin, paid).await;
+    }
+    // Every page through the cursor, as a client walks it.
+    let walk = |query: &'static str| {
+        let (app, admin, cid) = (&app, &admin, &cid);
+        async move {
+            let (mut ids, mut cursor) = (Vec::new(), String::new());
+            loop {
+                let path = format!("/billing/invoices/customer/{cid}?limit=2{query}{cursor}");
+                let r = app.call(Method::GET, &path, admin, None).await;
+                assert_eq!(r.status, 200, "{path}: {}", r.text);
+                ids.extend(r.json().as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()));
+                match r.header("x-next-cursor") {
+                    Some(next) => cursor = format!("&cursor={next}"),
+                    None => return ids,
+                }
+            }
+        }
+    };
+    let newest_first: Vec<String> = issued.iter().rev().cloned().collect();
+    assert_eq!(walk("").await, newest_first);
+    let paid: Vec<String> = [&issued[5], &issued[4], &issued[1]].map(String::clone).to_vec();
+    assert_eq!(walk("&status=paid").await, paid);
+    let pending: Vec<String> = [&issued[6], &issued[3], &issued[2], &issued[0]].map(String::clone).to_vec();
+    assert_eq!(walk("&status=pending").await, pending);
+}

@@ -78,31 +78,39 @@ pub fn list(
     fetch: usize,
 ) -> Result<Vec<Invoice>> {
     let now = Timestamp::now();
+    let cid = scope.id().to_key();
+    let (index, prefix) = match status {
+        // Stored pending and overdue both may read as overdue: walk the customer's whole list.
+        Some(InvoiceStatus::Overdue) | None => (&BY_CUSTOMER, cid.to_vec()),
+        Some(s) => (&BY_CUSTOMER_STATUS, key(&[&cid, &[s.index() as u8]])),
+    };
+    let mut after_key = after.map(|id| key(&[&prefix, &id.to_key()]));
     let mut out = Vec::new();
-    let mut take = |k: &[u8]| -> Result<bool> {
-        let id = InvoiceId::from_key(key_tail(k, 16));
-        if let Some(invoice) = id.map(|id| get(tx, id)).transpose()?.flatten() {
-            if status.is_none_or(|s| s == invoice.status_at(now)) {
+    // A page of index keys, then its invoices in one batched read; a filter that dropped some reads
+    // on from the last key, in pages of at least `FILTERED_PAGE`.
+    while out.len() < fetch {
+        let want = if status.is_some() { (fetch - out.len()).max(FILTERED_PAGE) } else { fetch - out.len() };
+        let mut keys = Vec::with_capacity(want);
+        index.visit_keys_desc(tx, &prefix, after_key.as_deref(), |k| {
+            keys.push(k.to_vec());
+            Ok::<_, Error>(keys.len() < want)
+        })?;
+        let ids: Vec<&[u8]> = keys.iter().map(|k| key_tail(k, 16)).collect();
+        for invoice in INVOICES.get_many(tx, &ids)?.into_iter().flatten() {
+            if out.len() < fetch && status.is_none_or(|s| s == invoice.status_at(now)) {
                 out.push(invoice);
             }
         }
-        Ok(out.len() < fetch)
-    };
-    let cid = scope.id().to_key();
-    match status {
-        // Stored pending and overdue both may read as overdue: walk the customer's whole list.
-        Some(InvoiceStatus::Overdue) | None => {
-            let after_key = after.map(|id| key(&[&cid, &id.to_key()]));
-            BY_CUSTOMER.visit_keys_desc(tx, &cid, after_key.as_deref(), &mut take)?;
+        if keys.len() < want {
+            break;
         }
-        Some(s) => {
-            let prefix = key(&[&cid, &[s.index() as u8]]);
-            let after_key = after.map(|id| key(&[&prefix, &id.to_key()]));
-            BY_CUSTOMER_STATUS.visit_keys_desc(tx, &prefix, after_key.as_deref(), &mut take)?;
-        }
+        after_key = keys.pop();
     }
     Ok(out)
 }
+
+/// Index keys read at a time by a list filtered by status.
+const FILTERED_PAGE: usize = 64;
 
 /// Whether the customer has any invoice (a financial record).
 pub fn any_for_customer(tx: &impl ReadTx, customer: CustomerId) -> Result<bool> {
