@@ -384,3 +384,37 @@ async fn two_portals_on_one_database_lose_nothing_when_one_is_killed() {
     println!("{} acknowledged writes on two portals, {missing} missing, {wrong} inconsistent", acknowledged.writes);
     assert_eq!((missing, wrong), (0, 0));
 }
+
+/// A session ended on one portal (logout) is refused by another portal on the same database within a
+/// second, although the other one had just accepted it.
+#[tokio::test]
+async fn a_session_ended_on_one_portal_is_refused_on_the_other_within_a_second() {
+    if crate::helpers::test_database().is_none() {
+        eprintln!("two portals share a store on PostgreSQL only");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path()).await;
+    let second = start(dir.path()).await;
+    let client = Client::connect(&first.base).await;
+    let http = reqwest::Client::new();
+    let me = |base: &str| http.get(format!("{base}/users/me")).bearer_auth(&client.token).send();
+    // The second portal knows the session (and keeps it in memory).
+    for _ in 0..3 {
+        assert_eq!(me(&second.base).await.unwrap().status(), 200);
+    }
+    let out = http.post(format!("{}/auth/logout", first.base)).bearer_auth(&client.token).send().await.unwrap();
+    assert_eq!(out.status(), 204);
+    let ended = std::time::Instant::now();
+    loop {
+        let answer = me(&second.base).await.unwrap();
+        if answer.status() == 401 {
+            let body: Value = answer.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "unauthorized");
+            break;
+        }
+        assert!(ended.elapsed() < Duration::from_secs(1), "the other portal still accepts an ended session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("refused on the other portal {} ms after the logout", ended.elapsed().as_millis());
+}

@@ -112,7 +112,7 @@ impl AuthService {
             registration: auth.registration,
             public_url: config.public_url.clone(),
             secure_cookies: config.served_over_tls(),
-            session_cache: SessionCache::default(),
+            session_cache: SessionCache::new(ctx.store.is_postgres().then_some(crate::session_cache::SHARED_MAX_AGE)),
             limiter: portal_core::rate_limit::shared(ctx),
         })
     }
@@ -133,18 +133,16 @@ impl AuthService {
         &self.notifier
     }
 
-    /// The stored session `id`, from memory when no session was written since it was read. On
-    /// PostgreSQL other portals may end sessions too, so it is read from the database every time.
+    /// The stored session `id`, from memory when no session was written since it was read (on
+    /// PostgreSQL, where other portals end sessions too, also at most `SHARED_MAX_AGE` ago).
     pub async fn session(&self, id: SessionId) -> Result<Option<Session>> {
-        if self.store.is_postgres() {
-            return self.store.read_blocking(|tx| sessions::get(tx, id));
-        }
         let version = crate::session_cache::CHANGES.current();
         if let Some(known) = self.session_cache.get(id, version) {
             return Ok(known);
         }
+        let read_at = std::time::Instant::now();
         let found = self.store.read_blocking(|tx| sessions::get(tx, id))?;
-        self.session_cache.keep(id, version, found.clone());
+        self.session_cache.keep(id, version, read_at, found.clone());
         Ok(found)
     }
 
