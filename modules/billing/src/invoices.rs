@@ -90,7 +90,7 @@ pub fn list(
     // on from the last key, in pages of at least `FILTERED_PAGE`.
     while out.len() < fetch {
         let want = if status.is_some() { (fetch - out.len()).max(FILTERED_PAGE) } else { fetch - out.len() };
-        let mut keys = Vec::with_capacity(want);
+        let mut keys = Vec::with_capacity(want.min(256));
         index.visit_keys_desc(tx, &prefix, after_key.as_deref(), |k| {
             keys.push(k.to_vec());
             Ok::<_, Error>(keys.len() < want)
