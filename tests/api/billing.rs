@@ -770,14 +770,15 @@ async fn invoice_lists_page_with_their_cursor_with_and_without_a_status() {
     let walk = |query: &'static str| {
         let (app, admin, cid) = (&app, &admin, &cid);
         async move {
+            // The first page with an empty `cursor=`, as clients that always send it ask.
             let (mut ids, mut cursor) = (Vec::new(), String::new());
             loop {
-                let path = format!("/billing/invoices/customer/{cid}?limit=2{query}{cursor}");
+                let path = format!("/billing/invoices/customer/{cid}?limit=2{query}&cursor={cursor}");
                 let r = app.call(Method::GET, &path, admin, None).await;
                 assert_eq!(r.status, 200, "{path}: {}", r.text);
                 ids.extend(r.json().as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()));
                 match r.header("x-next-cursor") {
-                    Some(next) => cursor = format!("&cursor={next}"),
+                    Some(next) => cursor = next.to_string(),
                     None => return ids,
                 }
             }

@@ -27,7 +27,8 @@ impl<C: std::str::FromStr> PageRequest<C> {
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(Error::invalid("limit", format!("must be between 1 and {MAX_LIMIT}")));
         }
-        let after = match cursor.filter(|c| !c.is_empty()) {
+        // `str::is_empty`, not the method call: poem-openapi's `Type::is_empty` (false) would win for `&&str`.
+        let after = match cursor.filter(|c| !str::is_empty(c)) {
             Some(c) => Some(c.parse().map_err(|_| Error::invalid("cursor", "not a cursor this list handed out"))?),
             None => None,
         };
@@ -95,6 +96,7 @@ mod tests {
         assert!(e.details().unwrap().contains_key("cursor"));
         let id = CustomerId::generate();
         assert_eq!(PageRequest::<CustomerId>::parse(Some(200), Some(&id.to_string())).unwrap().after, Some(id));
+        assert_eq!(PageRequest::<CustomerId>::parse(Some(2), Some("")).unwrap().after, None);
     }
 
     #[test]
