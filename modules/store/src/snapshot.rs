@@ -122,15 +122,10 @@ impl ReadTx for Snapshot {
         &self,
         table: Named<'_>,
         keys: &[&[u8]],
-        mut f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
+        f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
         match &self.0 {
-            View::Redb(_) => {
-                for (i, key) in keys.iter().enumerate() {
-                    self.get_raw(table, key, |value| f(i, value))?;
-                }
-                Ok(())
-            }
+            View::Redb(_) => crate::table::get_one_by_one(self, table, keys, f),
             View::Pg(read) => read.get_many(table, keys, f),
         }
     }

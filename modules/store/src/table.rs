@@ -78,13 +78,23 @@ pub trait ReadTx {
         &self,
         table: Named<'_>,
         keys: &[&[u8]],
-        mut f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
+        f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
-        for (i, key) in keys.iter().enumerate() {
-            self.get_raw(table, key, |value| f(i, value))?;
-        }
-        Ok(())
+        get_one_by_one(self, table, keys, f)
     }
+}
+
+/// `get_many_raw` as one point read per key (redb, where a point read costs no round trip).
+pub(crate) fn get_one_by_one<T: ReadTx + ?Sized, E: From<StoreError>>(
+    tx: &T,
+    table: Named<'_>,
+    keys: &[&[u8]],
+    mut f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
+) -> Result<(), E> {
+    for (i, key) in keys.iter().enumerate() {
+        tx.get_raw(table, key, |value| f(i, value))?;
+    }
+    Ok(())
 }
 
 /// `table` in a read transaction; `None` when it was never created (it reads as empty).

@@ -120,15 +120,10 @@ impl ReadTx for WriteTx {
         &self,
         table: Named<'_>,
         keys: &[&[u8]],
-        mut f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
+        f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
         match &self.0 {
-            Backend::Redb(_) => {
-                for (i, key) in keys.iter().enumerate() {
-                    self.get_raw(table, key, |value| f(i, value))?;
-                }
-                Ok(())
-            }
+            Backend::Redb(_) => crate::table::get_one_by_one(self, table, keys, f),
             Backend::Pg(tx) => tx.get_many(table, keys, f),
         }
     }
