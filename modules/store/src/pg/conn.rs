@@ -1,95 +1,146 @@
-//! One connection with its prepared statements, used synchronously: each call waits on the connection's
-//! answer, which the backend's own runtime drives, so any thread may call (the writer thread, a blocking
-//! thread, or a handler's point read on the async reactor).
+//! One connection with its prepared statements, used synchronously by one thread at a time (the writer
+//! thread, a blocking thread, or a handler's point read on the async reactor). The thread that waits on
+//! an answer drives the connection itself (see [`super::socket`]): no runtime, no hand-off between threads.
 
 use std::collections::HashMap;
-
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
 
-use futures_executor::block_on;
 use futures_util::future::{maybe_done, MaybeDone};
+use futures_util::FutureExt;
+use tokio_postgres::config::{Host, TargetSessionAttrs};
+use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{AsyncMessage, Client, Config, Error, NoTls, Row, SimpleQueryMessage, Statement};
 
 use super::pending::Batch;
+use super::socket::{Readiness, Socket};
 use crate::error::{Result, StoreError};
 
 pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];
 
-type Call<'a> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + 'a>>;
+type Call<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>;
+
+type Connection = tokio_postgres::Connection<Socket, NoTlsStream>;
 
 pub(crate) struct Conn {
     client: Client,
+    /// Reads and writes the socket while a call waits; `None` once it ended.
+    connection: Option<Pin<Box<Connection>>>,
+    readiness: Readiness,
     statements: HashMap<String, Statement>,
 }
 
 impl Conn {
-    pub(crate) fn connect(runtime: &tokio::runtime::Runtime, config: &tokio_postgres::Config) -> Result<Self> {
-        let config = config.clone();
-        let connected = runtime.spawn(async move {
-            let (client, connection) = config.connect(NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %e, "a database connection ended");
-                }
-            });
-            Ok::<_, tokio_postgres::Error>(client)
-        });
-        let client =
-            block_on(connected)?.map_err(|e| StoreError::new(format!("cannot connect to the database: {e}")))?;
-        Ok(Self { client, statements: HashMap::new() })
+    /// Connects to the first of the URL's hosts that answers (and, with `target_session_attrs`, is
+    /// writable or read-only as asked).
+    pub(crate) fn connect(config: &Config) -> Result<Self> {
+        let (hosts, addrs, ports) = (config.get_hosts(), config.get_hostaddrs(), config.get_ports());
+        let mut failed = StoreError::new("cannot connect to the database: the URL names no host");
+        for i in 0..hosts.len().max(addrs.len()) {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            let host = match (addrs.get(i), hosts.get(i)) {
+                (Some(addr), _) => Host::Tcp(addr.to_string()),
+                (None, Some(host)) => host.clone(),
+                (None, None) => continue,
+            };
+            match Self::connect_to(config, &host, port) {
+                Ok(conn) => return Ok(conn),
+                Err(e) => failed = e,
+            }
+        }
+        Err(failed)
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
-        self.client.is_closed()
+    fn connect_to(config: &Config, host: &Host, port: u16) -> Result<Self> {
+        let at = match host {
+            Host::Tcp(name) => format!("{name}:{port}"),
+            Host::Unix(dir) => dir.join(format!(".s.PGSQL.{port}")).display().to_string(),
+        };
+        let cannot =
+            |e: &dyn std::fmt::Display| StoreError::new(format!("cannot connect to the database at {at}: {e}"));
+        let timeout = config.get_connect_timeout().copied();
+        let (socket, readiness) = Socket::connect(host, port, timeout).map_err(|e| cannot(&e))?;
+        if let Some(tcp) = socket.tcp() {
+            keep_alive(tcp, config).map_err(|e| cannot(&e))?;
+        }
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        let (client, connection) =
+            handshake(config.connect_raw(socket, NoTls), &readiness, deadline).map_err(|e| cannot(&e))?;
+        let mut conn = Self { client, connection: Some(Box::pin(connection)), readiness, statements: HashMap::new() };
+        let wanted = match config.get_target_session_attrs() {
+            TargetSessionAttrs::ReadWrite => "off",
+            TargetSessionAttrs::ReadOnly => "on",
+            _ => return Ok(conn),
+        };
+        let asked = conn.client.simple_query("SHOW transaction_read_only");
+        let answer = drive(&mut conn.connection, &conn.readiness, &conn.client, asked).map_err(|e| cannot(&e))?;
+        let read_only = answer.iter().find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        });
+        match read_only.as_deref() == Some(wanted) {
+            true => Ok(conn),
+            false => Err(cannot(&format!("the server's transaction_read_only is not {wanted}"))),
+        }
+    }
+
+    pub(crate) fn is_closed(&mut self) -> bool {
+        // Reads what the server sent meanwhile: a connection it closed ends here.
+        if let Some(connection) = &mut self.connection {
+            if poll_connection(connection, &mut Context::from_waker(Waker::noop())) {
+                self.connection = None;
+            }
+        }
+        self.connection.is_none() || self.client.is_closed()
     }
 
     /// `sql` prepared once per connection.
-    fn statement(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, Error> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = block_on(self.client.prepare(sql))?;
+        let statement = drive(&mut self.connection, &self.readiness, &self.client, self.client.prepare(sql))?;
         self.statements.insert(sql.to_string(), statement.clone());
         Ok(statement)
     }
 
-    pub(crate) fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, tokio_postgres::Error> {
+    pub(crate) fn query(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, Error> {
         let statement = self.statement(sql)?;
-        block_on(self.client.query(&statement, params))
+        drive(&mut self.connection, &self.readiness, &self.client, self.client.query(&statement, params))
     }
 
     /// `query` sent right behind `first` (a `BEGIN`), in one round trip.
-    pub(crate) fn query_after(
-        &mut self,
-        first: &str,
-        sql: &str,
-        params: &Params<'_>,
-    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+    pub(crate) fn query_after(&mut self, first: &str, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, Error> {
         let statement = self.statement(sql)?;
-        let (begun, rows) = block_on(futures_util::future::join(
-            self.client.batch_execute(first),
-            self.client.query(&statement, params),
-        ));
-        begun?;
-        rows
+        // `join` polls `first` first, which sends it before the query.
+        let both = futures_util::future::join(self.client.batch_execute(first), self.client.query(&statement, params));
+        drive(&mut self.connection, &self.readiness, &self.client, both.map(|(begun, rows)| begun.and(rows)))
     }
 
-    pub(crate) fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, tokio_postgres::Error> {
+    pub(crate) fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, Error> {
         let statement = self.statement(sql)?;
-        block_on(self.client.execute(&statement, params))
+        drive(&mut self.connection, &self.readiness, &self.client, self.client.execute(&statement, params))
     }
 
     /// Sends `sql` (without parameters) and goes on without waiting for its answer: statements sent
     /// later on this connection run after it, and the connection reads and drops its answer.
-    pub(crate) fn send(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
-        use futures_util::FutureExt;
+    pub(crate) fn send(&mut self, sql: &str) -> Result<(), Error> {
         // The first poll hands the statement to the connection; its answer is not awaited.
-        match self.client.batch_execute(sql).now_or_never() {
-            Some(Err(e)) => Err(e),
-            _ => Ok(()),
+        if let Some(Err(e)) = self.client.batch_execute(sql).now_or_never() {
+            return Err(e);
         }
+        // The connection writes it to the socket now, so that the server runs it meanwhile.
+        if let Some(connection) = &mut self.connection {
+            if poll_connection(connection, &mut Context::from_waker(Waker::noop())) {
+                self.connection = None;
+            }
+        }
+        Ok(())
     }
 
     /// Runs `first`, the `batches` and `last` in order in one round trip. Answers the first error, and
@@ -99,7 +150,7 @@ impl Conn {
         first: Option<&str>,
         batches: &[Batch],
         last: Option<&str>,
-    ) -> (Result<(), tokio_postgres::Error>, bool) {
+    ) -> (Result<(), Error>, bool) {
         let mut statements = Vec::with_capacity(batches.len());
         for batch in batches {
             match self.statement(&batch.sql) {
@@ -125,25 +176,29 @@ impl Conn {
         if let Some(last) = last {
             calls.push(Box::pin(client.batch_execute(last)));
         }
-        // Each call is polled once in order, which sends its statement, before any answer is awaited.
+        // Each call is polled once in order, which queues its statement, before any answer is awaited.
         let mut calls: Vec<MaybeDone<Call<'_>>> = calls.into_iter().map(maybe_done).collect();
-        block_on(async {
-            for call in &mut calls {
-                let _ = futures_util::poll!(Pin::new(&mut *call));
-            }
+        let mut cx = Context::from_waker(Waker::noop());
+        for call in &mut calls {
+            let _ = Pin::new(call).poll(&mut cx);
+        }
+        let all = async {
             for call in &mut calls {
                 Pin::new(call).await;
             }
-        });
-        let results: Vec<Result<(), tokio_postgres::Error>> =
+            Ok(())
+        };
+        let driven = drive(&mut self.connection, &self.readiness, client, all);
+        let results: Vec<Result<(), Error>> =
             calls.iter_mut().filter_map(|call| Pin::new(call).take_output()).collect();
         let last_ran = last.is_some() && results.len() == calls.len() && results.last().is_some_and(Result::is_ok);
-        (results.into_iter().find_map(Result::err).map_or(Ok(()), Err), last_ran)
+        let first_error = driven.err().or_else(|| results.into_iter().find_map(Result::err));
+        (first_error.map_or(Ok(()), Err), last_ran)
     }
 
     /// Statements without parameters (transaction control, DDL).
-    pub(crate) fn batch(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
-        block_on(self.client.batch_execute(sql))
+    pub(crate) fn batch(&mut self, sql: &str) -> Result<(), Error> {
+        drive(&mut self.connection, &self.readiness, &self.client, self.client.batch_execute(sql))
     }
 
     pub(crate) fn scalar<T: for<'a> tokio_postgres::types::FromSql<'a>>(
@@ -160,4 +215,115 @@ impl Conn {
     pub(crate) fn forget_statements(&mut self) {
         self.statements.clear();
     }
+}
+
+/// Records that something a poll waits on (a channel between the client and its connection) moved, so
+/// the waiting thread polls again instead of sleeping on the socket.
+#[derive(Default)]
+struct Woken(AtomicBool);
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Polls `call` and the connection in turn until the call ends, sleeping on the socket while neither can
+/// go on. A connection that ends fails the calls waiting on it.
+fn drive<T>(
+    connection: &mut Option<Pin<Box<Connection>>>,
+    readiness: &Readiness,
+    client: &Client,
+    call: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let mut call = pin!(call);
+    let woken = Arc::new(Woken::default());
+    let waker = Waker::from(Arc::clone(&woken));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        woken.0.store(false, Ordering::Release);
+        if let Poll::Ready(answer) = call.as_mut().poll(&mut cx) {
+            return answer;
+        }
+        let Some(open) = connection else {
+            // Dropping the connection closed the channels the call waits on, so it fails at its next poll
+            // (above), as any new call fails at once.
+            if let Some(Err(e)) = client.batch_execute("").now_or_never() {
+                return Err(e);
+            }
+            let _ = readiness.wait(Some(Instant::now() + std::time::Duration::from_millis(10)));
+            continue;
+        };
+        if poll_connection(open, &mut cx) {
+            *connection = None;
+            continue;
+        }
+        if woken.0.load(Ordering::Acquire) {
+            continue;
+        }
+        if let Err(e) = readiness.wait(None) {
+            tracing::warn!(error = %e, "cannot wait on a database connection");
+            *connection = None;
+        }
+    }
+}
+
+/// Lets the connection read and write what it can: whether it ended.
+fn poll_connection(connection: &mut Pin<Box<Connection>>, cx: &mut Context<'_>) -> bool {
+    loop {
+        match connection.as_mut().poll_message(cx) {
+            Poll::Pending => return false,
+            Poll::Ready(Some(Ok(AsyncMessage::Notice(notice)))) => {
+                tracing::debug!(severity = notice.severity(), message = notice.message(), "database notice");
+            }
+            // Notifications: the portal listens for none.
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!(error = %e, "a database connection ended");
+                return true;
+            }
+            Poll::Ready(None) => return true,
+        }
+    }
+}
+
+/// Runs the start-up exchange of a new connection (before `deadline`, if any).
+fn handshake(
+    connecting: impl Future<Output = Result<(Client, Connection), Error>>,
+    readiness: &Readiness,
+    deadline: Option<Instant>,
+) -> std::io::Result<(Client, Connection)> {
+    let mut connecting = pin!(connecting);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(connected) = connecting.as_mut().poll(&mut cx) {
+            return connected.map_err(std::io::Error::other);
+        }
+        if !readiness.wait(deadline)? {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the server did not answer in time"));
+        }
+    }
+}
+
+/// The URL's TCP keepalive settings (on by default, as libpq's), so that a dead server or network is noticed.
+fn keep_alive(tcp: &std::net::TcpStream, config: &Config) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(tcp);
+    if let Some(timeout) = config.get_tcp_user_timeout() {
+        socket.set_tcp_user_timeout(Some(*timeout))?;
+    }
+    if !config.get_keepalives() {
+        return Ok(());
+    }
+    let mut keepalive = socket2::TcpKeepalive::new().with_time(config.get_keepalives_idle());
+    if let Some(interval) = config.get_keepalives_interval() {
+        keepalive = keepalive.with_interval(interval);
+    }
+    if let Some(retries) = config.get_keepalives_retries() {
+        keepalive = keepalive.with_retries(retries);
+    }
+    socket.set_tcp_keepalive(&keepalive)
 }

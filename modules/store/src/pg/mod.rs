@@ -2,8 +2,8 @@
 //! (`key bytea primary key, value bytea`) in the configured schema, so several portal processes can
 //! serve one database. bytea compares as bytes, so range scans see keys in the order redb does.
 //!
-//! The store's API is synchronous (closures run on the writer thread or a blocking thread), so the
-//! connections are driven by a small runtime of their own and the store's threads wait on their answers.
+//! The store's API is synchronous (closures run on the writer thread or a blocking thread): the thread
+//! that waits on a connection's answer drives the connection itself (see `socket`).
 //! A read is one `REPEATABLE READ READ ONLY` transaction (one consistent view, like a redb snapshot); a
 //! write group is one `SERIALIZABLE` transaction, run again when PostgreSQL reports a serialization
 //! failure (another node wrote what it read).
@@ -12,6 +12,7 @@ mod conn;
 mod pending;
 mod read;
 mod session;
+mod socket;
 mod sql;
 mod write;
 
@@ -41,8 +42,7 @@ pub(crate) enum Holder {
 /// A PostgreSQL database holding the portal's tables in `schema`.
 pub(crate) struct Pg {
     /// The connection that holds the schema's advisory lock (shared or alone) while the store is open.
-    _holding: Conn,
-    driver: Driver,
+    _holding: Mutex<Conn>,
     config: tokio_postgres::Config,
     schema: String,
     idle: Mutex<Vec<Conn>>,
@@ -65,17 +65,6 @@ struct JobsLock {
 /// How often a process that does not run the jobs tries to take them over.
 const JOBS_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The runtime that drives the connections; shut down without waiting when the store goes.
-struct Driver(Option<tokio::runtime::Runtime>);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 impl Pg {
     /// Connects to the database `url` names, creates `schema` if missing and learns its tables.
     pub(crate) fn open(url: &str, schema: &str, holder: Holder) -> Result<Self> {
@@ -90,16 +79,7 @@ impl Pg {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        // In its `Driver` at once: a runtime dropped on an async thread (a failed open) must not panic.
-        let driver = Driver(Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("store-pg")
-                .enable_all()
-                .build()?,
-        ));
-        let runtime = driver.0.as_ref().ok_or_else(|| StoreError::new("no runtime"))?;
-        let mut holding = Conn::connect(runtime, &config)?;
+        let mut holding = Conn::connect(&config)?;
         let held: bool = match holder {
             Holder::Shared => holding.query(sql::HOLD_SHARED, &[&schema]).map(|_| true)?,
             Holder::Alone => holding.scalar(sql::HOLD_ALONE, &[&schema])?,
@@ -110,8 +90,7 @@ impl Pg {
             )));
         }
         let pg = Self {
-            _holding: holding,
-            driver,
+            _holding: Mutex::new(holding),
             config,
             schema: schema.to_string(),
             idle: Mutex::default(),
@@ -143,13 +122,16 @@ impl Pg {
     pub(crate) fn take(&self) -> Result<Conn> {
         let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         match idle {
-            Some(conn) if !conn.is_closed() => Ok(conn),
-            _ => self.connect(),
+            Some(mut conn) => match conn.is_closed() {
+                false => Ok(conn),
+                true => self.connect(),
+            },
+            None => self.connect(),
         }
     }
 
     /// Returns a connection after use (dropped if it broke or enough are idle already).
-    pub(crate) fn give_back(&self, conn: Conn) {
+    pub(crate) fn give_back(&self, mut conn: Conn) {
         if conn.is_closed() {
             return;
         }
@@ -160,14 +142,13 @@ impl Pg {
     }
 
     fn connect(&self) -> Result<Conn> {
-        let runtime = self.driver.0.as_ref().ok_or_else(|| StoreError::new("the store is closed"))?;
-        Conn::connect(runtime, &self.config)
+        Conn::connect(&self.config)
     }
 
     /// Whether this process runs the background jobs now (see [`JobsLock`]).
     pub(crate) fn leads_jobs(&self) -> bool {
         let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-        let alive = jobs.conn.as_ref().is_some_and(|conn| !conn.is_closed());
+        let alive = jobs.conn.as_mut().is_some_and(|conn| !conn.is_closed());
         if jobs.held && alive {
             return true;
         }
