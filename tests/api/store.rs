@@ -104,6 +104,9 @@ fn a_write_reads_its_own_changes_through_every_kind_of_read() {
         .unwrap();
     store
         .write_blocking(move |tx| {
+            // Read before they change (a read answered once is remembered until the write changes it).
+            assert_eq!(NOTES.get(tx, &1u32.to_be_bytes())?.unwrap().pages, 1);
+            assert!(NOTES.get(tx, &8u32.to_be_bytes())?.is_none());
             // Changed here: a new key, a replaced one, a removed one; and one committed before.
             NOTES.insert(tx, &7u32.to_be_bytes(), &note(7))?;
             NOTES.insert(tx, &1u32.to_be_bytes(), &note(11))?;
@@ -117,19 +120,25 @@ fn a_write_reads_its_own_changes_through_every_kind_of_read() {
             assert_eq!(NOTES.len(tx)?, 3);
             let page = NOTES.page(tx, &Page { prefix: &[], after: None, limit: 10 })?;
             assert_eq!(page.iter().map(|(_, n)| n.pages).collect::<Vec<_>>(), vec![7, 11, 0]);
+            // Sent by the scan, read again: the new values, not the ones read first.
+            assert_eq!(NOTES.get(tx, &1u32.to_be_bytes())?.unwrap().pages, 11);
+            NOTES.insert(tx, &8u32.to_be_bytes(), &note(8))?;
+            assert_eq!(NOTES.len(tx)?, 4);
+            assert_eq!(NOTES.get(tx, &8u32.to_be_bytes())?.unwrap().pages, 8);
             // Written after the scan sent the earlier changes, then removed with a range.
             NOTES.insert(tx, &9u32.to_be_bytes(), &note(9))?;
             tx.remove_range_raw(NOTES.raw(), (Bound::Included(&7u32.to_be_bytes()[..]), Bound::Unbounded))?;
             assert!(NOTES.get(tx, &9u32.to_be_bytes())?.is_none());
+            assert!(NOTES.get(tx, &8u32.to_be_bytes())?.is_none());
             Ok(())
         })
         .unwrap();
     store
         .read_blocking(|tx| {
-            let keys = [0u32, 1, 2, 7, 9].map(u32::to_be_bytes);
+            let keys = [0u32, 1, 2, 7, 8, 9].map(u32::to_be_bytes);
             let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
             let pages: Vec<Option<u32>> = NOTES.get_many(tx, &refs)?.into_iter().map(|n| n.map(|n| n.pages)).collect();
-            assert_eq!(pages, vec![Some(0), Some(11), None, None, None]);
+            assert_eq!(pages, vec![Some(0), Some(11), None, None, None, None]);
             assert_eq!(NOTES.len(tx)?, 2);
             Ok(())
         })

@@ -11,6 +11,7 @@
 mod conn;
 mod pending;
 mod read;
+mod seen;
 mod session;
 mod socket;
 mod sql;

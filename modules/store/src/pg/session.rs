@@ -8,6 +8,7 @@ use tokio_postgres::Row;
 
 use super::conn::{Conn, Params};
 use super::pending::{Batch, Pending};
+use super::seen::Seen;
 use super::{is_conflict, sql, Pg};
 use crate::error::{Result, StoreError};
 use crate::table::Named;
@@ -178,16 +179,22 @@ pub(crate) struct Transaction {
     changed: Mutex<Vec<(String, bool)>>,
     /// The rows this transaction changed and has not sent yet (a write's; a read's stays empty).
     pending: Mutex<Pending>,
+    /// The rows this transaction read and did not change since.
+    seen: Mutex<Seen>,
 }
 
 impl Transaction {
     pub(crate) fn new(pg: Arc<Pg>, begin: &'static str) -> Self {
         let session = Mutex::new(Session::new(Arc::clone(&pg), begin));
-        Self { pg, session, changed: Mutex::default(), pending: Mutex::default() }
+        Self { pg, session, changed: Mutex::default(), pending: Mutex::default(), seen: Mutex::default() }
     }
 
     pub(crate) fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sends the held changes to `table`, so that a statement reading it sees them.
@@ -229,15 +236,18 @@ impl Transaction {
         if let Some(value) = held {
             return f(value.as_deref());
         }
+        let seen = self.seen().get(table.name(), key).map(|value| value.map(<[u8]>::to_vec));
+        if let Some(value) = seen {
+            return f(value.as_deref());
+        }
         if !self.exists(table.name())? {
             return f(None);
         }
         let sql = sql::get(&self.pg.qualified(table.name())?);
         let rows = self.lock().rows(&sql, &[&key])?;
-        match rows.first() {
-            Some(row) => f(Some(row.try_get::<_, &[u8]>(0).map_err(StoreError::from)?)),
-            None => f(None),
-        }
+        let value = rows.first().map(|row| row.try_get::<_, &[u8]>(0)).transpose().map_err(StoreError::from)?;
+        self.seen().remember(table.name(), key, value);
+        f(value)
     }
 
     /// Calls `f` with the index of each of `keys` and its value, in order: the keys changed here from
@@ -249,11 +259,12 @@ impl Transaction {
         mut f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
         use redb::TableHandle;
-        let held: Vec<Option<Option<Vec<u8>>>> = {
-            let pending = self.pending();
-            keys.iter().map(|key| pending.get(table.name(), key).map(|v| v.map(<[u8]>::to_vec))).collect()
+        let known: Vec<Option<Option<Vec<u8>>>> = {
+            let (pending, seen) = (self.pending(), self.seen());
+            let known = |key: &[u8]| pending.get(table.name(), key).or_else(|| seen.get(table.name(), key));
+            keys.iter().map(|key| known(key).map(|v| v.map(<[u8]>::to_vec))).collect()
         };
-        let wanted: Vec<&[u8]> = keys.iter().zip(&held).filter(|(_, h)| h.is_none()).map(|(k, _)| *k).collect();
+        let wanted: Vec<&[u8]> = keys.iter().zip(&known).filter(|(_, k)| k.is_none()).map(|(k, _)| *k).collect();
         let mut found = std::collections::HashMap::new();
         if !wanted.is_empty() && self.exists(table.name())? {
             let sql = sql::get_many(&self.pg.qualified(table.name())?);
@@ -262,9 +273,13 @@ impl Transaction {
                 let value: Vec<u8> = row.try_get(1).map_err(StoreError::from)?;
                 found.insert(key, value);
             }
+            let mut seen = self.seen();
+            for key in &wanted {
+                seen.remember(table.name(), key, found.get(*key).map(Vec::as_slice));
+            }
         }
-        for (i, (key, held)) in keys.iter().zip(held).enumerate() {
-            match held {
+        for (i, (key, known)) in keys.iter().zip(known).enumerate() {
+            match known {
                 Some(value) => f(i, value.as_deref())?,
                 None => f(i, found.get(*key).map(Vec::as_slice))?,
             }

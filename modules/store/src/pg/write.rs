@@ -50,6 +50,7 @@ impl PgWrite {
             return Ok(false);
         }
         self.tx.pending().forget_table(name);
+        self.tx.seen().forget_table(name);
         self.tx.lock().batch(&sql::drop_table(&self.tx.pg.qualified(name)?))?;
         self.tx.changed_table(name, false);
         Ok(true)
@@ -58,6 +59,7 @@ impl PgWrite {
     /// Held until the commit, or until a statement reads the table (see `Pending`).
     pub(crate) fn put(&self, table: Named<'_>, key: &[u8], value: &[u8]) -> Result<()> {
         self.create_table(table)?;
+        self.tx.seen().forget(table.name(), key);
         let full = {
             let mut pending = self.tx.pending();
             pending.put(table.name(), key, value);
@@ -74,6 +76,7 @@ impl PgWrite {
         if !self.tx.exists(table.name())? {
             return Ok(false);
         }
+        self.tx.seen().forget(table.name(), key);
         if let Some(existed) = self.tx.pending().remove(table.name(), key) {
             return Ok(existed);
         }
@@ -86,6 +89,7 @@ impl PgWrite {
             return Ok(());
         }
         self.tx.pending().forget_range(table.name(), range);
+        self.tx.seen().forget_range(table.name(), range);
         let range = (range.0.map(<[u8]>::to_vec), range.1.map(<[u8]>::to_vec));
         let sql = sql::remove_range(&self.tx.pg.qualified(table.name())?, &range);
         let bounds = sql::bound_params(&range);
