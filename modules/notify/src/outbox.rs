@@ -12,6 +12,18 @@ const OUTBOX: Table<OutboxMessage> = Table::new("notify.outbox");
 /// Entries beyond this many are dropped oldest first, so an unattended outbox cannot grow without bound.
 const OUTBOX_CAPACITY: u64 = 1_000;
 
+/// How many entries the outbox holds, under [`HELD`]: keeping a message reads one key instead of
+/// counting the outbox (a count reads every row on PostgreSQL).
+const OUTBOX_HELD: Table<Held> = Table::new("notify.outbox_held");
+const HELD: &[u8] = b"held";
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Held {
+    messages: u64,
+}
+
+impl Record for Held {}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
@@ -32,7 +44,8 @@ impl Record for OutboxMessage {}
 
 /// Creates the outbox table (run in the start-up transaction).
 pub fn install(tx: &WriteTx) -> Result<()> {
-    Ok(OUTBOX.create(tx)?)
+    OUTBOX.create(tx)?;
+    Ok(OUTBOX_HELD.create(tx)?)
 }
 
 pub(crate) async fn keep(store: &Store, channel: Channel, to: &str, subject: Option<&str>, body: &str) -> Result<()> {
@@ -46,10 +59,16 @@ pub(crate) async fn keep(store: &Store, channel: Channel, to: &str, subject: Opt
     store
         .write(move |tx| {
             OUTBOX.insert(tx, Uuid::now_v7().as_bytes(), &message)?;
-            let excess = OUTBOX.len(tx)?.saturating_sub(OUTBOX_CAPACITY);
+            // Counted once, in a store kept before the count was.
+            let held = match OUTBOX_HELD.get(tx, HELD)? {
+                Some(held) => held.messages + 1,
+                None => OUTBOX.len(tx)?,
+            };
+            let excess = held.saturating_sub(OUTBOX_CAPACITY);
             for key in OUTBOX.first_keys(tx, excess)? {
                 OUTBOX.remove(tx, &key)?;
             }
+            OUTBOX_HELD.insert(tx, HELD, &Held { messages: held - excess })?;
             Ok(())
         })
         .await
@@ -79,5 +98,34 @@ mod tests {
         assert_eq!(kept.len() as u64, OUTBOX_CAPACITY);
         assert_eq!(kept.first().unwrap().body, format!("message {}", OUTBOX_CAPACITY + 2));
         assert_eq!(kept.last().unwrap().body, "message 3");
+        let held = store.read_blocking(|tx| Ok::<_, portal_core::Error>(OUTBOX_HELD.get(tx, HELD)?)).unwrap().unwrap();
+        assert_eq!(held.messages, OUTBOX_CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn an_outbox_kept_before_it_was_counted_is_counted_once() {
+        let store = Store::in_memory().unwrap();
+        store.write_blocking(install).unwrap();
+        let old = OutboxMessage {
+            channel: Channel::Email,
+            to: "a@example.test".into(),
+            subject: None,
+            body: "old".into(),
+            created_at: Timestamp::now(),
+        };
+        store
+            .write_blocking(move |tx| {
+                for _ in 0..5 {
+                    OUTBOX.insert(tx, Uuid::now_v7().as_bytes(), &old)?;
+                }
+                Ok::<_, portal_core::Error>(())
+            })
+            .unwrap();
+        for _ in 0..2 {
+            keep(&store, Channel::Email, "a@example.test", None, "new").await.unwrap();
+        }
+        let held = store.read_blocking(|tx| Ok::<_, portal_core::Error>(OUTBOX_HELD.get(tx, HELD)?)).unwrap().unwrap();
+        assert_eq!(held.messages, 7);
+        assert_eq!(outbox(&store, usize::MAX).unwrap().len(), 7);
     }
 }
