@@ -234,3 +234,32 @@ async fn a_database_that_cannot_be_reached_fails_the_start_with_a_clear_error() 
     let refused = portal::App::with_listener(config, listener).await.err().expect("the start fails");
     assert!(refused.to_string().contains("cannot connect to the database"), "{refused}");
 }
+
+/// A URL may list several servers (a primary and its replicas): the store connects to the first that
+/// answers and, with `target_session_attrs`, is of the kind asked for.
+#[test]
+fn a_url_listing_several_servers_connects_to_the_first_that_answers_as_asked() {
+    let Some(url) = crate::helpers::test_database() else {
+        eprintln!("several servers in a URL need a PostgreSQL server (PORTAL_TEST_DATABASE_URL)");
+        return;
+    };
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listed = url.replacen('@', &format!("@127.0.0.1:{closed},"), 1);
+    let with =
+        |attrs: &str| format!("{listed}{}target_session_attrs={attrs}", if listed.contains('?') { '&' } else { '?' });
+    let open = |attrs: &str| {
+        let mut config = portal_core::config::StoreConfig::new(std::path::PathBuf::from("unused"));
+        config.database_url = Some(with(attrs));
+        config.database_schema = "several_servers".into();
+        portal_core::Store::open_config(&config)
+    };
+    let store = open("read-write").unwrap();
+    let note = NoteV2 { title: "t".into(), pages: 1, tags: vec![] };
+    store.write_blocking(move |tx| Ok::<_, portal_core::Error>(NOTES.insert(tx, b"k", &note)?)).unwrap();
+    let pages = store.read_blocking(|tx| Ok::<_, portal_core::Error>(NOTES.get(tx, b"k")?.unwrap().pages)).unwrap();
+    assert_eq!(pages, 1);
+    drop(store);
+    // The one server that answers takes writes: none is a read-only one.
+    let refused = open("read-only").err().expect("no read-only server");
+    assert!(refused.to_string().contains("transaction_read_only is not on"), "{refused}");
+}
