@@ -53,9 +53,7 @@ impl Pending {
     /// Drops the changes to keys in `range` (the caller removes the range from the database).
     pub(crate) fn forget_range(&mut self, table: &str, range: (Bound<&[u8]>, Bound<&[u8]>)) {
         if let Some(rows) = self.tables.get_mut(table) {
-            let before = rows.len();
-            rows.retain(|key, _| !RangeBounds::<[u8]>::contains(&range, key.as_slice()));
-            self.rows -= before - rows.len();
+            self.rows -= remove_range(rows, range);
         }
     }
 
@@ -113,6 +111,13 @@ fn batches(qualified: &str, rows: Rows) -> Vec<Batch> {
         out.push(Batch { sql: sql::remove_many(qualified), arrays: vec![removed] });
     }
     out
+}
+
+/// Removes the keys in `range` from `rows`: how many there were.
+pub(crate) fn remove_range<V>(rows: &mut BTreeMap<Vec<u8>, V>, range: (Bound<&[u8]>, Bound<&[u8]>)) -> usize {
+    let before = rows.len();
+    rows.retain(|key, _| !RangeBounds::<[u8]>::contains(&range, key.as_slice()));
+    before - rows.len()
 }
 
 #[cfg(test)]

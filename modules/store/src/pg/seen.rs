@@ -3,15 +3,17 @@
 //! `SERIALIZABLE` read one snapshot), until the transaction changes it, which forgets it here. A write
 //! group reads the same rows for several writes (a customer's record, its totals, shared settings).
 
-use std::collections::{BTreeMap, HashMap};
-use std::ops::{Bound, RangeBounds};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use super::pending::remove_range;
 
 /// Rows remembered per transaction at most (bounds the memory of a long read loop).
 const MAX_ROWS: usize = 4096;
 
 #[derive(Default)]
 pub(crate) struct Seen {
-    tables: BTreeMap<String, HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    tables: BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     rows: usize,
 }
 
@@ -46,9 +48,7 @@ impl Seen {
     /// Forgets the keys in `range`, which this transaction removes.
     pub(crate) fn forget_range(&mut self, table: &str, range: (Bound<&[u8]>, Bound<&[u8]>)) {
         if let Some(rows) = self.tables.get_mut(table) {
-            let before = rows.len();
-            rows.retain(|key, _| !RangeBounds::<[u8]>::contains(&range, key.as_slice()));
-            self.rows -= before - rows.len();
+            self.rows -= remove_range(rows, range);
         }
     }
 
