@@ -263,3 +263,79 @@ fn a_url_listing_several_servers_connects_to_the_first_that_answers_as_asked() {
     let refused = open("read-only").err().expect("no read-only server");
     assert!(refused.to_string().contains("transaction_read_only is not on"), "{refused}");
 }
+
+/// TLS to the database as libpq sets it up: `disable` and `require` (encrypted, unchecked), `verify-full`
+/// (the chain to the roots of `sslrootcert` and the host name), `verify-ca` (the chain only).
+#[test]
+fn tls_to_the_database_checks_as_much_as_sslmode_asks() {
+    let Some(url) = crate::helpers::test_database() else {
+        eprintln!("TLS to the database needs a PostgreSQL server (PORTAL_TEST_DATABASE_URL)");
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (client, connection) = runtime.block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls)).unwrap();
+    runtime.spawn(connection);
+    let ask = |sql: &str| runtime.block_on(client.query_one(sql, &[])).unwrap();
+    let setting = |name: &str| ask(&format!("SHOW {name}")).get::<_, String>(0);
+    if setting("ssl") != "on" || setting("ssl_ca_file").is_empty() {
+        eprintln!("TLS to the database needs a server with ssl and ssl_ca_file set (scripts/postgres)");
+        return;
+    }
+    let (root, server_certificate) = (setting("ssl_ca_file"), setting("ssl_cert_file"));
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let tokio_postgres::config::Host::Tcp(host) = &config.get_hosts()[0] else { panic!("a TCP host") };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port)).unwrap().next().unwrap().ip();
+    let user = config.get_user().unwrap_or("postgres");
+    let dbname = config.get_dbname().unwrap_or(user);
+    // `name` is the host name the certificate must hold; the server is reached at `addr` whatever it is.
+    // Each store names its connections after its settings, to ask the server about them alone.
+    let open = |name: &str, tls: &str| {
+        let mut store = portal_core::config::StoreConfig::new(std::path::PathBuf::from("unused"));
+        let app = label(name, tls);
+        store.database_url = Some(format!(
+            "host={name} hostaddr={addr} port={port} user={user} dbname={dbname} application_name={app} {tls}"
+        ));
+        store.database_schema = "tls_check".into();
+        portal_core::Store::open_config(&store)
+    };
+    let encrypted = |store: &portal_core::Store, name: &str, tls: &str| {
+        let note = NoteV2 { title: "t".into(), pages: 1, tags: vec![] };
+        store.write_blocking(move |tx| Ok::<_, portal_core::Error>(NOTES.insert(tx, b"k", &note)?)).unwrap();
+        // The store's connections are still open: the server tells whether they use TLS.
+        let row = ask(&format!(
+            "SELECT count(*), bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = '{}'",
+            label(name, tls)
+        ));
+        assert!(row.get::<_, i64>(0) > 0, "no connection of the store with {tls}");
+        row.get::<_, bool>(1)
+    };
+
+    let plain = open(host, "sslmode=disable").unwrap();
+    assert!(!encrypted(&plain, host, "sslmode=disable"), "sslmode=disable used TLS");
+    drop(plain);
+    for tls in ["sslmode=require".to_string(), format!("sslmode=verify-full sslrootcert={root}")] {
+        let store = open("localhost", &tls).unwrap_or_else(|e| panic!("{tls}: {e}"));
+        assert!(encrypted(&store, "localhost", &tls), "{tls} did not use TLS");
+        drop(store);
+    }
+    // The chain must end at a root of sslrootcert: the server's own certificate is not the one that signed it.
+    let refused = open("localhost", &format!("sslmode=verify-full sslrootcert={server_certificate}")).err();
+    let refused = refused.expect("verify-full trusted a certificate of an unknown issuer").to_string();
+    assert!(refused.contains("certificate") && refused.contains("UnknownIssuer"), "{refused}");
+    // A certificate for localhost does not do for another name with verify-full; verify-ca checks no name.
+    let checked = format!("sslrootcert={root}");
+    let refused = open("db.invalid", &format!("sslmode=verify-full {checked}")).err();
+    let refused = refused.expect("verify-full took a certificate for another host").to_string();
+    assert!(refused.contains("certificate not valid for name \"db.invalid\""), "{refused}");
+    let tls = format!("sslmode=verify-ca {checked}");
+    let store = open("db.invalid", &tls).expect("verify-ca checks no name");
+    assert!(encrypted(&store, "db.invalid", &tls));
+}
+
+/// An application name for the connections of a store opened for `name` with the TLS settings `tls`.
+fn label(name: &str, tls: &str) -> String {
+    use sha2::Digest;
+    format!("tls_{}", portal_core::backup::hex(&sha2::Sha256::digest(format!("{name} {tls}"))[..6]))
+}

@@ -13,19 +13,19 @@ use std::time::Instant;
 use futures_util::future::{maybe_done, MaybeDone};
 use futures_util::FutureExt;
 use tokio_postgres::config::{Host, TargetSessionAttrs};
-use tokio_postgres::tls::NoTlsStream;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, Client, Config, Error, NoTls, Row, SimpleQueryMessage, Statement};
+use tokio_postgres::{AsyncMessage, Client, Config, Error, Row, SimpleQueryMessage, Statement};
 
 use super::pending::Batch;
 use super::socket::{Readiness, Socket};
+use super::tls::{Tls, TlsStream};
 use crate::error::{Result, StoreError};
 
 pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];
 
 type Call<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>;
 
-type Connection = tokio_postgres::Connection<Socket, NoTlsStream>;
+type Connection = tokio_postgres::Connection<Socket, TlsStream>;
 
 pub(crate) struct Conn {
     client: Client,
@@ -38,7 +38,7 @@ pub(crate) struct Conn {
 impl Conn {
     /// Connects to the first of the URL's hosts that answers (and, with `target_session_attrs`, is
     /// writable or read-only as asked).
-    pub(crate) fn connect(config: &Config) -> Result<Self> {
+    pub(crate) fn connect(config: &Config, tls: &Tls) -> Result<Self> {
         let (hosts, addrs, ports) = (config.get_hosts(), config.get_hostaddrs(), config.get_ports());
         let mut failed = StoreError::new("cannot connect to the database: the URL names no host");
         for i in 0..hosts.len().max(addrs.len()) {
@@ -48,7 +48,12 @@ impl Conn {
                 (None, Some(host)) => host.clone(),
                 (None, None) => continue,
             };
-            match Self::connect_to(config, &host, port) {
+            // The certificate must name the host the URL gives, also when `hostaddr` says where it is.
+            let name = match (hosts.get(i), &host) {
+                (Some(Host::Tcp(name)), _) | (_, Host::Tcp(name)) => name.clone(),
+                _ => "localhost".to_string(),
+            };
+            match Self::connect_to(config, &host, port, tls, &name) {
                 Ok(conn) => return Ok(conn),
                 Err(e) => failed = e,
             }
@@ -56,21 +61,21 @@ impl Conn {
         Err(failed)
     }
 
-    fn connect_to(config: &Config, host: &Host, port: u16) -> Result<Self> {
+    fn connect_to(config: &Config, host: &Host, port: u16, tls: &Tls, name: &str) -> Result<Self> {
         let at = match host {
             Host::Tcp(name) => format!("{name}:{port}"),
             Host::Unix(dir) => dir.join(format!(".s.PGSQL.{port}")).display().to_string(),
         };
-        let cannot =
-            |e: &dyn std::fmt::Display| StoreError::new(format!("cannot connect to the database at {at}: {e}"));
+        let cannot = |why: String| StoreError::new(format!("cannot connect to the database at {at}: {why}"));
         let timeout = config.get_connect_timeout().copied();
-        let (socket, readiness) = Socket::connect(host, port, timeout).map_err(|e| cannot(&e))?;
+        let (socket, readiness) = Socket::connect(host, port, timeout).map_err(|e| cannot(with_causes(&e)))?;
         if let Some(tcp) = socket.tcp() {
-            keep_alive(tcp, config).map_err(|e| cannot(&e))?;
+            keep_alive(tcp, config).map_err(|e| cannot(with_causes(&e)))?;
         }
         let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        let tls = tls.connect_to(name)?;
         let (client, connection) =
-            handshake(config.connect_raw(socket, NoTls), &readiness, deadline).map_err(|e| cannot(&e))?;
+            handshake(config.connect_raw(socket, tls), &readiness, deadline).map_err(|e| cannot(with_causes(&e)))?;
         let mut conn = Self { client, connection: Some(Box::pin(connection)), readiness, statements: HashMap::new() };
         let wanted = match config.get_target_session_attrs() {
             TargetSessionAttrs::ReadWrite => "off",
@@ -78,14 +83,15 @@ impl Conn {
             _ => return Ok(conn),
         };
         let asked = conn.client.simple_query("SHOW transaction_read_only");
-        let answer = drive(&mut conn.connection, &conn.readiness, &conn.client, asked).map_err(|e| cannot(&e))?;
+        let answer =
+            drive(&mut conn.connection, &conn.readiness, &conn.client, asked).map_err(|e| cannot(with_causes(&e)))?;
         let read_only = answer.iter().find_map(|message| match message {
             SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
             _ => None,
         });
         match read_only.as_deref() == Some(wanted) {
             true => Ok(conn),
-            false => Err(cannot(&format!("the server's transaction_read_only is not {wanted}"))),
+            false => Err(cannot(format!("the server's transaction_read_only is not {wanted}"))),
         }
     }
 
@@ -289,6 +295,17 @@ fn poll_connection(connection: &mut Pin<Box<Connection>>, cx: &mut Context<'_>) 
             Poll::Ready(None) => return true,
         }
     }
+}
+
+/// An error with the errors that caused it (tokio-postgres' text leaves out why a TLS handshake failed).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
 }
 
 /// Runs the start-up exchange of a new connection (before `deadline`, if any).

@@ -15,6 +15,7 @@ mod seen;
 mod session;
 mod socket;
 mod sql;
+mod tls;
 mod write;
 
 use std::collections::HashSet;
@@ -45,6 +46,7 @@ pub(crate) struct Pg {
     /// The connection that holds the schema's advisory lock (shared or alone) while the store is open.
     _holding: Mutex<Conn>,
     config: tokio_postgres::Config,
+    tls: tls::Tls,
     schema: String,
     idle: Mutex<Vec<Conn>>,
     /// The connection that holds (or last tried for) the lock of the background jobs.
@@ -72,6 +74,7 @@ impl Pg {
         if schema.is_empty() || !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(StoreError::new(format!("the schema name {schema:?} may hold only letters, digits and _")));
         }
+        let (url, tls) = tls::from_url(url)?;
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::new(format!("cannot read the database URL: {e}")))?;
         if config.get_application_name().is_none() {
@@ -80,7 +83,7 @@ impl Pg {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let mut holding = Conn::connect(&config)?;
+        let mut holding = Conn::connect(&config, &tls)?;
         let held: bool = match holder {
             Holder::Shared => holding.query(sql::HOLD_SHARED, &[&schema]).map(|_| true)?,
             Holder::Alone => holding.scalar(sql::HOLD_ALONE, &[&schema])?,
@@ -93,6 +96,7 @@ impl Pg {
         let pg = Self {
             _holding: Mutex::new(holding),
             config,
+            tls,
             schema: schema.to_string(),
             idle: Mutex::default(),
             jobs: Mutex::default(),
@@ -143,7 +147,7 @@ impl Pg {
     }
 
     fn connect(&self) -> Result<Conn> {
-        Conn::connect(&self.config)
+        Conn::connect(&self.config, &self.tls)
     }
 
     /// Whether this process runs the background jobs now (see [`JobsLock`]).
