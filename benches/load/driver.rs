@@ -123,6 +123,8 @@ pub struct Stats {
     pub seconds: f64,
     /// Sorted latencies of the successful requests, microseconds.
     pub latencies_us: Vec<u32>,
+    /// Each successful request's send time (microseconds after the recorded part began) and latency.
+    pub timeline: Vec<(u32, u32)>,
 }
 
 impl Stats {
@@ -132,12 +134,27 @@ impl Stats {
 
     /// Latency percentile in milliseconds (0 when nothing succeeded).
     pub fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(self.latencies_us[i]) / 1000.0
+        percentile_ms(&self.latencies_us, p)
     }
+
+    /// The latencies (sorted, microseconds) of the requests sent between `from` and `to` after the recorded
+    /// part began.
+    pub fn sent_between(&self, from: Duration, to: Duration) -> Vec<u32> {
+        let (from, to) = (from.as_micros() as u32, to.as_micros() as u32);
+        let mut window: Vec<u32> =
+            self.timeline.iter().filter(|(sent, _)| (from..to).contains(sent)).map(|(_, l)| *l).collect();
+        window.sort_unstable();
+        window
+    }
+}
+
+/// Latency percentile in milliseconds of sorted microseconds (0 when there are none).
+pub fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted_us[i]) / 1000.0
 }
 
 /// Runs `make` over `connections` connections: `warmup` unrecorded, then `duration` recorded.
@@ -156,6 +173,7 @@ pub async fn run(
             let (make, counter) = (Arc::clone(&make), Arc::clone(&counter));
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(1 << 14);
+                let mut timeline = Vec::with_capacity(1 << 14);
                 let (mut requests, mut errors) = (0u64, 0u64);
                 let mut conn = None;
                 loop {
@@ -182,7 +200,9 @@ pub async fn run(
                         Ok(answer) if (200..300).contains(&answer.status) => {
                             if recorded {
                                 requests += 1;
-                                latencies.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                                let latency = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                                latencies.push(latency);
+                                timeline.push(((sent - start).as_micros() as u32, latency));
                             }
                         }
                         Ok(_) => errors += u64::from(recorded),
@@ -192,16 +212,23 @@ pub async fn run(
                         }
                     }
                 }
-                (requests, errors, latencies)
+                (requests, errors, latencies, timeline)
             })
         })
         .collect();
-    let mut stats = Stats { requests: 0, errors: 0, seconds: duration.as_secs_f64(), latencies_us: Vec::new() };
+    let mut stats = Stats {
+        requests: 0,
+        errors: 0,
+        seconds: duration.as_secs_f64(),
+        latencies_us: Vec::new(),
+        timeline: Vec::new(),
+    };
     for task in tasks {
-        let (requests, errors, latencies) = task.await.expect("driver task");
+        let (requests, errors, latencies, timeline) = task.await.expect("driver task");
         stats.requests += requests;
         stats.errors += errors;
         stats.latencies_us.extend(latencies);
+        stats.timeline.extend(timeline);
     }
     stats.seconds = (Instant::now() - start).as_secs_f64().max(duration.as_secs_f64());
     stats.latencies_us.sort_unstable();

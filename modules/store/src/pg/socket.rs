@@ -89,8 +89,18 @@ impl Readiness {
     /// Sleeps until the socket has something to read (or takes more, after a write would have blocked),
     /// or until `deadline`: whether it became ready.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> io::Result<bool> {
+        let write_blocked = self.write_blocked.swap(false, Ordering::AcqRel);
+        self.poll(write_blocked, deadline)
+    }
+
+    /// Whether the socket is ready now (as [`Self::wait`] would find it, without sleeping).
+    pub(crate) fn is_ready(&self) -> io::Result<bool> {
+        self.poll(self.write_blocked.load(Ordering::Acquire), Some(Instant::now()))
+    }
+
+    fn poll(&self, write_blocked: bool, deadline: Option<Instant>) -> io::Result<bool> {
         let mut flags = PollFlags::IN;
-        if self.write_blocked.swap(false, Ordering::AcqRel) {
+        if write_blocked {
             flags |= PollFlags::OUT;
         }
         let timeout = deadline.map(|at| {
