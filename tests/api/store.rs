@@ -247,15 +247,9 @@ fn a_url_listing_several_servers_connects_to_the_first_that_answers_as_asked() {
     let listed = url.replacen('@', &format!("@127.0.0.1:{closed},"), 1);
     let with =
         |attrs: &str| format!("{listed}{}target_session_attrs={attrs}", if listed.contains('?') { '&' } else { '?' });
-    let open = |attrs: &str| {
-        let mut config = portal_core::config::StoreConfig::new(std::path::PathBuf::from("unused"));
-        config.database_url = Some(with(attrs));
-        config.database_schema = "several_servers".into();
-        portal_core::Store::open_config(&config)
-    };
+    let open = |attrs: &str| open_postgres(with(attrs), "several_servers");
     let store = open("read-write").unwrap();
-    let note = NoteV2 { title: "t".into(), pages: 1, tags: vec![] };
-    store.write_blocking(move |tx| Ok::<_, portal_core::Error>(NOTES.insert(tx, b"k", &note)?)).unwrap();
+    write_note(&store);
     let pages = store.read_blocking(|tx| Ok::<_, portal_core::Error>(NOTES.get(tx, b"k")?.unwrap().pages)).unwrap();
     assert_eq!(pages, 1);
     drop(store);
@@ -291,17 +285,13 @@ fn tls_to_the_database_checks_as_much_as_sslmode_asks() {
     // `name` is the host name the certificate must hold; the server is reached at `addr` whatever it is.
     // Each store names its connections after its settings, to ask the server about them alone.
     let open = |name: &str, tls: &str| {
-        let mut store = portal_core::config::StoreConfig::new(std::path::PathBuf::from("unused"));
         let app = label(name, tls);
-        store.database_url = Some(format!(
-            "host={name} hostaddr={addr} port={port} user={user} dbname={dbname} application_name={app} {tls}"
-        ));
-        store.database_schema = "tls_check".into();
-        portal_core::Store::open_config(&store)
+        let url =
+            format!("host={name} hostaddr={addr} port={port} user={user} dbname={dbname} application_name={app} {tls}");
+        open_postgres(url, "tls_check")
     };
     let encrypted = |store: &portal_core::Store, name: &str, tls: &str| {
-        let note = NoteV2 { title: "t".into(), pages: 1, tags: vec![] };
-        store.write_blocking(move |tx| Ok::<_, portal_core::Error>(NOTES.insert(tx, b"k", &note)?)).unwrap();
+        write_note(store);
         // The store's connections are still open: the server tells whether they use TLS.
         let row = ask(&format!(
             "SELECT count(*), bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
@@ -332,6 +322,20 @@ fn tls_to_the_database_checks_as_much_as_sslmode_asks() {
     let tls = format!("sslmode=verify-ca {checked}");
     let store = open("db.invalid", &tls).expect("verify-ca checks no name");
     assert!(encrypted(&store, "db.invalid", &tls));
+}
+
+/// The store in the PostgreSQL schema `schema` of the database `url`.
+fn open_postgres(url: String, schema: &str) -> portal_core::Result<portal_core::Store> {
+    let mut config = portal_core::config::StoreConfig::new(std::path::PathBuf::from("unused"));
+    config.database_url = Some(url);
+    config.database_schema = schema.into();
+    portal_core::Store::open_config(&config)
+}
+
+/// Writes one note (key `k`) through `store`.
+fn write_note(store: &portal_core::Store) {
+    let note = NoteV2 { title: "t".into(), pages: 1, tags: vec![] };
+    store.write_blocking(move |tx| Ok::<_, portal_core::Error>(NOTES.insert(tx, b"k", &note)?)).unwrap();
 }
 
 /// An application name for the connections of a store opened for `name` with the TLS settings `tls`.
