@@ -223,6 +223,68 @@ async fn concurrent_read_modify_writes_from_two_stores_lose_nothing() {
     assert_eq!(stored.taken, (1..=200).collect::<Vec<u64>>());
 }
 
+/// A write answers from rows its process remembers (PostgreSQL), which another node may have changed
+/// since: a key that appeared, one that went away and a range that grew must each be seen as they are
+/// now, also by a write that would fail on the old rows.
+#[test]
+fn a_write_sees_what_another_node_changed_after_its_own_node_read_it() {
+    let note = |title: &str| NoteV2 { title: title.into(), pages: 1, tags: vec![] };
+    let in_range = |i: u8| [b"r".as_slice(), &[i]].concat();
+    let range_len = |tx: &portal_core::WriteTx| -> portal_core::Result<usize> {
+        let mut rows = 0;
+        NOTES_BY_PAGES.visit_keys(tx, b"r", |_| {
+            rows += 1;
+            Ok::<_, portal_core::Error>(true)
+        })?;
+        Ok(rows)
+    };
+    for case in ["appeared", "went away", "range grew"] {
+        let dir = tempfile::tempdir().unwrap();
+        let first = crate::helpers::open_store(dir.path());
+        let second = match crate::helpers::test_database() {
+            Some(_) => crate::helpers::open_store(dir.path()),
+            None => first.clone(),
+        };
+        let seed = note("stays");
+        first
+            .write_blocking(move |tx| {
+                NOTES.insert(tx, b"going", &seed)?;
+                Ok::<_, portal_core::Error>(NOTES_BY_PAGES.put(tx, &in_range(1), &[])?)
+            })
+            .unwrap();
+        // The first node reads them (and so remembers them)…
+        let read = first.write_blocking(move |tx| {
+            let (coming, going) = (NOTES.get(tx, b"coming")?, NOTES.get(tx, b"going")?);
+            Ok::<_, portal_core::Error>((coming.is_none(), going.is_some(), range_len(tx)?))
+        });
+        assert_eq!(read.unwrap(), (true, true, 1));
+        // …the second changes them…
+        let coming = note("new");
+        second
+            .write_blocking(move |tx| {
+                NOTES.insert(tx, b"coming", &coming)?;
+                NOTES.remove(tx, b"going")?;
+                Ok::<_, portal_core::Error>(NOTES_BY_PAGES.put(tx, &in_range(2), &[])?)
+            })
+            .unwrap();
+        // …and the first node's next write sees the change.
+        match case {
+            "appeared" => {
+                let title = first.write_blocking(|tx| match NOTES.get(tx, b"coming")? {
+                    Some(note) => Ok(note.title),
+                    None => Err(portal_core::Error::not_found("note")),
+                });
+                assert_eq!(title.unwrap(), "new");
+            }
+            "went away" => {
+                let removed = first.write_blocking(|tx| Ok::<_, portal_core::Error>(NOTES.remove(tx, b"going")?));
+                assert!(!removed.unwrap(), "the other node had removed it");
+            }
+            _ => assert_eq!(first.write_blocking(move |tx| range_len(tx)).unwrap(), 2),
+        }
+    }
+}
+
 /// A PostgreSQL server that does not answer stops the start with an error naming it, not a panic.
 #[tokio::test]
 async fn a_database_that_cannot_be_reached_fails_the_start_with_a_clear_error() {

@@ -670,9 +670,7 @@ fn end(tx: WriteTx, ran: std::result::Result<Vec<Value>, (usize, Failure)>) -> R
         },
         (Backend::Pg(tx), Err((at, e))) => {
             // A write that failed because the transaction lost a race did not fail on its own.
-            let conflict = tx.failure().filter(|failure| failure.conflict);
-            tx.rollback();
-            match conflict {
+            match tx.abandon() {
                 Some(failure) => Ran::Conflict(failure.error),
                 None => Ran::Failed(at, e),
             }

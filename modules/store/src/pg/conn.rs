@@ -16,7 +16,7 @@ use tokio_postgres::config::{Host, TargetSessionAttrs};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, Config, Error, Row, SimpleQueryMessage, Statement};
 
-use super::pending::Batch;
+use super::pending::{Batch, Param};
 use super::socket::{Readiness, Socket};
 use super::tls::{Tls, TlsStream};
 use crate::error::{Result, StoreError};
@@ -164,18 +164,16 @@ impl Conn {
                 Err(e) => return (Err(e), false),
             }
         }
-        let arrays: Vec<Vec<Vec<&[u8]>>> = batches
-            .iter()
-            .map(|batch| batch.arrays.iter().map(|array| array.iter().map(Vec::as_slice).collect()).collect())
-            .collect();
+        let values: Vec<Vec<Value<'_>>> =
+            batches.iter().map(|batch| batch.params.iter().map(Value::of).collect()).collect();
         let client = &self.client;
         let mut calls: Vec<Call<'_>> = Vec::with_capacity(batches.len() + 2);
         if let Some(first) = first {
             calls.push(Box::pin(client.batch_execute(first)));
         }
-        for (statement, arrays) in statements.iter().zip(&arrays) {
+        for (statement, values) in statements.iter().zip(&values) {
             calls.push(Box::pin(async move {
-                let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+                let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(Value::as_sql).collect();
                 client.execute(statement, &params).await.map(drop)
             }));
         }
@@ -220,6 +218,28 @@ impl Conn {
     /// Forgets the prepared statements of a table that was dropped or created anew.
     pub(crate) fn forget_statements(&mut self) {
         self.statements.clear();
+    }
+}
+
+/// A [`Param`] as tokio-postgres takes it.
+enum Value<'a> {
+    Bytes(&'a [u8]),
+    Array(Vec<&'a [u8]>),
+}
+
+impl<'a> Value<'a> {
+    fn of(param: &'a Param) -> Self {
+        match param {
+            Param::Bytes(bytes) => Self::Bytes(bytes),
+            Param::Array(array) => Self::Array(array.iter().map(Vec::as_slice).collect()),
+        }
+    }
+
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Self::Bytes(bytes) => bytes,
+            Self::Array(array) => array,
+        }
     }
 }
 

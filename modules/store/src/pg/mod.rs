@@ -11,6 +11,7 @@
 mod conn;
 mod pending;
 mod read;
+mod remembered;
 mod seen;
 mod session;
 mod socket;
@@ -27,6 +28,7 @@ pub(crate) use write::PgWrite;
 
 use crate::error::{Result, StoreError};
 use conn::Conn;
+use remembered::Remembered;
 
 /// How long a connection may take to be set up unless the URL says (`connect_timeout`).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -54,6 +56,10 @@ pub(crate) struct Pg {
     jobs: Mutex<JobsLock>,
     /// The tables that exist: a read of any other finds nothing, as in a redb file without it.
     tables: RwLock<HashSet<String>>,
+    /// Rows write transactions read, answered again without a round trip and checked at the commit.
+    remembered: Mutex<Remembered>,
+    /// The qualified name of the function those checks call.
+    unchanged: String,
 }
 
 /// Whether this process runs the background jobs: it does while its connection holds the schema's jobs
@@ -102,6 +108,8 @@ impl Pg {
             idle: Mutex::default(),
             jobs: Mutex::default(),
             tables: RwLock::default(),
+            remembered: Mutex::default(),
+            unchanged: format!("\"{schema}\".{}", sql::UNCHANGED),
         };
         let mut conn = pg.connect()?;
         let version: i32 = conn.scalar("SELECT current_setting('server_version_num')::int", &[])?;
@@ -113,11 +121,34 @@ impl Pg {
         if created.is_err() && !pg.schema_exists(&mut conn)? {
             created?;
         }
+        pg.create_unchanged(&mut conn)?;
         let names = conn.query(sql::TABLES, &[&schema])?;
         *pg.tables.write().unwrap_or_else(PoisonError::into_inner) =
             names.iter().filter_map(|row| row.try_get::<_, String>(0).ok()).collect();
         pg.give_back(conn);
         Ok(pg)
+    }
+
+    /// Creates the function that checks remembered rows, unless it exists. Nodes starting together take
+    /// turns, so that one does not replace it while another does.
+    fn create_unchanged(&self, conn: &mut Conn) -> Result<()> {
+        if conn.scalar::<bool>(sql::HAS_UNCHANGED, &[&format!("{}(boolean)", self.unchanged)])? {
+            return Ok(());
+        }
+        conn.batch("BEGIN")?;
+        let created = conn
+            .execute(sql::DDL_TURN, &[&self.schema])
+            .and_then(|_| conn.batch(&sql::create_unchanged(&self.unchanged)))
+            .and_then(|()| conn.batch("COMMIT"));
+        created.map_err(|e| {
+            let _ = conn.batch("ROLLBACK");
+            StoreError::new(format!("cannot create the function {}: {}", self.unchanged, session::describe(&e)))
+        })
+    }
+
+    /// What write transactions remember (see [`Remembered`]).
+    pub(crate) fn remembered(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        self.remembered.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn schema_exists(&self, conn: &mut Conn) -> Result<bool> {

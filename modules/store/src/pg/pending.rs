@@ -11,7 +11,7 @@ use super::sql;
 const MAX_ROWS: usize = 1024;
 
 /// A table's changed keys: the new value, or `None` for a removed key.
-type Rows = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+pub(crate) type Rows = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 #[derive(Default)]
 pub(crate) struct Pending {
@@ -19,10 +19,16 @@ pub(crate) struct Pending {
     rows: usize,
 }
 
-/// One statement of a flush: its SQL and its parameters, each an array of bytea.
+/// One statement sent without waiting for its answer (a flush, a check): its SQL and its parameters.
 pub(crate) struct Batch {
     pub sql: String,
-    pub arrays: Vec<Vec<Vec<u8>>>,
+    pub params: Vec<Param>,
+}
+
+/// A parameter of a [`Batch`]: a bytea or an array of them.
+pub(crate) enum Param {
+    Bytes(Vec<u8>),
+    Array(Vec<Vec<u8>>),
 }
 
 impl Pending {
@@ -41,6 +47,11 @@ impl Pending {
         let existed = self.get(table, key)?.is_some();
         self.set(table, key, None);
         Some(existed)
+    }
+
+    /// Holds the removal of a key not changed here (known to exist or not).
+    pub(crate) fn hold_removal(&mut self, table: &str, key: &[u8]) {
+        self.set(table, key, None);
     }
 
     fn set(&mut self, table: &str, key: &[u8], value: Option<Vec<u8>>) {
@@ -79,36 +90,42 @@ impl Pending {
         match self.tables.remove(table) {
             Some(rows) => {
                 self.rows -= rows.len();
-                batches(qualified, rows)
+                batches(qualified, &rows)
             }
             None => Vec::new(),
         }
     }
 
-    /// The tables with changes held.
-    pub(crate) fn tables(&self) -> Vec<String> {
-        self.tables.keys().cloned().collect()
+    /// Every held change, per table, which is then no longer held.
+    pub(crate) fn take_all(&mut self) -> BTreeMap<String, Rows> {
+        self.rows = 0;
+        std::mem::take(&mut self.tables)
+    }
+
+    /// The changes held for `table`.
+    pub(crate) fn held(&self, table: &str) -> Option<&Rows> {
+        self.tables.get(table)
     }
 }
 
 /// An upsert of the new values and a delete of the removed keys (each only when there are any).
-fn batches(qualified: &str, rows: Rows) -> Vec<Batch> {
+pub(crate) fn batches(qualified: &str, rows: &Rows) -> Vec<Batch> {
     let (mut keys, mut values, mut removed) = (Vec::new(), Vec::new(), Vec::new());
     for (key, value) in rows {
         match value {
             Some(value) => {
-                keys.push(key);
-                values.push(value);
+                keys.push(key.clone());
+                values.push(value.clone());
             }
-            None => removed.push(key),
+            None => removed.push(key.clone()),
         }
     }
     let mut out = Vec::new();
     if !keys.is_empty() {
-        out.push(Batch { sql: sql::put_many(qualified), arrays: vec![keys, values] });
+        out.push(Batch { sql: sql::put_many(qualified), params: vec![Param::Array(keys), Param::Array(values)] });
     }
     if !removed.is_empty() {
-        out.push(Batch { sql: sql::remove_many(qualified), arrays: vec![removed] });
+        out.push(Batch { sql: sql::remove_many(qualified), params: vec![Param::Array(removed)] });
     }
     out
 }
@@ -140,8 +157,10 @@ mod tests {
         assert_eq!(pending.rows, 2);
         let batches = pending.take_table("t", "\"s\".\"t\"");
         assert_eq!(batches.len(), 2);
-        assert_eq!(batches[0].arrays, vec![vec![b"a".to_vec()], vec![b"3".to_vec()]]);
-        assert_eq!(batches[1].arrays, vec![vec![b"b".to_vec()]]);
+        assert!(
+            matches!(&batches[0].params[..], [Param::Array(k), Param::Array(v)] if k == &[b"a".to_vec()] && v == &[b"3".to_vec()])
+        );
+        assert!(matches!(&batches[1].params[..], [Param::Array(k)] if k == &[b"b".to_vec()]));
         assert!(batches[1].sql.starts_with("DELETE"));
         assert_eq!(pending.rows, 0);
         assert!(!pending.has_table("t"));
@@ -159,6 +178,6 @@ mod tests {
         assert_eq!(pending.get("t", b"c"), None);
         pending.forget_table("u");
         assert_eq!(pending.rows, 1);
-        assert_eq!(pending.tables(), vec!["t".to_string()]);
+        assert_eq!(pending.take_all().into_keys().collect::<Vec<_>>(), vec!["t".to_string()]);
     }
 }

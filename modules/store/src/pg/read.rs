@@ -13,7 +13,7 @@ pub(crate) struct PgRead(Transaction);
 
 impl PgRead {
     pub(crate) fn new(pg: Arc<Pg>) -> Self {
-        Self(Transaction::new(pg, BEGIN))
+        Self(Transaction::new(pg, BEGIN, false))
     }
 }
 

@@ -52,6 +52,11 @@ impl Seen {
         }
     }
 
+    /// Every row remembered, per table.
+    pub(crate) fn into_tables(self) -> impl Iterator<Item = (String, BTreeMap<Vec<u8>, Option<Vec<u8>>>)> {
+        self.tables.into_iter()
+    }
+
     /// Forgets a table that is dropped.
     pub(crate) fn forget_table(&mut self, table: &str) {
         if let Some(rows) = self.tables.remove(table) {

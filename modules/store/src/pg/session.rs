@@ -1,13 +1,15 @@
 //! A transaction on one connection, begun with its first statement (the `BEGIN` goes in the same round
 //! trip), and the reads both kinds of transaction share.
 
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio_postgres::Row;
 
 use super::conn::{Conn, Params};
-use super::pending::{Batch, Pending};
+use super::pending::{self, Batch, Pending, Rows};
+use super::remembered::{self, Checks, Covered};
 use super::seen::Seen;
 use super::{is_conflict, sql, Pg};
 use crate::error::{Result, StoreError};
@@ -181,12 +183,121 @@ pub(crate) struct Transaction {
     pending: Mutex<Pending>,
     /// The rows this transaction read and did not change since.
     seen: Mutex<Seen>,
+    /// Whether this transaction reads what the process remembers (see [`super::remembered`]): a write's does.
+    remembers: bool,
+    /// Tables this transaction changed in the database before its commit: what is remembered of them
+    /// no longer matches what it reads, and is forgotten when it commits.
+    touched: Mutex<HashSet<String>>,
+    /// The remembered answers this transaction used, checked before its first change.
+    checks: Mutex<Checks>,
+    /// The ranges it scanned in the database, remembered once it commits.
+    scanned: Mutex<Vec<(String, Covered)>>,
 }
 
 impl Transaction {
-    pub(crate) fn new(pg: Arc<Pg>, begin: &'static str) -> Self {
+    pub(crate) fn new(pg: Arc<Pg>, begin: &'static str, remembers: bool) -> Self {
         let session = Mutex::new(Session::new(Arc::clone(&pg), begin));
-        Self { pg, session, changed: Mutex::default(), pending: Mutex::default(), seen: Mutex::default() }
+        Self {
+            pg,
+            session,
+            changed: Mutex::default(),
+            pending: Mutex::default(),
+            seen: Mutex::default(),
+            remembers,
+            touched: Mutex::default(),
+            checks: Mutex::default(),
+            scanned: Mutex::default(),
+        }
+    }
+
+    fn checks(&self) -> std::sync::MutexGuard<'_, Checks> {
+        self.checks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn touched(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.touched.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes that this transaction is about to change `table` in the database.
+    pub(crate) fn touch(&self, table: &str) {
+        if self.remembers && !self.touched().contains(table) {
+            self.touched().insert(table.to_string());
+        }
+    }
+
+    fn uses_memory(&self, table: &str) -> bool {
+        self.remembers && !self.touched().contains(table)
+    }
+
+    /// The remembered answer for `key`, noted to be checked (and remembered in this transaction).
+    fn recall(&self, table: &str, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        if !self.uses_memory(table) {
+            return None;
+        }
+        let value = self.pg.remembered().get(table, key)?;
+        self.checks().row(table, key, value.as_deref());
+        self.seen().remember(table, key, value.as_deref());
+        Some(value)
+    }
+
+    /// What this transaction knows of `key` without asking the database (`Some(None)`: it does not exist).
+    pub(crate) fn known(&self, table: &str, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let seen = self.seen().get(table, key).map(|value| value.map(<[u8]>::to_vec));
+        seen.or_else(|| self.recall(table, key))
+    }
+
+    /// The statements that check the remembered answers used so far, which are then no longer held:
+    /// they go out before anything that changes the rows they read.
+    pub(crate) fn take_checks(&self) -> Result<Vec<Batch>> {
+        let mut checks = self.checks();
+        if checks.is_empty() {
+            return Ok(Vec::new());
+        }
+        checks.take(|table| self.pg.qualified(table), &self.pg.unchanged)
+    }
+
+    pub(crate) fn has_checks(&self) -> bool {
+        !self.checks().is_empty()
+    }
+
+    /// Sends the checks held so far, if any, in one round trip.
+    pub(crate) fn send_checks(&self) -> Result<()> {
+        let checks = self.take_checks()?;
+        self.lock().send(&checks)
+    }
+
+    /// Makes what the process remembers follow this committed transaction: the rows and ranges it read
+    /// from the database, with its own changes (`written`) laid over them.
+    pub(crate) fn publish_reads(&self, written: &BTreeMap<String, Rows>) {
+        if !self.remembers {
+            return;
+        }
+        let touched = std::mem::take(&mut *self.touched());
+        let scanned = std::mem::take(&mut *self.scanned.lock().unwrap_or_else(PoisonError::into_inner));
+        let seen = std::mem::take(&mut *self.seen());
+        let mut memory = self.pg.remembered();
+        for table in &touched {
+            memory.forget_table(table);
+        }
+        for (table, rows) in seen.into_tables().filter(|(table, _)| !touched.contains(table)) {
+            for (key, value) in rows {
+                memory.learn(&table, &key, value.as_deref());
+            }
+        }
+        for (table, covered) in scanned.into_iter().filter(|(table, _)| !touched.contains(table)) {
+            memory.learn_range(&table, covered);
+        }
+        for (table, rows) in written.iter().filter(|(table, _)| !touched.contains(*table)) {
+            for (key, value) in rows {
+                memory.apply(table, key, value.as_deref());
+            }
+        }
+        memory.trim();
+    }
+
+    /// Forgets everything remembered, after this transaction lost a race with another node's.
+    pub(crate) fn forget_remembered(&self) {
+        self.pg.remembered().clear_and_rest();
     }
 
     pub(crate) fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -197,27 +308,25 @@ impl Transaction {
         self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends the held changes to `table`, so that a statement reading it sees them.
+    /// Sends the held changes to `table` (after the checks held), so that a statement reading it sees them.
     fn flush_table(&self, name: &str) -> Result<()> {
-        let batches = {
-            let mut pending = self.pending();
-            if !pending.has_table(name) {
-                return Ok(());
-            }
-            pending.take_table(name, &self.pg.qualified(name)?)
-        };
+        if !self.pending().has_table(name) {
+            return Ok(());
+        }
+        let mut batches = self.take_checks()?;
+        batches.extend(self.pending().take_table(name, &self.pg.qualified(name)?));
+        self.touch(name);
         self.lock().send(&batches)
     }
 
-    /// The statements that write every held change, which are then no longer held.
-    pub(crate) fn take_batches(&self) -> Result<Vec<Batch>> {
-        let mut pending = self.pending();
-        let mut batches = Vec::new();
-        for name in pending.tables() {
-            let qualified = self.pg.qualified(&name)?;
-            batches.extend(pending.take_table(&name, &qualified));
+    /// Sends every held change (after the checks held).
+    pub(crate) fn flush_all(&self) -> Result<()> {
+        let mut batches = self.take_checks()?;
+        for (name, rows) in self.pending().take_all() {
+            self.touch(&name);
+            batches.extend(pending::batches(&self.pg.qualified(&name)?, &rows));
         }
-        Ok(batches)
+        self.lock().send(&batches)
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
@@ -237,7 +346,7 @@ impl Transaction {
             return f(value.as_deref());
         }
         let seen = self.seen().get(table.name(), key).map(|value| value.map(<[u8]>::to_vec));
-        if let Some(value) = seen {
+        if let Some(value) = seen.or_else(|| self.recall(table.name(), key)) {
             return f(value.as_deref());
         }
         if !self.exists(table.name())? {
@@ -264,6 +373,8 @@ impl Transaction {
             let known = |key: &[u8]| pending.get(table.name(), key).or_else(|| seen.get(table.name(), key));
             keys.iter().map(|key| known(key).map(|v| v.map(<[u8]>::to_vec))).collect()
         };
+        let known: Vec<Option<Option<Vec<u8>>>> =
+            keys.iter().zip(known).map(|(key, known)| known.or_else(|| self.recall(table.name(), key))).collect();
         let wanted: Vec<&[u8]> = keys.iter().zip(&known).filter(|(_, k)| k.is_none()).map(|(k, _)| *k).collect();
         let mut found = std::collections::HashMap::new();
         if !wanted.is_empty() && self.exists(table.name())? {
@@ -300,10 +411,33 @@ impl Transaction {
         if !self.exists(table.name())? {
             return Ok(());
         }
+        let asked = range;
+        let mut range = (range.0.map(<[u8]>::to_vec), range.1.map(<[u8]>::to_vec));
+        let covered = match self.uses_memory(table.name()) {
+            true => self.pg.remembered().covering(table.name(), asked, reverse),
+            false => None,
+        };
+        if let Some(covered) = covered {
+            match self.scan_remembered(table.name(), covered, asked, reverse, &mut visit)? {
+                Some(rest) if reverse => range.1 = rest,
+                Some(rest) => range.0 = rest,
+                None => return Ok(()),
+            }
+        }
+        // What a scan from the start of the asked range reads is remembered once the transaction commits.
+        let mut learning = (self.remembers && range == asked_owned(asked)).then(Covered::default);
         self.flush_table(table.name())?;
         let name = self.pg.qualified(table.name())?;
-        let mut range = (range.0.map(<[u8]>::to_vec), range.1.map(<[u8]>::to_vec));
         let mut batch = FIRST_BATCH;
+        let learned = |learning: Option<Covered>, read: Option<&[u8]>| {
+            let Some(mut covered) = learning else { return };
+            covered.range = match (read, reverse) {
+                (None, _) => asked_owned(asked),
+                (Some(last), false) => (asked_owned(asked).0, Bound::Included(last.to_vec())),
+                (Some(last), true) => (Bound::Included(last.to_vec()), asked_owned(asked).1),
+            };
+            self.scanned.lock().unwrap_or_else(PoisonError::into_inner).push((table.name().to_string(), covered));
+        };
         loop {
             let sql = sql::scan(&name, &range, reverse);
             let bounds = sql::bound_params(&range);
@@ -316,12 +450,22 @@ impl Transaction {
             for row in &rows {
                 let key: &[u8] = row.try_get(0).map_err(StoreError::from)?;
                 let value: &[u8] = row.try_get(1).map_err(StoreError::from)?;
+                if let Some(covered) = &mut learning {
+                    covered.rows.insert(key.to_vec(), value.to_vec());
+                    if covered.rows.len() > remembered::MAX_RANGE_ROWS {
+                        learning = None;
+                    }
+                }
                 if !visit(key, value)? {
+                    learned(learning, Some(key));
                     return Ok(());
                 }
                 last = Some(key);
             }
-            let (Some(last), true) = (last, i64::try_from(rows.len()).unwrap_or(0) == batch) else { return Ok(()) };
+            let (Some(last), true) = (last, i64::try_from(rows.len()).unwrap_or(0) == batch) else {
+                learned(learning, None);
+                return Ok(());
+            };
             let after = Bound::Excluded(last.to_vec());
             if reverse {
                 range.1 = after;
@@ -330,6 +474,36 @@ impl Transaction {
             }
             batch = (batch * 4).min(MAX_BATCH);
         }
+    }
+
+    /// Visits the rows of a remembered range (with this transaction's held changes), noting what it read
+    /// to be checked. Where the database scan goes on, if the asked range reaches past it.
+    fn scan_remembered<E: From<StoreError>>(
+        &self,
+        table: &str,
+        covered: Covered,
+        asked: (Bound<&[u8]>, Bound<&[u8]>),
+        reverse: bool,
+        visit: &mut impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<Option<Bound<Vec<u8>>>, E> {
+        let held = self.pending().held(table).cloned().unwrap_or_default();
+        for (key, value) in remembered::overlay(&covered.rows, &held, &covered.range, reverse) {
+            if !visit(&key, &value)? {
+                self.checks().range(table, remembered::read_up_to(&covered, &key, reverse));
+                return Ok(None);
+            }
+        }
+        let (end, asked_end) = match reverse {
+            false => (covered.range.1.clone(), asked.1),
+            true => (covered.range.0.clone(), asked.0),
+        };
+        self.checks().range(table, covered);
+        Ok(match end {
+            _ if end.as_ref().map(Vec::as_slice) == asked_end => None,
+            Bound::Included(key) => Some(Bound::Excluded(key)),
+            Bound::Excluded(key) => Some(Bound::Included(key)),
+            Bound::Unbounded => None,
+        })
     }
 
     /// How many rows `table` holds.
@@ -395,6 +569,10 @@ impl Transaction {
         }
         names.into_iter().collect()
     }
+}
+
+fn asked_owned(asked: (Bound<&[u8]>, Bound<&[u8]>)) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    (asked.0.map(<[u8]>::to_vec), asked.1.map(<[u8]>::to_vec))
 }
 
 /// The error's text with PostgreSQL's own message, which `Display` leaves out.

@@ -18,6 +18,41 @@ pub(crate) const EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
 /// Held by a transaction that creates a table, until it ends.
 pub(crate) const DDL_TURN: &str = "SELECT pg_advisory_xact_lock(hashtext('portal-ddl:' || $1::text))";
 
+/// The function a check of remembered rows calls (`f`, qualified): it fails the transaction with a
+/// serialization failure when they changed, so that it runs again.
+pub(crate) const UNCHANGED: &str = "portal_unchanged";
+
+pub(crate) const HAS_UNCHANGED: &str = "SELECT to_regprocedure($1) IS NOT NULL";
+
+pub(crate) fn create_unchanged(f: &str) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION {f}(unchanged boolean) RETURNS void LANGUAGE plpgsql AS $$ \
+         BEGIN IF unchanged IS NOT TRUE THEN \
+         RAISE EXCEPTION 'a row the portal remembered has changed' USING ERRCODE = 'serialization_failure'; \
+         END IF; END $$"
+    )
+}
+
+/// Checks that the keys `$1` hold the values `$2` and that the keys `$3` do not exist.
+pub(crate) fn check_rows(t: &str, f: &str) -> String {
+    format!(
+        "SELECT {f}((SELECT count(*) FROM {t} AS r JOIN unnest($1::bytea[], $2::bytea[]) AS c(key, value) \
+         ON r.key = c.key AND r.value = c.value) = cardinality($1::bytea[]) \
+         AND NOT EXISTS (SELECT 1 FROM {t} WHERE key = ANY($3::bytea[])))"
+    )
+}
+
+/// Checks that `range` holds exactly the keys and values of the two arrays after its bounds, in order.
+pub(crate) fn check_range<T>(t: &str, range: &(Bound<T>, Bound<T>), f: &str) -> String {
+    let (clause, n) = range_clause(range);
+    format!(
+        "SELECT {f}(coalesce(array_agg(key ORDER BY key), '{{}}') = ${}::bytea[] \
+         AND coalesce(array_agg(value ORDER BY key), '{{}}') = ${}::bytea[]) FROM {t}{clause}",
+        n + 1,
+        n + 2
+    )
+}
+
 pub(crate) fn create(t: &str) -> String {
     format!("CREATE TABLE IF NOT EXISTS {t} (key bytea PRIMARY KEY, value bytea NOT NULL)")
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use redb::TableHandle;
 
 use super::session::{Failure, Transaction};
-use super::{sql, Pg};
+use super::{pending, sql, Pg};
 use crate::error::Result;
 use crate::table::Named;
 
@@ -28,7 +28,7 @@ impl std::ops::Deref for PgWrite {
 
 impl PgWrite {
     pub(crate) fn begin(pg: Arc<Pg>) -> Self {
-        Self { tx: Transaction::new(pg, BEGIN) }
+        Self { tx: Transaction::new(pg, BEGIN, true) }
     }
 
     pub(crate) fn create_table(&self, table: Named<'_>) -> Result<()> {
@@ -36,6 +36,7 @@ impl PgWrite {
         if self.tx.exists(name)? {
             return Ok(());
         }
+        self.tx.touch(name);
         let mut session = self.tx.lock();
         // Nodes creating tables take turns, so that they do not trip over each other in the catalog.
         session.execute(sql::DDL_TURN, &[&self.tx.pg.schema])?;
@@ -49,6 +50,9 @@ impl PgWrite {
         if !self.tx.exists(name)? {
             return Ok(false);
         }
+        // The checks may read the table: they go before it is gone.
+        self.tx.send_checks()?;
+        self.tx.touch(name);
         self.tx.pending().forget_table(name);
         self.tx.seen().forget_table(name);
         self.tx.lock().batch(&sql::drop_table(&self.tx.pg.qualified(name)?))?;
@@ -66,8 +70,7 @@ impl PgWrite {
             pending.is_full()
         };
         if full {
-            let batches = self.tx.take_batches()?;
-            self.tx.lock().send(&batches)?;
+            self.tx.flush_all()?;
         }
         Ok(())
     }
@@ -76,10 +79,19 @@ impl PgWrite {
         if !self.tx.exists(table.name())? {
             return Ok(false);
         }
-        self.tx.seen().forget(table.name(), key);
         if let Some(existed) = self.tx.pending().remove(table.name(), key) {
+            self.tx.seen().forget(table.name(), key);
             return Ok(existed);
         }
+        // A key whose value is known is removed with the commit, like a put.
+        let known = self.tx.known(table.name(), key);
+        self.tx.seen().forget(table.name(), key);
+        if let Some(existed) = known {
+            self.tx.pending().hold_removal(table.name(), key);
+            return Ok(existed.is_some());
+        }
+        self.tx.send_checks()?;
+        self.tx.touch(table.name());
         let sql = sql::remove(&self.tx.pg.qualified(table.name())?);
         Ok(self.tx.lock().execute(&sql, &[&key])? > 0)
     }
@@ -88,6 +100,8 @@ impl PgWrite {
         if !self.tx.exists(table.name())? {
             return Ok(());
         }
+        self.tx.send_checks()?;
+        self.tx.touch(table.name());
         self.tx.pending().forget_range(table.name(), range);
         self.tx.seen().forget_range(table.name(), range);
         let range = (range.0.map(<[u8]>::to_vec), range.1.map(<[u8]>::to_vec));
@@ -104,19 +118,45 @@ impl PgWrite {
         self.tx.lock().failure()
     }
 
-    /// Sends the held changes with the `COMMIT`; a refused commit rolls back (a conflict, or the
-    /// connection lost with the outcome unknown).
+    /// Sends the checks and the held changes with the `COMMIT`; a refused commit rolls back (a
+    /// conflict, or the connection lost with the outcome unknown) and forgets what was remembered.
     pub(crate) fn commit(self) -> std::result::Result<(), Failure> {
-        let batches = match self.tx.take_batches() {
+        let written = self.tx.pending().take_all();
+        let batches = self.tx.take_checks().and_then(|mut batches| {
+            for (name, rows) in &written {
+                batches.extend(pending::batches(&self.tx.pg.qualified(name)?, rows));
+            }
+            Ok(batches)
+        });
+        let batches = match batches {
             Ok(batches) => batches,
             Err(error) => {
                 self.rollback();
                 return Err(Failure { error, conflict: false });
             }
         };
-        self.tx.lock().commit(&batches)?;
+        if let Err(failure) = self.tx.lock().commit(&batches) {
+            self.tx.forget_remembered();
+            return Err(failure);
+        }
         self.tx.publish_tables();
+        self.tx.publish_reads(&written);
         Ok(())
+    }
+
+    /// Rolls back after a write failed: the conflict, if the failure may come from a race with
+    /// another transaction (then the writes should run again). A write may have failed because of a
+    /// remembered row that was out of date, so the remembered rows it used are checked first.
+    pub(crate) fn abandon(self) -> Option<Failure> {
+        let mut conflict = self.failure().filter(|failure| failure.conflict);
+        if conflict.is_none() && self.tx.has_checks() && self.tx.send_checks().is_err() {
+            conflict = self.failure().filter(|failure| failure.conflict);
+        }
+        if conflict.is_some() {
+            self.tx.forget_remembered();
+        }
+        self.rollback();
+        conflict
     }
 
     pub(crate) fn rollback(self) {

@@ -1,0 +1,363 @@
+//! Rows the process remembers across write transactions, so that a write group reads a customer's
+//! record, shared settings or a small index range without a round trip each time.
+//!
+//! What is remembered may be out of date (another node changed it), so it is never trusted: a
+//! transaction that used a remembered answer sends a check of it to the database before its first
+//! write and with its `COMMIT`, in the same round trip. The check reads the rows again in the
+//! transaction's own snapshot (so `SERIALIZABLE` sees the read as if it had been made at first) and
+//! fails with a serialization failure when they differ; the group then runs again with the memory
+//! cleared. A write group's answers are therefore the same as without the memory, with fewer waits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::{Bound, RangeBounds};
+use std::time::{Duration, Instant};
+
+use super::pending::{remove_range, Batch, Param};
+use super::sql;
+
+/// Bytes of keys and values remembered at most; past it everything is forgotten at once (the rows a
+/// write group reads again come back within a few groups).
+const MAX_BYTES: usize = 16 << 20;
+
+/// Ranges remembered per table at most, and rows per range (a longer scan is left to the database,
+/// so a check stays small).
+const MAX_RANGES: usize = 4096;
+pub(crate) const MAX_RANGE_ROWS: usize = 256;
+
+type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// A key range whose every row is known.
+#[derive(Clone)]
+pub(crate) struct Covered {
+    pub range: Range,
+    pub rows: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Default for Covered {
+    fn default() -> Self {
+        Self { range: (Bound::Unbounded, Bound::Unbounded), rows: BTreeMap::new() }
+    }
+}
+
+impl Covered {
+    fn contains(&self, key: &[u8]) -> bool {
+        RangeBounds::<[u8]>::contains(&as_refs(&self.range), key)
+    }
+
+    fn bytes(&self) -> usize {
+        self.rows.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + 64
+    }
+
+    /// Whether a scan of `asked` in that direction can begin with this range: it lies within `asked`
+    /// and starts where the scan does.
+    fn begins(&self, asked: &(Bound<&[u8]>, Bound<&[u8]>), reverse: bool) -> bool {
+        let (start, asked_start) = match reverse {
+            false => (&self.range.0, asked.0),
+            true => (&self.range.1, asked.1),
+        };
+        same_bound(start, asked_start) && within(&self.range, asked)
+    }
+}
+
+#[derive(Default)]
+struct Table {
+    /// Point answers: the value, or `None` for a key that did not exist.
+    rows: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ranges: Vec<Covered>,
+}
+
+/// How long the memory rests after a transaction lost a race: another node writes too, so what is
+/// remembered would soon be out of date, and each check that fails costs a group a second run.
+const REST: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub(crate) struct Remembered {
+    tables: HashMap<String, Table>,
+    bytes: usize,
+    /// Until when nothing is answered or learned (see [`REST`]).
+    resting_until: Option<Instant>,
+}
+
+impl Remembered {
+    fn rests(&self) -> bool {
+        self.resting_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// The remembered answer for `key` (`Some(None)`: it did not exist), if any.
+    pub(crate) fn get(&self, table: &str, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        if self.rests() {
+            return None;
+        }
+        let table = self.tables.get(table)?;
+        if let Some(value) = table.rows.get(key) {
+            return Some(value.clone());
+        }
+        let covered = table.ranges.iter().find(|covered| covered.contains(key))?;
+        Some(covered.rows.get(key).cloned())
+    }
+
+    /// A remembered range a scan of `asked` (descending when `reverse`) can begin with.
+    pub(crate) fn covering(&self, table: &str, asked: (Bound<&[u8]>, Bound<&[u8]>), reverse: bool) -> Option<Covered> {
+        if self.rests() {
+            return None;
+        }
+        self.tables.get(table)?.ranges.iter().find(|covered| covered.begins(&asked, reverse)).cloned()
+    }
+
+    /// Remembers what a committed transaction read from the database.
+    pub(crate) fn learn(&mut self, table: &str, key: &[u8], value: Option<&[u8]>) {
+        if self.rests() {
+            return;
+        }
+        self.bytes += key.len() + value.map_or(0, <[u8]>::len);
+        let rows = &mut self.table(table).rows;
+        rows.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+    }
+
+    pub(crate) fn learn_range(&mut self, table: &str, covered: Covered) {
+        if self.rests() {
+            return;
+        }
+        self.bytes += covered.bytes();
+        let ranges = &mut self.table(table).ranges;
+        ranges.retain(|known| !within(&known.range, &as_refs(&covered.range)));
+        if ranges.len() >= MAX_RANGES {
+            ranges.clear();
+        }
+        ranges.push(covered);
+    }
+
+    /// Applies a committed change (`None`: removed) to what is remembered of its table.
+    pub(crate) fn apply(&mut self, table: &str, key: &[u8], value: Option<&[u8]>) {
+        let Some(known) = self.tables.get_mut(table) else { return };
+        if let Some(row) = known.rows.get_mut(key) {
+            *row = value.map(<[u8]>::to_vec);
+            self.bytes += value.map_or(0, <[u8]>::len);
+        }
+        for covered in known.ranges.iter_mut().filter(|covered| covered.contains(key)) {
+            match value {
+                Some(value) => {
+                    covered.rows.insert(key.to_vec(), value.to_vec());
+                    self.bytes += key.len() + value.len();
+                }
+                None => {
+                    covered.rows.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Forgets a table whose rows changed in ways not followed key by key (a dropped table, a removed range).
+    pub(crate) fn forget_table(&mut self, table: &str) {
+        self.tables.remove(table);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.tables.clear();
+        self.bytes = 0;
+    }
+
+    /// Forgets everything and rests (see [`REST`]).
+    pub(crate) fn clear_and_rest(&mut self) {
+        self.clear();
+        self.resting_until = Some(Instant::now() + REST);
+    }
+
+    /// Forgets everything once too much is remembered.
+    pub(crate) fn trim(&mut self) {
+        if self.bytes > MAX_BYTES {
+            self.clear();
+        }
+    }
+
+    fn table(&mut self, name: &str) -> &mut Table {
+        self.tables.entry(name.to_string()).or_default()
+    }
+}
+
+/// The remembered answers a transaction used, to be checked against its snapshot.
+#[derive(Default)]
+pub(crate) struct Checks {
+    /// Per table, the keys and the value each was answered with.
+    rows: BTreeMap<String, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    ranges: Vec<(String, Covered)>,
+}
+
+impl Checks {
+    pub(crate) fn row(&mut self, table: &str, key: &[u8], value: Option<&[u8]>) {
+        let rows = match self.rows.get_mut(table) {
+            Some(rows) => rows,
+            None => self.rows.entry(table.to_string()).or_default(),
+        };
+        rows.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+    }
+
+    /// `covered.rows` are all the rows of `covered.range`, as a scan was answered.
+    pub(crate) fn range(&mut self, table: &str, covered: Covered) {
+        self.ranges.push((table.to_string(), covered));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.ranges.is_empty()
+    }
+
+    /// The statements that check every answer (`qualify` names a table, `unchanged` is the function
+    /// that fails the transaction on `false`), which are then no longer held.
+    pub(crate) fn take(
+        &mut self,
+        qualify: impl Fn(&str) -> crate::error::Result<String>,
+        unchanged: &str,
+    ) -> crate::error::Result<Vec<Batch>> {
+        let mut batches = Vec::new();
+        for (table, rows) in std::mem::take(&mut self.rows) {
+            let (mut keys, mut values, mut absent) = (Vec::new(), Vec::new(), Vec::new());
+            for (key, value) in rows {
+                match value {
+                    Some(value) => {
+                        keys.push(key);
+                        values.push(value);
+                    }
+                    None => absent.push(key),
+                }
+            }
+            let params = vec![Param::Array(keys), Param::Array(values), Param::Array(absent)];
+            batches.push(Batch { sql: sql::check_rows(&qualify(&table)?, unchanged), params });
+        }
+        for (table, covered) in std::mem::take(&mut self.ranges) {
+            let mut params: Vec<Param> =
+                sql::bound_params(&covered.range).into_iter().map(|b| Param::Bytes(b.to_vec())).collect();
+            let (keys, values) = covered.rows.into_iter().unzip();
+            params.extend([Param::Array(keys), Param::Array(values)]);
+            batches.push(Batch { sql: sql::check_range(&qualify(&table)?, &covered.range, unchanged), params });
+        }
+        Ok(batches)
+    }
+}
+
+/// The rows of `rows` in `range` with the transaction's own held changes (`held`) laid over them, in
+/// key order (descending when `reverse`).
+pub(crate) fn overlay(
+    rows: &BTreeMap<Vec<u8>, Vec<u8>>,
+    held: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    range: &Range,
+    reverse: bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let refs = as_refs(range);
+    let mut merged: BTreeMap<&[u8], &[u8]> = rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+    for (key, value) in held.iter().filter(|(key, _)| RangeBounds::<[u8]>::contains(&refs, key.as_slice())) {
+        match value {
+            Some(value) => merged.insert(key, value),
+            None => merged.remove(key.as_slice()),
+        };
+    }
+    let out = merged.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec()));
+    match reverse {
+        false => out.collect(),
+        true => out.rev().collect(),
+    }
+}
+
+/// The part of `covered` a scan that stopped at `last` (descending when `reverse`) read.
+pub(crate) fn read_up_to(covered: &Covered, last: &[u8], reverse: bool) -> Covered {
+    let range = match reverse {
+        false => (covered.range.0.clone(), Bound::Included(last.to_vec())),
+        true => (Bound::Included(last.to_vec()), covered.range.1.clone()),
+    };
+    let mut rows = covered.rows.clone();
+    remove_range(
+        &mut rows,
+        match reverse {
+            false => (Bound::Excluded(last), Bound::Unbounded),
+            true => (Bound::Unbounded, Bound::Excluded(last)),
+        },
+    );
+    Covered { range, rows }
+}
+
+pub(crate) fn as_refs(range: &Range) -> (Bound<&[u8]>, Bound<&[u8]>) {
+    (range.0.as_ref().map(Vec::as_slice), range.1.as_ref().map(Vec::as_slice))
+}
+
+fn same_bound(a: &Bound<Vec<u8>>, b: Bound<&[u8]>) -> bool {
+    match (a, b) {
+        (Bound::Unbounded, Bound::Unbounded) => true,
+        (Bound::Included(a), Bound::Included(b)) | (Bound::Excluded(a), Bound::Excluded(b)) => a.as_slice() == b,
+        _ => false,
+    }
+}
+
+/// Whether `inner` lies within `outer`.
+fn within(inner: &Range, outer: &(Bound<&[u8]>, Bound<&[u8]>)) -> bool {
+    use std::cmp::Ordering::{Greater, Less};
+    let lower_ok = match (&inner.0, outer.0) {
+        (_, Bound::Unbounded) => true,
+        (Bound::Unbounded, _) => false,
+        (Bound::Included(i), Bound::Included(o)) | (Bound::Excluded(i), Bound::Excluded(o)) => i.as_slice() >= o,
+        (Bound::Excluded(i), Bound::Included(o)) => i.as_slice() >= o,
+        (Bound::Included(i), Bound::Excluded(o)) => i.as_slice().cmp(o) == Greater,
+    };
+    let upper_ok = match (&inner.1, outer.1) {
+        (_, Bound::Unbounded) => true,
+        (Bound::Unbounded, _) => false,
+        (Bound::Included(i), Bound::Included(o)) | (Bound::Excluded(i), Bound::Excluded(o)) => i.as_slice() <= o,
+        (Bound::Excluded(i), Bound::Included(o)) => i.as_slice() <= o,
+        (Bound::Included(i), Bound::Excluded(o)) => i.as_slice().cmp(o) == Less,
+    };
+    lower_ok && upper_ok
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn covered(range: Range, rows: &[(&[u8], &[u8])]) -> Covered {
+        Covered { range, rows: rows.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect() }
+    }
+
+    #[test]
+    fn a_remembered_range_answers_scans_that_start_where_it_does_and_keys_inside_it() {
+        let mut memory = Remembered::default();
+        let range = (Bound::Included(b"b".to_vec()), Bound::Excluded(b"d".to_vec()));
+        memory.learn_range("t", covered(range, &[(b"b1", b"x"), (b"c", b"y")]));
+        let asked: (Bound<&[u8]>, Bound<&[u8]>) = (Bound::Included(b"b"), Bound::Excluded(b"z"));
+        assert!(memory.covering("t", asked, false).is_some());
+        assert!(memory.covering("t", asked, true).is_none(), "a descending scan starts at z");
+        let inside: (Bound<&[u8]>, Bound<&[u8]>) = (Bound::Included(b"b"), Bound::Excluded(b"c"));
+        assert!(memory.covering("t", inside, false).is_none(), "the range reaches past the scan's end");
+        assert_eq!(memory.get("t", b"c"), Some(Some(b"y".to_vec())));
+        assert_eq!(memory.get("t", b"bz"), Some(None), "inside the range and not in it: absent");
+        assert_eq!(memory.get("t", b"e"), None);
+        memory.apply("t", b"bz", Some(b"new"));
+        memory.apply("t", b"c", None);
+        let known = memory.covering("t", asked, false).unwrap();
+        assert_eq!(known.rows.keys().cloned().collect::<Vec<_>>(), vec![b"b1".to_vec(), b"bz".to_vec()]);
+    }
+
+    #[test]
+    fn a_scan_sees_held_changes_over_the_remembered_rows_and_checks_only_what_it_read() {
+        let range = (Bound::Unbounded, Bound::Unbounded);
+        let known = covered(range.clone(), &[(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]);
+        let held: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            [(b"b".to_vec(), None), (b"bb".to_vec(), Some(b"4".to_vec()))].into_iter().collect();
+        let keys: Vec<Vec<u8>> = overlay(&known.rows, &held, &range, true).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec![b"c".to_vec(), b"bb".to_vec(), b"a".to_vec()]);
+        let read = read_up_to(&known, b"b", true);
+        assert_eq!(read.range, (Bound::Included(b"b".to_vec()), Bound::Unbounded));
+        assert_eq!(read.rows.keys().cloned().collect::<Vec<_>>(), vec![b"b".to_vec(), b"c".to_vec()]);
+    }
+
+    #[test]
+    fn checks_make_one_statement_per_table_and_one_per_range() {
+        let mut checks = Checks::default();
+        checks.row("t", b"a", Some(b"1"));
+        checks.row("t", b"b", None);
+        checks.row("u", b"a", Some(b"1"));
+        checks.range("t", covered((Bound::Included(b"a".to_vec()), Bound::Unbounded), &[(b"a", b"1")]));
+        let batches = checks.take(|t| Ok(format!("\"s\".\"{t}\"")), "\"s\".f").unwrap();
+        assert_eq!(batches.len(), 3);
+        assert!(checks.is_empty());
+        assert_eq!(batches[0].params.len(), 3);
+        assert_eq!(batches[2].params.len(), 3, "one bound and the rows' keys and values");
+    }
+}
