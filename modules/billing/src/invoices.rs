@@ -224,7 +224,7 @@ pub(crate) fn save(tx: &WriteTx, old: Option<&Invoice>, new: &Invoice) -> Result
     INVOICES.insert(tx, &id, new)?;
     if old.is_none() && new.status.is_outstanding() {
         let expires = new.due_date.plus_secs(links::PAY_LINK_DAYS_AFTER_DUE * 86_400);
-        links::issue(tx, LinkKind::Pay, &id, expires)?;
+        links::issue_first(tx, LinkKind::Pay, &id, expires)?;
     }
     announce(tx, old, new)?;
     crate::mail::on_change(tx, old, new)

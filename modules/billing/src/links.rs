@@ -94,7 +94,15 @@ pub fn current(tx: &impl ReadTx, kind: LinkKind, id: &[u8; 16]) -> Result<Option
 /// Issues a new link for a record, valid until `expires_at`; every earlier link of it stops working.
 pub fn issue(tx: &WriteTx, kind: LinkKind, id: &[u8; 16], expires_at: Timestamp) -> Result<Link> {
     let generation = current(tx, kind, id)?.map_or(1, |link| link.generation.wrapping_add(1));
-    let link = Link { generation, expires_at };
+    store(tx, kind, id, Link { generation, expires_at })
+}
+
+/// Issues the first link of a record created in this transaction (none can exist: nothing to read).
+pub fn issue_first(tx: &WriteTx, kind: LinkKind, id: &[u8; 16], expires_at: Timestamp) -> Result<Link> {
+    store(tx, kind, id, Link { generation: 1, expires_at })
+}
+
+fn store(tx: &WriteTx, kind: LinkKind, id: &[u8; 16], link: Link) -> Result<Link> {
     LINKS.insert(tx, &record_key(kind, id), &link)?;
     Ok(link)
 }

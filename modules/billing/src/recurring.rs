@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{Datelike, Months, NaiveDate};
 use portal_core::ids::CustomerId;
-use portal_core::table::{key, key_from, Page};
+use portal_core::table::{key, key_from};
 use portal_core::WriteTx;
 use portal_core::{Context, Error, Job, ReadTx, Result, Timestamp};
 use portal_customers::model::BillingSettings;
@@ -107,9 +107,17 @@ fn overlapping(tx: &impl ReadTx, customer: CustomerId, period: Period) -> Result
     let cid = customer.to_key();
     let before_end = key(&[&cid, &day_key(period.end)]);
     // Stored periods never overlap, so only the latest one starting before our end can reach into us.
-    let latest = PERIODS.page_keys(tx, &Page { prefix: &cid, after: Some(&before_end), limit: 1 })?;
+    // The customer's periods are walked from the newest (one scan of the same range each time, which a
+    // store on PostgreSQL answers from memory); periods starting at or after our end are passed over.
+    let mut latest = None;
+    PERIODS.visit_keys_desc(tx, &cid, None, |k| {
+        if k < before_end.as_slice() {
+            latest = Some(k.to_vec());
+        }
+        Ok::<_, Error>(latest.is_none())
+    })?;
     let mut found = None;
-    if let Some(target) = latest.first().map(|k| PERIODS.get(tx, k)).transpose()?.flatten() {
+    if let Some(target) = latest.map(|k| PERIODS.get(tx, &k)).transpose()?.flatten() {
         if day_from_key(&target).is_some_and(|end| end > period.start) {
             found = InvoiceId::from_key(key_from(&target, 4));
         }

@@ -84,16 +84,11 @@ impl Pending {
         self.rows >= MAX_ROWS
     }
 
-    /// The statements that write the changes to `table` (qualified as `qualified`), which are then
-    /// no longer held.
-    pub(crate) fn take_table(&mut self, table: &str, qualified: &str) -> Vec<Batch> {
-        match self.tables.remove(table) {
-            Some(rows) => {
-                self.rows -= rows.len();
-                batches(qualified, &rows)
-            }
-            None => Vec::new(),
-        }
+    /// The changes to `table`, which are then no longer held.
+    pub(crate) fn take_table(&mut self, table: &str) -> Option<Rows> {
+        let rows = self.tables.remove(table)?;
+        self.rows -= rows.len();
+        Some(rows)
     }
 
     /// Every held change, per table, which is then no longer held.
@@ -155,7 +150,7 @@ mod tests {
         assert_eq!(pending.remove("t", b"c"), None);
         assert_eq!(pending.get("t", b"b"), Some(None));
         assert_eq!(pending.rows, 2);
-        let batches = pending.take_table("t", "\"s\".\"t\"");
+        let batches = batches("\"s\".\"t\"", &pending.take_table("t").unwrap());
         assert_eq!(batches.len(), 2);
         assert!(
             matches!(&batches[0].params[..], [Param::Array(k), Param::Array(v)] if k == &[b"a".to_vec()] && v == &[b"3".to_vec()])

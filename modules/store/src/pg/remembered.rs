@@ -8,11 +8,12 @@
 //! fails with a serialization failure when they differ; the group then runs again with the memory
 //! cleared. A write group's answers are therefore the same as without the memory, with fewer waits.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::{Bound, RangeBounds};
 use std::time::{Duration, Instant};
 
-use super::pending::{remove_range, Batch, Param};
+use super::pending::{remove_range, Batch, Param, Rows};
+use super::seen::Seen;
 use super::sql;
 
 /// Bytes of keys and values remembered at most; past it everything is forgotten at once (the rows a
@@ -127,24 +128,27 @@ impl Remembered {
         ranges.push(covered);
     }
 
-    /// Applies a committed change (`None`: removed) to what is remembered of its table.
-    pub(crate) fn apply(&mut self, table: &str, key: &[u8], value: Option<&[u8]>) {
-        let Some(known) = self.tables.get_mut(table) else { return };
-        if let Some(row) = known.rows.get_mut(key) {
-            *row = value.map(<[u8]>::to_vec);
-            self.bytes += value.map_or(0, <[u8]>::len);
+    /// Remembers a committed change (`None`: removed), also in the ranges that hold its key.
+    pub(crate) fn learn_change(&mut self, table: &str, key: &[u8], value: Option<&[u8]>) {
+        if self.rests() {
+            return;
         }
+        let size = key.len() + value.map_or(0, <[u8]>::len);
+        let known = self.table(table);
+        known.rows.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        let mut added = size;
         for covered in known.ranges.iter_mut().filter(|covered| covered.contains(key)) {
             match value {
                 Some(value) => {
                     covered.rows.insert(key.to_vec(), value.to_vec());
-                    self.bytes += key.len() + value.len();
+                    added += size;
                 }
                 None => {
                     covered.rows.remove(key);
                 }
             }
         }
+        self.bytes += added;
     }
 
     /// Forgets a table whose rows changed in ways not followed key by key (a dropped table, a removed range).
@@ -175,6 +179,81 @@ impl Remembered {
     }
 }
 
+/// Rows sent per transaction that the memory follows at most; a table with more is forgotten.
+const MAX_SENT_ROWS: usize = 4096;
+
+/// What a write transaction changed in the database before its commit, for the memory to follow.
+#[derive(Default)]
+pub(crate) struct Sent {
+    /// Tables changed in the database: the memory no longer answers for them in this transaction (the
+    /// rows the database shows it differ from those its checks compare with).
+    touched: HashSet<String>,
+    /// Tables changed in ways not followed key by key: forgotten once the transaction commits.
+    lost: HashSet<String>,
+    rows: BTreeMap<String, Rows>,
+    count: usize,
+}
+
+impl Sent {
+    pub(crate) fn touched(&self, table: &str) -> bool {
+        self.touched.contains(table)
+    }
+
+    /// `rows` (a value, or `None` for a removed key) are about to be written to `table`.
+    pub(crate) fn rows(&mut self, table: &str, rows: &Rows) {
+        self.touch(table);
+        if self.count + rows.len() > MAX_SENT_ROWS {
+            self.lose(table);
+            return;
+        }
+        self.count += rows.len();
+        let sent = self.rows.entry(table.to_string()).or_default();
+        sent.extend(rows.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+
+    /// `table` is about to change in ways the memory does not follow (a range removed, dropped, created).
+    pub(crate) fn lose(&mut self, table: &str) {
+        self.touch(table);
+        self.lost.insert(table.to_string());
+    }
+
+    fn touch(&mut self, table: &str) {
+        if !self.touched.contains(table) {
+            self.touched.insert(table.to_string());
+        }
+    }
+}
+
+/// Makes the memory follow a committed transaction: the rows and ranges it read from the database
+/// (`seen`, `scanned`), then its changes (`sent` before the commit, `written` with it) over them. The
+/// rows a write adds are read back soon (a queued mail by its sender, a counter by the next write).
+pub(crate) fn follow(
+    memory: &mut Remembered,
+    seen: Seen,
+    scanned: Vec<(String, Covered)>,
+    sent: Sent,
+    written: &BTreeMap<String, Rows>,
+) {
+    for table in &sent.lost {
+        memory.forget_table(table);
+    }
+    let kept = |table: &str| !sent.lost.contains(table);
+    for (table, rows) in seen.into_tables().filter(|(table, _)| kept(table)) {
+        for (key, value) in rows {
+            memory.learn(&table, &key, value.as_deref());
+        }
+    }
+    for (table, covered) in scanned.into_iter().filter(|(table, _)| kept(table)) {
+        memory.learn_range(&table, covered);
+    }
+    for (table, rows) in sent.rows.iter().chain(written).filter(|(table, _)| kept(table)) {
+        for (key, value) in rows {
+            memory.learn_change(table, key, value.as_deref());
+        }
+    }
+    memory.trim();
+}
+
 /// The remembered answers a transaction used, to be checked against its snapshot.
 #[derive(Default)]
 pub(crate) struct Checks {
@@ -194,7 +273,10 @@ impl Checks {
 
     /// `covered.rows` are all the rows of `covered.range`, as a scan was answered.
     pub(crate) fn range(&mut self, table: &str, covered: Covered) {
-        self.ranges.push((table.to_string(), covered));
+        let again = self.ranges.iter().any(|(known, checked)| known == table && checked.range == covered.range);
+        if !again {
+            self.ranges.push((table.to_string(), covered));
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -328,8 +410,8 @@ mod tests {
         assert_eq!(memory.get("t", b"c"), Some(Some(b"y".to_vec())));
         assert_eq!(memory.get("t", b"bz"), Some(None), "inside the range and not in it: absent");
         assert_eq!(memory.get("t", b"e"), None);
-        memory.apply("t", b"bz", Some(b"new"));
-        memory.apply("t", b"c", None);
+        memory.learn_change("t", b"bz", Some(b"new"));
+        memory.learn_change("t", b"c", None);
         let known = memory.covering("t", asked, false).unwrap();
         assert_eq!(known.rows.keys().cloned().collect::<Vec<_>>(), vec![b"b1".to_vec(), b"bz".to_vec()]);
     }
@@ -345,6 +427,32 @@ mod tests {
         let read = read_up_to(&known, b"b", true);
         assert_eq!(read.range, (Bound::Included(b"b".to_vec()), Bound::Unbounded));
         assert_eq!(read.rows.keys().cloned().collect::<Vec<_>>(), vec![b"b".to_vec(), b"c".to_vec()]);
+    }
+
+    #[test]
+    fn a_committed_write_leaves_its_reads_and_changes_remembered_and_its_lost_tables_forgotten() {
+        let mut memory = Remembered::default();
+        memory.learn("gone", b"k", Some(b"v"));
+        let mut seen = Seen::default();
+        seen.remember("t", b"read", Some(b"1"));
+        seen.remember("t", b"counter", Some(b"1"));
+        seen.forget("t", b"counter");
+        let mut sent = Sent::default();
+        sent.rows("t", &[(b"counter".to_vec(), Some(b"2".to_vec()))].into_iter().collect());
+        sent.lose("gone");
+        let written: BTreeMap<String, Rows> = [(
+            "t".to_string(),
+            [(b"counter".to_vec(), Some(b"3".to_vec())), (b"blind".to_vec(), Some(b"x".to_vec()))]
+                .into_iter()
+                .collect(),
+        )]
+        .into_iter()
+        .collect();
+        follow(&mut memory, seen, Vec::new(), sent, &written);
+        assert_eq!(memory.get("t", b"read"), Some(Some(b"1".to_vec())));
+        assert_eq!(memory.get("t", b"counter"), Some(Some(b"3".to_vec())), "read, then changed twice");
+        assert_eq!(memory.get("t", b"blind"), Some(Some(b"x".to_vec())), "written without a read");
+        assert_eq!(memory.get("gone", b"k"), None);
     }
 
     #[test]

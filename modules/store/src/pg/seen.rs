@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::pending::remove_range;
+use super::pending::{remove_range, Rows};
 
 /// Rows remembered per transaction at most (bounds the memory of a long read loop).
 const MAX_ROWS: usize = 4096;
@@ -53,7 +53,7 @@ impl Seen {
     }
 
     /// Every row remembered, per table.
-    pub(crate) fn into_tables(self) -> impl Iterator<Item = (String, BTreeMap<Vec<u8>, Option<Vec<u8>>>)> {
+    pub(crate) fn into_tables(self) -> impl Iterator<Item = (String, Rows)> {
         self.tables.into_iter()
     }
 

@@ -1,7 +1,7 @@
 //! A transaction on one connection, begun with its first statement (the `BEGIN` goes in the same round
 //! trip), and the reads both kinds of transaction share.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 
 use super::conn::{Conn, Params};
 use super::pending::{self, Batch, Pending, Rows};
-use super::remembered::{self, Checks, Covered};
+use super::remembered::{self, Checks, Covered, Sent};
 use super::seen::Seen;
 use super::{is_conflict, sql, Pg};
 use crate::error::{Result, StoreError};
@@ -185,9 +185,8 @@ pub(crate) struct Transaction {
     seen: Mutex<Seen>,
     /// Whether this transaction reads what the process remembers (see [`super::remembered`]): a write's does.
     remembers: bool,
-    /// Tables this transaction changed in the database before its commit: what is remembered of them
-    /// no longer matches what it reads, and is forgotten when it commits.
-    touched: Mutex<HashSet<String>>,
+    /// What this transaction changed in the database before its commit.
+    sent: Mutex<Sent>,
     /// The remembered answers this transaction used, checked before its first change.
     checks: Mutex<Checks>,
     /// The ranges it scanned in the database, remembered once it commits.
@@ -204,7 +203,7 @@ impl Transaction {
             pending: Mutex::default(),
             seen: Mutex::default(),
             remembers,
-            touched: Mutex::default(),
+            sent: Mutex::default(),
             checks: Mutex::default(),
             scanned: Mutex::default(),
         }
@@ -214,19 +213,12 @@ impl Transaction {
         self.checks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn touched(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.touched.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Notes that this transaction is about to change `table` in the database.
-    pub(crate) fn touch(&self, table: &str) {
-        if self.remembers && !self.touched().contains(table) {
-            self.touched().insert(table.to_string());
-        }
+    pub(crate) fn sent(&self) -> std::sync::MutexGuard<'_, Sent> {
+        self.sent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn uses_memory(&self, table: &str) -> bool {
-        self.remembers && !self.touched().contains(table)
+        self.remembers && !self.sent().touched(table)
     }
 
     /// The remembered answer for `key`, noted to be checked (and remembered in this transaction).
@@ -272,27 +264,10 @@ impl Transaction {
         if !self.remembers {
             return;
         }
-        let touched = std::mem::take(&mut *self.touched());
+        let sent = std::mem::take(&mut *self.sent());
         let scanned = std::mem::take(&mut *self.scanned.lock().unwrap_or_else(PoisonError::into_inner));
         let seen = std::mem::take(&mut *self.seen());
-        let mut memory = self.pg.remembered();
-        for table in &touched {
-            memory.forget_table(table);
-        }
-        for (table, rows) in seen.into_tables().filter(|(table, _)| !touched.contains(table)) {
-            for (key, value) in rows {
-                memory.learn(&table, &key, value.as_deref());
-            }
-        }
-        for (table, covered) in scanned.into_iter().filter(|(table, _)| !touched.contains(table)) {
-            memory.learn_range(&table, covered);
-        }
-        for (table, rows) in written.iter().filter(|(table, _)| !touched.contains(*table)) {
-            for (key, value) in rows {
-                memory.apply(table, key, value.as_deref());
-            }
-        }
-        memory.trim();
+        remembered::follow(&mut self.pg.remembered(), seen, scanned, sent, written);
     }
 
     /// Forgets everything remembered, after this transaction lost a race with another node's.
@@ -314,8 +289,9 @@ impl Transaction {
             return Ok(());
         }
         let mut batches = self.take_checks()?;
-        batches.extend(self.pending().take_table(name, &self.pg.qualified(name)?));
-        self.touch(name);
+        let rows = self.pending().take_table(name).unwrap_or_default();
+        self.sent().rows(name, &rows);
+        batches.extend(pending::batches(&self.pg.qualified(name)?, &rows));
         self.lock().send(&batches)
     }
 
@@ -323,7 +299,7 @@ impl Transaction {
     pub(crate) fn flush_all(&self) -> Result<()> {
         let mut batches = self.take_checks()?;
         for (name, rows) in self.pending().take_all() {
-            self.touch(&name);
+            self.sent().rows(&name, &rows);
             batches.extend(pending::batches(&self.pg.qualified(&name)?, &rows));
         }
         self.lock().send(&batches)

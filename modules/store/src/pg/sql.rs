@@ -33,11 +33,12 @@ pub(crate) fn create_unchanged(f: &str) -> String {
     )
 }
 
-/// Checks that the keys `$1` hold the values `$2` and that the keys `$3` do not exist.
+/// Checks that the keys `$1` hold the values `$2` and that the keys `$3` do not exist. Each key is
+/// looked up on its own (a join let the planner scan the whole table once it grew).
 pub(crate) fn check_rows(t: &str, f: &str) -> String {
     format!(
-        "SELECT {f}((SELECT count(*) FROM {t} AS r JOIN unnest($1::bytea[], $2::bytea[]) AS c(key, value) \
-         ON r.key = c.key AND r.value = c.value) = cardinality($1::bytea[]) \
+        "SELECT {f}((SELECT count(*) FROM unnest($1::bytea[], $2::bytea[]) AS c(key, value) \
+         WHERE (SELECT r.value FROM {t} AS r WHERE r.key = c.key) = c.value) = cardinality($1::bytea[]) \
          AND NOT EXISTS (SELECT 1 FROM {t} WHERE key = ANY($3::bytea[])))"
     )
 }

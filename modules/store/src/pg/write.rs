@@ -36,7 +36,7 @@ impl PgWrite {
         if self.tx.exists(name)? {
             return Ok(());
         }
-        self.tx.touch(name);
+        self.tx.sent().lose(name);
         let mut session = self.tx.lock();
         // Nodes creating tables take turns, so that they do not trip over each other in the catalog.
         session.execute(sql::DDL_TURN, &[&self.tx.pg.schema])?;
@@ -52,7 +52,7 @@ impl PgWrite {
         }
         // The checks may read the table: they go before it is gone.
         self.tx.send_checks()?;
-        self.tx.touch(name);
+        self.tx.sent().lose(name);
         self.tx.pending().forget_table(name);
         self.tx.seen().forget_table(name);
         self.tx.lock().batch(&sql::drop_table(&self.tx.pg.qualified(name)?))?;
@@ -91,7 +91,7 @@ impl PgWrite {
             return Ok(existed.is_some());
         }
         self.tx.send_checks()?;
-        self.tx.touch(table.name());
+        self.tx.sent().rows(table.name(), &[(key.to_vec(), None)].into_iter().collect());
         let sql = sql::remove(&self.tx.pg.qualified(table.name())?);
         Ok(self.tx.lock().execute(&sql, &[&key])? > 0)
     }
@@ -101,7 +101,7 @@ impl PgWrite {
             return Ok(());
         }
         self.tx.send_checks()?;
-        self.tx.touch(table.name());
+        self.tx.sent().lose(table.name());
         self.tx.pending().forget_range(table.name(), range);
         self.tx.seen().forget_range(table.name(), range);
         let range = (range.0.map(<[u8]>::to_vec), range.1.map(<[u8]>::to_vec));
