@@ -384,6 +384,16 @@ fn tls_to_the_database_checks_as_much_as_sslmode_asks() {
     let tls = format!("sslmode=verify-ca {checked}");
     let store = open("db.invalid", &tls).expect("verify-ca checks no name");
     assert!(encrypted(&store, "db.invalid", &tls));
+    drop(store);
+    // As with libpq, sslmode does not apply to a Unix socket, where the server offers no TLS.
+    let sockets = setting("unix_socket_directories");
+    if let Some(dir) = sockets.split(',').map(str::trim).find(|dir| dir.starts_with('/')) {
+        let tls = "sslmode=require";
+        let url =
+            format!("host={dir} port={port} user={user} dbname={dbname} application_name={} {tls}", label(dir, tls));
+        let store = open_postgres(url, "tls_check").unwrap_or_else(|e| panic!("a Unix socket with {tls}: {e}"));
+        assert!(!encrypted(&store, dir, tls), "TLS on a Unix socket");
+    }
 }
 
 /// The store in the PostgreSQL schema `schema` of the database `url`.

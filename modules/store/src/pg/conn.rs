@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use futures_util::future::{maybe_done, MaybeDone};
 use futures_util::FutureExt;
-use tokio_postgres::config::{Host, TargetSessionAttrs};
+use tokio_postgres::config::{Host, SslMode, TargetSessionAttrs};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, Config, Error, Row, SimpleQueryMessage, Statement};
 
@@ -74,6 +74,13 @@ impl Conn {
         }
         let deadline = timeout.map(|timeout| Instant::now() + timeout);
         let tls = tls.connect_to(name)?;
+        // As libpq, no TLS on a Unix socket (the server offers none there), whatever `sslmode` says.
+        let plain = matches!(host, Host::Unix(_)).then(|| {
+            let mut plain = config.clone();
+            plain.ssl_mode(SslMode::Disable);
+            plain
+        });
+        let config = plain.as_ref().unwrap_or(config);
         let (client, connection) =
             handshake(config.connect_raw(socket, tls), &readiness, deadline).map_err(|e| cannot(with_causes(&e)))?;
         let mut conn = Self { client, connection: Some(Box::pin(connection)), readiness, statements: HashMap::new() };
