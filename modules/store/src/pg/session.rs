@@ -321,8 +321,7 @@ impl Transaction {
         if let Some(value) = held {
             return f(value.as_deref());
         }
-        let seen = self.seen().get(table.name(), key).map(|value| value.map(<[u8]>::to_vec));
-        if let Some(value) = seen.or_else(|| self.recall(table.name(), key)) {
+        if let Some(value) = self.known(table.name(), key) {
             return f(value.as_deref());
         }
         if !self.exists(table.name())? {
