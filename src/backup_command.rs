@@ -3,6 +3,7 @@
 //! from the data directory. Either way the file is written beside its target, synced and renamed, with
 //! its SHA-256 in `FILE.sha256`. A restore needs the server stopped.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -90,14 +91,16 @@ pub fn run_backup(args: BackupArgs) -> Result<()> {
 /// Copies one read transaction of a PostgreSQL store into `dest` (other portals may go on writing).
 fn snapshot_database(store: &StoreConfig, dest: &Path, progress: impl FnMut(Progress)) -> Result<Summary> {
     let store = portal_core::Store::open_config(store).map_err(|e| Error(e.to_string()))?;
-    let mut taken = None;
+    // A read may run twice (not this one: its first statement is no point read), so it holds its
+    // outcome and `progress` through cells.
+    let (progress, taken) = (RefCell::new(progress), RefCell::new(None));
     store
         .read_blocking(|tx| {
-            taken = Some(backup::snapshot(tx, dest, progress));
+            *taken.borrow_mut() = Some(backup::snapshot(tx, dest, &mut *progress.borrow_mut()));
             Ok(())
         })
         .map_err(|e| Error(e.to_string()))?;
-    taken.unwrap_or_else(|| Err(Error("the store was not read".into())))
+    taken.into_inner().unwrap_or_else(|| Err(Error("the store was not read".into())))
 }
 
 /// `portal restore`.

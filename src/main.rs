@@ -156,6 +156,19 @@ fn block_on<F: std::future::Future<Output = portal_core::Result<()>>>(f: F) -> p
     }
 }
 
+/// The runtime `serve` runs on. On PostgreSQL a point read holds its worker thread for a round trip to
+/// the database (the store is called synchronously, as redb is), so twice as many workers as cores keep
+/// the cores busy meanwhile; on redb, one per core. `TOKIO_WORKER_THREADS` overrides both.
+fn serve_runtime(config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if config.core.store.database_url.is_some() && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        builder.worker_threads(2 * cores);
+    }
+    builder.build()
+}
+
 async fn serve(config: Config) -> portal_core::Result<()> {
     let stop = shutdown_signal();
     let app = App::build(config).await?;
@@ -166,7 +179,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(config) => match logging::init(config.core.log_format) {
-            Ok(_log) => block_on(serve(config)).map_err(|e| e.to_string()),
+            Ok(_log) => match serve_runtime(&config) {
+                Ok(runtime) => runtime.block_on(serve(config)).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("cannot start the runtime: {e}")),
+            },
             Err(e) => Err(format!("cannot start the log writer: {e}")),
         },
         Command::Openapi => portal::app::openapi_document().map(|doc| print!("{doc}")).map_err(|e| e.to_string()),

@@ -145,6 +145,101 @@ fn a_write_reads_its_own_changes_through_every_kind_of_read() {
         .unwrap();
 }
 
+/// Rows said to be expected (fetched with the next point read on PostgreSQL) read exactly as if asked
+/// on their own: present, absent, in another table, in a table never created, the read key itself,
+/// named twice, and in a write, changed by it before or after.
+#[test]
+fn expected_rows_read_the_same_as_rows_asked_on_their_own() {
+    const NEVER_CREATED: Index = Index::new("test.never_created");
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::helpers::open_store(dir.path());
+    let note = |title: &str| NoteV2 { title: title.into(), pages: 1, tags: vec![] };
+    let first = note("first");
+    store
+        .write_blocking(move |tx| {
+            NOTES.insert(tx, b"a", &first)?;
+            Ok::<_, portal_core::Error>(NOTES_BY_PAGES.put(tx, b"p1", b"one")?)
+        })
+        .unwrap();
+    let expect_all = |tx: &dyn Fn(&Index, &[u8])| {
+        for key in [b"p1".as_slice(), b"p2", b"p1"] {
+            tx(&NOTES_BY_PAGES, key);
+        }
+        tx(&NEVER_CREATED, b"x");
+    };
+    store
+        .read_blocking(|tx| {
+            expect_all(&|index, key| index.expect(tx, key));
+            assert_eq!(NOTES.get(tx, b"a")?.unwrap().title, "first");
+            assert_eq!(NOTES_BY_PAGES.get(tx, b"p1")?.as_deref(), Some(b"one".as_slice()));
+            assert!(!NOTES_BY_PAGES.contains(tx, b"p2")?);
+            assert!(!NEVER_CREATED.contains(tx, b"x")?);
+            // Expecting the key that is then read, or a row absent from a table that exists.
+            NOTES_BY_PAGES.expect(tx, b"p3");
+            assert!(NOTES_BY_PAGES.get(tx, b"p3")?.is_none());
+            Ok::<_, portal_core::Error>(())
+        })
+        .unwrap();
+    let second = note("second");
+    store
+        .write_blocking(move |tx| {
+            NOTES_BY_PAGES.put(tx, b"p2", b"two")?;
+            expect_all(&|index, key| index.expect(tx, key));
+            assert!(NOTES.get(tx, b"b")?.is_none());
+            assert_eq!(NOTES_BY_PAGES.get(tx, b"p2")?.as_deref(), Some(b"two".as_slice()));
+            NOTES_BY_PAGES.remove(tx, b"p1")?;
+            assert!(!NOTES_BY_PAGES.contains(tx, b"p1")?);
+            Ok::<_, portal_core::Error>(NOTES.insert(tx, b"b", &second)?)
+        })
+        .unwrap();
+    store
+        .read_blocking(|tx| {
+            expect_all(&|index, key| index.expect(tx, key));
+            assert_eq!(NOTES.get(tx, b"b")?.unwrap().title, "second");
+            assert!(!NOTES_BY_PAGES.contains(tx, b"p1")?);
+            assert_eq!(NOTES_BY_PAGES.get(tx, b"p2")?.as_deref(), Some(b"two".as_slice()));
+            Ok::<_, portal_core::Error>(())
+        })
+        .unwrap();
+}
+
+/// On PostgreSQL a read's first point read runs alone (outside a transaction); when the row it read
+/// changed before the read's second statement, the read runs again, so that its answer is still the
+/// database as of one moment. (On redb the read keeps its snapshot.)
+#[test]
+fn a_read_answers_from_one_moment_when_a_row_changes_between_its_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::helpers::open_store(dir.path());
+    let note = |title: &str| NoteV2 { title: title.into(), pages: 1, tags: vec![] };
+    let write_both = |store: &portal_core::Store, title: &'static str| {
+        store
+            .write_blocking(move |tx| {
+                NOTES.insert(tx, b"a", &note(title))?;
+                Ok::<_, portal_core::Error>(NOTES.insert(tx, b"b", &note(title))?)
+            })
+            .unwrap()
+    };
+    write_both(&store, "before");
+    let runs = std::sync::atomic::AtomicUsize::new(0);
+    let (a, b) = store
+        .read_blocking(|tx| {
+            let run = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let a = NOTES.get(tx, b"a")?.map(|n| n.title);
+            if run == 0 {
+                write_both(&store, "after");
+            }
+            let b = NOTES.get(tx, b"b")?.map(|n| n.title);
+            Ok::<_, portal_core::Error>((a, b))
+        })
+        .unwrap();
+    let (want_runs, expected) = match crate::helpers::test_database() {
+        Some(_) => (2, "after"),
+        None => (1, "before"),
+    };
+    assert_eq!((a.as_deref(), b.as_deref()), (Some(expected), Some(expected)));
+    assert_eq!(runs.into_inner(), want_runs);
+}
+
 #[tokio::test]
 async fn async_reads_and_writes_run_off_the_reactor() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,6 +17,7 @@ pub fn get(tx: &impl ReadTx, id: CreditNoteId) -> Result<Option<CreditNote>> {
 
 /// A credit note the caller may see (admins, and its customer's users), with its customer's scope.
 pub fn visible(tx: &impl ReadTx, caller: &Principal, id: CreditNoteId) -> Result<(CreditNote, CustomerScope)> {
+    portal_customers::expect_scope_of(tx, caller);
     let note = get(tx, id)?.ok_or_else(|| Error::not_found("credit note"))?;
     let scope = portal_customers::scope_of(tx, caller, note.customer_id, "credit note")?;
     Ok((note, scope))

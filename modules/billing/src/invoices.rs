@@ -42,6 +42,7 @@ pub(crate) fn scan_all(tx: &impl ReadTx, mut visit: impl FnMut(Invoice)) -> Resu
 /// An invoice the caller may see (admin, or a user of its customer, which must not be archived), with
 /// the caller's scope on that customer.
 pub fn visible(tx: &impl ReadTx, caller: &Principal, id: InvoiceId) -> Result<(Invoice, CustomerScope)> {
+    portal_customers::expect_scope_of(tx, caller);
     let invoice = get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
     let scope = portal_customers::scope_of(tx, caller, invoice.customer_id, "invoice")?;
     Ok((invoice, scope))

@@ -35,10 +35,10 @@ impl Store {
         self.0.path()
     }
 
-    /// Runs `f` on a snapshot on a blocking thread (see `portal_store::Store::read`).
+    /// Runs `f` on a snapshot on a blocking thread (see `portal_store::Store::read`: it may run twice).
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(&Snapshot) -> Result<T> + Send + 'static,
+        F: Fn(&Snapshot) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         self.0.read(f).await
@@ -55,7 +55,7 @@ impl Store {
     }
 
     /// A point read on the calling thread (see `portal_store::Store::read_blocking`).
-    pub fn read_blocking<T>(&self, f: impl FnOnce(&Snapshot) -> Result<T>) -> Result<T> {
+    pub fn read_blocking<T>(&self, f: impl Fn(&Snapshot) -> Result<T>) -> Result<T> {
         self.0.read_blocking(f)
     }
 

@@ -18,7 +18,7 @@ const SCHEMA_VERSION: u32 = 1;
 
 pub use api::{BillingSettingsView, CustomerView, CustomersApi};
 pub use dependents::{CustomerData, Dependents};
-pub use scope::{scope, scope_of, system_scope, CustomerScope};
+pub use scope::{expect_scope_of, scope, scope_of, system_scope, CustomerScope};
 
 pub struct CustomersModule;
 

@@ -94,6 +94,11 @@ pub fn is_listed(tx: &impl ReadTx, id: CustomerId) -> Result<bool> {
     Ok(LISTED.contains(tx, &id.to_key())?)
 }
 
+/// Tells the store that whether `id` is listed will likely be asked soon (fetched with the next read).
+pub fn expect_listed(tx: &impl ReadTx, id: CustomerId) {
+    LISTED.expect(tx, &id.to_key());
+}
+
 /// A customer's billing settings.
 pub fn billing(tx: &impl ReadTx, scope: &CustomerScope) -> Result<BillingSettings> {
     settings_of(tx, scope.id())

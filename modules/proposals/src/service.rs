@@ -49,6 +49,7 @@ pub fn get(tx: &impl ReadTx, id: ProposalId) -> Result<Option<Proposal>> {
 
 /// A proposal the caller may see (admin, or a user of its customer); 404 otherwise.
 pub fn visible(tx: &impl ReadTx, caller: &Principal, id: ProposalId) -> Result<(Proposal, CustomerScope)> {
+    portal_customers::expect_scope_of(tx, caller);
     let proposal = get(tx, id)?.ok_or_else(|| Error::not_found("proposal"))?;
     let scope = portal_customers::scope_of(tx, caller, proposal.customer_id, "proposal")?;
     Ok((proposal, scope))

@@ -26,9 +26,13 @@ pub struct Copied {
 
 /// Copies every table of `from` into `to`, which must hold no portal store, then checks that each table
 /// of the target holds as many rows as the source's.
-pub fn copy(from: &Store, to: &Store, mut progress: impl FnMut(Progress)) -> Result<Copied> {
+pub fn copy(from: &Store, to: &Store, progress: impl FnMut(Progress)) -> Result<Copied> {
     to.write_blocking(clear_target)?;
+    // A read may run twice (never this one, whose first statement is not a point read), so it cannot
+    // hold `progress` mutably.
+    let progress = std::cell::RefCell::new(progress);
     let counts = from.read_blocking(|source| {
+        let mut progress = progress.borrow_mut();
         let mut names = source.table_names()?;
         // `core.meta` last: see the module's comment.
         names.sort_by_key(|name| name == META);

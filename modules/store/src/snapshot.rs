@@ -54,6 +54,14 @@ impl Snapshot {
         }
     }
 
+    /// Whether this read lost a race on PostgreSQL, and must run again (see `run_read`).
+    pub(crate) fn lost_race(&self) -> bool {
+        match &self.0 {
+            View::Redb(_) => false,
+            View::Pg(read) => read.lost_race(),
+        }
+    }
+
     /// The names of every table in the store.
     pub fn table_names(&self) -> Result<Vec<String>> {
         match &self.0 {
@@ -116,6 +124,12 @@ impl ReadTx for Snapshot {
 
     fn count_raw(&self, table: Named<'_>) -> Result<u64> {
         self.count(table)
+    }
+
+    fn expect(&self, table: Named<'_>, key: &[u8]) {
+        if let View::Pg(read) = &self.0 {
+            read.expect(table, key);
+        }
     }
 
     fn get_many_raw<E: From<StoreError>>(

@@ -339,9 +339,10 @@ impl Store {
     }
 
     /// Runs `f` on a snapshot (a consistent view holding every acknowledged write) on a blocking thread.
+    /// `f` may run twice on PostgreSQL (see `run_read`), so it only reads.
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&Snapshot) -> Result<T, E> + Send + 'static,
+        F: Fn(&Snapshot) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
@@ -370,7 +371,7 @@ impl Store {
     /// and in handlers for a read of a few keys (a point lookup), which costs microseconds (pages come from
     /// redb's cache, else one read from the OS page cache), less than the hand-off to a blocking thread and
     /// back that [`read`](Self::read) pays. Scans and anything else that may touch many pages use `read`.
-    pub fn read_blocking<T, E: From<StoreError>>(&self, f: impl FnOnce(&Snapshot) -> Result<T, E>) -> Result<T, E> {
+    pub fn read_blocking<T, E: From<StoreError>>(&self, f: impl Fn(&Snapshot) -> Result<T, E>) -> Result<T, E> {
         run_read(&self.inner.db, f)
     }
 
@@ -427,12 +428,21 @@ impl Store {
     }
 }
 
-fn run_read<T, E: From<StoreError>>(db: &Db, f: impl FnOnce(&Snapshot) -> Result<T, E>) -> Result<T, E> {
-    let snapshot = match &db.engine {
-        Engine::Redb(file) => Snapshot::redb(db.snapshots.current(file)?),
-        Engine::Pg(pg) => Snapshot::pg(PgRead::new(Arc::clone(pg))),
-    };
-    f(&snapshot)
+/// Runs `f` on a snapshot. On PostgreSQL `f` runs again, in a transaction from its first statement,
+/// when what its first statement read (alone, see `pg::read`) had changed by its second.
+fn run_read<T, E: From<StoreError>>(db: &Db, f: impl Fn(&Snapshot) -> Result<T, E>) -> Result<T, E> {
+    match &db.engine {
+        Engine::Redb(file) => f(&Snapshot::redb(db.snapshots.current(file)?)),
+        Engine::Pg(pg) => {
+            let first = Snapshot::pg(PgRead::new(Arc::clone(pg), true));
+            let answer = f(&first);
+            if !first.lost_race() {
+                return answer;
+            }
+            drop(first);
+            f(&Snapshot::pg(PgRead::new(Arc::clone(pg), false)))
+        }
+    }
 }
 
 /// Wraps a write closure and the way to deliver its result into a queued job.

@@ -72,6 +72,10 @@ pub trait ReadTx {
     /// How many rows `table` holds (0 when it was never created).
     fn count_raw(&self, table: Named<'_>) -> Result<u64>;
 
+    /// Says that `key` of `table` will likely be read soon in this transaction: a backend that pays a
+    /// round trip per statement (PostgreSQL) fetches it along with its next point read. redb ignores it.
+    fn expect(&self, _table: Named<'_>, _key: &[u8]) {}
+
     /// Calls `f` with the index of each of `keys` and the bytes stored under it, in order (one round
     /// trip on PostgreSQL).
     fn get_many_raw<E: From<StoreError>>(
@@ -385,6 +389,11 @@ impl Index {
 
     pub fn contains(&self, tx: &impl ReadTx, key: &[u8]) -> Result<bool> {
         tx.get_raw(self.def, &self.stored(key), |bytes| Ok(bytes.is_some()))
+    }
+
+    /// Tells `tx` that `key` will likely be asked for soon (see [`ReadTx::expect`]).
+    pub fn expect(&self, tx: &impl ReadTx, key: &[u8]) {
+        tx.expect(self.def, &self.stored(key));
     }
 
     /// Keys with `prefix`, largest first, paged.

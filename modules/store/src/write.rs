@@ -116,6 +116,12 @@ impl ReadTx for WriteTx {
         }
     }
 
+    fn expect(&self, table: Named<'_>, key: &[u8]) {
+        if let Backend::Pg(tx) = &self.0 {
+            tx.expect(table, key);
+        }
+    }
+
     fn get_many_raw<E: From<StoreError>>(
         &self,
         table: Named<'_>,

@@ -23,7 +23,13 @@ use crate::error::{Result, StoreError};
 
 pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];
 
-type Call<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>;
+type Call<'a> = Pin<Box<dyn Future<Output = Result<Option<Vec<Row>>, Error>> + 'a>>;
+
+/// What ends a pipeline: a statement without parameters (a `COMMIT`), or a query whose rows are wanted.
+enum Last<'a> {
+    Simple(Option<&'a str>),
+    Query(&'a Statement, &'a Params<'a>),
+}
 
 type Connection = tokio_postgres::Connection<Socket, TlsStream>;
 
@@ -127,14 +133,6 @@ impl Conn {
         drive(&mut self.connection, &self.readiness, &self.client, self.client.query(&statement, params))
     }
 
-    /// `query` sent right behind `first` (a `BEGIN`), in one round trip.
-    pub(crate) fn query_after(&mut self, first: &str, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, Error> {
-        let statement = self.statement(sql)?;
-        // `join` polls `first` first, which sends it before the query.
-        let both = futures_util::future::join(self.client.batch_execute(first), self.client.query(&statement, params));
-        drive(&mut self.connection, &self.readiness, &self.client, both.map(|(begun, rows)| begun.and(rows)))
-    }
-
     pub(crate) fn execute(&mut self, sql: &str, params: &Params<'_>) -> Result<u64, Error> {
         let statement = self.statement(sql)?;
         drive(&mut self.connection, &self.readiness, &self.client, self.client.execute(&statement, params))
@@ -164,11 +162,41 @@ impl Conn {
         batches: &[Batch],
         last: Option<&str>,
     ) -> (Result<(), Error>, bool) {
+        let (done, _, last_ran) = self.pipelined(first, batches, Last::Simple(last));
+        (done, last_ran)
+    }
+
+    /// `query` behind `first` (a `BEGIN`) and the `batches`, all in one round trip; the first error
+    /// is the answer.
+    pub(crate) fn query_behind(
+        &mut self,
+        first: Option<&str>,
+        batches: &[Batch],
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Vec<Row>, Error> {
+        if first.is_none() && batches.is_empty() {
+            return self.query(sql, params);
+        }
+        let statement = self.statement(sql)?;
+        let (done, rows, _) = self.pipelined(first, batches, Last::Query(&statement, params));
+        done?;
+        Ok(rows.unwrap_or_default())
+    }
+
+    /// Queues `first`, the `batches` and `last`, each polled once in order (which sends it) before any
+    /// answer is awaited. Answers the first error, the rows of a last query, and whether `last` ran.
+    fn pipelined(
+        &mut self,
+        first: Option<&str>,
+        batches: &[Batch],
+        last: Last<'_>,
+    ) -> (Result<(), Error>, Option<Vec<Row>>, bool) {
         let mut statements = Vec::with_capacity(batches.len());
         for batch in batches {
             match self.statement(&batch.sql) {
                 Ok(statement) => statements.push(statement),
-                Err(e) => return (Err(e), false),
+                Err(e) => return (Err(e), None, false),
             }
         }
         let values: Vec<Vec<Value<'_>>> =
@@ -176,18 +204,25 @@ impl Conn {
         let client = &self.client;
         let mut calls: Vec<Call<'_>> = Vec::with_capacity(batches.len() + 2);
         if let Some(first) = first {
-            calls.push(Box::pin(client.batch_execute(first)));
+            calls.push(Box::pin(client.batch_execute(first).map(|done| done.map(|()| None))));
         }
         for (statement, values) in statements.iter().zip(&values) {
             calls.push(Box::pin(async move {
                 let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(Value::as_sql).collect();
-                client.execute(statement, &params).await.map(drop)
+                client.execute(statement, &params).await.map(|_| None)
             }));
         }
-        if let Some(last) = last {
-            calls.push(Box::pin(client.batch_execute(last)));
-        }
-        // Each call is polled once in order, which queues its statement, before any answer is awaited.
+        let has_last = match last {
+            Last::Simple(None) => false,
+            Last::Simple(Some(sql)) => {
+                calls.push(Box::pin(client.batch_execute(sql).map(|done| done.map(|()| None))));
+                true
+            }
+            Last::Query(statement, params) => {
+                calls.push(Box::pin(client.query(statement, params).map(|rows| rows.map(Some))));
+                true
+            }
+        };
         let mut calls: Vec<MaybeDone<Call<'_>>> = calls.into_iter().map(maybe_done).collect();
         let mut cx = Context::from_waker(Waker::noop());
         for call in &mut calls {
@@ -200,11 +235,21 @@ impl Conn {
             Ok(())
         };
         let driven = drive(&mut self.connection, &self.readiness, client, all);
-        let results: Vec<Result<(), Error>> =
+        let results: Vec<Result<Option<Vec<Row>>, Error>> =
             calls.iter_mut().filter_map(|call| Pin::new(call).take_output()).collect();
-        let last_ran = last.is_some() && results.len() == calls.len() && results.last().is_some_and(Result::is_ok);
-        let first_error = driven.err().or_else(|| results.into_iter().find_map(Result::err));
-        (first_error.map_or(Ok(()), Err), last_ran)
+        let last_ran = has_last && results.len() == calls.len() && results.last().is_some_and(Result::is_ok);
+        let mut first_error = driven.err();
+        let mut rows = None;
+        for result in results {
+            match result {
+                Ok(Some(found)) => rows = Some(found),
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        (first_error.map_or(Ok(()), Err), rows, last_ran)
     }
 
     /// Statements without parameters (transaction control, DDL).

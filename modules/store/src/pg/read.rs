@@ -1,10 +1,11 @@
 //! A read: one `REPEATABLE READ READ ONLY` transaction, so every statement of it sees the database as
-//! of its first one (like a redb snapshot). It takes a connection only when it first reads.
+//! of its first one (like a redb snapshot). It takes a connection only when it first reads, and a read
+//! answered by one point read runs it alone, without `BEGIN` and `COMMIT` (see [`Alone`]).
 
 use std::ops::Deref;
 use std::sync::Arc;
 
-use super::session::Transaction;
+use super::session::{Alone, Transaction};
 use super::Pg;
 
 const BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
@@ -12,8 +13,11 @@ const BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 pub(crate) struct PgRead(Transaction);
 
 impl PgRead {
-    pub(crate) fn new(pg: Arc<Pg>) -> Self {
-        Self(Transaction::new(pg, BEGIN, false))
+    /// A read; `first_alone`: its first statement may run outside the transaction block (not when it
+    /// runs again after losing a race, so that the second run cannot lose one).
+    pub(crate) fn new(pg: Arc<Pg>, first_alone: bool) -> Self {
+        let alone = if first_alone { Alone::Possible } else { Alone::Never };
+        Self(Transaction::new(pg, BEGIN, false, alone))
     }
 }
 

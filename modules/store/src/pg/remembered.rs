@@ -10,9 +10,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::pending::{remove_range, Batch, Param, Rows};
+use super::pending::{Batch, Param, Rows};
 use super::seen::Seen;
 use super::sql;
 
@@ -27,16 +28,17 @@ pub(crate) const MAX_RANGE_ROWS: usize = 256;
 
 type Range = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
-/// A key range whose every row is known.
+/// A key range whose every row is known. The rows are shared: a scan answered from memory takes the
+/// range without copying them.
 #[derive(Clone)]
 pub(crate) struct Covered {
     pub range: Range,
-    pub rows: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub rows: Arc<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl Default for Covered {
     fn default() -> Self {
-        Self { range: (Bound::Unbounded, Bound::Unbounded), rows: BTreeMap::new() }
+        Self { range: (Bound::Unbounded, Bound::Unbounded), rows: Arc::default() }
     }
 }
 
@@ -140,11 +142,11 @@ impl Remembered {
         for covered in known.ranges.iter_mut().filter(|covered| covered.contains(key)) {
             match value {
                 Some(value) => {
-                    covered.rows.insert(key.to_vec(), value.to_vec());
+                    Arc::make_mut(&mut covered.rows).insert(key.to_vec(), value.to_vec());
                     added += size;
                 }
                 None => {
-                    covered.rows.remove(key);
+                    Arc::make_mut(&mut covered.rows).remove(key);
                 }
             }
         }
@@ -308,7 +310,7 @@ impl Checks {
         for (table, covered) in std::mem::take(&mut self.ranges) {
             let mut params: Vec<Param> =
                 sql::bound_params(&covered.range).into_iter().map(|b| Param::Bytes(b.to_vec())).collect();
-            let (keys, values) = covered.rows.into_iter().unzip();
+            let (keys, values) = Arc::unwrap_or_clone(covered.rows).into_iter().unzip();
             params.extend([Param::Array(keys), Param::Array(values)]);
             batches.push(Batch { sql: sql::check_range(&qualify(&table)?, &covered.range, unchanged), params });
         }
@@ -317,25 +319,33 @@ impl Checks {
 }
 
 /// The rows of `rows` in `range` with the transaction's own held changes (`held`) laid over them, in
-/// key order (descending when `reverse`).
-pub(crate) fn overlay(
-    rows: &BTreeMap<Vec<u8>, Vec<u8>>,
-    held: &BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    range: &Range,
+/// key order (descending when `reverse`). Without held changes in the range, the rows as they are (a
+/// scan usually reads one or two of them).
+pub(crate) fn overlay<'a>(
+    rows: &'a BTreeMap<Vec<u8>, Vec<u8>>,
+    held: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    range: &'a Range,
     reverse: bool,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
+) -> Box<dyn Iterator<Item = (&'a [u8], &'a [u8])> + 'a> {
     let refs = as_refs(range);
-    let mut merged: BTreeMap<&[u8], &[u8]> = rows.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
-    for (key, value) in held.iter().filter(|(key, _)| RangeBounds::<[u8]>::contains(&refs, key.as_slice())) {
+    let mut held = held.range::<[u8], _>(refs).peekable();
+    if held.peek().is_none() {
+        let rows = rows.range::<[u8], _>(refs).map(|(k, v)| (k.as_slice(), v.as_slice()));
+        return if reverse { Box::new(rows.rev()) } else { Box::new(rows) };
+    }
+    let mut merged: BTreeMap<&[u8], &[u8]> =
+        rows.range::<[u8], _>(refs).map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+    for (key, value) in held {
         match value {
             Some(value) => merged.insert(key, value),
             None => merged.remove(key.as_slice()),
         };
     }
-    let out = merged.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec()));
-    match reverse {
-        false => out.collect(),
-        true => out.rev().collect(),
+    let merged = merged.into_iter();
+    if reverse {
+        Box::new(merged.rev())
+    } else {
+        Box::new(merged)
     }
 }
 
@@ -345,15 +355,8 @@ pub(crate) fn read_up_to(covered: &Covered, last: &[u8], reverse: bool) -> Cover
         false => (covered.range.0.clone(), Bound::Included(last.to_vec())),
         true => (Bound::Included(last.to_vec()), covered.range.1.clone()),
     };
-    let mut rows = covered.rows.clone();
-    remove_range(
-        &mut rows,
-        match reverse {
-            false => (Bound::Excluded(last), Bound::Unbounded),
-            true => (Bound::Unbounded, Bound::Excluded(last)),
-        },
-    );
-    Covered { range, rows }
+    let rows = covered.rows.range::<[u8], _>(as_refs(&range)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    Covered { range, rows: Arc::new(rows) }
 }
 
 pub(crate) fn as_refs(range: &Range) -> (Bound<&[u8]>, Bound<&[u8]>) {
@@ -394,7 +397,7 @@ mod tests {
     use super::*;
 
     fn covered(range: Range, rows: &[(&[u8], &[u8])]) -> Covered {
-        Covered { range, rows: rows.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect() }
+        Covered { range, rows: Arc::new(rows.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()) }
     }
 
     #[test]
@@ -422,7 +425,7 @@ mod tests {
         let known = covered(range.clone(), &[(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]);
         let held: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
             [(b"b".to_vec(), None), (b"bb".to_vec(), Some(b"4".to_vec()))].into_iter().collect();
-        let keys: Vec<Vec<u8>> = overlay(&known.rows, &held, &range, true).into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<Vec<u8>> = overlay(&known.rows, &held, &range, true).map(|(k, _)| k.to_vec()).collect();
         assert_eq!(keys, vec![b"c".to_vec(), b"bb".to_vec(), b"a".to_vec()]);
         let read = read_up_to(&known, b"b", true);
         assert_eq!(read.range, (Bound::Included(b"b".to_vec()), Bound::Unbounded));

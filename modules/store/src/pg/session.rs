@@ -20,6 +20,9 @@ use crate::table::Named;
 const FIRST_BATCH: i64 = 64;
 const MAX_BATCH: i64 = 2048;
 
+/// Expected rows a transaction keeps at most (see [`Transaction::expect`]).
+const MAX_EXPECTED: usize = 8;
+
 pub(crate) struct Session {
     pg: Arc<Pg>,
     /// Taken from the pool on first use, given back at the end.
@@ -29,6 +32,21 @@ pub(crate) struct Session {
     begun: bool,
     /// The first error of the transaction: PostgreSQL refuses everything after it until the end.
     failure: Option<Failure>,
+    alone: Alone,
+}
+
+/// Whether a read runs its statements outside a transaction block. A single statement sees one
+/// snapshot by itself, so a read answered by one point read needs neither `BEGIN` nor `COMMIT`; a read
+/// that needs a second statement begins the transaction then, checking in the same round trip that
+/// what the first one read is unchanged (else it runs again: see `run_read`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Alone {
+    /// No statement yet, and the first may run alone if it is a point read.
+    Possible,
+    /// The first statement ran alone; what it read is held as checks.
+    Ran,
+    /// Every statement runs in the transaction.
+    Never,
 }
 
 #[derive(Clone)]
@@ -39,8 +57,8 @@ pub(crate) struct Failure {
 }
 
 impl Session {
-    pub(crate) fn new(pg: Arc<Pg>, begin: &'static str) -> Self {
-        Self { pg, conn: None, ended: false, begin, begun: false, failure: None }
+    pub(crate) fn new(pg: Arc<Pg>, begin: &'static str, alone: Alone) -> Self {
+        Self { pg, conn: None, ended: false, begin, begun: false, failure: None, alone }
     }
 
     pub(crate) fn failure(&self) -> Option<Failure> {
@@ -68,11 +86,19 @@ impl Session {
         })
     }
 
-    pub(crate) fn rows(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
-        let (begin, begun) = (self.begin, self.begun);
-        let conn = self.conn()?;
-        let rows = if begun { conn.query(sql, params) } else { conn.query_after(begin, sql, params) };
+    /// A statement that reads rows, in the transaction (begun with it), behind the `checks`.
+    pub(crate) fn rows(&mut self, checks: &[Batch], sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        let begin = (!self.begun).then_some(self.begin);
+        let rows = self.conn()?.query_behind(begin, checks, sql, params);
         self.begun = true;
+        self.alone = Alone::Never;
+        self.note(rows)
+    }
+
+    /// A point read outside the transaction block: the first statement of a read (see [`Alone`]).
+    fn rows_alone(&mut self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        let rows = self.conn()?.query(sql, params);
+        self.alone = Alone::Ran;
         self.note(rows)
     }
 
@@ -191,11 +217,13 @@ pub(crate) struct Transaction {
     checks: Mutex<Checks>,
     /// The ranges it scanned in the database, remembered once it commits.
     scanned: Mutex<Vec<(String, Covered)>>,
+    /// Rows the caller said it will likely read (table, key): fetched with the next point read.
+    expected: Mutex<Vec<(String, Vec<u8>)>>,
 }
 
 impl Transaction {
-    pub(crate) fn new(pg: Arc<Pg>, begin: &'static str, remembers: bool) -> Self {
-        let session = Mutex::new(Session::new(Arc::clone(&pg), begin));
+    pub(crate) fn new(pg: Arc<Pg>, begin: &'static str, remembers: bool, alone: Alone) -> Self {
+        let session = Mutex::new(Session::new(Arc::clone(&pg), begin, alone));
         Self {
             pg,
             session,
@@ -206,7 +234,41 @@ impl Transaction {
             sent: Mutex::default(),
             checks: Mutex::default(),
             scanned: Mutex::default(),
+            expected: Mutex::default(),
         }
+    }
+
+    /// Notes that `key` of `table` will likely be read: the next point read that goes to the database
+    /// fetches it in the same statement.
+    pub(crate) fn expect(&self, table: Named<'_>, key: &[u8]) {
+        use redb::TableHandle;
+        let mut expected = self.expected.lock().unwrap_or_else(PoisonError::into_inner);
+        if expected.len() < MAX_EXPECTED {
+            expected.push((table.name().to_string(), key.to_vec()));
+        }
+    }
+
+    /// The expected rows still worth fetching along with `key` of `table`: not that row, not known
+    /// already, and of a table known to exist (one more round trip to find out would defeat the purpose).
+    fn take_expected(&self, table: &str, key: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let expected = std::mem::take(&mut *self.expected.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut wanted: Vec<(String, Vec<u8>)> = Vec::new();
+        for (name, other) in expected {
+            let duplicate = (name == table && other == key) || wanted.contains(&(name.clone(), other.clone()));
+            let exists = self.changed_here(&name).unwrap_or_else(|| self.pg.has_table(&name));
+            if duplicate
+                || !exists
+                || self.pending().get(&name, &other).is_some()
+                || self.seen().get(&name, &other).is_some()
+            {
+                continue;
+            }
+            if self.uses_memory(&name) && self.pg.remembered().get(&name, &other).is_some() {
+                continue;
+            }
+            wanted.push((name, other));
+        }
+        wanted
     }
 
     fn checks(&self) -> std::sync::MutexGuard<'_, Checks> {
@@ -309,6 +371,37 @@ impl Transaction {
         lock(&self.session)
     }
 
+    /// Runs a statement that reads rows in the transaction; after a point read that ran alone, behind
+    /// the checks of what it read.
+    fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>> {
+        let checks = match self.lock().alone {
+            Alone::Ran => self.take_checks()?,
+            Alone::Possible | Alone::Never => Vec::new(),
+        };
+        self.lock().rows(&checks, sql, params)
+    }
+
+    /// Runs a point read: alone when it is the first statement of a read that may run so (then `read`
+    /// gets `true`, and what it read must be noted with [`Self::read_alone`]).
+    fn point_read(&self, sql: &str, params: &Params<'_>) -> Result<(Vec<Row>, bool)> {
+        let mut session = self.lock();
+        if session.alone == Alone::Possible {
+            return Ok((session.rows_alone(sql, params)?, true));
+        }
+        drop(session);
+        Ok((self.query(sql, params)?, false))
+    }
+
+    /// Notes what a point read that ran alone found, to be checked if the read goes on.
+    fn read_alone(&self, table: &str, key: &[u8], value: Option<&[u8]>) {
+        self.checks().row(table, key, value);
+    }
+
+    /// Whether this read lost a race: a statement after its first found what that one read changed.
+    pub(crate) fn lost_race(&self) -> bool {
+        self.lock().failure().is_some_and(|failure| failure.conflict)
+    }
+
     /// Calls `f` with the value under `key` in `table`.
     pub(crate) fn get<R, E: From<StoreError>>(
         &self,
@@ -327,11 +420,49 @@ impl Transaction {
         if !self.exists(table.name())? {
             return f(None);
         }
+        let expected = self.take_expected(table.name(), key);
+        if !expected.is_empty() {
+            return self.get_with_expected(table.name(), key, &expected, f);
+        }
         let sql = sql::get(&self.pg.qualified(table.name())?);
-        let rows = self.lock().rows(&sql, &[&key])?;
+        let (rows, alone) = self.point_read(&sql, &[&key])?;
         let value = rows.first().map(|row| row.try_get::<_, &[u8]>(0)).transpose().map_err(StoreError::from)?;
         self.seen().remember(table.name(), key, value);
+        if alone {
+            self.read_alone(table.name(), key, value);
+        }
         f(value)
+    }
+
+    /// `get` of `key` with the `expected` rows in the same statement; those are kept for later reads.
+    fn get_with_expected<R, E: From<StoreError>>(
+        &self,
+        table: &str,
+        key: &[u8],
+        expected: &[(String, Vec<u8>)],
+        f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let asked: Vec<(&str, &[u8])> = std::iter::once((table, key))
+            .chain(expected.iter().map(|(name, k)| (name.as_str(), k.as_slice())))
+            .collect();
+        let names = asked.iter().map(|(name, _)| self.pg.qualified(name)).collect::<Result<Vec<_>>>()?;
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            asked.iter().map(|(_, k)| k as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let (rows, alone) = self.point_read(&sql::get_several(&names), &params)?;
+        let mut found: Vec<Option<&[u8]>> = vec![None; asked.len()];
+        for row in &rows {
+            let i: i32 = row.try_get(0).map_err(StoreError::from)?;
+            let slot = usize::try_from(i).ok().and_then(|i| found.get_mut(i));
+            let slot = slot.ok_or_else(|| StoreError::new("database: a row of no asked key"))?;
+            *slot = Some(row.try_get::<_, &[u8]>(1).map_err(StoreError::from)?);
+        }
+        for ((name, key), value) in asked.iter().zip(&found) {
+            self.seen().remember(name, key, *value);
+            if alone {
+                self.read_alone(name, key, *value);
+            }
+        }
+        f(found.first().copied().flatten())
     }
 
     /// Calls `f` with the index of each of `keys` and its value, in order: the keys changed here from
@@ -354,14 +485,18 @@ impl Transaction {
         let mut found = std::collections::HashMap::new();
         if !wanted.is_empty() && self.exists(table.name())? {
             let sql = sql::get_many(&self.pg.qualified(table.name())?);
-            for row in self.lock().rows(&sql, &[&wanted])? {
+            let (rows, alone) = self.point_read(&sql, &[&wanted])?;
+            for row in rows {
                 let key: Vec<u8> = row.try_get(0).map_err(StoreError::from)?;
                 let value: Vec<u8> = row.try_get(1).map_err(StoreError::from)?;
                 found.insert(key, value);
             }
-            let mut seen = self.seen();
             for key in &wanted {
-                seen.remember(table.name(), key, found.get(*key).map(Vec::as_slice));
+                let value = found.get(*key).map(Vec::as_slice);
+                self.seen().remember(table.name(), key, value);
+                if alone {
+                    self.read_alone(table.name(), key, value);
+                }
             }
         }
         for (i, (key, known)) in keys.iter().zip(known).enumerate() {
@@ -420,13 +555,13 @@ impl Transaction {
                 bounds.iter().map(|b| b as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
             params.push(&batch);
             // The lock is let go before `visit`, which may read through the same transaction.
-            let rows = self.lock().rows(&sql, &params)?;
+            let rows = self.query(&sql, &params)?;
             let mut last = None;
             for row in &rows {
                 let key: &[u8] = row.try_get(0).map_err(StoreError::from)?;
                 let value: &[u8] = row.try_get(1).map_err(StoreError::from)?;
                 if let Some(covered) = &mut learning {
-                    covered.rows.insert(key.to_vec(), value.to_vec());
+                    Arc::make_mut(&mut covered.rows).insert(key.to_vec(), value.to_vec());
                     if covered.rows.len() > remembered::MAX_RANGE_ROWS {
                         learning = None;
                     }
@@ -463,8 +598,8 @@ impl Transaction {
     ) -> Result<Option<Bound<Vec<u8>>>, E> {
         let held = self.pending().held(table).cloned().unwrap_or_default();
         for (key, value) in remembered::overlay(&covered.rows, &held, &covered.range, reverse) {
-            if !visit(&key, &value)? {
-                self.checks().range(table, remembered::read_up_to(&covered, &key, reverse));
+            if !visit(key, value)? {
+                self.checks().range(table, remembered::read_up_to(&covered, key, reverse));
                 return Ok(None);
             }
         }
@@ -489,7 +624,7 @@ impl Transaction {
         }
         self.flush_table(table.name())?;
         let sql = format!("SELECT count(*) FROM {}", self.pg.qualified(table.name())?);
-        let rows = self.lock().rows(&sql, &[])?;
+        let rows = self.query(&sql, &[])?;
         let count: i64 = rows.first().map(|row| row.try_get(0)).transpose()?.unwrap_or(0);
         Ok(u64::try_from(count).unwrap_or(0))
     }
@@ -503,7 +638,7 @@ impl Transaction {
         if self.pg.has_table(name) {
             return Ok(true);
         }
-        let rows = self.lock().rows(sql::EXISTS, &[&self.pg.qualified(name)?])?;
+        let rows = self.query(sql::EXISTS, &[&self.pg.qualified(name)?])?;
         let found = rows.first().map(|row| row.try_get::<_, bool>(0)).transpose()?.unwrap_or(false);
         if found {
             // Committed: a table of this transaction's own would have been answered above.

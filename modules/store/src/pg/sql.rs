@@ -66,6 +66,17 @@ pub(crate) fn get(t: &str) -> String {
     format!("SELECT value FROM {t} WHERE key = $1")
 }
 
+/// Point reads of several tables in one statement (`$n` the key in `tables[n - 1]`), each row with its
+/// position in `tables` (0-based).
+pub(crate) fn get_several(tables: &[String]) -> String {
+    let reads: Vec<String> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("SELECT {i}::int4, value FROM {t} WHERE key = ${}", i + 1))
+        .collect();
+    reads.join(" UNION ALL ")
+}
+
 pub(crate) fn get_many(t: &str) -> String {
     format!("SELECT key, value FROM {t} WHERE key = ANY($1::bytea[])")
 }

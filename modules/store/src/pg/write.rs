@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use redb::TableHandle;
 
-use super::session::{Failure, Transaction};
+use super::session::{Alone, Failure, Transaction};
 use super::{pending, sql, Pg};
 use crate::error::Result;
 use crate::table::Named;
@@ -28,7 +28,7 @@ impl std::ops::Deref for PgWrite {
 
 impl PgWrite {
     pub(crate) fn begin(pg: Arc<Pg>) -> Self {
-        Self { tx: Transaction::new(pg, BEGIN, true) }
+        Self { tx: Transaction::new(pg, BEGIN, true, Alone::Never) }
     }
 
     pub(crate) fn create_table(&self, table: Named<'_>) -> Result<()> {
