@@ -26,6 +26,31 @@ async fn sent_mails(app: &TestApp, admin: &str, invoice: &str, count: usize) -> 
     }
 }
 
+/// Without a mail server the issue mail goes to the outbox in the transaction that records it sent:
+/// once for each recipient, with its pay link, and the record says when.
+#[tokio::test]
+async fn without_a_mail_server_an_issue_mail_is_kept_once_per_recipient_and_recorded_sent() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let cid = customer(&app, &admin, "Outbox Co", json!({"monthly_fee": 300, "currency": "EUR"})).await;
+    user_token(&app, &admin, &cid, "cfo@outbox.example").await;
+    let invoice = recurring_invoice(&app, &admin, &cid, "2026-10-01").await;
+    let (id, number) = (invoice["id"].as_str().unwrap(), invoice["invoice_number"].as_str().unwrap());
+    let mails = sent_mails(&app, &admin, id, 1).await;
+    assert_eq!(mails[0]["to"], json!(["ap@example.com", "cfo@outbox.example"]));
+    let kept: Vec<_> = portal_notify::outbox(&app.store, 1_000)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.subject.as_deref().is_some_and(|s| s.contains(number)))
+        .collect();
+    let mut to: Vec<&str> = kept.iter().map(|m| m.to.as_str()).collect();
+    to.sort_unstable();
+    assert_eq!(to, ["ap@example.com", "cfo@outbox.example"], "{kept:?}");
+    assert!(kept.iter().all(|m| m.body.contains("Pay online: ")), "{kept:?}");
+    let sent_at = mails[0]["sent_at"].as_str().unwrap();
+    assert!(kept.iter().all(|m| m.created_at.to_rfc3339() == sent_at), "kept when recorded sent, {sent_at}: {kept:?}");
+}
+
 #[tokio::test]
 async fn an_issued_invoice_is_mailed_with_its_pdf_and_pay_link_and_payment_brings_a_receipt() {
     let smtp = portal_testkit::SmtpServer::start();

@@ -1,6 +1,7 @@
 //! An invoice as a document: what its PDF prints, from the invoice, its customer and the agency's profile.
 
 use chrono::{Days, NaiveDate};
+use portal_core::ids::CustomerId;
 use portal_core::{Error, ReadTx, Result, Timestamp};
 use portal_customers::CustomerScope;
 use portal_documents::format::{address_lines, date, money, percent};
@@ -17,6 +18,13 @@ fn job<'a, T: serde::Serialize>(data: &'a T, logo: Option<&'a Logo>, ident: &str
 }
 
 /// The customer as documents address it.
+/// Tells the store what a document of `customer` reads (the letterhead, the customer and its billing
+/// settings), so that they come in one statement with the next read.
+pub(crate) fn expect_print(tx: &impl ReadTx, customer: CustomerId) {
+    portal_organization::letterhead::expect(tx);
+    portal_customers::service::expect_record(tx, customer);
+}
+
 fn buyer(tx: &impl ReadTx, scope: &CustomerScope) -> Result<Party> {
     let customer = portal_customers::service::record(tx, scope)?.customer;
     let a = &customer.address;
@@ -74,6 +82,7 @@ impl InvoicePrint {
         now: Timestamp,
         public_url: Option<&str>,
     ) -> Result<Self> {
+        expect_print(tx, scope.id());
         let (letterhead, logo) = portal_organization::letterhead::read(tx)?;
         let buyer = buyer(tx, scope)?;
         let c = invoice.currency;
@@ -154,6 +163,7 @@ fn refunded_via(channel: RefundChannel, paid_by: Option<&str>) -> &'static str {
 
 impl CreditNotePrint {
     pub fn read(tx: &impl ReadTx, note: &CreditNote, scope: &CustomerScope) -> Result<Self> {
+        expect_print(tx, scope.id());
         let (letterhead, logo) = portal_organization::letterhead::read(tx)?;
         let invoice = crate::invoices::get(tx, note.invoice_id)?.ok_or_else(|| Error::not_found("invoice"))?;
         let m = |minor: i64| money(minor, note.currency, &letterhead.locale);

@@ -99,6 +99,12 @@ pub fn expect_listed(tx: &impl ReadTx, id: CustomerId) {
     LISTED.expect(tx, &id.to_key());
 }
 
+/// Tells the store that customer `id` and its billing settings will be read soon.
+pub fn expect_record(tx: &impl ReadTx, id: CustomerId) {
+    CUSTOMERS.expect(tx, &id.to_key());
+    BILLING.expect(tx, &id.to_key());
+}
+
 /// A customer's billing settings.
 pub fn billing(tx: &impl ReadTx, scope: &CustomerScope) -> Result<BillingSettings> {
     settings_of(tx, scope.id())

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use portal_core::{Result, Store};
 
 pub use config::NotifyConfig;
-pub use outbox::{outbox, Channel, OutboxMessage};
+pub use outbox::{keep_mail, outbox, Channel, OutboxMessage};
 
 /// The module: the outbox table, no API of its own.
 pub struct NotifyModule;

@@ -56,22 +56,39 @@ pub(crate) async fn keep(store: &Store, channel: Channel, to: &str, subject: Opt
         body: body.to_string(),
         created_at: Timestamp::now(),
     };
-    store
-        .write(move |tx| {
-            OUTBOX.insert(tx, Uuid::now_v7().as_bytes(), &message)?;
-            // Counted once, in a store kept before the count was.
-            let held = match OUTBOX_HELD.get(tx, HELD)? {
-                Some(held) => held.messages + 1,
-                None => OUTBOX.len(tx)?,
-            };
-            let excess = held.saturating_sub(OUTBOX_CAPACITY);
-            for key in OUTBOX.first_keys(tx, excess)? {
-                OUTBOX.remove(tx, &key)?;
-            }
-            OUTBOX_HELD.insert(tx, HELD, &Held { messages: held - excess })?;
-            Ok(())
-        })
-        .await
+    store.write(move |tx| keep_in(tx, &message)).await
+}
+
+/// Keeps `message` in the outbox within `tx`, dropping the oldest beyond the capacity.
+pub(crate) fn keep_in(tx: &WriteTx, message: &OutboxMessage) -> Result<()> {
+    OUTBOX.insert(tx, Uuid::now_v7().as_bytes(), message)?;
+    // Counted once, in a store kept before the count was.
+    let held = match OUTBOX_HELD.get(tx, HELD)? {
+        Some(held) => held.messages + 1,
+        None => OUTBOX.len(tx)?,
+    };
+    let excess = held.saturating_sub(OUTBOX_CAPACITY);
+    for key in OUTBOX.first_keys(tx, excess)? {
+        OUTBOX.remove(tx, &key)?;
+    }
+    OUTBOX_HELD.insert(tx, HELD, &Held { messages: held - excess })?;
+    Ok(())
+}
+
+/// Keeps the text part of `mail` in the outbox within `tx`, once per recipient (attachments are not
+/// kept): for a sender that records what became of the mail in the same transaction.
+pub fn keep_mail(tx: &WriteTx, mail: &crate::Mail, at: Timestamp) -> Result<()> {
+    for to in &mail.to {
+        let message = OutboxMessage {
+            channel: Channel::Email,
+            to: to.clone(),
+            subject: Some(mail.subject.clone()),
+            body: mail.text.clone(),
+            created_at: at,
+        };
+        keep_in(tx, &message)?;
+    }
+    Ok(())
 }
 
 /// The newest `limit` outbox messages, newest first.

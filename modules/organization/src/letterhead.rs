@@ -7,6 +7,11 @@ use portal_documents::model::{Letterhead, Party};
 use crate::model::{Logo, LogoFormat, Organization};
 use crate::service;
 
+/// Tells the store that the letterhead will be read soon (fetched with the next read).
+pub fn expect(tx: &impl ReadTx) {
+    service::expect(tx);
+}
+
 /// The seller block, bank details, footer and locale of every document, and the logo, as stored now.
 pub fn read(tx: &impl ReadTx) -> Result<(Letterhead, Option<Logo>)> {
     Ok((of(&service::get(tx)?), service::logo(tx)?))

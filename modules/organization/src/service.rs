@@ -28,6 +28,12 @@ pub fn get(tx: &impl ReadTx) -> Result<Organization> {
         .unwrap_or_else(|| Organization { default_locale: DEFAULT_LOCALE.into(), ..Organization::default() }))
 }
 
+/// Tells the store that the profile and the logo will be read soon.
+pub fn expect(tx: &impl ReadTx) {
+    PROFILE.expect(tx, KEY);
+    LOGO.expect(tx, KEY);
+}
+
 pub fn logo(tx: &impl ReadTx) -> Result<Option<Logo>> {
     Ok(LOGO.get(tx, KEY)?)
 }

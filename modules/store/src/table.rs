@@ -267,6 +267,11 @@ impl<V: Record> Table<V> {
         tx.get_raw(self.def, key, |bytes| Ok(bytes.is_some()))
     }
 
+    /// Tells `tx` that `key` will likely be asked for soon (see [`ReadTx::expect`]).
+    pub fn expect(&self, tx: &impl ReadTx, key: &[u8]) {
+        tx.expect(self.def, key);
+    }
+
     /// The records under `keys`, in their order (`None` where there is none).
     pub fn get_many(&self, tx: &impl ReadTx, keys: &[&[u8]]) -> Result<Vec<Option<V>>> {
         let mut out = Vec::with_capacity(keys.len());

@@ -214,12 +214,13 @@ pub(crate) enum Attempt {
     },
 }
 
-/// Takes a mail out of the queue (sent, or given up) or moves its next attempt later.
-pub(crate) fn settle(tx: &WriteTx, queued: &Queued, attempt: &Attempt) -> Result<()> {
+/// Takes a mail out of the queue (sent, or given up) or moves its next attempt later; whether it was
+/// still queued (else another run settled it).
+pub(crate) fn settle(tx: &WriteTx, queued: &Queued, attempt: &Attempt) -> Result<bool> {
     let record_key = key_from(&queued.queue_key, 8);
-    let Some(mut stored) = MAILS.get(tx, record_key)? else { return Ok(()) };
+    let Some(mut stored) = MAILS.get(tx, record_key)? else { return Ok(false) };
     if !QUEUE.remove(tx, &queued.queue_key)? {
-        return Ok(()); // settled already
+        return Ok(false); // settled already
     }
     match attempt {
         Attempt::Sent(at) => {
@@ -235,5 +236,6 @@ pub(crate) fn settle(tx: &WriteTx, queued: &Queued, attempt: &Attempt) -> Result
             }
         }
     }
-    Ok(MAILS.insert(tx, record_key, &stored)?)
+    MAILS.insert(tx, record_key, &stored)?;
+    Ok(true)
 }

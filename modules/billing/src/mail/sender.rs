@@ -8,10 +8,10 @@ use std::time::Duration;
 use futures_util::{stream, StreamExt};
 use portal_core::{Context, Error, Job, Result, Store, Timestamp};
 use portal_documents::{render_blocking, Renderer};
-use portal_notify::{MailAttachment, Notifier};
+use portal_notify::{Mail, MailAttachment, Notifier};
 
 use super::{content, due, settle, Attempt, Queued};
-use crate::document::{CreditNotePrint, InvoicePrint};
+use crate::document::{expect_print, CreditNotePrint, InvoicePrint};
 use crate::{credit_notes, invoices};
 
 /// After this many failed attempts a mail is given up.
@@ -56,10 +56,15 @@ impl Sender {
         }
     }
 
-    /// Sends one mail and records what became of it; whether it went out.
+    /// Sends one mail and records what became of it; whether it went out. Without a mail server the
+    /// mail goes to the outbox in the transaction that settles it, so it is kept exactly once.
     async fn send(&self, queued: Queued) -> Result<bool> {
+        let mut kept = None;
         let attempt = match self.compose_and_send(&queued).await {
-            Ok(()) => Attempt::Sent(Timestamp::now()),
+            Ok(to_keep) => {
+                kept = to_keep;
+                Attempt::Sent(Timestamp::now())
+            }
             Err(e) => {
                 let retry = RETRY_AFTER_SECS
                     .get(queued.mail.attempts as usize)
@@ -69,16 +74,28 @@ impl Sender {
             }
         };
         let went_out = matches!(attempt, Attempt::Sent(_));
-        let queued = Arc::new(queued);
-        let attempt = Arc::new(attempt);
-        self.store.write(move |tx| settle(tx, &queued, &attempt)).await?;
+        let (queued, attempt, kept) = (Arc::new(queued), Arc::new(attempt), Arc::new(kept));
+        let to_keep = Arc::clone(&kept);
+        let was_kept = self
+            .store
+            .write(move |tx| match (settle(tx, &queued, &attempt)?, &*to_keep, &*attempt) {
+                (true, Some(mail), Attempt::Sent(at)) => portal_notify::keep_mail(tx, mail, *at).map(|()| true),
+                _ => Ok(false),
+            })
+            .await?;
+        if let (true, Some(mail)) = (was_kept, &*kept) {
+            tracing::info!(to = ?mail.to, subject = mail.subject, "no SMTP server configured: mail kept in the outbox");
+        }
         Ok(went_out)
     }
 
-    async fn compose_and_send(&self, queued: &Queued) -> Result<()> {
+    /// Composes the mail and sends it; without a mail server, gives it back to be kept in the outbox.
+    async fn compose_and_send(&self, queued: &Queued) -> Result<Option<Mail>> {
         let (mail, now, public_url) = (&queued.mail, Timestamp::now(), self.public_url.as_deref());
         let (print, credit_note) = self.store.read_blocking(|tx| {
             let invoice = invoices::get(tx, mail.invoice_id)?.ok_or_else(|| Error::not_found("invoice"))?;
+            // The customer's check brings what the mail's document reads.
+            expect_print(tx, invoice.customer_id);
             let scope = portal_customers::system_scope(tx, invoice.customer_id)?;
             let note = match mail.credit_note_id.map(|id| credit_notes::get(tx, id)).transpose()?.flatten() {
                 Some(note) => Some(CreditNotePrint::read(tx, &note, &scope)?),
@@ -99,8 +116,11 @@ impl Sender {
             }
         }
         let message = content::compose(mail, &print.document, attachments);
+        if !self.notifier.sends_mail() {
+            return Ok(Some(message));
+        }
         self.notifier.send_mail(&message).await?;
-        Ok(())
+        Ok(None)
     }
 }
 

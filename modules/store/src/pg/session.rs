@@ -381,8 +381,8 @@ impl Transaction {
         self.lock().rows(&checks, sql, params)
     }
 
-    /// Runs a point read: alone when it is the first statement of a read that may run so (then `read`
-    /// gets `true`, and what it read must be noted with [`Self::read_alone`]).
+    /// Runs a point read: alone when it is the first statement of a read that may run so, which the
+    /// `true` beside the rows says (what it read must then be noted with [`Self::read_alone`]).
     fn point_read(&self, sql: &str, params: &Params<'_>) -> Result<(Vec<Row>, bool)> {
         let mut session = self.lock();
         if session.alone == Alone::Possible {
