@@ -17,7 +17,6 @@ fn job<'a, T: serde::Serialize>(data: &'a T, logo: Option<&'a Logo>, ident: &str
     Job { data, logo: logo.map(Logo::for_document), ident: ident.to_string(), date }
 }
 
-/// The customer as documents address it.
 /// Tells the store what a document of `customer` reads (the letterhead, the customer and its billing
 /// settings), so that they come in one statement with the next read.
 pub(crate) fn expect_print(tx: &impl ReadTx, customer: CustomerId) {
@@ -25,6 +24,7 @@ pub(crate) fn expect_print(tx: &impl ReadTx, customer: CustomerId) {
     portal_customers::service::expect_record(tx, customer);
 }
 
+/// The customer as documents address it.
 fn buyer(tx: &impl ReadTx, scope: &CustomerScope) -> Result<Party> {
     let customer = portal_customers::service::record(tx, scope)?.customer;
     let a = &customer.address;

@@ -11,7 +11,7 @@ mod sms;
 
 use std::sync::Arc;
 
-use portal_core::{Result, Store};
+use portal_core::{Result, Store, Timestamp};
 
 pub use config::NotifyConfig;
 pub use outbox::{keep_mail, outbox, Channel, OutboxMessage};
@@ -119,9 +119,16 @@ impl Notifier {
                 Ok(Delivery::Sent)
             }
             None => {
-                for to in &mail.to {
-                    outbox::keep(&self.store, outbox::Channel::Email, to, Some(&mail.subject), &mail.text).await?;
-                }
+                let text = Mail {
+                    to: mail.to.clone(),
+                    subject: mail.subject.clone(),
+                    text: mail.text.clone(),
+                    html: String::new(),
+                    message_id: mail.message_id.clone(),
+                    attachments: Vec::new(),
+                };
+                let at = Timestamp::now();
+                self.store.write(move |tx| outbox::keep_mail(tx, &text, at)).await?;
                 tracing::info!(to = ?mail.to, subject = mail.subject, "no SMTP server configured: mail kept in the outbox");
                 Ok(Delivery::Outbox)
             }
