@@ -380,6 +380,51 @@ fn a_write_sees_what_another_node_changed_after_its_own_node_read_it() {
     }
 }
 
+/// A process that writes a schema alone does not check, row by row, what it remembers: it asserts with
+/// each write that no other store opened the schema since it found itself alone. A node that opened the
+/// schema, changed a remembered row and closed again between two of its writes must still be seen.
+#[test]
+fn a_node_that_came_and_went_between_two_writes_is_seen() {
+    let Some(url) = crate::helpers::test_database() else {
+        eprintln!("several nodes need a PostgreSQL server (PORTAL_TEST_DATABASE_URL)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let first = crate::helpers::open_store(dir.path());
+    let bump = |store: &portal_core::Store, by: u64| {
+        store
+            .write_blocking(move |tx| {
+                let mut counter = COUNTERS.get(tx, b"c")?.unwrap_or_default();
+                counter.value += by;
+                COUNTERS.insert(tx, b"c", &counter)?;
+                Ok::<_, portal_core::Error>(counter.value)
+            })
+            .unwrap()
+    };
+    // Alone, the first node remembers the counter as it writes it.
+    assert_eq!((bump(&first, 1), bump(&first, 1)), (1, 2));
+    let second = crate::helpers::open_store(dir.path());
+    assert_eq!(bump(&second, 100), 102);
+    drop(second);
+    // Once the second node's connections are gone, the first is alone again as far as locks tell.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (client, connection) = runtime.block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls)).unwrap();
+    runtime.spawn(connection);
+    let schema = crate::helpers::store_config(dir.path()).database_schema;
+    let holders = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                   AND objid = hashtext('portal:' || $1::text)::oid";
+    for _ in 0..500 {
+        if runtime.block_on(client.query_one(holders, &[&schema])).unwrap().get::<_, i64>(0) == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(runtime.block_on(client.query_one(holders, &[&schema])).unwrap().get::<_, i64>(0), 1);
+    assert_eq!(bump(&first, 1), 103, "the first node saw the second's write");
+    let stored = first.read_blocking(|tx| Ok::<_, portal_core::Error>(COUNTERS.get(tx, b"c")?.unwrap().value));
+    assert_eq!(stored.unwrap(), 103);
+}
+
 /// A PostgreSQL server that does not answer stops the start with an error naming it, not a panic.
 #[tokio::test]
 async fn a_database_that_cannot_be_reached_fails_the_start_with_a_clear_error() {

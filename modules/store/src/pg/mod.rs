@@ -15,6 +15,7 @@ mod remembered;
 mod seen;
 mod session;
 mod socket;
+mod sole;
 mod sql;
 mod tls;
 mod write;
@@ -44,6 +45,7 @@ const MAX_IDLE: usize = 64;
 const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
 
 /// How a process holds the store: every portal shares it; a restore must be alone.
+#[derive(Clone, Copy)]
 pub(crate) enum Holder {
     Shared,
     Alone,
@@ -51,8 +53,13 @@ pub(crate) enum Holder {
 
 /// A PostgreSQL database holding the portal's tables in `schema`.
 pub(crate) struct Pg {
-    /// The connection that holds the schema's advisory lock (shared or alone) while the store is open.
-    _holding: Mutex<Conn>,
+    /// The connection that holds the schema's advisory lock (shared or alone) while the store is open;
+    /// write transactions run on it (see [`sole`]). Out while one runs.
+    holding: Mutex<Option<Conn>>,
+    holder: Holder,
+    /// Whether this process writes the schema alone, and the statements that tell.
+    writers: Mutex<sole::Writers>,
+    sole: sole::Statements,
     config: tokio_postgres::Config,
     tls: tls::Tls,
     schema: String,
@@ -98,17 +105,14 @@ impl Pg {
         let options = config.get_options().map_or(String::new(), |given| format!("{given} "));
         config.options(format!("{options}{GENERIC_PLANS}"));
         let mut holding = Conn::connect(&config, &tls)?;
-        let held: bool = match holder {
-            Holder::Shared => holding.query(sql::HOLD_SHARED, &[&schema]).map(|_| true)?,
-            Holder::Alone => holding.scalar(sql::HOLD_ALONE, &[&schema])?,
-        };
-        if !held {
-            return Err(StoreError::new(format!(
-                "a running portal has schema {schema:?} open: stop every portal using it first"
-            )));
-        }
+        hold(&mut holding, holder, schema)?;
+        let unchanged = format!("\"{schema}\".{}", sql::UNCHANGED);
+        let sequence = format!("\"{schema}\".{}", sole::SEQUENCE);
         let pg = Self {
-            _holding: Mutex::new(holding),
+            holding: Mutex::new(None),
+            holder,
+            writers: Mutex::default(),
+            sole: sole::Statements::new(schema, &sequence, &unchanged),
             config,
             tls,
             schema: schema.to_string(),
@@ -116,7 +120,7 @@ impl Pg {
             jobs: Mutex::default(),
             tables: RwLock::default(),
             remembered: Mutex::default(),
-            unchanged: format!("\"{schema}\".{}", sql::UNCHANGED),
+            unchanged,
         };
         let mut conn = pg.connect()?;
         let version: i32 = conn.scalar("SELECT current_setting('server_version_num')::int", &[])?;
@@ -128,7 +132,9 @@ impl Pg {
         if created.is_err() && !pg.schema_exists(&mut conn)? {
             created?;
         }
-        pg.create_unchanged(&mut conn)?;
+        pg.create_unchanged(&mut conn, &sequence)?;
+        holding.scalar::<i64>(&pg.sole.arrive, &[])?;
+        *pg.holding.lock().unwrap_or_else(PoisonError::into_inner) = Some(holding);
         let names = conn.query(sql::TABLES, &[&schema])?;
         *pg.tables.write().unwrap_or_else(PoisonError::into_inner) =
             names.iter().filter_map(|row| row.try_get::<_, String>(0).ok()).collect();
@@ -136,21 +142,83 @@ impl Pg {
         Ok(pg)
     }
 
-    /// Creates the function that checks remembered rows, unless it exists. Nodes starting together take
-    /// turns, so that one does not replace it while another does.
-    fn create_unchanged(&self, conn: &mut Conn) -> Result<()> {
-        if conn.scalar::<bool>(sql::HAS_UNCHANGED, &[&format!("{}(boolean)", self.unchanged)])? {
+    /// Creates the function that checks remembered rows and the arrivals `sequence`, unless they
+    /// exist. Nodes starting together take turns, so that one does not replace them while another does.
+    fn create_unchanged(&self, conn: &mut Conn, sequence: &str) -> Result<()> {
+        let function = conn.scalar::<bool>(sql::HAS_UNCHANGED, &[&format!("{}(boolean)", self.unchanged)])?;
+        if function && conn.scalar::<bool>(sql::EXISTS, &[&sequence])? {
             return Ok(());
         }
         conn.batch("BEGIN")?;
         let created = conn
             .execute(sql::DDL_TURN, &[&self.schema])
             .and_then(|_| conn.batch(&sql::create_unchanged(&self.unchanged)))
+            .and_then(|()| conn.batch(&sole::create_sequence(sequence)))
             .and_then(|()| conn.batch("COMMIT"));
         created.map_err(|e| {
             let _ = conn.batch("ROLLBACK");
             StoreError::new(format!("cannot create the function {}: {}", self.unchanged, session::describe(&e)))
         })
+    }
+
+    /// The connection write transactions run on, the one that holds the schema. If it broke, the lock
+    /// went with it: a new one takes it again and counts as a store that just opened the schema.
+    pub(crate) fn take_holding(&self) -> Result<Conn> {
+        let held = self.holding.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(mut conn) = held {
+            if !conn.is_closed() {
+                return Ok(conn);
+            }
+        }
+        // Drawing a new number also fails the assertion of a write that counted on being alone.
+        let mut conn = self.connect()?;
+        hold(&mut conn, self.holder, &self.schema)?;
+        conn.scalar::<i64>(&self.sole.arrive, &[])?;
+        Ok(conn)
+    }
+
+    pub(crate) fn give_back_holding(&self, mut conn: Conn) {
+        if !conn.is_closed() {
+            *self.holding.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+        }
+    }
+
+    /// At the start of a write group: the arrivals number since which this process writes alone, if it
+    /// does (looking again at most once a second while others write; see [`sole`]).
+    pub(crate) fn writing_alone(&self) -> Option<i64> {
+        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        if writers.probe_due() {
+            let since = self.take_holding().and_then(|mut conn| {
+                let since = conn.scalar::<Option<i64>>(&self.sole.probe, &[]);
+                self.give_back_holding(conn);
+                Ok(since?)
+            });
+            *writers = match since {
+                Ok(Some(arrivals)) => {
+                    // What was remembered beside other writers may have changed unseen since.
+                    self.remembered().clear();
+                    sole::Writers::Alone(arrivals)
+                }
+                _ => sole::Writers::Several(Some(std::time::Instant::now())),
+            };
+        }
+        match *writers {
+            sole::Writers::Alone(arrivals) => Some(arrivals),
+            sole::Writers::Several(_) => None,
+        }
+    }
+
+    /// After a write lost a race or the writing connection broke: others may write.
+    pub(crate) fn not_alone(&self) {
+        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(*writers, sole::Writers::Alone(_)) {
+            *writers = sole::Writers::Several(Some(std::time::Instant::now()));
+        }
+    }
+
+    /// The assertion that this process still writes alone since `arrivals`.
+    pub(crate) fn still_alone(&self, arrivals: i64) -> pending::Batch {
+        self.sole.still_alone(arrivals)
     }
 
     /// What write transactions remember (see [`Remembered`]).
@@ -242,6 +310,20 @@ impl Pg {
             self.tables.read().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
         names.sort();
         names
+    }
+}
+
+/// Takes the schema's advisory lock on `conn`: shared by every portal, alone for a restore.
+fn hold(conn: &mut Conn, holder: Holder, schema: &str) -> Result<()> {
+    let held: bool = match holder {
+        Holder::Shared => conn.query(sql::HOLD_SHARED, &[&schema]).map(|_| true)?,
+        Holder::Alone => conn.scalar(sql::HOLD_ALONE, &[&schema])?,
+    };
+    match held {
+        true => Ok(()),
+        false => Err(StoreError::new(format!(
+            "a running portal has schema {schema:?} open: stop every portal using it first"
+        ))),
     }
 }
 

@@ -17,7 +17,7 @@ impl PgRead {
     /// runs again after losing a race, so that the second run cannot lose one).
     pub(crate) fn new(pg: Arc<Pg>, first_alone: bool) -> Self {
         let alone = if first_alone { Alone::Possible } else { Alone::Never };
-        Self(Transaction::new(pg, BEGIN, false, alone))
+        Self(Transaction::new(pg, BEGIN, false, alone, None))
     }
 }
 

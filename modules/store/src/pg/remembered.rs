@@ -286,36 +286,86 @@ impl Checks {
     }
 
     /// The statements that check every answer (`qualify` names a table, `unchanged` is the function
-    /// that fails the transaction on `false`), which are then no longer held.
+    /// that fails the transaction on `false`), which are then no longer held: one per table, each key
+    /// checked as the range of that key alone (a range without an upper bound has a statement of its own).
     pub(crate) fn take(
         &mut self,
         qualify: impl Fn(&str) -> crate::error::Result<String>,
         unchanged: &str,
     ) -> crate::error::Result<Vec<Batch>> {
-        let mut batches = Vec::new();
+        let mut tables: BTreeMap<String, TableCheck> = BTreeMap::new();
         for (table, rows) in std::mem::take(&mut self.rows) {
-            let (mut keys, mut values, mut absent) = (Vec::new(), Vec::new(), Vec::new());
+            let check = tables.entry(table).or_default();
             for (key, value) in rows {
-                match value {
-                    Some(value) => {
-                        keys.push(key);
-                        values.push(value);
-                    }
-                    None => absent.push(key),
-                }
+                let after = just_after(&key);
+                check.add(key.clone(), after, value.map(|value| (key, value)));
             }
-            let params = vec![Param::Array(keys), Param::Array(values), Param::Array(absent)];
-            batches.push(Batch { sql: sql::check_rows(&qualify(&table)?, unchanged), params });
         }
+        let mut batches = Vec::new();
         for (table, covered) in std::mem::take(&mut self.ranges) {
-            let mut params: Vec<Param> =
-                sql::bound_params(&covered.range).into_iter().map(|b| Param::Bytes(b.to_vec())).collect();
-            let (keys, values) = Arc::unwrap_or_clone(covered.rows).into_iter().unzip();
-            params.extend([Param::Array(keys), Param::Array(values)]);
-            batches.push(Batch { sql: sql::check_range(&qualify(&table)?, &covered.range, unchanged), params });
+            let hi = match &covered.range.1 {
+                Bound::Excluded(key) => key.clone(),
+                Bound::Included(key) => just_after(key),
+                Bound::Unbounded => {
+                    let mut params: Vec<Param> =
+                        sql::bound_params(&covered.range).into_iter().map(|b| Param::Bytes(b.to_vec())).collect();
+                    let (keys, values) = Arc::unwrap_or_clone(covered.rows).into_iter().unzip();
+                    params.extend([Param::Array(keys), Param::Array(values)]);
+                    batches.push(Batch { sql: sql::check_range(&qualify(&table)?, &covered.range, unchanged), params });
+                    continue;
+                }
+            };
+            let lo = match &covered.range.0 {
+                Bound::Included(key) => key.clone(),
+                Bound::Excluded(key) => just_after(key),
+                Bound::Unbounded => Vec::new(),
+            };
+            let check = tables.entry(table).or_default();
+            check.lo.push(lo);
+            check.hi.push(hi);
+            let (keys, values): (Vec<_>, Vec<_>) = Arc::unwrap_or_clone(covered.rows).into_iter().unzip();
+            check.keys.extend(keys);
+            check.values.extend(values);
+        }
+        for (table, check) in tables {
+            let params = vec![
+                Param::Array(check.lo),
+                Param::Array(check.hi),
+                Param::Array(check.keys),
+                Param::Array(check.values),
+            ];
+            batches.push(Batch { sql: sql::check_ranges(&qualify(&table)?, unchanged), params });
         }
         Ok(batches)
     }
+}
+
+/// The key ranges `[lo, hi)` of one table to check and the rows they held, range after range.
+#[derive(Default)]
+struct TableCheck {
+    lo: Vec<Vec<u8>>,
+    hi: Vec<Vec<u8>>,
+    keys: Vec<Vec<u8>>,
+    values: Vec<Vec<u8>>,
+}
+
+impl TableCheck {
+    fn add(&mut self, lo: Vec<u8>, hi: Vec<u8>, row: Option<(Vec<u8>, Vec<u8>)>) {
+        self.lo.push(lo);
+        self.hi.push(hi);
+        if let Some((key, value)) = row {
+            self.keys.push(key);
+            self.values.push(value);
+        }
+    }
+}
+
+/// The first key after `key` in byte order: the range `[key, just_after(key))` holds `key` alone.
+fn just_after(key: &[u8]) -> Vec<u8> {
+    let mut after = Vec::with_capacity(key.len() + 1);
+    after.extend_from_slice(key);
+    after.push(0);
+    after
 }
 
 /// The rows of `rows` in `range` with the transaction's own held changes (`held`) laid over them, in
@@ -459,16 +509,35 @@ mod tests {
     }
 
     #[test]
-    fn checks_make_one_statement_per_table_and_one_per_range() {
+    fn checks_make_one_statement_per_table_with_each_key_as_a_range_of_its_own() {
         let mut checks = Checks::default();
         checks.row("t", b"a", Some(b"1"));
         checks.row("t", b"b", None);
         checks.row("u", b"a", Some(b"1"));
-        checks.range("t", covered((Bound::Included(b"a".to_vec()), Bound::Unbounded), &[(b"a", b"1")]));
+        checks.range("t", covered((Bound::Excluded(b"a".to_vec()), Bound::Included(b"c".to_vec())), &[(b"b", b"2")]));
+        checks.range("t", covered((Bound::Included(b"x".to_vec()), Bound::Unbounded), &[(b"y", b"3")]));
         let batches = checks.take(|t| Ok(format!("\"s\".\"{t}\"")), "\"s\".f").unwrap();
-        assert_eq!(batches.len(), 3);
         assert!(checks.is_empty());
-        assert_eq!(batches[0].params.len(), 3);
-        assert_eq!(batches[2].params.len(), 3, "one bound and the rows' keys and values");
+        assert_eq!(batches.len(), 3, "one per table, and one for the range without an upper bound");
+        let arrays = |batch: &Batch| -> Vec<Vec<Vec<u8>>> {
+            batch.params.iter().map(|p| match p {
+                Param::Array(items) => items.clone(),
+                Param::Bytes(bytes) => vec![bytes.clone()],
+            }).collect()
+        };
+        let t = batches.iter().find(|b| b.sql.contains("\"t\"") && b.sql.contains("unnest")).unwrap();
+        let v = |s: &[u8]| s.to_vec();
+        assert_eq!(
+            arrays(t),
+            vec![
+                vec![v(b"a"), v(b"b"), v(b"a\0")],
+                vec![v(b"a\0"), v(b"b\0"), v(b"c\0")],
+                vec![v(b"a"), v(b"b")],
+                vec![v(b"1"), v(b"2")],
+            ],
+            "keys a and b alone (b absent), then (a, c] as [a\\0, c\\0) holding b"
+        );
+        let open = batches.iter().find(|b| b.sql.contains("\"t\"") && !b.sql.contains("unnest")).unwrap();
+        assert_eq!(arrays(open), vec![vec![v(b"x")], vec![v(b"y")], vec![v(b"3")]]);
     }
 }

@@ -33,6 +33,8 @@ pub(crate) struct Session {
     /// The first error of the transaction: PostgreSQL refuses everything after it until the end.
     failure: Option<Failure>,
     alone: Alone,
+    /// Runs on the connection that holds the schema (a write's), not one of the pool.
+    holding: bool,
 }
 
 /// Whether a read runs its statements outside a transaction block. A single statement sees one
@@ -57,8 +59,15 @@ pub(crate) struct Failure {
 }
 
 impl Session {
-    pub(crate) fn new(pg: Arc<Pg>, begin: &'static str, alone: Alone) -> Self {
-        Self { pg, conn: None, ended: false, begin, begun: false, failure: None, alone }
+    pub(crate) fn new(pg: Arc<Pg>, begin: &'static str, alone: Alone, holding: bool) -> Self {
+        Self { pg, conn: None, ended: false, begin, begun: false, failure: None, alone, holding }
+    }
+
+    fn give_back(&self, conn: Conn) {
+        match self.holding {
+            true => self.pg.give_back_holding(conn),
+            false => self.pg.give_back(conn),
+        }
     }
 
     pub(crate) fn failure(&self) -> Option<Failure> {
@@ -73,7 +82,7 @@ impl Session {
             return Err(StoreError::new("the transaction has ended"));
         }
         if self.conn.is_none() {
-            self.conn = Some(self.pg.take()?);
+            self.conn = Some(if self.holding { self.pg.take_holding()? } else { self.pg.take()? });
         }
         self.conn.as_mut().ok_or_else(|| StoreError::new("no database connection"))
     }
@@ -156,7 +165,7 @@ impl Session {
             // Committed, or rolled back by the `COMMIT` after an error: the connection is free.
             self.ended = true;
             if let Some(conn) = self.conn.take() {
-                self.pg.give_back(conn);
+                self.give_back(conn);
             }
         }
         committed.map_err(|e| {
@@ -178,7 +187,7 @@ impl Session {
         self.ended = true;
         let Some(mut conn) = self.conn.take() else { return };
         if !self.begun || conn.send("COMMIT").is_ok() {
-            self.pg.give_back(conn);
+            self.give_back(conn);
         }
     }
 
@@ -192,7 +201,7 @@ impl Session {
             false => Ok(()),
         };
         if ended.is_ok() {
-            self.pg.give_back(conn);
+            self.give_back(conn);
         }
         ended
     }
@@ -219,11 +228,18 @@ pub(crate) struct Transaction {
     scanned: Mutex<Vec<(String, Covered)>>,
     /// Rows the caller said it will likely read (table, key): fetched with the next point read.
     expected: Mutex<Vec<(String, Vec<u8>)>>,
+    /// A write's when its process writes the schema alone (see [`super::sole`]): the arrivals number
+    /// its assertion names, instead of checks of remembered rows.
+    sole: Option<i64>,
+    /// Whether that assertion went out already.
+    asserted: std::sync::atomic::AtomicBool,
 }
 
 impl Transaction {
-    pub(crate) fn new(pg: Arc<Pg>, begin: &'static str, remembers: bool, alone: Alone) -> Self {
-        let session = Mutex::new(Session::new(Arc::clone(&pg), begin, alone));
+    /// A transaction; a write's (`remembers`) runs on the connection that holds the schema, and
+    /// `sole` says whether it writes alone.
+    pub(crate) fn new(pg: Arc<Pg>, begin: &'static str, remembers: bool, alone: Alone, sole: Option<i64>) -> Self {
+        let session = Mutex::new(Session::new(Arc::clone(&pg), begin, alone, remembers));
         Self {
             pg,
             session,
@@ -235,6 +251,8 @@ impl Transaction {
             checks: Mutex::default(),
             scanned: Mutex::default(),
             expected: Mutex::default(),
+            sole,
+            asserted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -301,13 +319,24 @@ impl Transaction {
     }
 
     /// The statements that check the remembered answers used so far, which are then no longer held:
-    /// they go out before anything that changes the rows they read.
+    /// they go out before anything that changes the rows they read. A write of a process that writes
+    /// alone asserts that instead, once.
     pub(crate) fn take_checks(&self) -> Result<Vec<Batch>> {
         let mut checks = self.checks();
         if checks.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(arrivals) = self.sole {
+            *checks = Checks::default();
+            return Ok(self.assertion(arrivals).into_iter().collect());
+        }
         checks.take(|table| self.pg.qualified(table), &self.pg.unchanged)
+    }
+
+    /// The assertion that this write's process still writes alone, unless it went out already.
+    fn assertion(&self, arrivals: i64) -> Option<Batch> {
+        let sent = self.asserted.swap(true, std::sync::atomic::Ordering::Relaxed);
+        (!sent).then(|| self.pg.still_alone(arrivals))
     }
 
     pub(crate) fn has_checks(&self) -> bool {
@@ -332,8 +361,10 @@ impl Transaction {
         remembered::follow(&mut self.pg.remembered(), seen, scanned, sent, written);
     }
 
-    /// Forgets everything remembered, after this transaction lost a race with another node's.
+    /// Forgets everything remembered, after this transaction lost a race with another node's (which
+    /// also means the process no longer writes alone).
     pub(crate) fn forget_remembered(&self) {
+        self.pg.not_alone();
         self.pg.remembered().clear_and_rest();
     }
 

@@ -33,17 +33,20 @@ pub(crate) fn create_unchanged(f: &str) -> String {
     )
 }
 
-/// Checks that the keys `$1` hold the values `$2` and that the keys `$3` do not exist. Each key is
-/// looked up on its own (a join let the planner scan the whole table once it grew).
-pub(crate) fn check_rows(t: &str, f: &str) -> String {
+/// Checks that the key ranges `[$1[i], $2[i])` hold exactly the keys `$3` with the values `$4`, range
+/// after range and in key order within each (a key checked alone is the range from it to the key just
+/// after it).
+pub(crate) fn check_ranges(t: &str, f: &str) -> String {
     format!(
-        "SELECT {f}((SELECT count(*) FROM unnest($1::bytea[], $2::bytea[]) AS c(key, value) \
-         WHERE (SELECT r.value FROM {t} AS r WHERE r.key = c.key) = c.value) = cardinality($1::bytea[]) \
-         AND NOT EXISTS (SELECT 1 FROM {t} WHERE key = ANY($3::bytea[])))"
+        "SELECT {f}(coalesce(array_agg(t.key ORDER BY r.i, t.key), '{{}}') = $3::bytea[] \
+         AND coalesce(array_agg(t.value ORDER BY r.i, t.key), '{{}}') = $4::bytea[]) \
+         FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS r(lo, hi, i) \
+         JOIN {t} AS t ON t.key >= r.lo AND t.key < r.hi"
     )
 }
 
-/// Checks that `range` holds exactly the keys and values of the two arrays after its bounds, in order.
+/// Checks that a range without an upper bound holds exactly the keys and values of the two arrays
+/// after its bound, in order.
 pub(crate) fn check_range<T>(t: &str, range: &(Bound<T>, Bound<T>), f: &str) -> String {
     let (clause, n) = range_clause(range);
     format!(

@@ -28,7 +28,8 @@ impl std::ops::Deref for PgWrite {
 
 impl PgWrite {
     pub(crate) fn begin(pg: Arc<Pg>) -> Self {
-        Self { tx: Transaction::new(pg, BEGIN, true, Alone::Never) }
+        let sole = pg.writing_alone();
+        Self { tx: Transaction::new(pg, BEGIN, true, Alone::Never, sole) }
     }
 
     pub(crate) fn create_table(&self, table: Named<'_>) -> Result<()> {
