@@ -191,7 +191,7 @@ impl Pg {
             let since = self.take_holding().and_then(|mut conn| {
                 let since = conn.scalar::<Option<i64>>(&self.sole.probe, &[]);
                 self.give_back_holding(conn);
-                Ok(since?)
+                since
             });
             *writers = match since {
                 Ok(Some(arrivals)) => {

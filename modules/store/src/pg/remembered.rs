@@ -520,10 +520,14 @@ mod tests {
         assert!(checks.is_empty());
         assert_eq!(batches.len(), 3, "one per table, and one for the range without an upper bound");
         let arrays = |batch: &Batch| -> Vec<Vec<Vec<u8>>> {
-            batch.params.iter().map(|p| match p {
-                Param::Array(items) => items.clone(),
-                Param::Bytes(bytes) => vec![bytes.clone()],
-            }).collect()
+            batch
+                .params
+                .iter()
+                .map(|p| match p {
+                    Param::Array(items) => items.clone(),
+                    Param::Bytes(bytes) => vec![bytes.clone()],
+                })
+                .collect()
         };
         let t = batches.iter().find(|b| b.sql.contains("\"t\"") && b.sql.contains("unnest")).unwrap();
         let v = |s: &[u8]| s.to_vec();
