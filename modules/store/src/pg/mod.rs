@@ -216,11 +216,6 @@ impl Pg {
         }
     }
 
-    /// The assertion that this process still writes alone since `arrivals`.
-    pub(crate) fn still_alone(&self, arrivals: i64) -> pending::Batch {
-        self.sole.still_alone(arrivals)
-    }
-
     /// What write transactions remember (see [`Remembered`]).
     pub(crate) fn remembered(&self) -> std::sync::MutexGuard<'_, Remembered> {
         self.remembered.lock().unwrap_or_else(PoisonError::into_inner)

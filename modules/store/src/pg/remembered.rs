@@ -303,29 +303,15 @@ impl Checks {
         }
         let mut batches = Vec::new();
         for (table, covered) in std::mem::take(&mut self.ranges) {
-            let hi = match &covered.range.1 {
-                Bound::Excluded(key) => key.clone(),
-                Bound::Included(key) => just_after(key),
-                Bound::Unbounded => {
-                    let mut params: Vec<Param> =
-                        sql::bound_params(&covered.range).into_iter().map(|b| Param::Bytes(b.to_vec())).collect();
-                    let (keys, values) = Arc::unwrap_or_clone(covered.rows).into_iter().unzip();
-                    params.extend([Param::Array(keys), Param::Array(values)]);
-                    batches.push(Batch { sql: sql::check_range(&qualify(&table)?, &covered.range, unchanged), params });
-                    continue;
-                }
-            };
-            let lo = match &covered.range.0 {
-                Bound::Included(key) => key.clone(),
-                Bound::Excluded(key) => just_after(key),
-                Bound::Unbounded => Vec::new(),
-            };
-            let check = tables.entry(table).or_default();
-            check.lo.push(lo);
-            check.hi.push(hi);
-            let (keys, values): (Vec<_>, Vec<_>) = Arc::unwrap_or_clone(covered.rows).into_iter().unzip();
-            check.keys.extend(keys);
-            check.values.extend(values);
+            if let Some((lo, hi)) = half_open(&covered.range) {
+                tables.entry(table).or_default().add(lo, hi, Arc::unwrap_or_clone(covered.rows));
+                continue;
+            }
+            let mut params: Vec<Param> =
+                sql::bound_params(&covered.range).into_iter().map(|b| Param::Bytes(b.to_vec())).collect();
+            let (keys, values) = Arc::unwrap_or_clone(covered.rows).into_iter().unzip();
+            params.extend([Param::Array(keys), Param::Array(values)]);
+            batches.push(Batch { sql: sql::check_range(&qualify(&table)?, &covered.range, unchanged), params });
         }
         for (table, check) in tables {
             let params = vec![
@@ -350,14 +336,30 @@ struct TableCheck {
 }
 
 impl TableCheck {
-    fn add(&mut self, lo: Vec<u8>, hi: Vec<u8>, row: Option<(Vec<u8>, Vec<u8>)>) {
+    /// The range `[lo, hi)` and the rows it held, in key order.
+    fn add(&mut self, lo: Vec<u8>, hi: Vec<u8>, rows: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) {
         self.lo.push(lo);
         self.hi.push(hi);
-        if let Some((key, value)) = row {
+        for (key, value) in rows {
             self.keys.push(key);
             self.values.push(value);
         }
     }
+}
+
+/// `range` as `[lo, hi)`, unless it has no upper bound.
+fn half_open(range: &Range) -> Option<(Vec<u8>, Vec<u8>)> {
+    let hi = match &range.1 {
+        Bound::Excluded(key) => key.clone(),
+        Bound::Included(key) => just_after(key),
+        Bound::Unbounded => return None,
+    };
+    let lo = match &range.0 {
+        Bound::Included(key) => key.clone(),
+        Bound::Excluded(key) => just_after(key),
+        Bound::Unbounded => Vec::new(),
+    };
+    Some((lo, hi))
 }
 
 /// The first key after `key` in byte order: the range `[key, just_after(key))` holds `key` alone.

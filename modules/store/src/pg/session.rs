@@ -336,7 +336,7 @@ impl Transaction {
     /// The assertion that this write's process still writes alone, unless it went out already.
     fn assertion(&self, arrivals: i64) -> Option<Batch> {
         let sent = self.asserted.swap(true, std::sync::atomic::Ordering::Relaxed);
-        (!sent).then(|| self.pg.still_alone(arrivals))
+        (!sent).then(|| self.pg.sole.still_alone(arrivals))
     }
 
     pub(crate) fn has_checks(&self) -> bool {
