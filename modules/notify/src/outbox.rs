@@ -9,8 +9,13 @@ use uuid::Uuid;
 /// Outbox entries keyed by a v7 id (creation order).
 const OUTBOX: Table<OutboxMessage> = Table::new("notify.outbox");
 
-/// Entries beyond this many are dropped oldest first, so an unattended outbox cannot grow without bound.
+/// The outbox shows this many entries, newest first; older ones are dropped, so an unattended outbox
+/// cannot grow without bound.
 const OUTBOX_CAPACITY: u64 = 1_000;
+
+/// Dropped in batches: once this many entries beyond the capacity gathered, the oldest go in one range
+/// removal (one scan and one removal per this many messages, instead of per message).
+const TRIM_EVERY: u64 = 100;
 
 /// How many entries the outbox holds, under [`HELD`]: keeping a message reads one key instead of
 /// counting the outbox (a count reads every row on PostgreSQL).
@@ -59,7 +64,7 @@ pub(crate) async fn keep(store: &Store, channel: Channel, to: &str, subject: Opt
     store.write(move |tx| keep_in(tx, &message)).await
 }
 
-/// Keeps `message` in the outbox within `tx`, dropping the oldest beyond the capacity.
+/// Keeps `message` in the outbox within `tx`, dropping the oldest beyond the capacity now and then.
 pub(crate) fn keep_in(tx: &WriteTx, message: &OutboxMessage) -> Result<()> {
     OUTBOX.insert(tx, Uuid::now_v7().as_bytes(), message)?;
     // Counted once, in a store kept before the count was.
@@ -67,11 +72,11 @@ pub(crate) fn keep_in(tx: &WriteTx, message: &OutboxMessage) -> Result<()> {
         Some(held) => held.messages + 1,
         None => OUTBOX.len(tx)?,
     };
-    let excess = held.saturating_sub(OUTBOX_CAPACITY);
-    for key in OUTBOX.first_keys(tx, excess)? {
-        OUTBOX.remove(tx, &key)?;
-    }
-    OUTBOX_HELD.insert(tx, HELD, &Held { messages: held - excess })?;
+    let held = match held >= OUTBOX_CAPACITY + TRIM_EVERY {
+        true => held - OUTBOX.remove_first(tx, held - OUTBOX_CAPACITY)?,
+        false => held,
+    };
+    OUTBOX_HELD.insert(tx, HELD, &Held { messages: held })?;
     Ok(())
 }
 
@@ -91,8 +96,9 @@ pub fn keep_mail(tx: &WriteTx, mail: &crate::Mail, at: Timestamp) -> Result<()> 
     Ok(())
 }
 
-/// The newest `limit` outbox messages, newest first.
+/// The newest `limit` outbox messages (at most its capacity), newest first.
 pub fn outbox(store: &Store, limit: usize) -> Result<Vec<OutboxMessage>> {
+    let limit = limit.min(OUTBOX_CAPACITY as usize);
     store.read_blocking(|tx| {
         let page = OUTBOX.page(tx, &Page { prefix: &[], after: None, limit })?;
         Ok(page.into_iter().map(|(_, message)| message).collect())
@@ -105,18 +111,30 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_full_outbox_drops_its_oldest_messages() {
+    async fn a_full_outbox_shows_its_newest_and_drops_the_oldest_in_batches() {
         let store = Store::in_memory().unwrap();
         store.write_blocking(install).unwrap();
+        let held = || store.read_blocking(|tx| Ok::<_, portal_core::Error>(OUTBOX_HELD.get(tx, HELD)?)).unwrap();
+        let rows = || store.read_blocking(|tx| Ok::<_, portal_core::Error>(OUTBOX.len(tx)?)).unwrap();
+        let keep_message = |n: u64| {
+            let store = store.clone();
+            async move { keep(&store, Channel::Email, "a@example.test", Some("s"), &format!("message {n}")).await }
+        };
         for n in 0..OUTBOX_CAPACITY + 3 {
-            keep(&store, Channel::Email, "a@example.test", Some("s"), &format!("message {n}")).await.unwrap();
+            keep_message(n).await.unwrap();
         }
         let kept = outbox(&store, usize::MAX).unwrap();
         assert_eq!(kept.len() as u64, OUTBOX_CAPACITY);
         assert_eq!(kept.first().unwrap().body, format!("message {}", OUTBOX_CAPACITY + 2));
         assert_eq!(kept.last().unwrap().body, "message 3");
-        let held = store.read_blocking(|tx| Ok::<_, portal_core::Error>(OUTBOX_HELD.get(tx, HELD)?)).unwrap().unwrap();
-        assert_eq!(held.messages, OUTBOX_CAPACITY);
+        assert_eq!((held().unwrap().messages, rows()), (OUTBOX_CAPACITY + 3, OUTBOX_CAPACITY + 3));
+        for n in OUTBOX_CAPACITY + 3..OUTBOX_CAPACITY + TRIM_EVERY {
+            keep_message(n).await.unwrap();
+        }
+        // The batch's last message drops every entry beyond the capacity, the oldest.
+        assert_eq!((held().unwrap().messages, rows()), (OUTBOX_CAPACITY, OUTBOX_CAPACITY));
+        let kept = outbox(&store, usize::MAX).unwrap();
+        assert_eq!(kept.last().unwrap().body, format!("message {TRIM_EVERY}"));
     }
 
     #[tokio::test]

@@ -315,17 +315,21 @@ impl<V: Record> Table<V> {
         Ok(self.len(tx)? == 0)
     }
 
-    /// The keys of the `n` oldest (smallest) records.
-    pub fn first_keys(&self, tx: &impl ReadTx, n: u64) -> Result<Vec<Vec<u8>>> {
-        let mut keys = Vec::new();
+    /// Removes the `n` oldest (smallest) records, in one range removal: how many there were.
+    pub fn remove_first(&self, tx: &WriteTx, n: u64) -> Result<u64> {
+        let (mut found, mut last) = (0, None);
         if n == 0 {
-            return Ok(keys);
+            return Ok(0);
         }
         tx.scan_raw(self.def, (Bound::Unbounded, Bound::Unbounded), false, |k, _| {
-            keys.push(k.to_vec());
-            Ok::<_, StoreError>((keys.len() as u64) < n)
+            found += 1;
+            last = Some(k.to_vec());
+            Ok::<_, StoreError>(found < n)
         })?;
-        Ok(keys)
+        if let Some(last) = &last {
+            tx.remove_range_raw(self.def, (Bound::Unbounded, Bound::Included(last.as_slice())))?;
+        }
+        Ok(found)
     }
 
     /// Visits every record with `prefix`, in key order, until `visit` returns false.
