@@ -9,8 +9,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 use portal_core::ids::CustomerId;
 use portal_core::{
-    idempotency, Admin, Auth, Context, Error, JsonBody, ListResponse, PageRequest, PutBody, Result, SerdeJson, Store,
-    Timestamp,
+    idempotency, Admin, Auth, Context, Error, JsonBody, ListResponse, PageRequest, PutBody, Result, SerdeJson,
+    SerdeListResponse, Store, Timestamp,
 };
 use portal_documents::{render_blocking, PdfFile, Renderer};
 use portal_proposals::model::ProposalId;
@@ -190,7 +190,7 @@ impl BillingApi {
         status: Query<Option<InvoiceStatus>>,
         limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
-    ) -> Result<ListResponse<InvoiceView>> {
+    ) -> Result<SerdeListResponse<InvoiceView>> {
         let page = PageRequest::<InvoiceId>::parse(limit.0, cursor.0.as_deref())?;
         let caller = auth.0;
         let fetch = page.fetch();
@@ -203,7 +203,7 @@ impl BillingApi {
             .await?;
         let now = Timestamp::now();
         let views = rows.iter().map(|i| InvoiceView::at(i, now)).collect();
-        Ok(ListResponse::new(req, views, page.limit, |i| i.id.to_string()))
+        Ok(SerdeListResponse::new(req, views, page.limit, |i| i.id.to_string()))
     }
 
     /// Get an invoice (admin or its customer's users)

@@ -30,7 +30,7 @@ pub use body::JsonBody;
 pub use config::Config;
 pub use error::{Error, ErrorCode, Result};
 pub use json_object::JsonObject;
-pub use list::{ListResponse, PageRequest};
+pub use list::{ListResponse, PageRequest, SerdeListResponse};
 pub use module::{Context, Job, Module};
 pub use money::{Currency, Money};
 pub use portal_store::{backup, journal, snapshot, table, StoreError};

@@ -6,8 +6,10 @@ use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::ApiResponse;
+use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::SerdeJson;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
@@ -59,15 +61,53 @@ pub enum ListResponse<T: ToJSON + Type> {
 
 impl<T: ToJSON + Type> ListResponse<T> {
     /// Cuts `rows` (fetched with [`PageRequest::fetch`]) to the page; `cursor_of` names a row's cursor.
-    pub fn new(req: &Request, mut rows: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Self {
-        if rows.len() <= limit {
-            return Self::Page(Json(rows), None, None);
-        }
-        rows.truncate(limit);
-        let cursor = rows.last().map(&cursor_of).unwrap_or_default();
-        let link = format!("<{}>; rel=\"next\"", next_url(req, &cursor));
-        Self::Page(Json(rows), Some(cursor), Some(link))
+    pub fn new(req: &Request, rows: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Self {
+        let (rows, cursor, link) = cut(req, rows, limit, cursor_of);
+        Self::Page(Json(rows), cursor, link)
     }
+}
+
+/// The same page as [`ListResponse`] in the same document, written straight from the rows' serde
+/// `Serialize` (see [`SerdeJson`]): for the hottest lists, whose views carry a test that both give the
+/// same JSON.
+#[derive(ApiResponse)]
+pub enum SerdeListResponse<T: Type + Serialize + Send> {
+    /// One page, newest first.
+    #[oai(status = 200)]
+    Page(
+        SerdeJson<Vec<T>>,
+        /// Cursor of the next page; absent on the last page.
+        #[oai(header = "X-Next-Cursor")]
+        Option<String>,
+        /// `<url>; rel="next"` for the next page; absent on the last page.
+        #[oai(header = "Link")]
+        Option<String>,
+    ),
+}
+
+impl<T: Type + Serialize + Send> SerdeListResponse<T> {
+    /// Cuts `rows` as [`ListResponse::new`] does.
+    pub fn new(req: &Request, rows: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Self {
+        let (rows, cursor, link) = cut(req, rows, limit, cursor_of);
+        Self::Page(SerdeJson(rows), cursor, link)
+    }
+}
+
+/// Cuts `rows` (fetched with [`PageRequest::fetch`]) to the page, with the next page's cursor and link
+/// when more rows exist; `cursor_of` names a row's cursor.
+fn cut<T>(
+    req: &Request,
+    mut rows: Vec<T>,
+    limit: usize,
+    cursor_of: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>, Option<String>) {
+    if rows.len() <= limit {
+        return (rows, None, None);
+    }
+    rows.truncate(limit);
+    let cursor = rows.last().map(&cursor_of).unwrap_or_default();
+    let link = format!("<{}>; rel=\"next\"", next_url(req, &cursor));
+    (rows, Some(cursor), Some(link))
 }
 
 /// The request's path and query with `cursor` replaced.
