@@ -90,6 +90,42 @@ fn committed_writes_survive_reopening_and_failed_writes_leave_nothing() {
 }
 
 #[test]
+fn the_oldest_records_go_in_one_removal_and_the_write_reads_what_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::helpers::open_store(dir.path());
+    let note = |i: u32| NoteV2 { title: format!("n{i}"), pages: i, tags: vec![] };
+    let pages = |store: &portal_core::Store| {
+        store
+            .read_blocking(|tx| {
+                let page = NOTES.page(tx, &Page { prefix: &[], after: None, limit: 100 })?;
+                Ok::<_, portal_core::Error>(page.into_iter().map(|(_, n)| n.pages).collect::<Vec<_>>())
+            })
+            .unwrap()
+    };
+    store
+        .write_blocking(move |tx| {
+            for i in 0u32..10 {
+                NOTES.insert(tx, &i.to_be_bytes(), &note(i))?;
+            }
+            Ok::<_, portal_core::Error>(())
+        })
+        .unwrap();
+    // A record added and the four oldest removed in one write, which then counts what is left.
+    let (removed, left) = store
+        .write_blocking(move |tx| {
+            NOTES.insert(tx, &10u32.to_be_bytes(), &note(10))?;
+            let removed = NOTES.remove_first(tx, 4)?;
+            Ok::<_, portal_core::Error>((removed, NOTES.len(tx)?))
+        })
+        .unwrap();
+    assert_eq!((removed, left), (4, 7));
+    assert_eq!(pages(&store), vec![10, 9, 8, 7, 6, 5, 4]);
+    let all = store.write_blocking(|tx| Ok::<_, portal_core::Error>(NOTES.remove_first(tx, 100)?)).unwrap();
+    assert_eq!(all, 7, "asking for more than there are removes them all");
+    assert!(pages(&store).is_empty());
+}
+
+#[test]
 fn a_write_reads_its_own_changes_through_every_kind_of_read() {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::helpers::open_store(dir.path());
