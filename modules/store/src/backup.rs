@@ -88,13 +88,13 @@ pub struct Summary {
     pub sha256: String,
 }
 
-/// The names of the tables `tx` sees. Every table of the portal is bytes → bytes; a multimap table (the
+/// The names of the tables `tx` sees, but the store's own. Every table of the portal is bytes → bytes; a multimap table (the
 /// portal has none) would not be copied, so its presence is an error rather than a silent loss.
 pub fn table_names(tx: &ReadTransaction) -> Result<Vec<String>> {
     if let Some(multimap) = tx.list_multimap_tables()?.next() {
         return Err(Error::new(format!("unexpected multimap table {}", multimap.name())));
     }
-    Ok(tx.list_tables()?.map(|t| t.name().to_string()).collect())
+    Ok(tx.list_tables()?.map(|t| t.name().to_string()).filter(|name| !crate::redo::is_own(name)).collect())
 }
 
 /// Copies every table of `tx` into a new redb file at `dest` (which must not exist), calling `progress`

@@ -15,9 +15,13 @@
 //! only hands its batch over, and the store syncs the journal ([`JournaledFile::sync`]) on another thread
 //! before it answers the writes of that commit, while the next commit is already being built.
 //!
+//! Most commits are not synced at all: their batch is a redo record (see [`crate::redo`]), which the
+//! store replays after a crash on the file the page batches left; opening keeps those records for it.
+//!
 //! Journal layout: a header (magic, generation) and then batches, each a header (magic, generation,
-//! body length, body CRC, header CRC) and a body of operations (`W` offset length bytes / `L` length).
-//! A checkpoint starts a new generation, so the batches of the old one left in the file no longer count.
+//! body length, body CRC, header CRC) and a body of operations (`W` offset length bytes / `L` length /
+//! `R` group-number length record). A checkpoint starts a new generation, so the batches of the old one
+//! left in the file no longer count; it comes only with a durable commit, which holds every group before.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -58,6 +62,10 @@ const BATCH_MAGIC: u32 = 0x5042_4a31;
 const BATCH_HEADER: usize = 32;
 const WRITE: u8 = b'W';
 const SET_LEN: u8 = b'L';
+const REDO: u8 = b'R';
+
+/// Redo records by group number, in the order they were written.
+pub type RedoRecords = Vec<(u64, Vec<u8>)>;
 
 /// Checkpoint once the journal has grown past this …
 const JOURNAL_LIMIT: u64 = 256 << 20;
@@ -97,6 +105,9 @@ struct State {
     store_len: u64,
     /// The store file's bytes from here on read as zeros: redb shrank the file since the last checkpoint.
     zero_from: u64,
+    /// The redo records the journal held when the store was opened, by group number, for the store to
+    /// replay (see [`JournaledFile::take_redo`]).
+    recovered: RedoRecords,
     /// The bytes written since the last checkpoint, by offset, not overlapping.
     pending: BTreeMap<u64, Arc<[u8]>>,
     pending_bytes: usize,
@@ -110,6 +121,7 @@ struct State {
 enum Op {
     Write(u64, Arc<[u8]>),
     SetLen(u64),
+    Redo(u64, Vec<u8>),
 }
 
 /// Appends batches to the journal and makes them durable.
@@ -175,6 +187,12 @@ impl JournalSync {
                     Op::SetLen(len) => {
                         body.push(SET_LEN);
                         body.extend_from_slice(&len.to_le_bytes());
+                    }
+                    Op::Redo(group, record) => {
+                        body.push(REDO);
+                        body.extend_from_slice(&group.to_le_bytes());
+                        body.extend_from_slice(&(record.len() as u64).to_le_bytes());
+                        body.extend_from_slice(record);
                     }
                 }
             }
@@ -276,7 +294,7 @@ impl JournaledFile {
             std::fs::TryLockError::Error(e) => e,
         })?;
         let store = open(store_path)?;
-        let generation = recover(&store, &journal)?;
+        let (generation, recovered) = recover(&store, &journal)?;
         let store_len = store.metadata()?.len();
         let file = Self(Arc::new(Journaled {
             locks: FileBackend::new(store.try_clone()?).map_err(io::Error::other)?,
@@ -297,6 +315,7 @@ impl JournaledFile {
                 len: store_len,
                 store_len,
                 zero_from: store_len,
+                recovered: Vec::new(),
                 pending: BTreeMap::new(),
                 pending_bytes: 0,
                 journal_bytes: 0,
@@ -304,7 +323,28 @@ impl JournaledFile {
             }),
         }));
         file.journal.start_generation(generation + 1)?;
+        // The new generation holds the records again until the store has replayed them durably.
+        if !recovered.is_empty() {
+            for (group, record) in &recovered {
+                file.queue_redo(*group, record.clone())?;
+            }
+            file.journal.sync()?;
+        }
+        write(&file.state)?.recovered = recovered;
         Ok(file)
+    }
+
+    /// Hands the redo record of group `group`, committed without fsync, to the next [`sync`](Self::sync).
+    pub fn queue_redo(&self, group: u64, record: Vec<u8>) -> io::Result<()> {
+        self.journal.check()?;
+        write(&self.state)?.journal_bytes += record.len() as u64 + 17;
+        lock(&self.journal.queued)?.push(vec![Op::Redo(group, record)]);
+        Ok(())
+    }
+
+    /// The redo records the journal held when it was opened, in the order they were written (once).
+    pub fn take_redo(&self) -> RedoRecords {
+        self.state.write().map(|mut state| std::mem::take(&mut state.recovered)).unwrap_or_default()
     }
 
     /// Writes the pages changed since the last checkpoint into the store file, syncs it and starts a new
@@ -338,31 +378,31 @@ impl JournaledFile {
     }
 }
 
-/// Applies the whole batches of the journal's generation to the store file, in order, and syncs it.
-/// Returns the generation found (0 for a new or unreadable journal).
-fn recover(store: &File, journal: &File) -> io::Result<u64> {
+/// Applies the page batches of the journal's generation to the store file, in order, and syncs it.
+/// Returns the generation found (0 for a new or unreadable journal) and the redo records met on the way.
+fn recover(store: &File, journal: &File) -> io::Result<(u64, RedoRecords)> {
     let mut header = [0u8; FILE_HEADER as usize];
+    let mut redo = Vec::new();
     if read_at(journal, &mut header, 0)? < header.len() {
-        return Ok(0);
+        return Ok((0, redo));
     }
     let (Some(magic), Some(generation), Some(crc)) = (header.get(..8), u64_at(&header, 8), u32_at(&header, 16)) else {
-        return Ok(0);
+        return Ok((0, redo));
     };
     let covered = header.get(..16).map(crc32fast::hash);
     if magic != FILE_MAGIC || covered != Some(crc) {
-        return Ok(0);
+        return Ok((0, redo));
     }
     let mut at = FILE_HEADER;
     let mut applied = false;
     while let Some(body) = read_batch(journal, at, generation)? {
-        apply(store, &body)?;
-        applied = true;
+        applied |= apply(store, &body, &mut redo)?;
         at += (BATCH_HEADER + body.len()) as u64;
     }
     if applied {
         store.sync_data()?;
     }
-    Ok(generation)
+    Ok((generation, redo))
 }
 
 /// The body of the batch at `at`, if a whole batch of `generation` is there.
@@ -387,11 +427,13 @@ fn read_batch(journal: &File, at: u64, generation: u64) -> io::Result<Option<Vec
     Ok(Some(body))
 }
 
-/// Applies one batch's operations to the store file.
-fn apply(store: &File, mut body: &[u8]) -> io::Result<()> {
+/// Applies one batch's page operations to the store file (whether it had any) and keeps its redo records.
+fn apply(store: &File, mut body: &[u8], redo: &mut RedoRecords) -> io::Result<bool> {
     let corrupt =
         || io::Error::new(io::ErrorKind::InvalidData, "a journal batch passed its checksum but does not parse");
+    let mut wrote = false;
     while let Some((&op, rest)) = body.split_first() {
+        wrote |= op != REDO;
         match op {
             WRITE => {
                 let (offset, len) = u64_at(rest, 0).zip(u64_at(rest, 8)).ok_or_else(corrupt)?;
@@ -405,10 +447,17 @@ fn apply(store: &File, mut body: &[u8]) -> io::Result<()> {
                 store.set_len(u64_at(rest, 0).ok_or_else(corrupt)?)?;
                 body = rest.get(8..).ok_or_else(corrupt)?;
             }
+            REDO => {
+                let (group, len) = u64_at(rest, 0).zip(u64_at(rest, 8)).ok_or_else(corrupt)?;
+                let len = usize::try_from(len).map_err(|_| corrupt())?;
+                let end = len.checked_add(16).ok_or_else(corrupt)?;
+                redo.push((group, rest.get(16..end).ok_or_else(corrupt)?.to_vec()));
+                body = rest.get(end..).ok_or_else(corrupt)?;
+            }
             _ => return Err(corrupt()),
         }
     }
-    Ok(())
+    Ok(wrote)
 }
 
 /// The 32-byte header of a batch: magic, generation, body length, body checksum, its own checksum, padding.

@@ -16,6 +16,7 @@ mod error;
 pub mod journal;
 pub mod migrate;
 mod pg;
+mod redo;
 pub mod snapshot;
 pub mod store;
 pub mod table;

@@ -22,6 +22,7 @@ use crate::config::StoreConfig;
 use crate::error::{Result, StoreError};
 use crate::journal::JournaledFile;
 use crate::pg::{Holder, Pg, PgRead, PgWrite};
+use crate::redo::{self, Redo};
 use crate::snapshot::{Snapshot, Snapshots};
 use crate::table::{RawTable, ReadTx};
 use crate::write::{Backend, WriteTx};
@@ -168,6 +169,26 @@ pub fn on_commit(hook: impl FnOnce() + Send + 'static) {
 struct Db {
     engine: Engine,
     snapshots: Snapshots,
+    /// A journaled redb file's group numbers (see [`crate::redo`]).
+    redo: Option<RedoLog>,
+}
+
+/// Where a journaled store's groups stand: the journal their redo records go to, the number of the last
+/// committed group, and how many committed since the last durable commit with how many bytes of records.
+/// Used by the writer thread only.
+struct RedoLog {
+    journal: JournaledFile,
+    last: AtomicU64,
+    since_durable: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl RedoLog {
+    /// Whether the group about to be committed should be durable itself.
+    fn durable_due(&self) -> bool {
+        self.since_durable.load(Ordering::Relaxed) + 1 >= redo::DURABLE_EVERY
+            || self.bytes.load(Ordering::Relaxed) >= redo::DURABLE_BYTES
+    }
 }
 
 /// The backend behind the store.
@@ -247,7 +268,7 @@ impl Store {
             .set_cache_size(config.cache_bytes())
             .create_with_backend(journal.clone())
             .map_err(|e| cannot_open(&e))?;
-        Ok(Self::from_database(db, path, Some(journal)))
+        Self::from_database(db, path, Some(journal))
     }
 
     /// The store in the PostgreSQL database at `url`, its tables in `schema` (created if missing).
@@ -261,7 +282,7 @@ impl Store {
     }
 
     fn on_postgres(pg: Pg, schema: &str) -> Result<Self> {
-        let db = Arc::new(Db { engine: Engine::Pg(Arc::new(pg)), snapshots: Snapshots::default() });
+        let db = Arc::new(Db { engine: Engine::Pg(Arc::new(pg)), snapshots: Snapshots::default(), redo: None });
         let answer: Box<dyn Fn(Answers, Aftermath) + Send> = Box::new(move |answers, aftermath| {
             aftermath.happen();
             deliver(answers, Ok(()));
@@ -272,13 +293,23 @@ impl Store {
     /// A store that lives in memory only (to generate the OpenAPI document without touching disk).
     pub fn in_memory() -> Result<Self> {
         let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
-        Ok(Self::from_database(db, PathBuf::from(":memory:"), None))
+        Self::from_database(db, PathBuf::from(":memory:"), None)
     }
 
     /// A store over `db`. With a `journal`, a commit is durable once the journal is synced after it (see
-    /// [`acknowledge`]); without one, once it returns.
-    fn from_database(file: Database, path: PathBuf, journal: Option<JournaledFile>) -> Self {
-        let db = Arc::new(Db { engine: Engine::Redb(file), snapshots: Snapshots::default() });
+    /// [`acknowledge`]); without one, once it returns. Replays first what the journal holds of groups the
+    /// file does not.
+    fn from_database(file: Database, path: PathBuf, journal: Option<JournaledFile>) -> Result<Self> {
+        let redo = match &journal {
+            Some(journal) => Some(RedoLog {
+                journal: journal.clone(),
+                last: AtomicU64::new(redo::replay(&file, journal)?),
+                since_durable: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+            }),
+            None => None,
+        };
+        let db = Arc::new(Db { engine: Engine::Redb(file), snapshots: Snapshots::default(), redo });
         let mut threads = Vec::new();
         let answer: Box<dyn Fn(Answers, Aftermath) + Send> = match journal.clone() {
             Some(journal) => {
@@ -312,7 +343,7 @@ impl Store {
                 })
             }
         };
-        Self::with_writer(db, path, journal, answer, threads)
+        Ok(Self::with_writer(db, path, journal, answer, threads))
     }
 
     /// Starts the writer thread of `db`, whose committed groups `answer` answers (the other `threads`
@@ -489,7 +520,9 @@ fn write_groups(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 // Idle: bring the store file up to date and let go of the pages held for it.
-                if let Some(Err(e)) = journal.as_ref().map(JournaledFile::checkpoint_if_written) {
+                let checkpointed = make_durable(db)
+                    .and_then(|()| Ok(journal.as_ref().map(JournaledFile::checkpoint_if_written).transpose()?));
+                if let Err(e) = checkpointed {
                     tracing::error!(error = %e, "cannot checkpoint the store journal");
                 }
                 match jobs.recv() {
@@ -503,6 +536,24 @@ fn write_groups(
         let (answers, aftermath) = commit_group(db, group);
         answer(answers, aftermath);
     }
+    if let Err(e) = make_durable(db) {
+        tracing::error!(error = %e, "cannot make the last writes durable in the store file");
+    }
+}
+
+/// A durable commit of nothing but the last group's number, when groups committed since the last one: the
+/// store file then holds every group and the journal's redo records are no longer needed.
+fn make_durable(db: &Db) -> Result<()> {
+    let (Engine::Redb(file), Some(log)) = (&db.engine, &db.redo) else { return Ok(()) };
+    if log.since_durable.load(Ordering::Relaxed) == 0 {
+        return Ok(());
+    }
+    let tx = file.begin_write()?;
+    tx.open_table(redo::TABLE)?.insert(redo::APPLIED, log.last.load(Ordering::Relaxed).to_be_bytes().as_slice())?;
+    tx.commit()?;
+    log.since_durable.store(0, Ordering::Relaxed);
+    log.bytes.store(0, Ordering::Relaxed);
+    Ok(())
 }
 
 /// A journaled store's answering thread: syncs the journal once for every group committed since its last
@@ -564,7 +615,8 @@ fn commit_group(db: &Db, group: Vec<WriteJob>) -> (Answers, Aftermath) {
                     *slot = Some(Ok(value));
                 }
                 aftermath.add(more);
-                unsynced = !last;
+                // A journaled store's groups are made durable by their redo records.
+                unsynced = !last && db.redo.is_none();
             }
             Ran::Failed(at, e) => {
                 let failed = segment.start + at;
@@ -605,6 +657,8 @@ const MAX_CONFLICTS: u32 = 50;
 /// Runs `jobs` in one transaction, durable (fsynced) when `durable`, until one of them fails; on
 /// PostgreSQL again while it loses races with other nodes' transactions.
 fn run_together(db: &Db, jobs: &[WriteJob], durable: bool) -> Ran {
+    // A journaled store makes most groups durable by their redo record, and every so often one by its pages.
+    let durable = durable && db.redo.as_ref().is_none_or(RedoLog::durable_due);
     let mut conflicts = 0;
     loop {
         let tx = match begin(db, durable) {
@@ -612,7 +666,7 @@ fn run_together(db: &Db, jobs: &[WriteJob], durable: bool) -> Ran {
             Err(e) => return Ran::CommitFailed(e),
         };
         let ran = jobs.iter().enumerate().map(|(i, job)| run_job(&tx, job).map_err(|e| (i, e))).collect();
-        match end(tx, ran) {
+        match end(db, tx, ran, durable) {
             Ran::Conflict(e) if conflicts == MAX_CONFLICTS => return Ran::CommitFailed(e),
             Ran::Conflict(_) => {
                 conflicts += 1;
@@ -640,7 +694,7 @@ fn begin(db: &Db, durable: bool) -> Result<WriteTx> {
             let durability = if durable { Durability::Immediate } else { Durability::None };
             tx.set_durability(durability)
                 .map_err(|e| StoreError::new(format!("cannot set the commit durability: {e}")))?;
-            WriteTx(Backend::Redb(tx))
+            WriteTx(Backend::Redb(tx, Redo::default()))
         }
         // Every PostgreSQL commit is durable (with the server's `synchronous_commit`).
         Engine::Pg(pg) => WriteTx(Backend::Pg(PgWrite::begin(Arc::clone(pg)))),
@@ -659,17 +713,17 @@ fn run_job(tx: &WriteTx, job: &WriteJob) -> Outcome {
 
 /// Commits the transaction when every write ran (`Ok` with their values), else aborts it (the write at
 /// the index failed).
-fn end(tx: WriteTx, ran: std::result::Result<Vec<Value>, (usize, Failure)>) -> Ran {
+fn end(db: &Db, tx: WriteTx, ran: std::result::Result<Vec<Value>, (usize, Failure)>, durable: bool) -> Ran {
     let aftermath = Aftermath {
         noted: NOTED.with(|noted| noted.borrow_mut().take()).unwrap_or_default(),
         hooks: ON_COMMIT.with(|hooks| hooks.borrow_mut().take()).unwrap_or_default(),
     };
     match (tx.0, ran) {
-        (Backend::Redb(tx), Ok(values)) => match tx.commit() {
+        (Backend::Redb(tx, redo), Ok(values)) => match commit_redb(db, tx, &redo, durable) {
             Ok(()) => Ran::Committed(values, aftermath),
-            Err(e) => Ran::CommitFailed(e.into()),
+            Err(e) => Ran::CommitFailed(e),
         },
-        (Backend::Redb(tx), Err((at, e))) => {
+        (Backend::Redb(tx, _), Err((at, e))) => {
             let _ = tx.abort();
             Ran::Failed(at, e)
         }
@@ -688,6 +742,25 @@ fn end(tx: WriteTx, ran: std::result::Result<Vec<Value>, (usize, Failure)>) -> R
     }
 }
 
+/// Commits a redb transaction. On a journaled store the group stores its number, and unless `durable`
+/// its redo record goes to the journal, whose next sync makes it durable.
+fn commit_redb(db: &Db, tx: redb::WriteTransaction, redo: &Redo, durable: bool) -> Result<()> {
+    let Some(log) = &db.redo else { return Ok(tx.commit()?) };
+    let group = log.last.load(Ordering::Relaxed) + 1;
+    tx.open_table(redo::TABLE)?.insert(redo::APPLIED, group.to_be_bytes().as_slice())?;
+    tx.commit()?;
+    log.last.store(group, Ordering::Relaxed);
+    if durable {
+        log.since_durable.store(0, Ordering::Relaxed);
+        log.bytes.store(0, Ordering::Relaxed);
+        return Ok(());
+    }
+    log.since_durable.fetch_add(1, Ordering::Relaxed);
+    let record = redo.take();
+    log.bytes.fetch_add(record.len() as u64, Ordering::Relaxed);
+    Ok(log.journal.queue_redo(group, record)?)
+}
+
 /// An empty durable commit: makes the writes committed without fsync durable.
 fn sync(db: &Db) -> Result<()> {
     if let Engine::Redb(file) = &db.engine {
@@ -702,7 +775,10 @@ pub fn open_database(path: &Path) -> std::result::Result<Database, redb::Databas
         std::io::ErrorKind::WouldBlock => redb::DatabaseError::DatabaseAlreadyOpen,
         _ => e.into(),
     })?;
-    Database::builder().create_with_backend(file)
+    let db = Database::builder().create_with_backend(file.clone())?;
+    redo::replay(&db, &file)
+        .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(e.to_string()))))?;
+    Ok(db)
 }
 
 /// Creates the table of schema versions (in the start-up transaction).
@@ -812,7 +888,7 @@ mod tests {
         let state = Arc::new(DiskState::default());
         let disk = Disk { memory: InMemoryBackend::new(), state: Arc::clone(&state) };
         let db = Database::builder().create_with_backend(disk).unwrap();
-        let store = Store::from_database(db, PathBuf::from(":test:"), None);
+        let store = Store::from_database(db, PathBuf::from(":test:"), None).unwrap();
         store
             .write_blocking(|tx| {
                 tx.create_table(DATA)?;
@@ -1002,7 +1078,7 @@ mod tests {
         let path = dir.join(FILE_NAME);
         let journal = JournaledFile::open_deferred(&path).unwrap();
         let db = Database::builder().create_with_backend(journal.clone()).unwrap();
-        (Store::from_database(db, path, Some(journal.clone())), journal)
+        (Store::from_database(db, path, Some(journal.clone())).unwrap(), journal)
     }
 
     #[test]
@@ -1079,6 +1155,87 @@ mod tests {
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(keys(&reopened), vec![b"after".to_vec(), b"before".to_vec()]);
+    }
+
+    /// Copies the store file and its journal of `from` into a new directory: what a crash at this moment
+    /// would leave on disk, while `from`'s store goes on.
+    fn crash_image(from: &Path) -> tempfile::TempDir {
+        let image = tempfile::tempdir().unwrap();
+        for name in [FILE_NAME.to_string(), format!("{FILE_NAME}{}", crate::journal::SUFFIX)] {
+            std::fs::copy(from.join(&name), image.path().join(&name)).unwrap();
+        }
+        image
+    }
+
+    /// A crash image of the store in `dir`, taken while the writer is held inside a group (so that it
+    /// neither commits nor checkpoints meanwhile), and the numbers of the redo records its journal holds.
+    async fn crash(store: &Store, dir: &Path) -> (tempfile::TempDir, Vec<u64>) {
+        let (blocker, go) = block_writer(store);
+        let counted = crash_image(dir);
+        let crashed = crash_image(dir);
+        go.send(()).unwrap();
+        blocker.await.unwrap();
+        let journal = JournaledFile::open(&counted.path().join(FILE_NAME)).unwrap();
+        let numbers = journal.take_redo().into_iter().map(|(n, _)| n).collect();
+        (crashed, numbers)
+    }
+
+    #[tokio::test]
+    async fn groups_committed_without_fsync_of_the_file_are_replayed_from_their_records_after_a_crash() {
+        const OTHER: RawTable = TableDefinition::new("test.other");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // One group each: puts, a removal, a range removal, a table created and one deleted.
+        for key in [b"a", b"b", b"c", b"d", b"e"] {
+            store.write_blocking(move |tx| put(tx, key)).unwrap();
+        }
+        store.write_blocking(|tx| Ok::<_, TestError>(tx.remove_raw(DATA, b"b").map(|_| ())?)).unwrap();
+        store
+            .write_blocking(|tx| {
+                use std::ops::Bound::{Excluded, Included};
+                Ok::<_, TestError>(tx.remove_range_raw(DATA, (Included(b"c".as_slice()), Excluded(b"e".as_slice())))?)
+            })
+            .unwrap();
+        store.write_blocking(|tx| Ok::<_, TestError>(tx.create_table(OTHER)?)).unwrap();
+        store.write_blocking(|tx| Ok::<_, TestError>(tx.delete_table("test.data").map(|_| ())?)).unwrap();
+        store
+            .write_blocking(|tx| {
+                let mut table = tx.table(DATA)?;
+                table.insert(b"f", b"w")?;
+                table.insert(b"g", b"w")?;
+                Ok::<_, TestError>(table.remove(b"g").map(|_| ())?)
+            })
+            .unwrap();
+        let (crashed, records) = crash(&store, dir.path()).await;
+        assert_eq!(records, (1..=10).collect::<Vec<u64>>(), "each group left its record, none its pages");
+        let reopened = Store::open(crashed.path()).unwrap();
+        let tables = reopened.write_blocking(|tx| Ok::<_, TestError>(tx.table_names()?)).unwrap();
+        assert!(tables.contains(&"test.other".to_string()), "{tables:?}");
+        assert_eq!(
+            reopened.read_blocking(rows).unwrap(),
+            vec![(b"f".to_vec(), b"w".to_vec())],
+            "the table was deleted, then written again"
+        );
+        reopened.write_blocking(|tx| put(tx, b"later")).unwrap();
+        drop(reopened);
+        assert_eq!(keys(&Store::open(crashed.path()).unwrap()), vec![b"f".to_vec(), b"later".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn a_group_committed_with_its_pages_holds_the_ones_before_and_a_crash_after_it_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..redo::DURABLE_EVERY + 3 {
+            store.write_blocking(move |tx| put(tx, &i.to_be_bytes())).unwrap();
+        }
+        // The records since the last checkpoint stay in the journal (all but the durable group's); the
+        // file holds the groups up to the durable one, the records the three after it.
+        let (crashed, records) = crash(&store, dir.path()).await;
+        assert_eq!(records.len() as u64, redo::DURABLE_EVERY + 2, "{records:?}");
+        assert!(!records.contains(&redo::DURABLE_EVERY), "{records:?}");
+        let reopened = Store::open(crashed.path()).unwrap();
+        let expected: Vec<Vec<u8>> = (0..redo::DURABLE_EVERY + 3).map(|i| i.to_be_bytes().to_vec()).collect();
+        assert_eq!(keys(&reopened), expected);
     }
 
     #[test]

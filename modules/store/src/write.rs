@@ -7,6 +7,7 @@ use redb::ReadableTable;
 
 use crate::error::{Result, StoreError};
 use crate::pg::PgWrite;
+use crate::redo::Redo;
 use crate::table::{get_in, scan_in, Named, ReadTx};
 
 /// A write transaction: every write of one store write closure, committed together or not at all.
@@ -15,7 +16,8 @@ pub struct WriteTx(pub(crate) Backend);
 // One transaction per write group, moved, never stored in bulk: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Backend {
-    Redb(redb::WriteTransaction),
+    /// The transaction and its redo record (see [`crate::redo`]).
+    Redb(redb::WriteTransaction, Redo),
     Pg(PgWrite),
 }
 
@@ -23,7 +25,10 @@ impl WriteTx {
     /// Creates `table` if missing (run from a module's `install`).
     pub fn create_table(&self, table: Named<'_>) -> Result<()> {
         match &self.0 {
-            Backend::Redb(tx) => drop(tx.open_table(table)?),
+            Backend::Redb(tx, redo) => {
+                drop(tx.open_table(table)?);
+                redo.create(table);
+            }
             Backend::Pg(tx) => tx.create_table(table)?,
         }
         Ok(())
@@ -32,17 +37,20 @@ impl WriteTx {
     /// Deletes the table `name` with everything in it; whether it existed.
     pub fn delete_table(&self, name: &str) -> Result<bool> {
         match &self.0 {
-            Backend::Redb(tx) => Ok(tx.delete_table(crate::table::raw(name))?),
+            Backend::Redb(tx, redo) => {
+                redo.delete(name);
+                Ok(tx.delete_table(crate::table::raw(name))?)
+            }
             Backend::Pg(tx) => tx.delete_table(name),
         }
     }
 
-    /// The names of every table in the store.
+    /// The names of every table in the store (but the store's own).
     pub fn table_names(&self) -> Result<Vec<String>> {
         match &self.0 {
-            Backend::Redb(tx) => {
+            Backend::Redb(tx, _) => {
                 use redb::TableHandle;
-                Ok(tx.list_tables()?.map(|t| t.name().to_string()).collect())
+                Ok(tx.list_tables()?.map(|t| t.name().to_string()).filter(|name| !crate::redo::is_own(name)).collect())
             }
             Backend::Pg(tx) => Ok(tx.table_names()),
         }
@@ -51,7 +59,10 @@ impl WriteTx {
     /// Stores `value` under `key`, replacing what was there.
     pub fn put_raw(&self, table: Named<'_>, key: &[u8], value: &[u8]) -> Result<()> {
         match &self.0 {
-            Backend::Redb(tx) => drop(tx.open_table(table)?.insert(key, value)?),
+            Backend::Redb(tx, redo) => {
+                drop(tx.open_table(table)?.insert(key, value)?);
+                redo.put(table, key, value);
+            }
             Backend::Pg(tx) => tx.put(table, key, value)?,
         }
         Ok(())
@@ -60,7 +71,10 @@ impl WriteTx {
     /// Removes `key`; whether it was there.
     pub fn remove_raw(&self, table: Named<'_>, key: &[u8]) -> Result<bool> {
         match &self.0 {
-            Backend::Redb(tx) => Ok(tx.open_table(table)?.remove(key)?.is_some()),
+            Backend::Redb(tx, redo) => {
+                redo.remove(table, key);
+                Ok(tx.open_table(table)?.remove(key)?.is_some())
+            }
             Backend::Pg(tx) => tx.remove(table, key),
         }
     }
@@ -68,7 +82,10 @@ impl WriteTx {
     /// Removes every key in `range`.
     pub fn remove_range_raw(&self, table: Named<'_>, range: (Bound<&[u8]>, Bound<&[u8]>)) -> Result<()> {
         match &self.0 {
-            Backend::Redb(tx) => tx.open_table(table)?.retain_in::<&[u8], _>(range, |_, _| false)?,
+            Backend::Redb(tx, redo) => {
+                tx.open_table(table)?.retain_in::<&[u8], _>(range, |_, _| false)?;
+                redo.remove_range(table, range);
+            }
             Backend::Pg(tx) => tx.remove_range(table, range)?,
         }
         Ok(())
@@ -77,7 +94,7 @@ impl WriteTx {
     /// `table` held open for many reads and writes in a row (cheaper than one call each on redb).
     pub fn table<'a>(&'a self, table: Named<'a>) -> Result<TableMut<'a>> {
         Ok(match &self.0 {
-            Backend::Redb(tx) => TableMut(Open::Redb(tx.open_table(table)?)),
+            Backend::Redb(tx, redo) => TableMut(Open::Redb(tx.open_table(table)?, redo, table)),
             Backend::Pg(tx) => TableMut(Open::Pg(tx, table)),
         })
     }
@@ -91,7 +108,7 @@ impl ReadTx for WriteTx {
         f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
     ) -> Result<R, E> {
         match &self.0 {
-            Backend::Redb(tx) => get_in(Some(&tx.open_table(table).map_err(StoreError::from)?), key, f),
+            Backend::Redb(tx, _) => get_in(Some(&tx.open_table(table).map_err(StoreError::from)?), key, f),
             Backend::Pg(tx) => tx.get(table, key, f),
         }
     }
@@ -104,14 +121,16 @@ impl ReadTx for WriteTx {
         visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
     ) -> Result<(), E> {
         match &self.0 {
-            Backend::Redb(tx) => scan_in(Some(&tx.open_table(table).map_err(StoreError::from)?), range, reverse, visit),
+            Backend::Redb(tx, _) => {
+                scan_in(Some(&tx.open_table(table).map_err(StoreError::from)?), range, reverse, visit)
+            }
             Backend::Pg(tx) => tx.scan(table, range, reverse, visit),
         }
     }
 
     fn count_raw(&self, table: Named<'_>) -> Result<u64> {
         match &self.0 {
-            Backend::Redb(tx) => Ok(redb::ReadableTableMetadata::len(&tx.open_table(table)?)?),
+            Backend::Redb(tx, _) => Ok(redb::ReadableTableMetadata::len(&tx.open_table(table)?)?),
             Backend::Pg(tx) => tx.count(table),
         }
     }
@@ -129,7 +148,7 @@ impl ReadTx for WriteTx {
         f: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
         match &self.0 {
-            Backend::Redb(_) => crate::table::get_one_by_one(self, table, keys, f),
+            Backend::Redb(..) => crate::table::get_one_by_one(self, table, keys, f),
             Backend::Pg(tx) => tx.get_many(table, keys, f),
         }
     }
@@ -139,21 +158,24 @@ impl ReadTx for WriteTx {
 pub struct TableMut<'tx>(Open<'tx>);
 
 enum Open<'tx> {
-    Redb(redb::Table<'tx, &'static [u8], &'static [u8]>),
+    Redb(redb::Table<'tx, &'static [u8], &'static [u8]>, &'tx Redo, Named<'tx>),
     Pg(&'tx PgWrite, Named<'tx>),
 }
 
 impl TableMut<'_> {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match &self.0 {
-            Open::Redb(table) => Ok(table.get(key)?.map(|guard| guard.value().to_vec())),
+            Open::Redb(table, ..) => Ok(table.get(key)?.map(|guard| guard.value().to_vec())),
             Open::Pg(tx, table) => tx.get(*table, key, |bytes| Ok(bytes.map(<[u8]>::to_vec))),
         }
     }
 
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         match &mut self.0 {
-            Open::Redb(table) => drop(table.insert(key, value)?),
+            Open::Redb(table, redo, name) => {
+                drop(table.insert(key, value)?);
+                redo.put(*name, key, value);
+            }
             Open::Pg(tx, table) => tx.put(*table, key, value)?,
         }
         Ok(())
@@ -161,7 +183,10 @@ impl TableMut<'_> {
 
     pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
         match &mut self.0 {
-            Open::Redb(table) => Ok(table.remove(key)?.is_some()),
+            Open::Redb(table, redo, name) => {
+                redo.remove(*name, key);
+                Ok(table.remove(key)?.is_some())
+            }
             Open::Pg(tx, table) => tx.remove(*table, key),
         }
     }
