@@ -343,8 +343,8 @@ impl JournaledFile {
     }
 
     /// The redo records the journal held when it was opened, in the order they were written (once).
-    pub fn take_redo(&self) -> RedoRecords {
-        self.state.write().map(|mut state| std::mem::take(&mut state.recovered)).unwrap_or_default()
+    pub fn take_redo(&self) -> io::Result<RedoRecords> {
+        Ok(std::mem::take(&mut write(&self.state)?.recovered))
     }
 
     /// Writes the pages changed since the last checkpoint into the store file, syncs it and starts a new

@@ -165,7 +165,7 @@ fn applied(tx: &WriteTransaction) -> Result<u64> {
 /// one the file holds (a crash lost their pages, not their records), in one durable commit. Returns the
 /// number of the last group.
 pub(crate) fn replay(db: &Database, journal: &JournaledFile) -> Result<u64> {
-    let records = journal.take_redo();
+    let records = journal.take_redo()?;
     let tx = db.begin_write()?;
     let mut last = applied(&tx)?;
     let mut replayed = 0;

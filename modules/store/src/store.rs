@@ -1176,7 +1176,7 @@ mod tests {
         go.send(()).unwrap();
         blocker.await.unwrap();
         let journal = JournaledFile::open(&counted.path().join(FILE_NAME)).unwrap();
-        let numbers = journal.take_redo().into_iter().map(|(n, _)| n).collect();
+        let numbers = journal.take_redo().unwrap().into_iter().map(|(n, _)| n).collect();
         (crashed, numbers)
     }
 
