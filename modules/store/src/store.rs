@@ -189,6 +189,12 @@ impl RedoLog {
         self.since_durable.load(Ordering::Relaxed) + 1 >= redo::DURABLE_EVERY
             || self.bytes.load(Ordering::Relaxed) >= redo::DURABLE_BYTES
     }
+
+    /// After a durable commit: the file holds every group so far.
+    fn made_durable(&self) {
+        self.since_durable.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+    }
 }
 
 /// The backend behind the store.
@@ -551,8 +557,7 @@ fn make_durable(db: &Db) -> Result<()> {
     let tx = file.begin_write()?;
     tx.open_table(redo::TABLE)?.insert(redo::APPLIED, log.last.load(Ordering::Relaxed).to_be_bytes().as_slice())?;
     tx.commit()?;
-    log.since_durable.store(0, Ordering::Relaxed);
-    log.bytes.store(0, Ordering::Relaxed);
+    log.made_durable();
     Ok(())
 }
 
@@ -751,8 +756,7 @@ fn commit_redb(db: &Db, tx: redb::WriteTransaction, redo: &Redo, durable: bool) 
     tx.commit()?;
     log.last.store(group, Ordering::Relaxed);
     if durable {
-        log.since_durable.store(0, Ordering::Relaxed);
-        log.bytes.store(0, Ordering::Relaxed);
+        log.made_durable();
         return Ok(());
     }
     log.since_durable.fetch_add(1, Ordering::Relaxed);
