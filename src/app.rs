@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use poem::error::MethodNotAllowedError;
 use poem::http::Method;
-use poem::middleware::CookieJarManager;
-use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response};
+use poem::middleware::{CookieJarManager, CookieJarManagerEndpoint};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Middleware, Request, Response};
 use poem_openapi::OpenApiService;
 use portal_core::{store, Context, Job, Result, Store};
 
@@ -147,9 +147,8 @@ pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
         docs: docs::swagger_endpoint(swagger),
         pages: portal_pages::pages(ctx)?,
     };
-    let routes = site
-        .around(move |ep, req| middleware::admit(ep, req, Arc::clone(&gate)))
-        .with(CookieJarManager::new())
+    let routes = Arc::new(site.around(move |ep, req| middleware::admit(ep, req, Arc::clone(&gate))));
+    let routes = CookieJarForSignIn { with_jar: CookieJarManager::new().transform(Arc::clone(&routes)), routes }
         // Boxed: the request's own layer then holds a pointer to this future instead of the future itself.
         .boxed();
     let body_deadline = Duration::from_secs(ctx.config.connections.request_timeout_seconds);
@@ -187,6 +186,26 @@ impl<A: Endpoint, S: Endpoint, D: Endpoint> Endpoint for Site<A, S, D> {
         match document {
             Document::Spec => self.spec.call(req).await.map(IntoResponse::into_response),
             Document::Docs => self.docs.call(req).await.map(IntoResponse::into_response),
+        }
+    }
+}
+
+/// poem's cookie jar (the `Cookie` header parsed, shared state, the jar's changes written into the response)
+/// for the sign-in routes under `/auth/`, the only ones that set or clear cookies; every other request goes
+/// straight to `routes` (the credential check reads the session cookie from the header itself).
+struct CookieJarForSignIn<E> {
+    routes: Arc<E>,
+    with_jar: CookieJarManagerEndpoint<Arc<E>>,
+}
+
+impl<E: Endpoint> Endpoint for CookieJarForSignIn<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        if req.uri().path().starts_with("/auth/") {
+            self.with_jar.call(req).await
+        } else {
+            self.routes.call(req).await.map(IntoResponse::into_response)
         }
     }
 }
@@ -285,7 +304,7 @@ impl App {
     }
 }
 
-/// Runs `job` every `job.every` until aborted, while this process runs the background jobs (one portal
+/// Runs `job` every `job.every` (and when its wake is notified) until aborted, while this process runs the background jobs (one portal
 /// of those sharing a PostgreSQL database does); a failed run is logged and retried next time.
 fn spawn_job(job: Job, ctx: Context, first_round: FirstRound) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -293,7 +312,17 @@ fn spawn_job(job: Job, ctx: Context, first_round: FirstRound) -> tokio::task::Jo
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut first_round = Some(first_round);
         loop {
-            ticker.tick().await;
+            match job.wake {
+                Some(wake) => {
+                    tokio::select! {
+                        _ = ticker.tick() => {}
+                        () = wake.notified() => {}
+                    }
+                }
+                None => {
+                    ticker.tick().await;
+                }
+            }
             let store = ctx.store.clone();
             if tokio::task::spawn_blocking(move || store.leads_jobs()).await.unwrap_or(false) {
                 if let Err(e) = (job.run)(ctx.clone()).await {
@@ -319,5 +348,45 @@ impl FirstRound {
         if self.left.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
             self.done.send_replace(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    async fn runs_reach(n: usize) {
+        let reached = async {
+            while RUNS.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), reached).await.expect("the job did not run");
+    }
+
+    #[tokio::test]
+    async fn a_job_runs_on_its_schedule_and_again_as_soon_as_it_is_woken() {
+        let store = Store::in_memory().unwrap();
+        install(&store).unwrap();
+        let ctx = context(Config::for_data_dir(".".into()), store).unwrap();
+        let job = Job::new("hourly", Duration::from_secs(3600), |_| async {
+            RUNS.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .woken_by(&WAKE);
+        let round =
+            FirstRound { left: Arc::new(AtomicUsize::new(1)), done: Arc::new(tokio::sync::watch::Sender::new(false)) };
+        let task = spawn_job(job, ctx, round);
+        runs_reach(1).await; // the first round, at once
+        WAKE.notify_one();
+        runs_reach(2).await; // an hour early
+        WAKE.notify_one();
+        runs_reach(3).await;
+        task.abort();
     }
 }

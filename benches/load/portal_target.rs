@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use chrono::{Months, NaiveDate};
 use portal_auth::model::User;
 use portal_auth::{password, service, users};
+use portal_billing::links::{self, LinkKind};
 use portal_billing::model::InvoiceId;
 use portal_billing::recurring;
 use portal_core::ids::CustomerId;
@@ -35,7 +36,12 @@ pub struct Seeded {
     pub invoices: Vec<InvoiceId>,
     /// The customers new invoices are created for.
     pub billed: Vec<CustomerId>,
+    /// Tokens of the pay links of the first invoices (as their mails would carry them).
+    pub pay_tokens: Vec<String>,
 }
+
+/// How many of the seeded invoices the `pay` row opens by their links.
+const PAY_LINKS: usize = 1_000;
 
 /// Seeds the store of `dir`, or the PostgreSQL schema `database` names (URL, schema).
 pub async fn seed(dir: &Path, database: Option<&(String, String)>, seed: &Seed) -> Seeded {
@@ -134,8 +140,21 @@ pub async fn seed(dir: &Path, database: Option<&(String, String)>, seed: &Seed) 
         })
         .await
         .expect("mail queue");
+    let linked: Vec<InvoiceId> = invoices.iter().take(PAY_LINKS).copied().collect();
+    let pay_tokens = store
+        .read(move |tx| {
+            let token = |id: &InvoiceId| {
+                let key = id.to_key();
+                let link = links::current(tx, LinkKind::Pay, &key)?
+                    .ok_or_else(|| portal_core::Error::internal("an open invoice without a pay link"))?;
+                links::token(tx, LinkKind::Pay, &key, &link)
+            };
+            linked.iter().map(token).collect::<portal_core::Result<Vec<String>>>()
+        })
+        .await
+        .expect("pay links");
     drop(store);
-    Seeded { customers, invoices, billed }
+    Seeded { customers, invoices, billed, pay_tokens }
 }
 
 /// The customer and month that create request `n` bills (`n` counts all creates of the run).
@@ -146,12 +165,13 @@ pub fn create_period(seeded: &Seeded, n: u64) -> (CustomerId, NaiveDate) {
 
 /// Starts `portal serve` on `addr` over the seeded store (or database); its log goes to
 /// `<dir>/portal.log`. The load generator is one client standing for many: no rate limits, no per-IP
-/// connection cap.
+/// connection cap; its webhook receiver listens on loopback.
 pub fn spawn(dir: &Path, database: Option<&(String, String)>, addr: SocketAddr) -> Child {
     let log = std::fs::File::create(dir.join("portal.log")).expect("log file");
     let mut command = Command::new(env!("CARGO_BIN_EXE_portal"));
     command
         .args(["serve", "--rate-limit", "off", "--max-connections-per-ip", "4096", "--addr", &addr.to_string()])
+        .args(["--webhooks-allow-http", "loopback", "--public-url", &format!("http://{addr}")])
         .arg("--data-dir")
         .arg(dir);
     if let Some((url, schema)) = database {

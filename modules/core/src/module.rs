@@ -85,12 +85,14 @@ impl Services {
 
 type JobFn = dyn Fn(Context) -> Pin<Box<dyn Future<Output = Result<()>> + Send>> + Send + Sync;
 
-/// A background job the server runs every `every` (sweeps, recurring invoices, expiry).
+/// A background job the server runs every `every` (sweeps, recurring invoices, expiry), and at once when
+/// its `wake` is notified.
 #[derive(Clone)]
 pub struct Job {
     pub name: &'static str,
     pub every: Duration,
     pub run: Arc<JobFn>,
+    pub wake: Option<&'static tokio::sync::Notify>,
 }
 
 impl Job {
@@ -99,7 +101,13 @@ impl Job {
         F: Fn(Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
-        Self { name, every, run: Arc::new(move |ctx| Box::pin(run(ctx))) }
+        Self { name, every, run: Arc::new(move |ctx| Box::pin(run(ctx))), wake: None }
+    }
+
+    /// Also runs the job as soon as `wake` is notified (`notify_one`: a notice given while the job runs
+    /// makes it run once more right after), e.g. from a commit hook of the write that gave it work.
+    pub fn woken_by(self, wake: &'static tokio::sync::Notify) -> Self {
+        Self { wake: Some(wake), ..self }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Writing events: in the transaction of the change that caused them, with one delivery for each endpoint
 //! that listens for the type. A change that rolls back leaves no event; one that commits loses none (the
-//! worker sends what is due, again after a crash, under the same `webhook-id`).
+//! worker sends what is due, again after a crash, under the same `webhook-id`). The worker is woken once
+//! the change is committed.
 
 use portal_core::table::key;
 use portal_core::WriteTx;
@@ -41,5 +42,6 @@ pub fn emit(tx: &WriteTx, kind: EventKind, data: serde_json::Value) -> Result<()
         DUE.put(tx, &crate::worker::due_key(&delivery, now), &[])?;
         BY_ENDPOINT.put(tx, &key(&[&endpoint.to_key(), &delivery.id.to_key()]), &[])?;
     }
+    portal_core::store::on_commit(|| crate::worker::NEW_DELIVERIES.notify_one());
     Ok(())
 }

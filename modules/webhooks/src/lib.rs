@@ -13,6 +13,7 @@ mod tables;
 pub mod target;
 mod worker;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use portal_core::WriteTx;
@@ -40,11 +41,25 @@ impl Module for WebhooksModule {
     }
 
     fn jobs(_ctx: &Context) -> Vec<Job> {
+        // One worker for every run, so that its HTTP client keeps its connections to the endpoints (and
+        // their TLS sessions) from one run to the next: the worker runs after every write that made
+        // deliveries.
+        let worker = Arc::new(OnceLock::new());
         vec![
-            Job::new("webhook-deliveries", Duration::from_secs(1), |ctx: Context| async move {
-                let worker = worker::Worker::new(ctx.store.clone(), ctx.settings::<WebhooksConfig>()?)?;
-                worker.run().await.map(drop)
-            }),
+            Job::new("webhook-deliveries", Duration::from_secs(1), move |ctx: Context| {
+                let worker = Arc::clone(&worker);
+                async move {
+                    let worker = match worker.get() {
+                        Some(worker) => worker,
+                        None => {
+                            let new = worker::Worker::new(ctx.store.clone(), ctx.settings::<WebhooksConfig>()?)?;
+                            worker.get_or_init(|| new)
+                        }
+                    };
+                    worker.run().await.map(drop)
+                }
+            })
+            .woken_by(&worker::NEW_DELIVERIES),
             // On start, then daily: the delivery log keeps 30 days.
             Job::new("webhook-retention", Duration::from_secs(86_400), |ctx: Context| async move {
                 loop {

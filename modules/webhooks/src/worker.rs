@@ -26,6 +26,10 @@ const PER_ENDPOINT: usize = 16;
 /// How often free places are filled while deliveries are on their way.
 const REFILL: Duration = Duration::from_millis(100);
 
+/// Notified when a write that made deliveries is committed: the worker sends them at once instead of
+/// on its next round (one a second).
+pub(crate) static NEW_DELIVERIES: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 #[derive(Clone)]
 pub(crate) struct Worker {
     store: Store,
