@@ -133,7 +133,7 @@ async fn measure(
     warmup: Duration,
     duration: Duration,
     make: MakeRequest,
-) -> (Stats, f64) {
+) -> (Stats, Option<f64>) {
     let pid = t.child.id();
     let cpu_at_start = tokio::spawn(async move {
         tokio::time::sleep(warmup).await;
@@ -141,7 +141,8 @@ async fn measure(
     });
     let stats = driver::run(t.addr, connections, warmup, duration, make).await;
     let ticks = cpu_ticks(pid).saturating_sub(cpu_at_start.await.expect("cpu reading"));
-    let cpu_us_per_request = ticks as f64 / ticks_per_sec() * 1e6 / stats.requests.max(1) as f64;
+    let seconds = ticks as f64 / ticks_per_sec();
+    let cpu_us_per_request = (stats.requests > 0).then(|| seconds * 1e6 / stats.requests as f64);
     (stats, cpu_us_per_request)
 }
 
@@ -378,8 +379,8 @@ struct Row {
     op: String,
     connections: usize,
     stats: Stats,
-    /// The server's CPU time per answered request, microseconds.
-    cpu_us: f64,
+    /// The server's CPU time per answered request, microseconds (none when nothing was answered).
+    cpu_us: Option<f64>,
     /// The webhook deliveries the row's creates made (`fanout`).
     fanout: Option<receiver::Fanout>,
 }
@@ -387,7 +388,7 @@ struct Row {
 fn print_row(row: &Row) {
     let s = &row.stats;
     println!(
-        "{:<11} {:<7} {:>5} {:>11.0} {:>9.3} {:>9.3} {:>7} {:>9.1}",
+        "{:<11} {:<7} {:>5} {:>11.0} {:>9.3} {:>9.3} {:>7} {:>9}",
         row.target,
         row.op,
         row.connections,
@@ -395,7 +396,7 @@ fn print_row(row: &Row) {
         s.percentile_ms(0.5),
         s.percentile_ms(0.99),
         s.errors,
-        row.cpu_us
+        row.cpu_us.map_or("-".into(), |us| format!("{us:.1}"))
     );
     if let Some(f) = &row.fanout {
         println!(

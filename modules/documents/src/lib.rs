@@ -57,11 +57,16 @@ pub fn renderer(ctx: &portal_core::Context) -> portal_core::Result<std::sync::Ar
 }
 
 /// Renders on a blocking thread: typesetting takes milliseconds of CPU, which must not stall the server's
-/// async workers.
+/// async workers. At most one render per core runs at a time, the others wait their turn: more at once
+/// would only share the cores and make each slower (and the process larger).
 pub async fn render_blocking<F>(render: F) -> portal_core::Result<Vec<u8>>
 where
     F: FnOnce() -> Result<Vec<u8>, DocumentError> + Send + 'static,
 {
+    static RENDERING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    let places = RENDERING
+        .get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+    let _place = places.acquire().await.map_err(portal_core::Error::internal)?;
     match tokio::task::spawn_blocking(render).await {
         Ok(pdf) => Ok(pdf?),
         Err(e) => Err(portal_core::Error::internal(format!("rendering stopped: {e}"))),

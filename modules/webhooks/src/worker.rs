@@ -23,6 +23,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(15);
 /// Deliveries on their way at once, and at most per endpoint.
 const IN_FLIGHT: usize = 32;
 const PER_ENDPOINT: usize = 16;
+/// Answered attempts whose records are being written; no more are sent while this many wait.
+const RECORDING: usize = 256;
 /// How often free places are filled while deliveries are on their way.
 const REFILL: Duration = Duration::from_millis(100);
 
@@ -69,46 +71,58 @@ impl Worker {
     /// Sends every delivery due now, and those falling due while others are on their way; returns how
     /// many were delivered. Each endpoint has at most [`PER_ENDPOINT`] deliveries on their way, and free
     /// places are filled as they free up (and every 100 ms), so an endpoint that never answers holds only
-    /// its own.
+    /// its own. A place frees up with the endpoint's answer: the attempt is then recorded (a durable
+    /// write) while the place serves the next delivery.
     pub(crate) async fn run(&self) -> Result<usize> {
         let mut delivered = 0;
-        let mut in_flight = FuturesUnordered::new();
+        let mut sending = FuturesUnordered::new();
+        let mut recording = FuturesUnordered::new();
         let mut busy: HashMap<EndpointId, usize> = HashMap::new();
+        // Sent or being recorded: not to be picked again until its record is written.
         let mut taken: HashSet<DeliveryId> = HashSet::new();
         loop {
-            let free = IN_FLIGHT - in_flight.len();
-            if free > 0 {
+            let free = IN_FLIGHT - sending.len();
+            if free > 0 && recording.len() < RECORDING {
                 let picked = self.store.read_blocking(|tx| pick(tx, Timestamp::now(), &busy, &taken, free))?;
                 for (endpoint, id) in picked {
                     *busy.entry(endpoint).or_default() += 1;
                     taken.insert(id);
-                    in_flight.push(async move { (endpoint, id, self.deliver(id).await) });
+                    sending.push(async move { (endpoint, id, self.attempt(id).await) });
                 }
             }
-            if in_flight.is_empty() {
+            if sending.is_empty() && recording.is_empty() {
                 return Ok(delivered);
             }
-            let finished = tokio::select! {
-                done = in_flight.next() => done,
-                () = tokio::time::sleep(REFILL) => None,
-            };
-            if let Some((endpoint, id, outcome)) = finished {
-                if let Some(n) = busy.get_mut(&endpoint) {
-                    *n = n.saturating_sub(1);
+            tokio::select! {
+                Some((endpoint, id, attempted)) = sending.next() => {
+                    if let Some(n) = busy.get_mut(&endpoint) {
+                        *n = n.saturating_sub(1);
+                    }
+                    match attempted? {
+                        Some((attempt, outcome)) => {
+                            recording.push(async move { (id, self.record(id, attempt, outcome).await) });
+                        }
+                        None => {
+                            taken.remove(&id);
+                        }
+                    }
                 }
-                taken.remove(&id);
-                delivered += usize::from(outcome?);
+                Some((id, recorded)) = recording.next() => {
+                    taken.remove(&id);
+                    delivered += usize::from(recorded?);
+                }
+                () = tokio::time::sleep(REFILL) => {}
             }
         }
     }
 
-    /// One attempt of one delivery, recorded; whether it was delivered.
-    async fn deliver(&self, id: DeliveryId) -> Result<bool> {
+    /// One attempt of one delivery: the attempt and what it came to, or none when the delivery ended
+    /// without one (its endpoint was removed or disabled).
+    async fn attempt(&self, id: DeliveryId) -> Result<Option<(Attempt, Outcome)>> {
         let now = Timestamp::now();
         let Some(ready) = self.store.read_blocking(|tx| ready(tx, id, now))? else {
-            // Removed or disabled endpoint: the delivery ends here.
             self.store.write(move |tx| abandon(tx, id, "the endpoint was removed or disabled")).await?;
-            return Ok(false);
+            return Ok(None);
         };
         let started = Instant::now();
         let (outcome, status_code, error) = self.send(&ready).await;
@@ -118,6 +132,11 @@ impl Worker {
             error,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
+        Ok(Some((attempt, outcome)))
+    }
+
+    /// Records an attempt; whether it delivered.
+    async fn record(&self, id: DeliveryId, attempt: Attempt, outcome: Outcome) -> Result<bool> {
         let delivered = matches!(outcome, Outcome::Delivered);
         let delays = Arc::clone(&self.config);
         self.store.write(move |tx| settle(tx, id, &attempt, &outcome, &delays.retry_delays.0)).await?;
