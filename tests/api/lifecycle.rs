@@ -97,6 +97,22 @@ async fn sigterm_stops_the_binary_within_five_seconds_and_the_file_reopens() {
     store.read_blocking(|tx| portal_core::store::schema_version(tx, "core")).map(|v| assert_eq!(v, 3)).unwrap();
 }
 
+/// The allocator's settings are compiled into the binary (an idle server gives freed memory back within a
+/// second only through jemalloc's background thread): a misspelt setting would be ignored without a word.
+#[tokio::test]
+async fn the_binary_gives_freed_memory_back_through_the_allocators_background_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start_binary(dir.path(), &dir.path().join("portal.log")).await;
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(threads.iter().filter(|name| name.starts_with("jemalloc_bg")).count(), 1, "threads: {threads:?}");
+}
+
 #[test]
 fn a_cache_size_out_of_range_is_refused_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
