@@ -26,6 +26,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// memory freed goes back to the system after about a second, by one background thread, instead of
 /// staying for ten seconds and going back only when the process allocates again, which an idle server
 /// does not. So what the start needed for a moment (~5 MB) does not stay with an idle server.
+/// A reference to an array is a plain pointer, as jemalloc's `const char *malloc_conf` is.
 #[allow(unsafe_code)] // an exported name; nothing unsafe runs
 #[export_name = "_rjem_malloc_conf"]
 static JEMALLOC_SETTINGS: &[u8; 68] = b"background_thread:true,max_background_threads:1,dirty_decay_ms:1000\0";
