@@ -51,6 +51,39 @@ async fn without_a_mail_server_an_issue_mail_is_kept_once_per_recipient_and_reco
     assert!(kept.iter().all(|m| m.created_at.to_rfc3339() == sent_at), "kept when recorded sent, {sent_at}: {kept:?}");
 }
 
+/// A burst of issue mails, settled a batch at a time without a mail server: each invoice's mail is kept
+/// once, under its own subject and pay link, and recorded sent.
+#[tokio::test]
+async fn without_a_mail_server_a_burst_of_issue_mails_is_kept_once_each() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let cid = customer(&app, &admin, "Burst Co", json!({"monthly_fee": 100, "currency": "EUR"})).await;
+    let mut issued = Vec::new();
+    for month in 1..=40 {
+        let invoice =
+            recurring_invoice(&app, &admin, &cid, &format!("{}-{:02}-01", 2023 + month / 12, month % 12 + 1)).await;
+        issued.push((
+            invoice["id"].as_str().unwrap().to_string(),
+            invoice["invoice_number"].as_str().unwrap().to_string(),
+        ));
+    }
+    for (id, _) in &issued {
+        sent_mails(&app, &admin, id, 1).await;
+    }
+    let kept = portal_notify::outbox(&app.store, 1_000).unwrap();
+    for (_, number) in &issued {
+        let word = format!("{number}:");
+        let names = |m: &&portal_notify::OutboxMessage| {
+            m.subject.as_deref().and_then(|s| s.split_whitespace().nth(1)) == Some(word.as_str())
+        };
+        let copies: Vec<_> = kept.iter().filter(names).collect();
+        assert_eq!(copies.len(), 1, "{number}: {kept:?}");
+        assert_eq!(copies[0].to, "ap@example.com");
+        assert!(copies[0].body.contains(number.as_str()) && copies[0].body.contains("Pay online: "), "{:?}", copies[0]);
+    }
+    assert_eq!(kept.len(), issued.len(), "only the burst's mails: {kept:?}");
+}
+
 #[tokio::test]
 async fn an_issued_invoice_is_mailed_with_its_pdf_and_pay_link_and_payment_brings_a_receipt() {
     let smtp = portal_testkit::SmtpServer::start();

@@ -19,6 +19,16 @@ pub const MAX_ATTEMPTS: u32 = 6;
 const RETRY_AFTER_SECS: [i64; 5] = [60, 300, 1_800, 7_200, 21_600];
 /// Mails handed to the mail server at once.
 const IN_FLIGHT: usize = 4;
+/// Mails read from the queue at a time (without a mail server, settled in one transaction).
+const BATCH: usize = 32;
+
+/// What became of one queued mail.
+struct Outcome {
+    queued: Queued,
+    attempt: Attempt,
+    /// The mail for the outbox, when no mail server is configured.
+    kept: Option<Mail>,
+}
 
 /// What sending needs, shared by every mail of a run.
 #[derive(Clone)]
@@ -44,49 +54,68 @@ impl Sender {
         let mut sent = 0;
         loop {
             let now = Timestamp::now();
-            let batch = self.store.read_blocking(|tx| due(tx, now, 32))?;
+            let batch = self.store.read_blocking(|tx| due(tx, now, BATCH))?;
             if batch.is_empty() {
                 return Ok(sent);
             }
-            let outcomes: Vec<Result<bool>> =
-                stream::iter(batch).map(|queued| self.send(queued)).buffer_unordered(IN_FLIGHT).collect().await;
-            for outcome in outcomes {
-                sent += usize::from(outcome?);
-            }
+            sent += if self.notifier.sends_mail() {
+                // Each marked sent as soon as the server took it: a crash sends again only those in flight.
+                let each =
+                    batch.into_iter().map(|queued| async { self.settle_all(vec![self.attempt(queued).await]).await });
+                stream::iter(each)
+                    .buffer_unordered(IN_FLIGHT)
+                    .collect::<Vec<_>>()
+                    .await
+                    .into_iter()
+                    .sum::<Result<usize>>()?
+            } else {
+                // Kept in the outbox by the transaction that settles them: one for the whole batch.
+                let attempts = stream::iter(batch).map(|queued| self.attempt(queued)).buffer_unordered(IN_FLIGHT);
+                self.settle_all(attempts.collect().await).await?
+            };
         }
     }
 
-    /// Sends one mail and records what became of it; whether it went out. Without a mail server the
-    /// mail goes to the outbox in the transaction that settles it, so it is kept exactly once.
-    async fn send(&self, queued: Queued) -> Result<bool> {
-        let mut kept = None;
-        let attempt = match self.compose_and_send(&queued).await {
-            Ok(to_keep) => {
-                kept = to_keep;
-                Attempt::Sent(Timestamp::now())
-            }
+    /// Tries to send one mail; what became of it, and the mail to keep in the outbox without a mail server.
+    async fn attempt(&self, queued: Queued) -> Outcome {
+        match self.compose_and_send(&queued).await {
+            Ok(kept) => Outcome { queued, attempt: Attempt::Sent(Timestamp::now()), kept },
             Err(e) => {
                 let retry = RETRY_AFTER_SECS
                     .get(queued.mail.attempts as usize)
                     .filter(|_| queued.mail.attempts + 1 < MAX_ATTEMPTS);
                 tracing::warn!(mail = %queued.mail.id, invoice = %queued.mail.invoice_id, error = %e, will_retry = retry.is_some(), "invoice mail not sent");
-                Attempt::Failed { why: e.to_string(), retry_at: retry.map(|secs| Timestamp::now().plus_secs(*secs)) }
+                let attempt = Attempt::Failed {
+                    why: e.to_string(),
+                    retry_at: retry.map(|secs| Timestamp::now().plus_secs(*secs)),
+                };
+                Outcome { queued, attempt, kept: None }
             }
-        };
-        let went_out = matches!(attempt, Attempt::Sent(_));
-        let (queued, attempt, kept) = (Arc::new(queued), Arc::new(attempt), Arc::new(kept));
-        let to_keep = Arc::clone(&kept);
-        let was_kept = self
+        }
+    }
+
+    /// Records what became of mails in one transaction; how many went out. Without a mail server each
+    /// mail goes to the outbox in that transaction, so it is kept exactly once.
+    async fn settle_all(&self, outcomes: Vec<Outcome>) -> Result<usize> {
+        let outcomes = Arc::new(outcomes);
+        let settling = Arc::clone(&outcomes);
+        let kept = self
             .store
-            .write(move |tx| match (settle(tx, &queued, &attempt)?, &*to_keep, &*attempt) {
-                (true, Some(mail), Attempt::Sent(at)) => portal_notify::keep_mail(tx, mail, *at).map(|()| true),
-                _ => Ok(false),
+            .write(move |tx| {
+                let mut kept = Vec::new();
+                for (n, Outcome { queued, attempt, kept: to_keep }) in settling.iter().enumerate() {
+                    if let (true, Some(mail), Attempt::Sent(at)) = (settle(tx, queued, attempt)?, to_keep, attempt) {
+                        portal_notify::keep_mail(tx, mail, *at)?;
+                        kept.push(n);
+                    }
+                }
+                Ok::<_, Error>(kept)
             })
             .await?;
-        if let (true, Some(mail)) = (was_kept, &*kept) {
+        for mail in kept.into_iter().filter_map(|n| outcomes.get(n)?.kept.as_ref()) {
             tracing::info!(to = ?mail.to, subject = mail.subject, "no SMTP server configured: mail kept in the outbox");
         }
-        Ok(went_out)
+        Ok(outcomes.iter().filter(|outcome| matches!(outcome.attempt, Attempt::Sent(_))).count())
     }
 
     /// Composes the mail and sends it; without a mail server, gives it back to be kept in the outbox.
