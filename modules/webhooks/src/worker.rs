@@ -40,10 +40,19 @@ pub(crate) struct Worker {
 }
 
 /// A delivery ready to send: its event's body and the endpoint's signing keys as of now.
-struct Ready {
+struct Sendable {
     event: Event,
     endpoint: Endpoint,
     keys: Vec<Vec<u8>>,
+}
+
+/// Whether a picked delivery can be sent.
+enum Ready {
+    Send(Box<Sendable>),
+    /// Removed meanwhile (pruned): nothing to do.
+    Settled,
+    /// It cannot be sent, for the reason given: it ends as failed.
+    Abandon(&'static str),
 }
 
 /// What an attempt came to.
@@ -80,36 +89,50 @@ impl Worker {
         let mut busy: HashMap<EndpointId, usize> = HashMap::new();
         // Sent or being recorded: not to be picked again until its record is written.
         let mut taken: HashSet<DeliveryId> = HashSet::new();
+        // After a failed read or write nothing new is picked, but what is on its way is still recorded
+        // (else it would be sent again next round); the run then ends with the first failure.
+        let mut failure = None;
         loop {
             let free = IN_FLIGHT - sending.len();
-            if free > 0 && recording.len() < RECORDING {
-                let picked = self.store.read_blocking(|tx| pick(tx, Timestamp::now(), &busy, &taken, free))?;
-                for (endpoint, id) in picked {
-                    *busy.entry(endpoint).or_default() += 1;
-                    taken.insert(id);
-                    sending.push(async move { (endpoint, id, self.attempt(id).await) });
+            if failure.is_none() && free > 0 && recording.len() < RECORDING {
+                match self.store.read_blocking(|tx| pick(tx, Timestamp::now(), &busy, &taken, free)) {
+                    Ok(picked) => {
+                        for (endpoint, id) in picked {
+                            *busy.entry(endpoint).or_default() += 1;
+                            taken.insert(id);
+                            sending.push(async move { (endpoint, id, self.attempt(id).await) });
+                        }
+                    }
+                    Err(e) => failure = Some(e),
                 }
             }
             if sending.is_empty() && recording.is_empty() {
-                return Ok(delivered);
+                return failure.map_or(Ok(delivered), Err);
             }
             tokio::select! {
                 Some((endpoint, id, attempted)) = sending.next() => {
                     if let Some(n) = busy.get_mut(&endpoint) {
                         *n = n.saturating_sub(1);
                     }
-                    match attempted? {
-                        Some((attempt, outcome)) => {
+                    match attempted {
+                        Ok(Some((attempt, outcome))) => {
                             recording.push(async move { (id, self.record(id, attempt, outcome).await) });
                         }
-                        None => {
+                        Ok(None) => {
                             taken.remove(&id);
+                        }
+                        Err(e) => {
+                            taken.remove(&id);
+                            failed(&mut failure, id, e);
                         }
                     }
                 }
                 Some((id, recorded)) = recording.next() => {
                     taken.remove(&id);
-                    delivered += usize::from(recorded?);
+                    match recorded {
+                        Ok(went) => delivered += usize::from(went),
+                        Err(e) => failed(&mut failure, id, e),
+                    }
                 }
                 () = tokio::time::sleep(REFILL) => {}
             }
@@ -117,12 +140,16 @@ impl Worker {
     }
 
     /// One attempt of one delivery: the attempt and what it came to, or none when the delivery ended
-    /// without one (its endpoint was removed or disabled).
+    /// without one (its endpoint was removed or disabled, or its event is gone).
     async fn attempt(&self, id: DeliveryId) -> Result<Option<(Attempt, Outcome)>> {
         let now = Timestamp::now();
-        let Some(ready) = self.store.read_blocking(|tx| ready(tx, id, now))? else {
-            self.store.write(move |tx| abandon(tx, id, "the endpoint was removed or disabled")).await?;
-            return Ok(None);
+        let ready = match self.store.read_blocking(|tx| ready(tx, id, now))? {
+            Ready::Send(ready) => ready,
+            Ready::Settled => return Ok(None),
+            Ready::Abandon(why) => {
+                self.store.write(move |tx| abandon(tx, id, why)).await?;
+                return Ok(None);
+            }
         };
         let started = Instant::now();
         let (outcome, status_code, error) = self.send(&ready).await;
@@ -143,7 +170,7 @@ impl Worker {
         Ok(delivered)
     }
 
-    async fn send(&self, ready: &Ready) -> (Outcome, Option<u16>, Option<String>) {
+    async fn send(&self, ready: &Sendable) -> (Outcome, Option<u16>, Option<String>) {
         let failed = |why: String| (Outcome::Failed { retry_after: None }, None, Some(why));
         let url = match target::check_url(&ready.endpoint.url, self.config.allow_http) {
             Ok(url) => url,
@@ -219,16 +246,23 @@ fn pick(
     Ok(out)
 }
 
-/// A pending delivery with what sending it needs; none when its endpoint is gone or disabled.
-fn ready(tx: &impl ReadTx, id: DeliveryId, now: Timestamp) -> Result<Option<Ready>> {
-    let Some(delivery) = DELIVERIES.get(tx, &id.to_key())? else { return Ok(None) };
-    let event =
-        EVENTS.get(tx, &delivery.event_id.to_key())?.ok_or_else(|| Error::internal("a delivery's event is missing"))?;
+/// A pending delivery with what sending it needs.
+fn ready(tx: &impl ReadTx, id: DeliveryId, now: Timestamp) -> Result<Ready> {
+    let Some(delivery) = DELIVERIES.get(tx, &id.to_key())? else { return Ok(Ready::Settled) };
+    let Some(event) = EVENTS.get(tx, &delivery.event_id.to_key())? else {
+        return Ok(Ready::Abandon("the event is no longer kept"));
+    };
     let Some(endpoint) = ENDPOINTS.get(tx, &delivery.endpoint_id.to_key())?.filter(|e| e.enabled) else {
-        return Ok(None);
+        return Ok(Ready::Abandon("the endpoint was removed or disabled"));
     };
     let keys = secrets::signing_keys(tx, endpoint.id, &endpoint.secrets, now)?;
-    Ok(Some(Ready { event, endpoint, keys }))
+    Ok(Ready::Send(Box::new(Sendable { event, endpoint, keys })))
+}
+
+/// Logs a delivery's failed read or write; the run ends with the first.
+fn failed(first: &mut Option<Error>, id: DeliveryId, e: Error) {
+    tracing::warn!(delivery = %id, error = %e, "webhook delivery: the store failed; tried again on a later round");
+    first.get_or_insert(e);
 }
 
 /// Records an attempt and what follows it: done, the next attempt, or the end.
@@ -318,9 +352,17 @@ pub(crate) fn prune(tx: &WriteTx, now: Timestamp, limit: usize) -> Result<usize>
         BY_ENDPOINT.remove(tx, &key(&[&delivery.endpoint_id.to_key(), &delivery.id.to_key()]))?;
         DELIVERIES.remove(tx, &delivery.id.to_key())?;
     }
+    // An event goes with the last of its deliveries: none older than the oldest delivery kept (a limit
+    // may have left some of an event's deliveries for the next prune).
+    let mut oldest_kept = None;
+    DELIVERIES.scan_prefix(tx, &[], |_, d| {
+        oldest_kept = Some(d.created_at);
+        Ok::<_, Error>(false)
+    })?;
+    let events_cutoff = oldest_kept.map_or(cutoff, |kept| kept.min(cutoff));
     let mut events = Vec::new();
     EVENTS.scan_prefix(tx, &[], |k, e| {
-        if e.created_at >= cutoff {
+        if e.created_at >= events_cutoff {
             return Ok::<_, Error>(false);
         }
         events.push(k.to_vec());
@@ -339,56 +381,126 @@ mod tests {
     use super::*;
     use crate::model::{EndpointId, EventKind};
 
-    #[test]
-    fn the_delivery_log_keeps_thirty_days() {
+    /// A store with the webhook tables and `endpoints` endpoints listening to every event.
+    fn store_with_endpoints(endpoints: usize) -> Store {
         let store = Store::in_memory().unwrap();
         store
-            .write_blocking(|tx| {
+            .write_blocking(move |tx| {
                 portal_core::store::install_core(tx)?;
                 crate::WebhooksModule::install(tx)?;
                 let now = Timestamp::now();
-                let endpoint = Endpoint {
-                    id: EndpointId::generate(),
-                    url: "https://hooks.example.com/".into(),
-                    description: String::new(),
-                    events: Vec::new(),
-                    enabled: true,
-                    disabled_reason: None,
-                    secrets: Vec::new(),
-                    created_at: now,
-                    updated_at: now,
-                };
-                ENDPOINTS.insert(tx, &endpoint.id.to_key(), &endpoint)?;
+                for n in 0..endpoints {
+                    let endpoint = Endpoint {
+                        id: EndpointId::generate(),
+                        url: format!("https://hooks{n}.example.com/"),
+                        description: String::new(),
+                        events: Vec::new(),
+                        enabled: true,
+                        disabled_reason: None,
+                        secrets: Vec::new(),
+                        created_at: now,
+                        updated_at: now,
+                    };
+                    ENDPOINTS.insert(tx, &endpoint.id.to_key(), &endpoint)?;
+                }
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        store
+    }
+
+    fn emit_two(store: &Store) {
+        store
+            .write_blocking(|tx| {
                 crate::emit(tx, EventKind::CustomerCreated, serde_json::json!({"id": "c1"}))?;
                 crate::emit(tx, EventKind::CustomerUpdated, serde_json::json!({"id": "c1"}))
             })
             .unwrap();
-        let count = |store: &Store| {
-            store
-                .read_blocking(|tx| {
-                    let (mut deliveries, mut due, mut events) = (0, 0, 0);
-                    DELIVERIES.scan_prefix(tx, &[], |_, _| {
-                        deliveries += 1;
-                        Ok::<_, Error>(true)
-                    })?;
-                    EVENTS.scan_prefix(tx, &[], |_, _| {
-                        events += 1;
-                        Ok::<_, Error>(true)
-                    })?;
-                    DUE.visit_keys(tx, &[], |_| {
-                        due += 1;
-                        Ok::<_, Error>(true)
-                    })?;
-                    Ok::<_, Error>((deliveries, due, events))
-                })
-                .unwrap()
-        };
-        assert_eq!(count(&store), (2, 2, 2));
+    }
+
+    /// Deliveries, due entries, events, and deliveries whose event is gone.
+    fn count(store: &Store) -> (usize, usize, usize, usize) {
+        store
+            .read_blocking(|tx| {
+                let (mut deliveries, mut due, mut events, mut orphans) = (0, 0, 0, 0);
+                DELIVERIES.scan_prefix(tx, &[], |_, d| {
+                    deliveries += 1;
+                    orphans += usize::from(!EVENTS.contains(tx, &d.event_id.to_key())?);
+                    Ok::<_, Error>(true)
+                })?;
+                EVENTS.scan_prefix(tx, &[], |_, _| {
+                    events += 1;
+                    Ok::<_, Error>(true)
+                })?;
+                DUE.visit_keys(tx, &[], |_| {
+                    due += 1;
+                    Ok::<_, Error>(true)
+                })?;
+                Ok::<_, Error>((deliveries, due, events, orphans))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn the_delivery_log_keeps_thirty_days() {
+        let store = store_with_endpoints(1);
+        emit_two(&store);
+        assert_eq!(count(&store), (2, 2, 2, 0));
         let now = Timestamp::now();
         assert_eq!(store.write_blocking(move |tx| prune(tx, now, 100)).unwrap(), 0, "young deliveries stay");
         let later = now.plus_secs(KEEP_DAYS * 86_400 + 1);
         assert_eq!(store.write_blocking(move |tx| prune(tx, later, 1)).unwrap(), 1, "at most the limit");
         assert_eq!(store.write_blocking(move |tx| prune(tx, later, 100)).unwrap(), 1);
-        assert_eq!(count(&store), (0, 0, 0));
+        assert_eq!(count(&store), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn an_event_is_pruned_with_the_last_of_its_deliveries() {
+        // Two endpoints: each event has two deliveries, so a limit of 3 leaves one of the second event's.
+        let store = store_with_endpoints(2);
+        emit_two(&store);
+        assert_eq!(count(&store), (4, 4, 2, 0));
+        let later = Timestamp::now().plus_secs(KEEP_DAYS * 86_400 + 1);
+        assert_eq!(store.write_blocking(move |tx| prune(tx, later, 3)).unwrap(), 3);
+        assert_eq!(count(&store), (1, 1, 1, 0), "the second event stays with its last delivery");
+        assert_eq!(store.write_blocking(move |tx| prune(tx, later, 3)).unwrap(), 1);
+        assert_eq!(count(&store), (0, 0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_delivery_whose_event_is_gone_fails_without_stopping_the_worker() {
+        let store = store_with_endpoints(1);
+        store
+            .write_blocking(|tx| crate::emit(tx, EventKind::CustomerCreated, serde_json::json!({"id": "c1"})))
+            .unwrap();
+        store
+            .write_blocking(|tx| {
+                let mut events = Vec::new();
+                EVENTS.scan_prefix(tx, &[], |k, _| {
+                    events.push(k.to_vec());
+                    Ok::<_, Error>(true)
+                })?;
+                for k in events {
+                    EVENTS.remove(tx, &k)?;
+                }
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        let worker = Worker::new(store.clone(), Arc::new(WebhooksConfig::default())).unwrap();
+        assert_eq!(worker.run().await.unwrap(), 0);
+        let deliveries = store
+            .read_blocking(|tx| {
+                let mut all = Vec::new();
+                DELIVERIES.scan_prefix(tx, &[], |_, d| {
+                    all.push(d);
+                    Ok::<_, Error>(true)
+                })?;
+                Ok::<_, Error>(all)
+            })
+            .unwrap();
+        assert_eq!(deliveries.len(), 1);
+        assert_eq!(deliveries[0].status, DeliveryStatus::Failed);
+        assert_eq!(deliveries[0].attempts.last().and_then(|a| a.error.as_deref()), Some("the event is no longer kept"));
+        assert_eq!(count(&store).1, 0, "no longer due");
     }
 }
