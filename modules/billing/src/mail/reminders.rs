@@ -60,10 +60,19 @@ fn due_day(invoice: &Invoice, schedule: &[i32], last: Option<i32>, now: Timestam
         .max()
 }
 
+/// Whether a reminder of `schedule` may still come for `invoice` after the one for `last`: one later
+/// than it, and after the invoice was issued (an invoice issued long after its due date gets none, and
+/// leaves the schedule instead of being read again on every run).
+fn any_to_come(invoice: &Invoice, schedule: &[i32], last: Option<i32>) -> bool {
+    schedule.iter().any(|day| {
+        last.is_none_or(|last| *day > last)
+            && invoice.due_date.plus_secs(i64::from(*day) * DAY_SECS) > invoice.issue_date
+    })
+}
+
 /// Records the reminders due at `now`; returns how many.
 pub(crate) fn run(tx: &WriteTx, schedule: &[i32], now: Timestamp) -> Result<usize> {
     let Some(first) = schedule.first() else { return Ok(0) };
-    let last_day = schedule.last().copied().unwrap_or(*first);
     // An invoice's first reminder comes `first` days from its due date: none is due for later due dates.
     let horizon = now.plus_secs(-i64::from(*first) * DAY_SECS);
     let mut candidates = Vec::new();
@@ -80,7 +89,7 @@ pub(crate) fn run(tx: &WriteTx, schedule: &[i32], now: Timestamp) -> Result<usiz
             REMINDABLE.remove(tx, &entry)?;
             continue;
         };
-        let last = REMINDED
+        let mut last = REMINDED
             .get(tx, &id.to_key())?
             .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
             .map(i32::from_be_bytes);
@@ -88,10 +97,9 @@ pub(crate) fn run(tx: &WriteTx, schedule: &[i32], now: Timestamp) -> Result<usiz
             super::record(tx, &invoice, MailKind::Reminder, Some(day), now)?;
             REMINDED.put(tx, &id.to_key(), &day.to_be_bytes())?;
             recorded += 1;
-            if day >= last_day {
-                REMINDABLE.remove(tx, &entry)?;
-            }
-        } else if last.is_some_and(|last| last >= last_day) {
+            last = Some(day);
+        }
+        if !any_to_come(&invoice, schedule, last) {
             REMINDABLE.remove(tx, &entry)?;
         }
     }
@@ -216,6 +224,29 @@ mod tests {
 
     fn key_of(due: Timestamp, id: &[u8; 16]) -> Vec<u8> {
         key(&[&due.to_key(), id])
+    }
+
+    #[test]
+    fn an_invoice_no_reminder_can_reach_leaves_the_schedule() {
+        let (store, invoice) = crate::testing::issued_invoice();
+        let entries = || {
+            store
+                .read_blocking(|tx| {
+                    let mut n = 0;
+                    REMINDABLE.visit_keys(tx, &[], |_| {
+                        n += 1;
+                        Ok::<_, portal_core::Error>(true)
+                    })?;
+                    Ok::<_, portal_core::Error>(n)
+                })
+                .unwrap()
+        };
+        assert_eq!(entries(), 1);
+        // Both days fall before the invoice was issued (it is due in 30 days): it never gets a reminder.
+        let schedule = [-40, -35];
+        let issued = invoice.issue_date;
+        assert_eq!(store.write_blocking(move |tx| run(tx, &schedule, issued)).unwrap(), 0);
+        assert_eq!(entries(), 0, "off the schedule, not read again on every run");
     }
 
     #[test]
