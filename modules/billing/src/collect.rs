@@ -290,16 +290,18 @@ fn payment_failed(
     message: &str,
 ) -> Result<()> {
     let Some(invoice) = invoices::get(tx, id)? else { return Ok(()) };
-    let data = serde_json::json!({
-        "invoice_id": id.to_string(),
-        "invoice_number": invoice.number,
-        "customer_id": invoice.customer_id.to_string(),
-        "amount": portal_core::money::to_major(invoice.total_amount, invoice.currency),
-        "currency": invoice.currency.as_str(),
-        "code": code,
-        "decline_code": decline_code,
-        "message": message,
-    });
+    let data = || {
+        serde_json::json!({
+            "invoice_id": id.to_string(),
+            "invoice_number": invoice.number,
+            "customer_id": invoice.customer_id.to_string(),
+            "amount": portal_core::money::to_major(invoice.total_amount, invoice.currency),
+            "currency": invoice.currency.as_str(),
+            "code": code,
+            "decline_code": decline_code,
+            "message": message,
+        })
+    };
     portal_webhooks::emit(tx, portal_webhooks::EventKind::PaymentFailed, data)
 }
 

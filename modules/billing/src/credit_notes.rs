@@ -61,8 +61,8 @@ pub(crate) fn issue(tx: &WriteTx, refund: &Refund, invoice: &Invoice, now: Times
     };
     CREDIT_NOTES.insert(tx, &note.id.to_key(), &note)?;
     CREDIT_NOTES_BY_CUSTOMER.put(tx, &key(&[&note.customer_id.to_key(), &note.id.to_key()]), &[])?;
-    let view = crate::views::CreditNoteView::from(&note);
-    portal_webhooks::emit(tx, portal_webhooks::EventKind::CreditNoteCreated, portal_webhooks::data(&view))?;
+    let view = || portal_webhooks::data(&crate::views::CreditNoteView::from(&note));
+    portal_webhooks::emit(tx, portal_webhooks::EventKind::CreditNoteCreated, view)?;
     Ok(note)
 }
 

@@ -244,7 +244,7 @@ fn announce(tx: &WriteTx, old: Option<&Invoice>, new: &Invoice) -> Result<()> {
         InvoiceStatus::Pending | InvoiceStatus::Draft => None,
     };
     match kind {
-        Some(kind) => portal_webhooks::emit(tx, kind, portal_webhooks::data(&InvoiceView::from(new))),
+        Some(kind) => portal_webhooks::emit(tx, kind, || portal_webhooks::data(&InvoiceView::from(new))),
         None => Ok(()),
     }
 }

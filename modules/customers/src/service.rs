@@ -231,7 +231,7 @@ pub fn create(tx: &WriteTx, change: &CustomerChange, billing: &BillingChange) ->
 
 /// Tells the webhook endpoints listening for `kind`, with the customer as the API shows it.
 fn announce(tx: &WriteTx, kind: EventKind, record: &CustomerRecord) -> Result<()> {
-    portal_webhooks::emit(tx, kind, portal_webhooks::data(&CustomerView::from(record)))
+    portal_webhooks::emit(tx, kind, || portal_webhooks::data(&CustomerView::from(record)))
 }
 
 /// Updates a customer. Customer users may change only the contact fields (name, phone, address,

@@ -253,7 +253,7 @@ fn store(tx: &WriteTx, old: Option<&Proposal>, new: &Proposal) -> Result<()> {
         ProposalStatus::Draft => None,
     };
     if let Some(kind) = event {
-        portal_webhooks::emit(tx, kind, portal_webhooks::data(&crate::api::ProposalView::from(new)))?;
+        portal_webhooks::emit(tx, kind, || portal_webhooks::data(&crate::api::ProposalView::from(new)))?;
     }
     if let Some(old) = old {
         unindex(tx, old)?;

@@ -10,9 +10,9 @@ use portal_core::{Error, Result, Timestamp};
 use crate::model::{Delivery, DeliveryId, DeliveryStatus, Event, EventId, EventKind};
 use crate::tables::{BY_ENDPOINT, DELIVERIES, DUE, ENDPOINTS, EVENTS};
 
-/// Records that `kind` happened, with `data` (the object as the API shows it) as the payload's `data`.
-/// Nothing is written when no endpoint listens for it.
-pub fn emit(tx: &WriteTx, kind: EventKind, data: serde_json::Value) -> Result<()> {
+/// Records that `kind` happened, with `data()` (the object as the API shows it) as the payload's `data`.
+/// Nothing is written, and `data` not called, when no endpoint listens for it.
+pub fn emit(tx: &WriteTx, kind: EventKind, data: impl FnOnce() -> serde_json::Value) -> Result<()> {
     let mut listeners = Vec::new();
     ENDPOINTS.scan_prefix(tx, &[], |_, endpoint| {
         if endpoint.listens_to(kind) {
@@ -24,7 +24,7 @@ pub fn emit(tx: &WriteTx, kind: EventKind, data: serde_json::Value) -> Result<()
         return Ok(());
     }
     let now = Timestamp::now();
-    let payload = serde_json::json!({ "type": kind.name(), "timestamp": now.to_rfc3339(), "data": data });
+    let payload = serde_json::json!({ "type": kind.name(), "timestamp": now.to_rfc3339(), "data": data() });
     let event = Event { id: EventId::generate(), kind, body: payload.to_string().into_bytes(), created_at: now };
     EVENTS.insert(tx, &event.id.to_key(), &event)?;
     for endpoint in listeners {

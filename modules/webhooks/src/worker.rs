@@ -412,8 +412,8 @@ mod tests {
     fn emit_two(store: &Store) {
         store
             .write_blocking(|tx| {
-                crate::emit(tx, EventKind::CustomerCreated, serde_json::json!({"id": "c1"}))?;
-                crate::emit(tx, EventKind::CustomerUpdated, serde_json::json!({"id": "c1"}))
+                crate::emit(tx, EventKind::CustomerCreated, || serde_json::json!({"id": "c1"}))?;
+                crate::emit(tx, EventKind::CustomerUpdated, || serde_json::json!({"id": "c1"}))
             })
             .unwrap();
     }
@@ -471,7 +471,7 @@ mod tests {
     async fn a_delivery_whose_event_is_gone_fails_without_stopping_the_worker() {
         let store = store_with_endpoints(1);
         store
-            .write_blocking(|tx| crate::emit(tx, EventKind::CustomerCreated, serde_json::json!({"id": "c1"})))
+            .write_blocking(|tx| crate::emit(tx, EventKind::CustomerCreated, || serde_json::json!({"id": "c1"})))
             .unwrap();
         store
             .write_blocking(|tx| {
