@@ -240,7 +240,6 @@ async fn an_auth_schema_1_store_moves_its_keys_where_backups_leave_them_out_and_
                 for (k, v) in rows_of(tx, "auth.secrets")? {
                     former.insert(k.as_slice(), v.as_slice())?;
                 }
-                drop(former);
                 assert!(tx.delete_table("auth.secrets")?);
                 portal_core::store::set_schema_version(tx, "auth", 1)
             })

@@ -699,7 +699,7 @@ fn begin(db: &Db, durable: bool) -> Result<WriteTx> {
             let durability = if durable { Durability::Immediate } else { Durability::None };
             tx.set_durability(durability)
                 .map_err(|e| StoreError::new(format!("cannot set the commit durability: {e}")))?;
-            WriteTx(Backend::Redb(tx, Redo::default()))
+            WriteTx(Backend::Redb(crate::open_tables::RedbWrite::begin(tx), Redo::default()))
         }
         // Every PostgreSQL commit is durable (with the server's `synchronous_commit`).
         Engine::Pg(pg) => WriteTx(Backend::Pg(PgWrite::begin(Arc::clone(pg)))),
@@ -724,12 +724,12 @@ fn end(db: &Db, tx: WriteTx, ran: std::result::Result<Vec<Value>, (usize, Failur
         hooks: ON_COMMIT.with(|hooks| hooks.borrow_mut().take()).unwrap_or_default(),
     };
     match (tx.0, ran) {
-        (Backend::Redb(tx, redo), Ok(values)) => match commit_redb(db, tx, &redo, durable) {
+        (Backend::Redb(tx, redo), Ok(values)) => match commit_redb(db, tx.finish(), &redo, durable) {
             Ok(()) => Ran::Committed(values, aftermath),
             Err(e) => Ran::CommitFailed(e),
         },
         (Backend::Redb(tx, _), Err((at, e))) => {
-            let _ = tx.abort();
+            let _ = tx.finish().abort();
             Ran::Failed(at, e)
         }
         (Backend::Pg(tx), Ok(values)) => match tx.commit() {

@@ -459,7 +459,6 @@ impl Index {
         for (k, v) in &entries {
             to.insert(k, v)?;
         }
-        drop(to);
         tx.delete_table(former)?;
         Ok(u64::try_from(entries.len()).unwrap_or(u64::MAX))
     }
@@ -494,7 +493,10 @@ mod tests {
         const A: Index = Index::shared("test.indexes", b"\x01");
         const B: Index = Index::shared("test.indexes", b"\x02");
         let db = redb::Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
-        let tx = WriteTx(crate::write::Backend::Redb(db.begin_write().unwrap(), crate::redo::Redo::default()));
+        let tx = WriteTx(crate::write::Backend::Redb(
+            crate::open_tables::RedbWrite::begin(db.begin_write().unwrap()),
+            crate::redo::Redo::default(),
+        ));
         for k in [[1u8, 1], [1, 2], [2, 1]] {
             A.put(&tx, &k, b"a").unwrap();
         }

@@ -3,9 +3,8 @@
 
 use std::ops::Bound;
 
-use redb::ReadableTable;
-
 use crate::error::{Result, StoreError};
+use crate::open_tables::RedbWrite;
 use crate::pg::PgWrite;
 use crate::redo::Redo;
 use crate::table::{get_in, scan_in, Named, ReadTx};
@@ -16,8 +15,8 @@ pub struct WriteTx(pub(crate) Backend);
 // One transaction per write group, moved, never stored in bulk: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Backend {
-    /// The transaction and its redo record (see [`crate::redo`]).
-    Redb(redb::WriteTransaction, Redo),
+    /// The transaction with the tables it opened, and its redo record (see [`crate::redo`]).
+    Redb(RedbWrite, Redo),
     Pg(PgWrite),
 }
 
@@ -26,7 +25,7 @@ impl WriteTx {
     pub fn create_table(&self, table: Named<'_>) -> Result<()> {
         match &self.0 {
             Backend::Redb(tx, redo) => {
-                drop(tx.open_table(table)?);
+                tx.read(table, |_| Ok::<_, StoreError>(()))?;
                 redo.create(table);
             }
             Backend::Pg(tx) => tx.create_table(table)?,
@@ -39,7 +38,7 @@ impl WriteTx {
         match &self.0 {
             Backend::Redb(tx, redo) => {
                 redo.delete(name);
-                Ok(tx.delete_table(crate::table::raw(name))?)
+                tx.with_all_closed(|tx| Ok(tx.delete_table(crate::table::raw(name))?))
             }
             Backend::Pg(tx) => tx.delete_table(name),
         }
@@ -48,10 +47,10 @@ impl WriteTx {
     /// The names of every table in the store (but the store's own).
     pub fn table_names(&self) -> Result<Vec<String>> {
         match &self.0 {
-            Backend::Redb(tx, _) => {
+            Backend::Redb(tx, _) => tx.with_all_closed(|tx| {
                 use redb::TableHandle;
                 Ok(tx.list_tables()?.map(|t| t.name().to_string()).filter(|name| !crate::redo::is_own(name)).collect())
-            }
+            }),
             Backend::Pg(tx) => Ok(tx.table_names()),
         }
     }
@@ -60,7 +59,10 @@ impl WriteTx {
     pub fn put_raw(&self, table: Named<'_>, key: &[u8], value: &[u8]) -> Result<()> {
         match &self.0 {
             Backend::Redb(tx, redo) => {
-                drop(tx.open_table(table)?.insert(key, value)?);
+                tx.write(table, |t| {
+                    t.insert(key, value)?;
+                    Ok(())
+                })?;
                 redo.put(table, key, value);
             }
             Backend::Pg(tx) => tx.put(table, key, value)?,
@@ -73,7 +75,7 @@ impl WriteTx {
         match &self.0 {
             Backend::Redb(tx, redo) => {
                 redo.remove(table, key);
-                Ok(tx.open_table(table)?.remove(key)?.is_some())
+                tx.write(table, |t| Ok(t.remove(key)?.is_some()))
             }
             Backend::Pg(tx) => tx.remove(table, key),
         }
@@ -83,7 +85,7 @@ impl WriteTx {
     pub fn remove_range_raw(&self, table: Named<'_>, range: (Bound<&[u8]>, Bound<&[u8]>)) -> Result<()> {
         match &self.0 {
             Backend::Redb(tx, redo) => {
-                tx.open_table(table)?.retain_in::<&[u8], _>(range, |_, _| false)?;
+                tx.write(table, |t| Ok(t.retain_in::<&[u8], _>(range, |_, _| false)?))?;
                 redo.remove_range(table, range);
             }
             Backend::Pg(tx) => tx.remove_range(table, range)?,
@@ -91,10 +93,10 @@ impl WriteTx {
         Ok(())
     }
 
-    /// `table` held open for many reads and writes in a row (cheaper than one call each on redb).
+    /// `table` for many reads and writes in a row.
     pub fn table<'a>(&'a self, table: Named<'a>) -> Result<TableMut<'a>> {
         Ok(match &self.0 {
-            Backend::Redb(tx, redo) => TableMut(Open::Redb(tx.open_table(table)?, redo, table)),
+            Backend::Redb(tx, redo) => TableMut(Open::Redb(tx, redo, table)),
             Backend::Pg(tx) => TableMut(Open::Pg(tx, table)),
         })
     }
@@ -108,7 +110,7 @@ impl ReadTx for WriteTx {
         f: impl FnOnce(Option<&[u8]>) -> Result<R, E>,
     ) -> Result<R, E> {
         match &self.0 {
-            Backend::Redb(tx, _) => get_in(Some(&tx.open_table(table).map_err(StoreError::from)?), key, f),
+            Backend::Redb(tx, _) => tx.read(table, |t| get_in(Some(t), key, f)),
             Backend::Pg(tx) => tx.get(table, key, f),
         }
     }
@@ -121,16 +123,14 @@ impl ReadTx for WriteTx {
         visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
     ) -> Result<(), E> {
         match &self.0 {
-            Backend::Redb(tx, _) => {
-                scan_in(Some(&tx.open_table(table).map_err(StoreError::from)?), range, reverse, visit)
-            }
+            Backend::Redb(tx, _) => tx.read(table, |t| scan_in(Some(t), range, reverse, visit)),
             Backend::Pg(tx) => tx.scan(table, range, reverse, visit),
         }
     }
 
     fn count_raw(&self, table: Named<'_>) -> Result<u64> {
         match &self.0 {
-            Backend::Redb(tx, _) => Ok(redb::ReadableTableMetadata::len(&tx.open_table(table)?)?),
+            Backend::Redb(tx, _) => tx.read(table, |t| Ok(redb::ReadableTableMetadata::len(t)?)),
             Backend::Pg(tx) => tx.count(table),
         }
     }
@@ -158,23 +158,28 @@ impl ReadTx for WriteTx {
 pub struct TableMut<'tx>(Open<'tx>);
 
 enum Open<'tx> {
-    Redb(redb::Table<'tx, &'static [u8], &'static [u8]>, &'tx Redo, Named<'tx>),
+    Redb(&'tx RedbWrite, &'tx Redo, Named<'tx>),
     Pg(&'tx PgWrite, Named<'tx>),
 }
 
 impl TableMut<'_> {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match &self.0 {
-            Open::Redb(table, ..) => Ok(table.get(key)?.map(|guard| guard.value().to_vec())),
+            Open::Redb(tx, _, table) => {
+                tx.read(*table, |t| get_in(Some(t), key, |bytes| Ok(bytes.map(<[u8]>::to_vec))))
+            }
             Open::Pg(tx, table) => tx.get(*table, key, |bytes| Ok(bytes.map(<[u8]>::to_vec))),
         }
     }
 
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         match &mut self.0 {
-            Open::Redb(table, redo, name) => {
-                drop(table.insert(key, value)?);
-                redo.put(*name, key, value);
+            Open::Redb(tx, redo, table) => {
+                tx.write(*table, |t| {
+                    t.insert(key, value)?;
+                    Ok(())
+                })?;
+                redo.put(*table, key, value);
             }
             Open::Pg(tx, table) => tx.put(*table, key, value)?,
         }
@@ -183,9 +188,9 @@ impl TableMut<'_> {
 
     pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
         match &mut self.0 {
-            Open::Redb(table, redo, name) => {
-                redo.remove(*name, key);
-                Ok(table.remove(key)?.is_some())
+            Open::Redb(tx, redo, table) => {
+                redo.remove(*table, key);
+                tx.write(*table, |t| Ok(t.remove(key)?.is_some()))
             }
             Open::Pg(tx, table) => tx.remove(*table, key),
         }
