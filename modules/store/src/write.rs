@@ -37,8 +37,9 @@ impl WriteTx {
     pub fn delete_table(&self, name: &str) -> Result<bool> {
         match &self.0 {
             Backend::Redb(tx, redo) => {
+                let existed = tx.with_all_closed(|tx| Ok(tx.delete_table(crate::table::raw(name))?))?;
                 redo.delete(name);
-                tx.with_all_closed(|tx| Ok(tx.delete_table(crate::table::raw(name))?))
+                Ok(existed)
             }
             Backend::Pg(tx) => tx.delete_table(name),
         }
@@ -74,8 +75,9 @@ impl WriteTx {
     pub fn remove_raw(&self, table: Named<'_>, key: &[u8]) -> Result<bool> {
         match &self.0 {
             Backend::Redb(tx, redo) => {
+                let removed = tx.write(table, |t| Ok(t.remove(key)?.is_some()))?;
                 redo.remove(table, key);
-                tx.write(table, |t| Ok(t.remove(key)?.is_some()))
+                Ok(removed)
             }
             Backend::Pg(tx) => tx.remove(table, key),
         }
@@ -189,8 +191,9 @@ impl TableMut<'_> {
     pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
         match &mut self.0 {
             Open::Redb(tx, redo, table) => {
+                let removed = tx.write(*table, |t| Ok(t.remove(key)?.is_some()))?;
                 redo.remove(*table, key);
-                tx.write(*table, |t| Ok(t.remove(key)?.is_some()))
+                Ok(removed)
             }
             Open::Pg(tx, table) => tx.remove(*table, key),
         }
