@@ -95,12 +95,10 @@ impl WriteTx {
         Ok(())
     }
 
-    /// `table` for many reads and writes in a row.
+    /// `table` for many reads and writes in a row (a redb write transaction holds each table open until
+    /// its commit anyway: see `open_tables`).
     pub fn table<'a>(&'a self, table: Named<'a>) -> Result<TableMut<'a>> {
-        Ok(match &self.0 {
-            Backend::Redb(tx, redo) => TableMut(Open::Redb(tx, redo, table)),
-            Backend::Pg(tx) => TableMut(Open::Pg(tx, table)),
-        })
+        Ok(TableMut { tx: self, table })
     }
 }
 
@@ -156,46 +154,22 @@ impl ReadTx for WriteTx {
     }
 }
 
-/// One table of a write transaction, held open (see [`WriteTx::table`]).
-pub struct TableMut<'tx>(Open<'tx>);
-
-enum Open<'tx> {
-    Redb(&'tx RedbWrite, &'tx Redo, Named<'tx>),
-    Pg(&'tx PgWrite, Named<'tx>),
+/// One table of a write transaction, named once for many reads and writes (see [`WriteTx::table`]).
+pub struct TableMut<'tx> {
+    tx: &'tx WriteTx,
+    table: Named<'tx>,
 }
 
 impl TableMut<'_> {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match &self.0 {
-            Open::Redb(tx, _, table) => {
-                tx.read(*table, |t| get_in(Some(t), key, |bytes| Ok(bytes.map(<[u8]>::to_vec))))
-            }
-            Open::Pg(tx, table) => tx.get(*table, key, |bytes| Ok(bytes.map(<[u8]>::to_vec))),
-        }
+        self.tx.get_raw(self.table, key, |bytes| Ok(bytes.map(<[u8]>::to_vec)))
     }
 
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        match &mut self.0 {
-            Open::Redb(tx, redo, table) => {
-                tx.write(*table, |t| {
-                    t.insert(key, value)?;
-                    Ok(())
-                })?;
-                redo.put(*table, key, value);
-            }
-            Open::Pg(tx, table) => tx.put(*table, key, value)?,
-        }
-        Ok(())
+        self.tx.put_raw(self.table, key, value)
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
-        match &mut self.0 {
-            Open::Redb(tx, redo, table) => {
-                let removed = tx.write(*table, |t| Ok(t.remove(key)?.is_some()))?;
-                redo.remove(*table, key);
-                Ok(removed)
-            }
-            Open::Pg(tx, table) => tx.remove(*table, key),
-        }
+        self.tx.remove_raw(self.table, key)
     }
 }
