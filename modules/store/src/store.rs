@@ -517,9 +517,6 @@ fn write_groups(
     answer: Box<dyn Fn(Answers, Aftermath) + Send>,
     journal: Option<JournaledFile>,
 ) {
-    if matches!(db.engine, Engine::Pg(_)) {
-        crate::pg::spin_while_waiting();
-    }
     loop {
         let first = match jobs.recv_timeout(IDLE) {
             Ok(job) => job,

@@ -310,36 +310,6 @@ impl Wake for Woken {
     }
 }
 
-/// How long a thread that spins while waiting checks the socket before it sleeps on it.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(100);
-
-thread_local! {
-    /// Whether this thread checks the socket for a while before sleeping on it (see [`spin_while_waiting`]).
-    static SPINS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Lets this thread (the writer, whose statements run one after another) check for an answer for up to
-/// [`SPIN`] before it sleeps: on a virtual machine, waking a sleeping thread can cost more than a
-/// statement takes, and the writer has nothing else to do meanwhile. Creates on 8 connections, in pairs
-/// of runs on a box where `pgbench -S` took ~150 µs a transaction: +12 %, +13 % and +52 %.
-pub(crate) fn spin_while_waiting() {
-    SPINS.with(|spins| spins.set(true));
-}
-
-/// Waits until the socket is ready: spinning first on a thread that does (see [`spin_while_waiting`]).
-fn wait(readiness: &Readiness) -> std::io::Result<bool> {
-    if SPINS.with(std::cell::Cell::get) {
-        let until = Instant::now() + SPIN;
-        while Instant::now() < until {
-            if readiness.is_ready()? {
-                return Ok(true);
-            }
-            std::hint::spin_loop();
-        }
-    }
-    readiness.wait(None)
-}
-
 /// Polls `call` and the connection in turn until the call ends, sleeping on the socket while neither can
 /// go on. A connection that ends fails the calls waiting on it.
 fn drive<T>(
@@ -373,7 +343,7 @@ fn drive<T>(
         if woken.0.load(Ordering::Acquire) {
             continue;
         }
-        if let Err(e) = wait(readiness) {
+        if let Err(e) = readiness.wait(None) {
             tracing::warn!(error = %e, "cannot wait on a database connection");
             *connection = None;
         }

@@ -23,7 +23,6 @@ mod write;
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError, RwLock};
 
-pub(crate) use conn::spin_while_waiting;
 pub(crate) use read::PgRead;
 pub(crate) use write::PgWrite;
 

@@ -93,11 +93,6 @@ impl Readiness {
         self.poll(write_blocked, deadline)
     }
 
-    /// Whether the socket is ready now (as [`Self::wait`] would find it, without sleeping).
-    pub(crate) fn is_ready(&self) -> io::Result<bool> {
-        self.poll(self.write_blocked.load(Ordering::Acquire), Some(Instant::now()))
-    }
-
     fn poll(&self, write_blocked: bool, deadline: Option<Instant>) -> io::Result<bool> {
         let mut flags = PollFlags::IN;
         if write_blocked {
