@@ -9,7 +9,7 @@ use portal_documents::model::{CreditNoteDocument, InvoiceDocument, InvoiceLine, 
 use portal_documents::{DocumentError, Job, Renderer};
 use portal_organization::model::Logo;
 
-use crate::links::{self, LinkKind};
+use crate::links::{self, Link, LinkKind};
 use crate::model::{CreditNote, Invoice, InvoiceStatus, RefundChannel};
 
 /// What renders a document: its data and logo, under a stable identity, dated by the record.
@@ -63,11 +63,17 @@ pub struct InvoicePrint {
 }
 
 /// The address of the invoice's current pay link, while it works.
-fn pay_link(tx: &impl ReadTx, invoice: &Invoice, public_url: &str, now: Timestamp) -> Result<Option<String>> {
+fn pay_link(
+    tx: &impl ReadTx,
+    invoice: &Invoice,
+    link: Option<Link>,
+    base: &str,
+    now: Timestamp,
+) -> Result<Option<String>> {
     let id = invoice.id.to_key();
-    match links::current(tx, LinkKind::Pay, &id)? {
+    match link {
         Some(link) if link.expires_at > now => {
-            Ok(Some(links::url(public_url, LinkKind::Pay, &links::token(tx, LinkKind::Pay, &id, &link)?)))
+            Ok(Some(links::url(base, LinkKind::Pay, &links::token(tx, LinkKind::Pay, &id, &link)?)))
         }
         _ => Ok(None),
     }
@@ -79,6 +85,24 @@ impl InvoicePrint {
         tx: &impl ReadTx,
         invoice: &Invoice,
         scope: &CustomerScope,
+        now: Timestamp,
+        public_url: Option<&str>,
+    ) -> Result<Self> {
+        let link = match public_url {
+            Some(_) if invoice.status_at(now).is_outstanding() => {
+                links::current(tx, LinkKind::Pay, &invoice.id.to_key())?
+            }
+            _ => None,
+        };
+        Self::read_with_link(tx, invoice, scope, link, now, public_url)
+    }
+
+    /// As [`InvoicePrint::read`], with the invoice's pay link read already (with those of other invoices).
+    pub(crate) fn read_with_link(
+        tx: &impl ReadTx,
+        invoice: &Invoice,
+        scope: &CustomerScope,
+        link: Option<Link>,
         now: Timestamp,
         public_url: Option<&str>,
     ) -> Result<Self> {
@@ -124,7 +148,7 @@ impl InvoicePrint {
             refunds: refunds(invoice, &m),
             amount_due: status.is_outstanding().then(|| m(invoice.total_amount)),
             pay_link: match public_url {
-                Some(base) if status.is_outstanding() => pay_link(tx, invoice, base, now)?,
+                Some(base) if status.is_outstanding() => pay_link(tx, invoice, link, base, now)?,
                 _ => None,
             },
             letterhead,

@@ -31,6 +31,12 @@ pub fn get(tx: &impl ReadTx, id: InvoiceId) -> Result<Option<Invoice>> {
     Ok(INVOICES.get(tx, &id.to_key())?)
 }
 
+/// Many invoices, in the order of `ids` (one read).
+pub fn get_many(tx: &impl ReadTx, ids: &[InvoiceId]) -> Result<Vec<Option<Invoice>>> {
+    let keys: Vec<_> = ids.iter().map(|id| id.to_key()).collect();
+    Ok(INVOICES.get_many(tx, &keys.iter().map(|k| k.as_slice()).collect::<Vec<_>>())?)
+}
+
 /// Visits every invoice (migrations).
 pub(crate) fn scan_all(tx: &impl ReadTx, mut visit: impl FnMut(Invoice)) -> Result<()> {
     INVOICES.scan_prefix(tx, &[], |_, invoice| {

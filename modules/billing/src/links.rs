@@ -91,6 +91,12 @@ pub fn current(tx: &impl ReadTx, kind: LinkKind, id: &[u8; 16]) -> Result<Option
     Ok(LINKS.get(tx, &record_key(kind, id))?)
 }
 
+/// The current links of many records, in their order (one read).
+pub fn current_many(tx: &impl ReadTx, kind: LinkKind, ids: &[[u8; 16]]) -> Result<Vec<Option<Link>>> {
+    let keys: Vec<Vec<u8>> = ids.iter().map(|id| record_key(kind, id)).collect();
+    Ok(LINKS.get_many(tx, &keys.iter().map(Vec::as_slice).collect::<Vec<_>>())?)
+}
+
 /// Issues a new link for a record, valid until `expires_at`; every earlier link of it stops working.
 pub fn issue(tx: &WriteTx, kind: LinkKind, id: &[u8; 16], expires_at: Timestamp) -> Result<Link> {
     let generation = current(tx, kind, id)?.map_or(1, |link| link.generation.wrapping_add(1));

@@ -400,6 +400,18 @@ impl Index {
         tx.get_raw(self.def, &self.stored(key), |bytes| Ok(bytes.is_some()))
     }
 
+    /// Whether each of `keys` is present, in their order (one round trip on PostgreSQL).
+    pub fn contains_many(&self, tx: &impl ReadTx, keys: &[&[u8]]) -> Result<Vec<bool>> {
+        let stored: Vec<Cow<'_, [u8]>> = keys.iter().map(|key| self.stored(key)).collect();
+        let stored: Vec<&[u8]> = stored.iter().map(AsRef::as_ref).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        tx.get_many_raw(self.def, &stored, |_, bytes| {
+            out.push(bytes.is_some());
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(out)
+    }
+
     /// Tells `tx` that `key` will likely be asked for soon (see [`ReadTx::expect`]).
     pub fn expect(&self, tx: &impl ReadTx, key: &[u8]) {
         tx.expect(self.def, &self.stored(key));

@@ -195,13 +195,9 @@ pub(crate) fn due(tx: &impl ReadTx, now: Timestamp, limit: usize) -> Result<Vec<
         }
         Ok::<_, portal_core::Error>(due && keys.len() < limit)
     })?;
-    let mut queued = Vec::with_capacity(keys.len());
-    for queue_key in keys {
-        if let Some(mail) = MAILS.get(tx, key_from(&queue_key, 8))? {
-            queued.push(Queued { queue_key, mail });
-        }
-    }
-    Ok(queued)
+    let record_keys: Vec<&[u8]> = keys.iter().map(|k| key_from(k, 8)).collect();
+    let mails = MAILS.get_many(tx, &record_keys)?;
+    Ok(keys.into_iter().zip(mails).filter_map(|(queue_key, mail)| Some(Queued { queue_key, mail: mail? })).collect())
 }
 
 /// What became of an attempt to send a mail.
@@ -214,28 +210,67 @@ pub(crate) enum Attempt {
     },
 }
 
-/// Takes a mail out of the queue (sent, or given up) or moves its next attempt later; whether it was
-/// still queued (else another run settled it).
-pub(crate) fn settle(tx: &WriteTx, queued: &Queued, attempt: &Attempt) -> Result<bool> {
-    let record_key = key_from(&queued.queue_key, 8);
-    let Some(mut stored) = MAILS.get(tx, record_key)? else { return Ok(false) };
-    if !QUEUE.remove(tx, &queued.queue_key)? {
-        return Ok(false); // settled already
-    }
-    match attempt {
-        Attempt::Sent(at) => {
-            stored.attempts += 1;
-            stored.sent_at = Some(*at);
-        }
-        Attempt::Failed { why, retry_at } => {
-            stored.attempts += 1;
-            stored.last_error = Some(why.clone());
-            match retry_at {
-                Some(at) => QUEUE.put(tx, &queue_key(*at, stored.invoice_id, stored.id), &[])?,
-                None => stored.gave_up = true,
+/// Takes each mail out of the queue (sent, or given up) or moves its next attempt later; for each, whether
+/// it was still queued (else another run settled it). Reads what it checks for all of them at once.
+pub(crate) fn settle(tx: &WriteTx, settling: &[(&Queued, &Attempt)]) -> Result<Vec<bool>> {
+    let record_keys: Vec<&[u8]> = settling.iter().map(|(queued, _)| key_from(&queued.queue_key, 8)).collect();
+    let queue_keys: Vec<&[u8]> = settling.iter().map(|(queued, _)| queued.queue_key.as_slice()).collect();
+    let records = MAILS.get_many(tx, &record_keys)?;
+    let still_queued = QUEUE.contains_many(tx, &queue_keys)?;
+    let mut settled = Vec::with_capacity(settling.len());
+    for (((queued, attempt), stored), queued_now) in settling.iter().zip(records).zip(still_queued) {
+        let Some(mut stored) = stored.filter(|_| queued_now) else {
+            settled.push(false); // settled already
+            continue;
+        };
+        QUEUE.remove(tx, &queued.queue_key)?;
+        stored.attempts += 1;
+        match attempt {
+            Attempt::Sent(at) => stored.sent_at = Some(*at),
+            Attempt::Failed { why, retry_at } => {
+                stored.last_error = Some(why.clone());
+                match retry_at {
+                    Some(at) => QUEUE.put(tx, &queue_key(*at, stored.invoice_id, stored.id), &[])?,
+                    None => stored.gave_up = true,
+                }
             }
         }
+        MAILS.insert(tx, key_from(&queued.queue_key, 8), &stored)?;
+        settled.push(true);
     }
-    MAILS.insert(tx, record_key, &stored)?;
-    Ok(true)
+    Ok(settled)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn a_batch_settles_each_mail_once_and_moves_a_failed_one_later() {
+        let (store, invoice) = crate::testing::issued_invoice();
+        let now = Timestamp::now();
+        store.write_blocking(move |tx| record(tx, &invoice, MailKind::Resent, None, now)).unwrap();
+        let queued = std::sync::Arc::new(store.read_blocking(|tx| due(tx, now, 10)).unwrap());
+        assert_eq!(queued.iter().map(|q| q.mail.kind).collect::<Vec<_>>(), [MailKind::Issued, MailKind::Resent]);
+
+        let batch = std::sync::Arc::clone(&queued);
+        let first = store.write_blocking(move |tx| settle(tx, &[(&batch[0], &Attempt::Sent(now))])).unwrap();
+        let (batch, later) = (std::sync::Arc::clone(&queued), now.plus_secs(60));
+        let second = store
+            .write_blocking(move |tx| {
+                let failed = Attempt::Failed { why: "refused".into(), retry_at: Some(later) };
+                settle(tx, &[(&batch[0], &Attempt::Sent(now)), (&batch[1], &failed)])
+            })
+            .unwrap();
+        assert_eq!((first, second), (vec![true], vec![false, true]));
+
+        let mails = store.read_blocking(|tx| of_invoice(tx, queued[0].mail.invoice_id)).unwrap();
+        let (issued, resent) = (&mails[0], &mails[1]);
+        assert_eq!((issued.attempts, issued.sent_at, issued.last_error.as_deref()), (1, Some(now), None));
+        assert_eq!((resent.attempts, resent.sent_at, resent.last_error.as_deref()), (1, None, Some("refused")));
+        assert!(store.read_blocking(|tx| due(tx, now, 10)).unwrap().is_empty());
+        let again = store.read_blocking(|tx| due(tx, later, 10)).unwrap();
+        assert_eq!(again.iter().map(|q| (q.mail.id, q.mail.attempts)).collect::<Vec<_>>(), [(resent.id, 1)]);
+    }
 }

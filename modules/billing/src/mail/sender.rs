@@ -12,6 +12,8 @@ use portal_notify::{Mail, MailAttachment, Notifier};
 
 use super::{content, due, settle, Attempt, Queued};
 use crate::document::{expect_print, CreditNotePrint, InvoicePrint};
+use crate::links::{self, LinkKind};
+use crate::model::Invoice;
 use crate::{credit_notes, invoices};
 
 /// After this many failed attempts a mail is given up.
@@ -28,6 +30,12 @@ struct Outcome {
     attempt: Attempt,
     /// The mail for the outbox, when no mail server is configured.
     kept: Option<Mail>,
+}
+
+/// What one mail is made from.
+struct Prints {
+    invoice: InvoicePrint,
+    credit_note: Option<CreditNotePrint>,
 }
 
 /// What sending needs, shared by every mail of a run.
@@ -61,7 +69,7 @@ impl Sender {
             sent += if self.notifier.sends_mail() {
                 // Each marked sent as soon as the server took it: a crash sends again only those in flight.
                 let each =
-                    batch.into_iter().map(|queued| async { self.settle_all(vec![self.attempt(queued).await]).await });
+                    batch.into_iter().map(|queued| async { self.settle_all(vec![self.send(queued).await]).await });
                 stream::iter(each)
                     .buffer_unordered(IN_FLIGHT)
                     .collect::<Vec<_>>()
@@ -69,29 +77,76 @@ impl Sender {
                     .into_iter()
                     .sum::<Result<usize>>()?
             } else {
-                // Kept in the outbox by the transaction that settles them: one for the whole batch.
-                let attempts = stream::iter(batch).map(|queued| self.attempt(queued)).buffer_unordered(IN_FLIGHT);
-                self.settle_all(attempts.collect().await).await?
+                // Read in one transaction, and kept in the outbox by the one that settles them.
+                let prints = self.read(&batch)?;
+                let outcomes = batch
+                    .into_iter()
+                    .zip(prints)
+                    .map(|(queued, prints)| {
+                        let kept =
+                            prints.map(|p| Some(content::compose(&queued.mail, &p.invoice.document, Vec::new())));
+                        outcome(queued, kept)
+                    })
+                    .collect();
+                self.settle_all(outcomes).await?
             };
         }
     }
 
-    /// Tries to send one mail; what became of it, and the mail to keep in the outbox without a mail server.
-    async fn attempt(&self, queued: Queued) -> Outcome {
-        match self.compose_and_send(&queued).await {
-            Ok(kept) => Outcome { queued, attempt: Attempt::Sent(Timestamp::now()), kept },
-            Err(e) => {
-                let retry = RETRY_AFTER_SECS
-                    .get(queued.mail.attempts as usize)
-                    .filter(|_| queued.mail.attempts + 1 < MAX_ATTEMPTS);
-                tracing::warn!(mail = %queued.mail.id, invoice = %queued.mail.invoice_id, error = %e, will_retry = retry.is_some(), "invoice mail not sent");
-                let attempt = Attempt::Failed {
-                    why: e.to_string(),
-                    retry_at: retry.map(|secs| Timestamp::now().plus_secs(*secs)),
-                };
-                Outcome { queued, attempt, kept: None }
-            }
+    /// Reads what each mail of `batch` is made from, in one read transaction: the invoices and their pay
+    /// links at once, the letterhead and each customer once. A mail that cannot be made gets its error.
+    fn read(&self, batch: &[Queued]) -> Result<Vec<Result<Prints>>> {
+        let (now, public_url) = (Timestamp::now(), self.public_url.as_deref());
+        self.store.read_blocking(|tx| {
+            let ids: Vec<_> = batch.iter().map(|queued| queued.mail.invoice_id).collect();
+            let invoices = invoices::get_many(tx, &ids)?;
+            let links = match public_url {
+                Some(_) => {
+                    links::current_many(tx, LinkKind::Pay, &ids.iter().map(|id| id.to_key()).collect::<Vec<_>>())?
+                }
+                None => vec![None; ids.len()],
+            };
+            let read = |queued: &Queued, invoice: Option<Invoice>, link| {
+                let invoice = invoice.ok_or_else(|| Error::not_found("invoice"))?;
+                // The customer's check brings what the mail's document reads.
+                expect_print(tx, invoice.customer_id);
+                let scope = portal_customers::system_scope(tx, invoice.customer_id)?;
+                let credit_note =
+                    match queued.mail.credit_note_id.map(|id| credit_notes::get(tx, id)).transpose()?.flatten() {
+                        Some(note) => Some(CreditNotePrint::read(tx, &note, &scope)?),
+                        None => None,
+                    };
+                let invoice = InvoicePrint::read_with_link(tx, &invoice, &scope, link, now, public_url)?;
+                Ok(Prints { invoice, credit_note })
+            };
+            Ok(batch
+                .iter()
+                .zip(invoices)
+                .zip(links)
+                .map(|((queued, invoice), link)| read(queued, invoice, link))
+                .collect())
+        })
+    }
+
+    /// Sends one mail through the mail server, with the invoice's PDF (and the credit note's) as they stand now.
+    async fn send(&self, queued: Queued) -> Outcome {
+        let sent = self.read_and_send(&queued).await;
+        outcome(queued, sent.map(|()| None))
+    }
+
+    async fn read_and_send(&self, queued: &Queued) -> Result<()> {
+        let read = self.read(std::slice::from_ref(queued))?.into_iter().next();
+        let Prints { invoice, credit_note } = read.unwrap_or_else(|| Err(Error::internal("the mail was not read")))?;
+        let invoice = Arc::new(invoice);
+        let (renderer, print) = (Arc::clone(&self.renderer), Arc::clone(&invoice));
+        let mut attachments =
+            vec![pdf_file(&invoice.document.number, render_blocking(move || print.render_pdf(&renderer)).await?)];
+        if let Some(note) = credit_note {
+            let (renderer, number) = (Arc::clone(&self.renderer), note.document.number.clone());
+            attachments.push(pdf_file(&number, render_blocking(move || note.render_pdf(&renderer)).await?));
         }
+        self.notifier.send_mail(&content::compose(&queued.mail, &invoice.document, attachments)).await?;
+        Ok(())
     }
 
     /// Records what became of mails in one transaction; how many went out. Without a mail server each
@@ -102,9 +157,11 @@ impl Sender {
         let kept = self
             .store
             .write(move |tx| {
+                let pairs: Vec<_> = settling.iter().map(|outcome| (&outcome.queued, &outcome.attempt)).collect();
+                let settled = settle(tx, &pairs)?;
                 let mut kept = Vec::new();
-                for (n, Outcome { queued, attempt, kept: to_keep }) in settling.iter().enumerate() {
-                    if let (true, Some(mail), Attempt::Sent(at)) = (settle(tx, queued, attempt)?, to_keep, attempt) {
+                for (n, (outcome, settled)) in settling.iter().zip(settled).enumerate() {
+                    if let (true, Some(mail), Attempt::Sent(at)) = (settled, &outcome.kept, &outcome.attempt) {
                         portal_notify::keep_mail(tx, mail, *at)?;
                         kept.push(n);
                     }
@@ -117,39 +174,21 @@ impl Sender {
         }
         Ok(outcomes.iter().filter(|outcome| matches!(outcome.attempt, Attempt::Sent(_))).count())
     }
+}
 
-    /// Composes the mail and sends it; without a mail server, gives it back to be kept in the outbox.
-    async fn compose_and_send(&self, queued: &Queued) -> Result<Option<Mail>> {
-        let (mail, now, public_url) = (&queued.mail, Timestamp::now(), self.public_url.as_deref());
-        let (print, credit_note) = self.store.read_blocking(|tx| {
-            let invoice = invoices::get(tx, mail.invoice_id)?.ok_or_else(|| Error::not_found("invoice"))?;
-            // The customer's check brings what the mail's document reads.
-            expect_print(tx, invoice.customer_id);
-            let scope = portal_customers::system_scope(tx, invoice.customer_id)?;
-            let note = match mail.credit_note_id.map(|id| credit_notes::get(tx, id)).transpose()?.flatten() {
-                Some(note) => Some(CreditNotePrint::read(tx, &note, &scope)?),
-                None => None,
-            };
-            Ok::<_, Error>((InvoicePrint::read(tx, &invoice, &scope, now, public_url)?, note))
-        })?;
-        let print = Arc::new(print);
-        // The outbox keeps text only: no PDF is made for it.
-        let mut attachments = Vec::new();
-        if self.notifier.sends_mail() {
-            let (renderer, invoice) = (Arc::clone(&self.renderer), Arc::clone(&print));
-            let pdf = render_blocking(move || invoice.render_pdf(&renderer)).await?;
-            attachments.push(pdf_file(&print.document.number, pdf));
-            if let Some(note) = credit_note {
-                let (renderer, number) = (Arc::clone(&self.renderer), note.document.number.clone());
-                attachments.push(pdf_file(&number, render_blocking(move || note.render_pdf(&renderer)).await?));
-            }
+/// What became of an attempt: sent (with the mail to keep in the outbox, without a mail server), or failed
+/// and due again later unless it failed too often.
+fn outcome(queued: Queued, result: Result<Option<Mail>>) -> Outcome {
+    match result {
+        Ok(kept) => Outcome { queued, attempt: Attempt::Sent(Timestamp::now()), kept },
+        Err(e) => {
+            let retry =
+                RETRY_AFTER_SECS.get(queued.mail.attempts as usize).filter(|_| queued.mail.attempts + 1 < MAX_ATTEMPTS);
+            tracing::warn!(mail = %queued.mail.id, invoice = %queued.mail.invoice_id, error = %e, will_retry = retry.is_some(), "invoice mail not sent");
+            let attempt =
+                Attempt::Failed { why: e.to_string(), retry_at: retry.map(|secs| Timestamp::now().plus_secs(*secs)) };
+            Outcome { queued, attempt, kept: None }
         }
-        let message = content::compose(mail, &print.document, attachments);
-        if !self.notifier.sends_mail() {
-            return Ok(Some(message));
-        }
-        self.notifier.send_mail(&message).await?;
-        Ok(None)
     }
 }
 
