@@ -516,18 +516,16 @@ impl Transaction {
         let mut found = std::collections::HashMap::new();
         if !wanted.is_empty() && self.exists(table.name())? {
             let sql = sql::get_many(&self.pg.qualified(table.name())?);
-            let (rows, alone) = self.point_read(&sql, &[&wanted])?;
+            // In the transaction, not alone: a read that fetches several rows at once likely reads on,
+            // and would then check them all in a statement of their own.
+            let rows = self.query(&sql, &[&wanted])?;
             for row in rows {
                 let key: Vec<u8> = row.try_get(0).map_err(StoreError::from)?;
                 let value: Vec<u8> = row.try_get(1).map_err(StoreError::from)?;
                 found.insert(key, value);
             }
             for key in &wanted {
-                let value = found.get(*key).map(Vec::as_slice);
-                self.seen().remember(table.name(), key, value);
-                if alone {
-                    self.read_alone(table.name(), key, value);
-                }
+                self.seen().remember(table.name(), key, found.get(*key).map(Vec::as_slice));
             }
         }
         for (i, (key, known)) in keys.iter().zip(known).enumerate() {
