@@ -135,8 +135,10 @@ pub async fn seed(dir: &Path, database: Option<&(String, String)>, seed: &Seed) 
     // billing address and each user of the two customers, for 10,000 invoices) while the load runs.
     store
         .write(|tx| {
-            let queued = portal_core::table::raw("billing.mail_queue");
-            Ok::<_, portal_core::Error>(tx.remove_range_raw(queued, (Bound::Unbounded, Bound::Unbounded))?)
+            // The queue's entries in billing's shared index table, under their tag.
+            let indexes = portal_core::table::raw("billing.invoice_indexes");
+            let queued = (Bound::Included(&[0x0d_u8][..]), Bound::Excluded(&[0x0e_u8][..]));
+            Ok::<_, portal_core::Error>(tx.remove_range_raw(indexes, queued)?)
         })
         .await
         .expect("mail queue");

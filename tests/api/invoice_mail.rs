@@ -12,7 +12,7 @@ use crate::documents::text_of;
 use crate::helpers::{TestApp, MAIL_WAIT};
 
 /// The invoice's mail records, once every one of them went out.
-async fn sent_mails(app: &TestApp, admin: &str, invoice: &str, count: usize) -> Vec<Value> {
+pub(crate) async fn sent_mails(app: &TestApp, admin: &str, invoice: &str, count: usize) -> Vec<Value> {
     let deadline = std::time::Instant::now() + MAIL_WAIT;
     loop {
         let r = app.call(Method::GET, &format!("/billing/invoices/{invoice}/mails"), admin, None).await;

@@ -22,6 +22,9 @@ const BILLING_SCHEMA_1: [(u8, &str); 8] = [
     (7, "billing.invoice_numbers"),
     (8, "billing.paid_by_month"),
 ];
+/// Schema 3 of billing: the mail queue and the reminder schedule in tables of their own.
+const BILLING_SCHEMA_3: [(u8, &str); 3] =
+    [(0x0d, "billing.mail_queue"), (0x0e, "billing.remindable"), (0x0f, "billing.reminded")];
 /// Schema 1 of core: the audit trail's indexes, each in a table of its own.
 const CORE_SCHEMA_1: [(u8, &str); 3] =
     [(1, "core.audit_by_customer"), (2, "core.audit_by_user"), (3, "core.audit_by_object")];
@@ -45,6 +48,31 @@ fn back_to_schema_1(
             }
             assert!(tx.delete_table(shared)?);
             portal_core::store::set_schema_version(tx, module, 1)
+        })
+        .unwrap();
+}
+
+/// Moves the entries of a stopped store's shared index table under `former`'s tags into their tables of
+/// before and marks the module as schema `version`.
+fn move_out_of_shared(
+    store: &portal_core::Store,
+    module: &'static str,
+    shared: &'static str,
+    former: &'static [(u8, &str)],
+    version: u32,
+) {
+    store
+        .write_blocking(move |tx| {
+            let entries = table_rows(tx, shared)?;
+            let mut from = tx.table(Raw::new(shared))?;
+            for (tag, name) in former {
+                let mut table = tx.table(Raw::new(name))?;
+                for (k, v) in entries.iter().filter(|(k, _)| k[0] == *tag) {
+                    table.insert(&k[1..], v.as_slice())?;
+                    from.remove(k)?;
+                }
+            }
+            portal_core::store::set_schema_version(tx, module, version)
         })
         .unwrap();
 }
@@ -145,7 +173,7 @@ async fn a_schema_1_store_moves_its_indexes_into_the_shared_tables_and_answers_a
     for (_, former) in BILLING_SCHEMA_1.iter().chain(&CORE_SCHEMA_1) {
         assert!(!names.iter().any(|n| n == former), "{former} is still there: {names:?}");
     }
-    for (module, expected) in [("billing", 3), ("core", 3)] {
+    for (module, expected) in [("billing", 4), ("core", 3)] {
         let version = app.store.read_blocking(|tx| portal_core::store::schema_version(tx, module)).unwrap();
         assert_eq!(version, expected, "{module}");
     }
@@ -279,4 +307,61 @@ async fn sessions_opened_before_they_recorded_their_holder_still_say_who_signed_
     // The admin's token still reaches admin operations: the role comes from the user record.
     let r = app.call(Method::GET, "/customers", &admin, None).await;
     assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_schema_3_store_moves_its_mail_queue_and_reminder_schedule_into_the_shared_table() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_token().await;
+    let cid = customer(&app, &admin, "Queue Co", json!({"monthly_fee": 100, "currency": "EUR"})).await;
+    let invoice = current_invoice(&app, &admin, &cid).await;
+    let (id, number) = (invoice["id"].as_str().unwrap().to_string(), invoice["invoice_number"].as_str().unwrap());
+    let subject = format!("{number}:");
+    let kept = |store: &portal_core::Store| {
+        let outbox = portal_notify::outbox(store, 1_000).unwrap();
+        outbox.iter().filter(|m| m.subject.as_deref().is_some_and(|s| s.contains(&subject))).count()
+    };
+    let mail = crate::invoice_mail::sent_mails(&app, &admin, &id, 1).await.remove(0);
+    assert_eq!(kept(&app.store), 1);
+    let invoice_key = *uuid::Uuid::parse_str(&id).unwrap().as_bytes();
+    let mail_key = *uuid::Uuid::parse_str(mail["id"].as_str().unwrap()).unwrap().as_bytes();
+    let on_schedule = |store: &portal_core::Store, table: &str, tag: &[u8]| {
+        let rows = store.read_blocking(|tx| table_rows(tx, table)).unwrap();
+        rows.iter().any(|(k, _)| k.starts_with(tag) && k.ends_with(&invoice_key))
+    };
+    assert!(on_schedule(&app.store, "billing.invoice_indexes", &[0x0e]));
+
+    let dir = app.stop().await;
+    {
+        let store = crate::helpers::open_store(dir.path());
+        move_out_of_shared(&store, "billing", "billing.invoice_indexes", &BILLING_SCHEMA_3, 3);
+        assert!(on_schedule(&store, "billing.remindable", &[]));
+        assert!(!on_schedule(&store, "billing.invoice_indexes", &[0x0e]));
+        // The issue mail queued again, as a mail not yet sent when the store stopped.
+        store
+            .write_blocking(move |tx| {
+                let queued = [portal_core::Timestamp::now().to_key().as_slice(), &invoice_key, &mail_key].concat();
+                tx.table(Raw::new("billing.mail_queue"))?.insert(queued.as_slice(), [].as_slice())?;
+                Ok::<_, portal_core::Error>(())
+            })
+            .unwrap();
+    }
+
+    let app = TestApp::spawn_in(dir).await;
+    let version = app.store.read_blocking(|tx| portal_core::store::schema_version(tx, "billing")).unwrap();
+    assert_eq!(version, 4);
+    let names = table_names(&app.store);
+    for (_, former) in &BILLING_SCHEMA_3 {
+        assert!(!names.iter().any(|n| n == former), "{former} is still there: {names:?}");
+    }
+    assert!(on_schedule(&app.store, "billing.invoice_indexes", &[0x0e]));
+    // The queued mail moved with the queue: the worker sends it (to the outbox) once more.
+    let deadline = std::time::Instant::now() + crate::helpers::MAIL_WAIT;
+    while kept(&app.store) < 2 {
+        assert!(std::time::Instant::now() < deadline, "the queued mail was not sent");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let admin = app.admin_token().await;
+    let mails = app.call(Method::GET, &format!("/billing/invoices/{id}/mails"), &admin, None).await.json();
+    assert_eq!(mails[0]["attempts"], 2, "{mails}");
 }

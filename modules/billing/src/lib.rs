@@ -43,8 +43,9 @@ pub use payments_api::PaymentsApi;
 use portal_stripe::StripeConfig;
 pub use recurring::run_recurring;
 
-/// 2: the invoice indexes share one table.
-const SCHEMA_VERSION: u32 = 3;
+/// 2: the invoice indexes share one table; 3: invoice mail (outstanding invoices get pay links and
+/// reminders); 4: the mail queue and the reminder schedule share the indexes' table.
+const SCHEMA_VERSION: u32 = 4;
 
 pub struct BillingModule;
 
@@ -78,6 +79,10 @@ impl Module for BillingModule {
             }
             2 => {
                 mail::adopt_outstanding(tx, Timestamp::now())?;
+                store::set_schema_version(tx, Self::NAME, SCHEMA_VERSION)
+            }
+            3 => {
+                tables::share_mail_indexes(tx)?;
                 store::set_schema_version(tx, Self::NAME, SCHEMA_VERSION)
             }
             SCHEMA_VERSION => Ok(()),

@@ -39,6 +39,13 @@ pub(crate) const PENDING_REFUNDS: Index = Index::shared(INDEXES, b"\x0b");
 /// `events` → the `created` time (Unix seconds, i64) of the newest Stripe event reconciliation applied
 pub(crate) const STRIPE_SYNC: Index = Index::shared(INDEXES, b"\x0c");
 
+/// next attempt (timestamp key) ‖ invoice id ‖ mail id: the invoice mails still to send
+pub(crate) const MAIL_QUEUE: Index = Index::shared(INDEXES, b"\x0d");
+/// due date (timestamp key) ‖ invoice id: outstanding invoices with reminders still to come
+pub(crate) const REMINDABLE: Index = Index::shared(INDEXES, b"\x0e");
+/// invoice id → the day (i32, from the due date) of the last reminder recorded
+pub(crate) const REMINDED: Index = Index::shared(INDEXES, b"\x0f");
+
 /// refund id → refund
 pub(crate) const REFUNDS: Table<Refund> = Table::new("billing.refunds");
 /// credit note id → credit note
@@ -69,13 +76,27 @@ const FORMER_TABLES: [(&Index, &str); 8] = [
     (&PAID_BY_MONTH, "billing.paid_by_month"),
 ];
 
+/// Schema 3 kept the invoice mail queue and the reminder schedule in tables of their own.
+const FORMER_MAIL_TABLES: [(&Index, &str); 3] =
+    [(&MAIL_QUEUE, "billing.mail_queue"), (&REMINDABLE, "billing.remindable"), (&REMINDED, "billing.reminded")];
+
 /// Schema 1 → 2: the invoice indexes move into their shared table.
 pub(crate) fn share_invoice_indexes(tx: &WriteTx) -> Result<()> {
+    share(tx, &FORMER_TABLES, 2)
+}
+
+/// Schema 3 → 4: the mail queue and the reminder schedule, written with every new invoice, move into the
+/// shared table too.
+pub(crate) fn share_mail_indexes(tx: &WriteTx) -> Result<()> {
+    share(tx, &FORMER_MAIL_TABLES, 4)
+}
+
+fn share(tx: &WriteTx, former_tables: &[(&Index, &'static str)], schema: u32) -> Result<()> {
     let mut moved = 0;
-    for (index, former) in FORMER_TABLES {
+    for (index, former) in former_tables {
         moved += index.take_over(tx, former)?;
     }
-    tracing::info!(moved, "billing schema 2: invoice index entries moved into {INDEXES}");
+    tracing::info!(moved, "billing schema {schema}: index entries moved into {INDEXES}");
     Ok(())
 }
 
@@ -96,6 +117,9 @@ pub(crate) fn create_all(tx: &WriteTx) -> Result<()> {
         &PERIODS,
         &NUMBERS,
         &PAID_BY_MONTH,
+        &MAIL_QUEUE,
+        &REMINDABLE,
+        &REMINDED,
         &STRIPE_EVENTS,
         &BY_PAYMENT_INTENT,
     ] {

@@ -11,7 +11,7 @@ use poem_openapi::Enum;
 use portal_core::ids::CustomerId;
 use portal_core::table::{key, key_from};
 use portal_core::WriteTx;
-use portal_core::{Index, ReadTx, Record, Result, Table, Timestamp};
+use portal_core::{ReadTx, Record, Result, Table, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{CreditNoteId, Invoice, InvoiceId, InvoiceStatus};
@@ -57,13 +57,10 @@ impl Record for InvoiceMail {}
 
 /// invoice id ‖ mail id → the mail
 const MAILS: Table<InvoiceMail> = Table::new("billing.invoice_mails");
-/// next attempt (timestamp key) ‖ invoice id ‖ mail id: the mails still to send
-const QUEUE: Index = Index::new("billing.mail_queue");
+use crate::tables::MAIL_QUEUE as QUEUE;
 
 pub(crate) fn install(tx: &WriteTx) -> Result<()> {
-    MAILS.create(tx)?;
-    QUEUE.create(tx)?;
-    reminders::install(tx)
+    Ok(MAILS.create(tx)?)
 }
 
 /// Records the mails a change of an invoice calls for, in the change's transaction: the issue mail for a

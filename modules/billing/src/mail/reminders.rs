@@ -6,24 +6,15 @@ use std::time::Duration;
 
 use portal_core::table::{key, key_from};
 use portal_core::WriteTx;
-use portal_core::{Index, Job, Result, Timestamp};
+use portal_core::{Job, Result, Timestamp};
 
 use super::MailKind;
 use crate::config::BillingConfig;
 use crate::invoices;
 use crate::model::{Invoice, InvoiceId};
-
-/// due date (timestamp key) ‖ invoice id: outstanding invoices with reminders still to come
-const REMINDABLE: Index = Index::new("billing.remindable");
-/// invoice id → the day (i32, from the due date) of the last reminder recorded
-const REMINDED: Index = Index::new("billing.reminded");
+use crate::tables::{REMINDABLE, REMINDED};
 
 const DAY_SECS: i64 = 86_400;
-
-pub(crate) fn install(tx: &WriteTx) -> Result<()> {
-    REMINDABLE.create(tx)?;
-    Ok(REMINDED.create(tx)?)
-}
 
 /// Keeps an invoice on the reminder schedule while it is outstanding (the job takes it off after its last
 /// reminder), and takes it off when it is not.
