@@ -77,7 +77,8 @@ impl Sender {
                     .into_iter()
                     .sum::<Result<usize>>()?
             } else {
-                // Read in one transaction, and kept in the outbox by the one that settles them.
+                // Read in one transaction, and kept in the outbox (text only: no PDF is made for it) by the
+                // transaction that settles them.
                 let prints = self.read(&batch)?;
                 let outcomes = batch
                     .into_iter()
