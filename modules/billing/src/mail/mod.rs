@@ -15,6 +15,7 @@ use portal_core::{ReadTx, Record, Result, Table, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{CreditNoteId, Invoice, InvoiceId, InvoiceStatus};
+use crate::tables::MAIL_QUEUE as QUEUE;
 
 portal_core::id_type!(
     /// A mail about an invoice; also its Message-ID (before the sender's domain).
@@ -57,7 +58,6 @@ impl Record for InvoiceMail {}
 
 /// invoice id ‖ mail id → the mail
 const MAILS: Table<InvoiceMail> = Table::new("billing.invoice_mails");
-use crate::tables::MAIL_QUEUE as QUEUE;
 
 pub(crate) fn install(tx: &WriteTx) -> Result<()> {
     Ok(MAILS.create(tx)?)
