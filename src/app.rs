@@ -33,6 +33,7 @@ use portal_webhooks::WebhooksModule;
 
 use crate::backup::BackupApi;
 use crate::health::HealthApi;
+use crate::operations::{self, Described};
 use crate::{docs, middleware, server};
 
 /// Declares the feature modules once, in start-up order, and derives from that one list everything the app
@@ -118,39 +119,35 @@ fn jobs(ctx: &Context) -> Vec<Job> {
 /// How long in-flight requests may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
-pub fn openapi_service(ctx: &Context) -> Result<OpenApiService<Apis, ()>> {
-    Ok(OpenApiService::new(apis(ctx)?, "Portal", crate::VERSION).description(
+/// poem-openapi's service for the API's description: the OpenAPI document and Swagger UI.
+pub fn openapi_service() -> OpenApiService<Described<Apis>, ()> {
+    OpenApiService::new(Described::default(), "Portal", crate::VERSION).description(
         "Customer analytics and billing portal: customers, proposals with milestone billing, invoices \
          paid through Stripe, and app analytics. Errors always use the envelope \
          `{\"error\":{\"code\",\"message\",\"details\"}}`.",
-    ))
+    )
 }
 
 /// The OpenAPI document as served at `/openapi.json` and committed as `openapi/openapi.json`.
-pub fn openapi_document() -> Result<String> {
-    let store = Store::in_memory()?;
-    install(&store)?;
-    let ctx = context(Config::for_data_dir(".".into()), store)?;
-    Ok(openapi_service(&ctx)?.spec() + "\n")
+pub fn openapi_document() -> String {
+    openapi_service().spec() + "\n"
 }
 
 /// The whole HTTP app for `ctx`.
 pub fn endpoint(ctx: &Context) -> Result<impl Endpoint<Output = Response>> {
-    let api = openapi_service(ctx)?;
-    let spec = api.spec() + "\n";
-    let swagger = api.swagger_ui_html();
+    let description = openapi_service();
     let gate =
         Arc::new(middleware::Gate { authenticator: portal_auth::service(ctx)?, limiter: rate_limit::shared(ctx) });
     let site = Site {
-        api: api.into_endpoint(),
-        spec: docs::spec_endpoint(spec),
-        docs: docs::swagger_endpoint(swagger),
+        api: operations::routes(apis(ctx)?),
+        spec: docs::spec_endpoint(description.spec() + "\n"),
+        docs: docs::swagger_endpoint(description.swagger_ui_html()),
         pages: portal_pages::pages(ctx)?,
     };
     let routes = Arc::new(site.around(move |ep, req| middleware::admit(ep, req, Arc::clone(&gate))));
-    let routes = CookieJarForSignIn { with_jar: CookieJarManager::new().transform(Arc::clone(&routes)), routes }
-        // Boxed: the request's own layer then holds a pointer to this future instead of the future itself.
-        .boxed();
+    // Not boxed: hyper already keeps each request's future in a box of the connection's, and a box of
+    // its own here cost every request two copies of this future.
+    let routes = CookieJarForSignIn { with_jar: CookieJarManager::new().transform(Arc::clone(&routes)), routes };
     let body_deadline = Duration::from_secs(ctx.config.connections.request_timeout_seconds);
     Ok(with_middleware(routes, ctx.config.served_over_tls(), body_deadline))
 }
@@ -177,7 +174,8 @@ impl<A: Endpoint, S: Endpoint, D: Endpoint> Endpoint for Site<A, S, D> {
         let document = match req.uri().path() {
             "/openapi.json" => Document::Spec,
             "/docs" => Document::Docs,
-            path if portal_pages::serves(path) => return self.pages.call(req).await,
+            // Boxed: the pages' futures are large, and every API request would carry room for them.
+            path if portal_pages::serves(path) => return Box::pin(self.pages.call(req)).await,
             _ => return self.api.call(req).await.map(IntoResponse::into_response),
         };
         if !matches!(*req.method(), Method::GET | Method::HEAD) {

@@ -11,6 +11,7 @@ pub mod health;
 pub mod log_writer;
 pub mod logging;
 pub mod middleware;
+mod operations;
 pub mod server;
 
 pub use app::App;

@@ -58,7 +58,6 @@ where
 {
     fn format_event(&self, _: &FmtContext<'_, S, N>, mut out: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let meta = event.metadata();
-        let request_id = REQUEST_ID.try_with(|id| id.clone()).ok();
         if self.json {
             out.write_str("{\"timestamp\":\"")?;
             write_timestamp(&mut out)?;
@@ -69,24 +68,35 @@ where
             event.record(&mut fields);
             fields.result?;
             out.write_char('}')?;
-            if let Some(id) = request_id {
-                out.write_str(",\"request_id\":")?;
-                write_json_str(&mut out, &id)?;
-            }
+            // Outside a request there is no id: nothing to write.
+            REQUEST_ID
+                .try_with(|id| out.write_str(",\"request_id\":").and_then(|()| write_json_str(&mut out, id)))
+                .unwrap_or(Ok(()))?;
             out.write_str("}\n")
         } else {
             write_timestamp(&mut out)?;
-            write!(out, " {:>5} {}: ", meta.level(), meta.target())?;
+            out.write_str(padded(meta.level()))?;
+            out.write_str(meta.target())?;
+            out.write_str(": ")?;
             let mut fields = TextFields { out: &mut out, message: true, result: Ok(()) };
             event.record(&mut fields);
             fields.message = false;
             event.record(&mut fields);
             fields.result?;
-            if let Some(id) = request_id {
-                write!(out, " request_id={id}")?;
-            }
+            REQUEST_ID.try_with(|id| write!(out, " request_id={id}")).unwrap_or(Ok(()))?;
             out.write_char('\n')
         }
+    }
+}
+
+/// The level right-aligned in five columns, between spaces (`{:>5}` formats it slower).
+fn padded(level: &tracing::Level) -> &'static str {
+    match *level {
+        tracing::Level::ERROR => " ERROR ",
+        tracing::Level::WARN => "  WARN ",
+        tracing::Level::INFO => "  INFO ",
+        tracing::Level::DEBUG => " DEBUG ",
+        tracing::Level::TRACE => " TRACE ",
     }
 }
 
@@ -116,27 +126,53 @@ struct TextFields<'a, 'w> {
 }
 
 impl TextFields<'_, '_> {
-    fn field(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+    fn field(&mut self, field: &Field, write_value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_err() || (field.name() == "message") != self.message {
             return;
         }
-        self.result =
-            if self.message { self.out.write_fmt(value) } else { write!(self.out, " {}={value}", field.name()) };
+        self.result = if self.message {
+            write_value(self.out)
+        } else {
+            self.out
+                .write_char(' ')
+                .and_then(|()| self.out.write_str(field.name()))
+                .and_then(|()| self.out.write_char('='))
+                .and_then(|()| write_value(self.out))
+        };
     }
+}
+
+/// Whether a text value can stand unquoted: not empty, no space, quote, `=` or control character.
+fn plain(value: &str) -> bool {
+    let clean_byte = |b: u8| b > b' ' && b != b'"' && b != b'=' && b != 0x7f;
+    let clean_char = |c: char| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=';
+    !value.is_empty() && if value.is_ascii() { value.bytes().all(clean_byte) } else { value.chars().all(clean_char) }
 }
 
 impl Visit for TextFields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        let plain = !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == '"' || c == '=');
-        if plain || field.name() == "message" {
-            self.field(field, format_args!("{value}"));
+        if field.name() == "message" || plain(value) {
+            self.field(field, |out| out.write_str(value));
         } else {
-            self.field(field, format_args!("{value:?}"));
+            self.field(field, |out| write!(out, "{value:?}"));
         }
     }
 
+    // Numbers written directly: tracing's default passes them through `Debug` as `dyn` values.
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.field(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.field(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.field(field, |out| write!(out, "{value:?}"));
+    }
+
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.field(field, format_args!("{value:?}"));
+        self.field(field, |out| write!(out, "{value:?}"));
     }
 }
 
@@ -262,12 +298,18 @@ mod tests {
         })
         .await;
         tracing::warn!(error = "quote \" and\nnewline", "outside a request");
+        tracing::warn!(user_agent = "bell\u{7}", name = "Zoë", "control characters are escaped");
     }
 
     #[tokio::test]
     async fn text_lines_carry_the_request_id_inside_a_request_only() {
         let lines = lines(false, request_and_after()).await;
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 3);
+        assert!(
+            lines[2].ends_with(": control characters are escaped user_agent=\"bell\\u{7}\" name=Zoë"),
+            "{}",
+            lines[2]
+        );
         let (stamp, rest) = lines[0].split_once(' ').unwrap();
         assert!(DateTime::parse_from_rfc3339(stamp).is_ok(), "{stamp}");
         assert_eq!(

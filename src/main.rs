@@ -194,7 +194,10 @@ fn main() -> ExitCode {
             },
             Err(e) => Err(format!("cannot start the log writer: {e}")),
         },
-        Command::Openapi => portal::app::openapi_document().map(|doc| print!("{doc}")).map_err(|e| e.to_string()),
+        Command::Openapi => {
+            print!("{}", portal::app::openapi_document());
+            Ok(())
+        }
         Command::Backup(args) => backup_command::run_backup(args).map_err(|e| e.0),
         Command::Restore(args) => backup_command::run_restore(args).map_err(|e| e.0),
         Command::MigrateStore(args) => migrate_command::run(args).map_err(|e| e.0),

@@ -57,7 +57,8 @@ pub async fn handle<E: Endpoint>(
             Err(e) => e.as_response_envelope(),
         };
         add_security_headers(&mut resp, tls);
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // Whole microseconds: `0.132`, not the float's seventeen digits.
+        let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
         tracing::info!(
             target: "portal::access",
             method = method.as_str(),

@@ -67,6 +67,22 @@ async fn every_unknown_route_answers_in_the_envelope_with_rate_limits_on() {
 }
 
 #[tokio::test]
+async fn head_of_an_operation_answers_as_its_get_without_a_body() {
+    let app = TestApp::spawn().await;
+    let get = app.get("/health").await;
+    assert_eq!(get.json()["status"], "ok");
+    let head = app.send(app.request(Method::HEAD, "/health")).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.text, "");
+    assert_eq!(head.header("content-type"), get.header("content-type"));
+    assert_eq!(head.header("x-content-type-options"), Some("nosniff"));
+    // A HEAD where only POST is routed is refused like any other method (the envelope is a body: not sent).
+    let refused = app.send(app.request(Method::HEAD, "/auth/login")).await;
+    assert_eq!((refused.status.as_u16(), refused.text.as_str()), (405, ""));
+    assert_eq!(refused.header("content-type"), Some("application/json; charset=utf-8"));
+}
+
+#[tokio::test]
 async fn two_mib_body_is_413_envelope_with_or_without_content_length() {
     let app = TestApp::spawn().await;
     let big = vec![b' '; 2 * 1024 * 1024];

@@ -31,36 +31,55 @@ const CURRENCIES: &[(&str, u8)] = &[
     ("XOF", 0), ("XPF", 0), ("YER", 2), ("ZAR", 2), ("ZMW", 2), ("ZWG", 2),
 ];
 
-/// An ISO 4217 currency code (upper case).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Currency([u8; 3]);
+/// An ISO 4217 currency code (upper case), with its exponent looked up once, when the code is parsed:
+/// every amount printed needs it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct Currency {
+    code: [u8; 3],
+    exponent: u8,
+}
 
 impl Currency {
-    pub const USD: Currency = Currency(*b"USD");
+    pub const USD: Currency = Currency { code: *b"USD", exponent: 2 };
 
     /// Accepts an active ISO 4217 code in upper case.
     pub fn parse(code: &str) -> Result<Self, String> {
-        if CURRENCIES.binary_search_by(|(c, _)| (*c).cmp(code)).is_ok() {
-            let bytes = <[u8; 3]>::try_from(code.as_bytes()).map_err(|_| format!("`{code}` is not three letters"))?;
-            Ok(Self(bytes))
-        } else {
-            Err(format!("`{code}` is not an ISO 4217 currency code (upper case, e.g. USD)"))
+        let known = CURRENCIES.binary_search_by(|(c, _)| (*c).cmp(code)).ok().and_then(|i| CURRENCIES.get(i));
+        match known {
+            Some((_, exponent)) => {
+                let bytes =
+                    <[u8; 3]>::try_from(code.as_bytes()).map_err(|_| format!("`{code}` is not three letters"))?;
+                Ok(Self { code: bytes, exponent: *exponent })
+            }
+            None => Err(format!("`{code}` is not an ISO 4217 currency code (upper case, e.g. USD)")),
         }
     }
 
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or("USD")
+        std::str::from_utf8(&self.code).unwrap_or("USD")
     }
 
     /// Digits after the decimal point (USD 2, JPY 0, KWD 3).
     pub fn exponent(&self) -> u32 {
-        // Bytes, not `as_str`: this runs for every amount printed, and the UTF-8 check is not free.
-        CURRENCIES
-            .binary_search_by(|(c, _)| c.as_bytes().cmp(&self.0))
-            .ok()
-            .and_then(|i| CURRENCIES.get(i))
-            .map_or(2, |(_, decimals)| u32::from(*decimals))
+        u32::from(self.exponent)
+    }
+}
+
+/// Reads the code without a `String` of its own where the format lends it (stored records do).
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Code;
+        impl serde::de::Visitor<'_> for Code {
+            type Value = Currency;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an ISO 4217 currency code")
+            }
+            fn visit_str<E: serde::de::Error>(self, code: &str) -> Result<Currency, E> {
+                Currency::parse(code).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Code)
     }
 }
 
@@ -79,13 +98,6 @@ impl fmt::Display for Currency {
 impl fmt::Debug for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl TryFrom<String> for Currency {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        Self::parse(&s)
     }
 }
 

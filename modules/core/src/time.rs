@@ -52,9 +52,43 @@ impl Timestamp {
         Self(self.0.saturating_add(secs.saturating_mul(1_000_000)))
     }
 
-    /// RFC 3339, UTC, `Z` suffix; fractional seconds only when present.
+    /// RFC 3339, UTC, `Z` suffix; fractional seconds only when present (milliseconds when they say it all).
     pub fn to_rfc3339(self) -> String {
-        self.datetime().to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        self.rfc3339().as_str().to_owned()
+    }
+
+    /// [`Timestamp::to_rfc3339`] without allocating: every timestamp of every view is printed this way.
+    pub fn rfc3339(self) -> Rfc3339 {
+        let (secs, micros) = (self.0.div_euclid(1_000_000), self.0.rem_euclid(1_000_000));
+        let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (year, month, day) = civil_from_days(days);
+        if !(0..=9999).contains(&year) {
+            // Beyond four-digit years RFC 3339 has no form; print what chrono prints.
+            let text = self.datetime().to_rfc3339_opts(SecondsFormat::AutoSi, true);
+            return Rfc3339::from_text(&text);
+        }
+        let mut out = Rfc3339 { bytes: [0; RFC3339_MAX], len: 0 };
+        out.digits(year, 4);
+        out.push(b'-');
+        out.digits(month, 2);
+        out.push(b'-');
+        out.digits(day, 2);
+        out.push(b'T');
+        out.digits(day_secs / 3600, 2);
+        out.push(b':');
+        out.digits(day_secs / 60 % 60, 2);
+        out.push(b':');
+        out.digits(day_secs % 60, 2);
+        if micros != 0 {
+            out.push(b'.');
+            if micros % 1000 == 0 {
+                out.digits(micros / 1000, 3);
+            } else {
+                out.digits(micros, 6);
+            }
+        }
+        out.push(b'Z');
+        out
     }
 
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -62,6 +96,56 @@ impl Timestamp {
             .map(|dt| Self::from_datetime(dt.with_timezone(&Utc)))
             .map_err(|_| "must be an RFC 3339 date-time, e.g. 2026-11-24T21:15:44Z".to_string())
     }
+}
+
+/// The longest text [`Timestamp::rfc3339`] prints (chrono's, for years past 9999, included).
+const RFC3339_MAX: usize = 40;
+
+/// A timestamp's RFC 3339 text, on the stack.
+pub struct Rfc3339 {
+    bytes: [u8; RFC3339_MAX],
+    len: usize,
+}
+
+impl Rfc3339 {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(self.bytes.get(..self.len).unwrap_or_default()).unwrap_or_default()
+    }
+
+    fn from_text(text: &str) -> Self {
+        let mut out = Self { bytes: [0; RFC3339_MAX], len: 0 };
+        text.bytes().for_each(|b| out.push(b));
+        out
+    }
+
+    fn push(&mut self, byte: u8) {
+        if let Some(slot) = self.bytes.get_mut(self.len) {
+            *slot = byte;
+            self.len += 1;
+        }
+    }
+
+    /// `value` in exactly `width` decimal digits (zero-padded).
+    fn digits(&mut self, value: i64, width: u32) {
+        for place in (0..width).rev() {
+            self.push(b'0' + (value / 10_i64.pow(place) % 10) as u8);
+        }
+    }
+}
+
+/// Year, month and day of the `days`-th day after 1970-01-01 in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 impl Type for Timestamp {
@@ -110,7 +194,7 @@ impl ToJSON for Timestamp {
 /// `#[serde(serialize_with = "rfc3339")]`: a timestamp in a JSON view, printed as at the JSON edge
 /// (the plain `Serialize` of `Timestamp` is the stored microseconds).
 pub fn rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339())
+    s.serialize_str(t.rfc3339().as_str())
 }
 
 /// [`rfc3339`] for an optional timestamp (views skip it when absent).
@@ -118,6 +202,79 @@ pub fn rfc3339_opt<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<
     match t {
         Some(t) => rfc3339(t, s),
         None => s.serialize_none(),
+    }
+}
+
+/// `#[serde(with = "portal_core::time::date")]`: a date as chrono writes it (`2026-11-01`), read back by
+/// hand when it has that form (chrono's general parser is most of a stored invoice's decoding time).
+pub mod date {
+    use chrono::NaiveDate;
+    use serde::{Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(date: &NaiveDate, s: S) -> Result<S::Ok, S::Error> {
+        date.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NaiveDate, D::Error> {
+        struct Date;
+        impl serde::de::Visitor<'_> for Date {
+            type Value = NaiveDate;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a date, YYYY-MM-DD")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<NaiveDate, E> {
+                match plain(text) {
+                    Some(date) => Ok(date),
+                    None => text.parse().map_err(E::custom),
+                }
+            }
+        }
+        deserializer.deserialize_str(Date)
+    }
+
+    /// `YYYY-MM-DD` with four-digit year; `None` for anything else (chrono reads that).
+    fn plain(text: &str) -> Option<NaiveDate> {
+        let b = text.as_bytes();
+        let number = |range: std::ops::Range<usize>| -> Option<u32> {
+            b.get(range)?.iter().try_fold(0, |n, d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
+        };
+        if b.len() != 10 || b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+            return None;
+        }
+        NaiveDate::from_ymd_opt(i32::try_from(number(0..4)?).ok()?, number(5..7)?, number(8..10)?)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn reads_back_what_chrono_writes_and_anything_else_as_chrono_does() {
+            let decode = |text: &str| -> Result<NaiveDate, serde_json::Error> {
+                deserialize(&mut serde_json::Deserializer::from_str(&format!("\"{text}\"")))
+            };
+            let mut day = NaiveDate::from_ymd_opt(1899, 12, 25).unwrap();
+            while day.year() < 2101 {
+                let text = serde_json::to_string(&day).unwrap();
+                assert_eq!(decode(text.trim_matches('"')).unwrap(), day);
+                day = day.succ_opt().unwrap();
+            }
+            let odd = [
+                "2026-02-29",
+                "2026-13-01",
+                "2026-1-01",
+                "2026/01/01",
+                "2026-01-01x",
+                "２０２６-01-01",
+                "+12026-01-01",
+            ];
+            for text in odd {
+                assert_eq!(decode(text).ok(), text.parse::<NaiveDate>().ok(), "{text}");
+            }
+            assert!(decode("2026-02-29").is_err());
+        }
+
+        use chrono::Datelike;
     }
 }
 
@@ -131,6 +288,18 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2026-11-24T21:15:44Z");
         let t = Timestamp::parse("2026-11-24T23:15:44.5+02:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-11-24T21:15:44.500Z");
+    }
+
+    #[test]
+    fn prints_what_chrono_prints_for_every_kind_of_instant() {
+        let chrono = |t: Timestamp| t.datetime().to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        let mut micros = vec![0, 1, -1, 999_999, 1_000, -1_000, 86_399_999_999, 951_782_400_000_000];
+        // Every day from 1900 to 2200 at a spread of times of day and fractions, and the far ends.
+        micros.extend((-25_567..84_000_i64).map(|day| day * 86_400_000_000 + (day * 7_919_000_013) % 86_400_000_000));
+        micros.extend([-62_167_219_200_000_000, 253_402_300_799_999_999, 253_402_300_800_000_000, i64::MIN / 2]);
+        for t in micros.into_iter().map(Timestamp::from_micros) {
+            assert_eq!(t.to_rfc3339(), chrono(t), "{}", t.micros());
+        }
     }
 
     #[test]
