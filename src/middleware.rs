@@ -88,23 +88,26 @@ pub async fn admit<E: Endpoint>(ep: Arc<E>, mut req: Request, gate: Arc<Gate>) -
     actor.scope(portal_core::rate_limit::limit(&*ep, req, &gate.limiter)).await
 }
 
+/// The contract's headers, checked when compiled rather than on every response.
+const SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
+    (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'")),
+    (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+    (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+    (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+];
+
+const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000; includeSubDomains");
+
 /// Adds the contract's headers to a response (pages that set their own CSP, like `/docs`, keep it).
 pub fn add_security_headers(resp: &mut Response, tls: bool) {
     let headers = resp.headers_mut();
-    let defaults = [
-        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::CACHE_CONTROL, "no-store"),
-    ];
-    headers.reserve(defaults.len() + 2);
-    for (name, value) in defaults {
-        headers.entry(name).or_insert(HeaderValue::from_static(value));
+    headers.reserve(SECURITY_HEADERS.len() + 2);
+    for (name, value) in SECURITY_HEADERS {
+        headers.entry(name).or_insert(value);
     }
     if tls {
-        headers
-            .insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HSTS);
     }
 }
 
