@@ -246,6 +246,8 @@ pub mod date {
 
     #[cfg(test)]
     mod tests {
+        use chrono::Datelike;
+
         use super::*;
 
         #[test]
@@ -273,8 +275,6 @@ pub mod date {
             }
             assert!(decode("2026-02-29").is_err());
         }
-
-        use chrono::Datelike;
     }
 }
 
