@@ -64,9 +64,9 @@ pub struct LineItem {
 /// The billing period a recurring invoice covers: `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Period {
-    #[serde(with = "portal_core::time::date")]
+    #[serde(deserialize_with = "portal_core::time::date::deserialize")]
     pub start: NaiveDate,
-    #[serde(with = "portal_core::time::date")]
+    #[serde(deserialize_with = "portal_core::time::date::deserialize")]
     pub end: NaiveDate,
 }
 

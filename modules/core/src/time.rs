@@ -205,15 +205,12 @@ pub fn rfc3339_opt<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<
     }
 }
 
-/// `#[serde(with = "portal_core::time::date")]`: a date as chrono writes it (`2026-11-01`), read back by
-/// hand when it has that form (chrono's general parser is most of a stored invoice's decoding time).
+/// `#[serde(deserialize_with = "portal_core::time::date::deserialize")]`: a date as chrono writes it
+/// (`2026-11-01`), read back by hand when it has that form (chrono's general parser is most of a stored
+/// invoice's decoding time).
 pub mod date {
     use chrono::NaiveDate;
-    use serde::{Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(date: &NaiveDate, s: S) -> Result<S::Ok, S::Error> {
-        date.serialize(s)
-    }
+    use serde::Deserializer;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NaiveDate, D::Error> {
         struct Date;
