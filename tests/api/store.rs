@@ -90,6 +90,37 @@ fn committed_writes_survive_reopening_and_failed_writes_leave_nothing() {
 }
 
 #[test]
+fn a_write_over_rows_it_did_not_read_replaces_them_beside_new_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let note = |pages: u32| NoteV2 { title: format!("p{pages}"), pages, tags: vec![] };
+    {
+        let store = crate::helpers::open_store(dir.path());
+        store
+            .write_blocking(move |tx| {
+                NOTES.insert(tx, b"a", &note(1))?;
+                Ok::<_, portal_core::Error>(NOTES.insert(tx, b"b", &note(1))?)
+            })
+            .unwrap();
+    }
+    // Reopened, the store knows nothing of the rows: on PostgreSQL the first write guesses them new.
+    let store = crate::helpers::open_store(dir.path());
+    store
+        .write_blocking(move |tx| {
+            NOTES.insert(tx, b"c", &note(1))?;
+            Ok::<_, portal_core::Error>(NOTES.insert(tx, b"a", &note(2))?)
+        })
+        .unwrap();
+    store.write_blocking(move |tx| Ok::<_, portal_core::Error>(NOTES.insert(tx, b"b", &note(3))?)).unwrap();
+    let pages = store
+        .read_blocking(|tx| {
+            let page = NOTES.page(tx, &Page { prefix: &[], after: None, limit: 10 })?;
+            Ok::<_, portal_core::Error>(page.into_iter().map(|(k, n)| (k, n.pages)).collect::<Vec<_>>())
+        })
+        .unwrap();
+    assert_eq!(pages, vec![(b"c".to_vec(), 1), (b"b".to_vec(), 3), (b"a".to_vec(), 2)]);
+}
+
+#[test]
 fn the_oldest_records_go_in_one_removal_and_the_write_reads_what_is_left() {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::helpers::open_store(dir.path());

@@ -214,18 +214,22 @@ pub(crate) fn save(tx: &WriteTx, old: Option<&Invoice>, new: &Invoice) -> Result
         account(tx, old, -1)?;
     }
     let (cid, id) = (new.customer_id.to_key(), new.id.to_key());
-    BY_CUSTOMER.put(tx, &key(&[&cid, &id]), &[])?;
-    BY_CUSTOMER_STATUS.put(tx, &key(&[&cid, &[new.status.index() as u8], &id]), &[])?;
-    BY_NUMBER.put(tx, new.number.as_bytes(), &id)?;
-    if let Some(p) = new.proposal_id {
-        BY_PROPOSAL.put(tx, &key(&[&p.to_key(), &id]), &[])?;
+    // An invoice's customer, number, proposal and period never change once it exists: their entries are
+    // written when it is created, not again with each change.
+    if old.is_none() {
+        BY_CUSTOMER.put(tx, &key(&[&cid, &id]), &[])?;
+        BY_NUMBER.put(tx, new.number.as_bytes(), &id)?;
+        if let Some(p) = new.proposal_id {
+            BY_PROPOSAL.put(tx, &key(&[&p.to_key(), &id]), &[])?;
+        }
+        if let Some(period) = new.period {
+            let start = day_key(period.start);
+            PERIODS.put(tx, &key(&[&cid, &start]), &key(&[&day_key(period.end), &id]))?;
+        }
     }
+    BY_CUSTOMER_STATUS.put(tx, &key(&[&cid, &[new.status.index() as u8], &id]), &[])?;
     if new.status == InvoiceStatus::Pending {
         DUE.put(tx, &key(&[&new.due_date.to_key(), &id]), &[])?;
-    }
-    if let Some(period) = new.period {
-        let start = day_key(period.start);
-        PERIODS.put(tx, &key(&[&cid, &start]), &key(&[&day_key(period.end), &id]))?;
     }
     account(tx, new, 1)?;
     INVOICES.insert(tx, &id, new)?;

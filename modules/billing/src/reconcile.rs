@@ -118,7 +118,11 @@ fn cursor(tx: &impl portal_core::ReadTx) -> Result<Option<i64>> {
     Ok(STRIPE_SYNC.get(tx, CURSOR)?.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(i64::from_be_bytes))
 }
 
+/// Moves the cursor forward to `created` (never back: another run may have gone further meanwhile).
 fn set_cursor(tx: &WriteTx, created: i64) -> Result<()> {
+    if cursor(tx)?.is_some_and(|at| at >= created) {
+        return Ok(());
+    }
     Ok(STRIPE_SYNC.put(tx, CURSOR, &created.to_be_bytes())?)
 }
 

@@ -82,7 +82,7 @@ pub(crate) fn on_change(tx: &WriteTx, old: Option<&Invoice>, new: &Invoice) -> R
         }
         _ => {}
     }
-    reminders::follow(tx, new)
+    reminders::follow(tx, old, new)
 }
 
 /// Schema 3: invoices outstanding from before invoice mail get a pay link and the reminders still to come

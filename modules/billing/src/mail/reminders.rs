@@ -16,14 +16,14 @@ use crate::tables::{REMINDABLE, REMINDED};
 
 const DAY_SECS: i64 = 86_400;
 
-/// Keeps an invoice on the reminder schedule while it is outstanding (the job takes it off after its last
-/// reminder), and takes it off when it is not.
-pub(crate) fn follow(tx: &WriteTx, invoice: &Invoice) -> Result<()> {
+/// Puts an invoice on the reminder schedule when it becomes outstanding (`old`: before the change; the
+/// job takes it off after its last reminder), and takes it off when it stops being outstanding.
+pub(crate) fn follow(tx: &WriteTx, old: Option<&Invoice>, invoice: &Invoice) -> Result<()> {
     let entry = key(&[&invoice.due_date.to_key(), &invoice.id.to_key()]);
-    if invoice.status.is_outstanding() {
-        REMINDABLE.put(tx, &entry, &[])?;
-    } else {
-        REMINDABLE.remove(tx, &entry)?;
+    match (old.is_some_and(|old| old.status.is_outstanding()), invoice.status.is_outstanding()) {
+        (false, true) => REMINDABLE.put(tx, &entry, &[])?,
+        (true, false) => _ = REMINDABLE.remove(tx, &entry)?,
+        _ => {}
     }
     Ok(())
 }
@@ -31,7 +31,7 @@ pub(crate) fn follow(tx: &WriteTx, invoice: &Invoice) -> Result<()> {
 /// Puts an invoice issued before reminders existed on the schedule, as if every reminder day that has
 /// passed had been sent.
 pub(crate) fn adopt(tx: &WriteTx, invoice: &Invoice, now: Timestamp) -> Result<()> {
-    follow(tx, invoice)?;
+    follow(tx, None, invoice)?;
     let passed = (now.unix_secs() - invoice.due_date.unix_secs()).div_euclid(DAY_SECS);
     let passed = i32::try_from(passed.clamp(-1_000, 1_000)).unwrap_or(0);
     Ok(REMINDED.put(tx, &invoice.id.to_key(), &passed.to_be_bytes())?)

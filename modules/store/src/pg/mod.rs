@@ -69,6 +69,8 @@ pub(crate) struct Pg {
     tables: RwLock<HashSet<String>>,
     /// Rows write transactions read, answered again without a round trip and checked at the commit.
     remembered: Mutex<Remembered>,
+    /// Tables whose rows a write overwrote without reading them first: their new values are upserted.
+    overwritten: Mutex<HashSet<String>>,
     /// The qualified name of the function those checks call.
     unchanged: String,
 }
@@ -119,6 +121,7 @@ impl Pg {
             jobs: Mutex::default(),
             tables: RwLock::default(),
             remembered: Mutex::default(),
+            overwritten: Mutex::default(),
             unchanged,
         };
         let mut conn = pg.connect()?;
@@ -213,6 +216,18 @@ impl Pg {
         if matches!(*writers, sole::Writers::Alone(_)) {
             *writers = sole::Writers::Several(Some(std::time::Instant::now()));
         }
+    }
+
+    /// Whether a write's new value for a key of `table` it did not read must be upserted: the table's
+    /// rows have been overwritten without a read before (see [`pending`]).
+    pub(crate) fn overwrites(&self, table: &str) -> bool {
+        self.overwritten.lock().unwrap_or_else(PoisonError::into_inner).contains(table)
+    }
+
+    /// Notes that an insert into `table` met a key that existed.
+    pub(crate) fn overwrote(&self, table: &str) {
+        tracing::debug!(table, "an insert met an existing key: the table's new values are upserted from now on");
+        self.overwritten.lock().unwrap_or_else(PoisonError::into_inner).insert(table.to_string());
     }
 
     /// What write transactions remember (see [`Remembered`]).
@@ -322,8 +337,9 @@ fn hold(conn: &mut Conn, holder: Holder, schema: &str) -> Result<()> {
 }
 
 /// Whether a PostgreSQL error means the transaction lost a race with another and should run again: a
-/// serialization failure, a deadlock, or two nodes creating the same table at once (the portal's own
-/// tables are written by upserts only, so a unique violation can come only from the catalog).
+/// serialization failure, a deadlock, a unique violation (two nodes creating the same table at once, or
+/// an insert that met a key another node added or that a write overwrote without reading it, see
+/// [`overwritten_table`]).
 pub(crate) fn is_conflict(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     let racing = [
@@ -333,4 +349,10 @@ pub(crate) fn is_conflict(e: &tokio_postgres::Error) -> bool {
         SqlState::DUPLICATE_TABLE,
     ];
     e.code().is_some_and(|code| racing.contains(code))
+}
+
+/// The portal's table in `schema` in which an insert met an existing key, if `e` reports that.
+pub(crate) fn overwritten_table(e: &tokio_postgres::Error, schema: &str) -> Option<String> {
+    let db = e.as_db_error().filter(|db| db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION)?;
+    db.table().filter(|_| db.schema() == Some(schema)).map(str::to_string)
 }

@@ -13,7 +13,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::pending::{Batch, Param, Rows};
+use super::pending::{Batch, Changes, Param, Rows};
 use super::seen::Seen;
 use super::sql;
 
@@ -234,7 +234,7 @@ pub(crate) fn follow(
     seen: Seen,
     scanned: Vec<(String, Covered)>,
     sent: Sent,
-    written: &BTreeMap<String, Rows>,
+    written: &BTreeMap<String, Changes>,
 ) {
     for table in &sent.lost {
         memory.forget_table(table);
@@ -248,6 +248,7 @@ pub(crate) fn follow(
     for (table, covered) in scanned.into_iter().filter(|(table, _)| kept(table)) {
         memory.learn_range(&table, covered);
     }
+    let written = written.iter().map(|(table, changes)| (table, &changes.rows));
     for (table, rows) in sent.rows.iter().chain(written).filter(|(table, _)| kept(table)) {
         for (key, value) in rows {
             memory.learn_change(table, key, value.as_deref());
@@ -495,11 +496,10 @@ mod tests {
         let mut sent = Sent::default();
         sent.rows("t", &[(b"counter".to_vec(), Some(b"2".to_vec()))].into_iter().collect());
         sent.lose("gone");
-        let written: BTreeMap<String, Rows> = [(
+        let rows = [(b"counter".to_vec(), Some(b"3".to_vec())), (b"blind".to_vec(), Some(b"x".to_vec()))];
+        let written: BTreeMap<String, Changes> = [(
             "t".to_string(),
-            [(b"counter".to_vec(), Some(b"3".to_vec())), (b"blind".to_vec(), Some(b"x".to_vec()))]
-                .into_iter()
-                .collect(),
+            Changes { rows: rows.into_iter().collect(), existing: [b"counter".to_vec()].into_iter().collect() },
         )]
         .into_iter()
         .collect();

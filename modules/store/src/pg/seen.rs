@@ -36,13 +36,11 @@ impl Seen {
         }
     }
 
-    /// Forgets `key`, which this transaction changes.
-    pub(crate) fn forget(&mut self, table: &str, key: &[u8]) {
-        if let Some(rows) = self.tables.get_mut(table) {
-            if rows.remove(key).is_some() {
-                self.rows -= 1;
-            }
-        }
+    /// Forgets `key`, which this transaction changes: whether it existed, if it was read.
+    pub(crate) fn forget(&mut self, table: &str, key: &[u8]) -> Option<bool> {
+        let read = self.tables.get_mut(table)?.remove(key)?;
+        self.rows -= 1;
+        Some(read.is_some())
     }
 
     /// Forgets the keys in `range`, which this transaction removes.

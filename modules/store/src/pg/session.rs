@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio_postgres::Row;
 
 use super::conn::{Conn, Params};
-use super::pending::{self, Batch, Pending, Rows};
+use super::pending::{self, Batch, Changes, Pending};
 use super::remembered::{self, Checks, Covered, Sent};
 use super::seen::Seen;
 use super::{is_conflict, sql, Pg};
@@ -56,6 +56,18 @@ pub(crate) struct Failure {
     pub error: StoreError,
     /// A serialization failure or deadlock: the transaction should run again.
     pub conflict: bool,
+    /// The table in which an insert met a key that existed (its values are then upserted).
+    pub overwrote: Option<String>,
+}
+
+impl Failure {
+    pub(crate) fn new(error: StoreError) -> Self {
+        Self { error, conflict: false, overwrote: None }
+    }
+
+    fn of(error: StoreError, cause: &tokio_postgres::Error, schema: &str) -> Self {
+        Self { error, conflict: is_conflict(cause), overwrote: super::overwritten_table(cause, schema) }
+    }
 }
 
 impl Session {
@@ -90,7 +102,7 @@ impl Session {
     fn note<T>(&mut self, result: Result<T, tokio_postgres::Error>) -> Result<T> {
         result.map_err(|e| {
             let error = StoreError::new(format!("database: {}", describe(&e)));
-            self.failure = Some(Failure { error: error.clone(), conflict: is_conflict(&e) });
+            self.failure = Some(Failure::of(error.clone(), &e, &self.pg.schema));
             error
         })
     }
@@ -158,7 +170,7 @@ impl Session {
             return Ok(());
         }
         let begin = (!self.begun).then_some(self.begin);
-        let conn = self.conn().map_err(|error| Failure { error, conflict: false })?;
+        let conn = self.conn().map_err(Failure::new)?;
         let (committed, ended) = conn.pipeline(begin, batches, Some("COMMIT"));
         self.begun = true;
         if ended {
@@ -169,10 +181,8 @@ impl Session {
             }
         }
         committed.map_err(|e| {
-            let failure = Failure {
-                error: StoreError::new(format!("database commit: {}", describe(&e))),
-                conflict: is_conflict(&e),
-            };
+            let error = StoreError::new(format!("database commit: {}", describe(&e)));
+            let failure = Failure::of(error, &e, &self.pg.schema);
             if !ended {
                 self.failure = Some(failure.clone());
                 let _ = self.end(false);
@@ -351,7 +361,7 @@ impl Transaction {
 
     /// Makes what the process remembers follow this committed transaction: the rows and ranges it read
     /// from the database, with its changes (those sent before the commit, then `written`) over them.
-    pub(crate) fn publish_reads(&self, written: &BTreeMap<String, Rows>) {
+    pub(crate) fn publish_reads(&self, written: &BTreeMap<String, Changes>) {
         if !self.remembers {
             return;
         }
@@ -382,18 +392,18 @@ impl Transaction {
             return Ok(());
         }
         let mut batches = self.take_checks()?;
-        let rows = self.pending().take_table(name).unwrap_or_default();
-        self.sent().rows(name, &rows);
-        batches.extend(pending::batches(&self.pg.qualified(name)?, &rows));
+        let changes = self.pending().take_table(name).unwrap_or_default();
+        self.sent().rows(name, &changes.rows);
+        batches.extend(pending::batches(&self.pg.qualified(name)?, &changes));
         self.lock().send(&batches)
     }
 
     /// Sends every held change (after the checks held).
     pub(crate) fn flush_all(&self) -> Result<()> {
         let mut batches = self.take_checks()?;
-        for (name, rows) in self.pending().take_all() {
-            self.sent().rows(&name, &rows);
-            batches.extend(pending::batches(&self.pg.qualified(&name)?, &rows));
+        for (name, changes) in self.pending().take_all() {
+            self.sent().rows(&name, &changes.rows);
+            batches.extend(pending::batches(&self.pg.qualified(&name)?, &changes));
         }
         self.lock().send(&batches)
     }

@@ -84,6 +84,11 @@ pub(crate) fn get_many(t: &str) -> String {
     format!("SELECT key, value FROM {t} WHERE key = ANY($1::bytea[])")
 }
 
+/// Inserts the rows of two arrays (keys unique and new), in one statement.
+pub(crate) fn insert_many(t: &str) -> String {
+    format!("INSERT INTO {t} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[])")
+}
+
 /// Upserts the rows of two arrays (keys unique), in one statement.
 pub(crate) fn put_many(t: &str) -> String {
     format!(

@@ -64,10 +64,14 @@ impl PgWrite {
     /// Held until the commit, or until a statement reads the table (see `Pending`).
     pub(crate) fn put(&self, table: Named<'_>, key: &[u8], value: &[u8]) -> Result<()> {
         self.create_table(table)?;
-        self.tx.seen().forget(table.name(), key);
+        let name = table.name();
+        let read = self.tx.seen().forget(name, key);
+        // Inserted unless it may exist: read so, sent earlier in this transaction, or in a table
+        // overwritten without reads.
+        let existing = || read.unwrap_or_else(|| self.tx.sent().touched(name) || self.tx.pg.overwrites(name));
         let full = {
             let mut pending = self.tx.pending();
-            pending.put(table.name(), key, value);
+            pending.put(name, key, value, existing);
             pending.is_full()
         };
         if full {
@@ -88,7 +92,7 @@ impl PgWrite {
         let known = self.tx.known(table.name(), key);
         self.tx.seen().forget(table.name(), key);
         if let Some(existed) = known {
-            self.tx.pending().hold_removal(table.name(), key);
+            self.tx.pending().hold_removal(table.name(), key, existed.is_some());
             return Ok(existed.is_some());
         }
         self.tx.send_checks()?;
@@ -133,11 +137,11 @@ impl PgWrite {
             Ok(batches) => batches,
             Err(error) => {
                 self.rollback();
-                return Err(Failure { error, conflict: false });
+                return Err(Failure::new(error));
             }
         };
         if let Err(failure) = self.tx.lock().commit(&batches) {
-            self.tx.forget_remembered();
+            self.learn_from(&failure);
             return Err(failure);
         }
         self.tx.publish_tables();
@@ -153,11 +157,21 @@ impl PgWrite {
         if conflict.is_none() && self.tx.has_checks() && self.tx.send_checks().is_err() {
             conflict = self.failure().filter(|failure| failure.conflict);
         }
-        if conflict.is_some() {
-            self.tx.forget_remembered();
+        if let Some(failure) = &conflict {
+            self.learn_from(failure);
         }
         self.rollback();
         conflict
+    }
+
+    /// After a failure: a table into which an insert met an existing key is upserted from now on (what
+    /// was remembered stays, checked again as always when the write runs again); any other failure
+    /// forgets what was remembered, which may be out of date.
+    fn learn_from(&self, failure: &Failure) {
+        match &failure.overwrote {
+            Some(table) => self.tx.pg.overwrote(table),
+            None => self.tx.forget_remembered(),
+        }
     }
 
     pub(crate) fn rollback(self) {
