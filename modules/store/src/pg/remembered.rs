@@ -107,14 +107,13 @@ impl Remembered {
         self.tables.get(table)?.ranges.iter().find(|covered| covered.begins(&asked, reverse)).cloned()
     }
 
-    /// Remembers what a committed transaction read from the database.
-    pub(crate) fn learn(&mut self, table: &str, key: &[u8], value: Option<&[u8]>) {
+    /// Remembers what a committed transaction read of `table` from the database.
+    pub(crate) fn learn_reads(&mut self, table: &str, rows: Rows) {
         if self.rests() {
             return;
         }
-        self.bytes += key.len() + value.map_or(0, <[u8]>::len);
-        let rows = &mut self.table(table).rows;
-        rows.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        self.bytes += rows.iter().map(|(key, value)| key.len() + value.as_ref().map_or(0, Vec::len)).sum::<usize>();
+        self.table(table).rows.extend(rows);
     }
 
     pub(crate) fn learn_range(&mut self, table: &str, covered: Covered) {
@@ -130,25 +129,27 @@ impl Remembered {
         ranges.push(covered);
     }
 
-    /// Remembers a committed change (`None`: removed), also in the ranges that hold its key.
-    pub(crate) fn learn_change(&mut self, table: &str, key: &[u8], value: Option<&[u8]>) {
+    /// Remembers the committed changes to `table` (`None`: removed), also in the ranges that hold their keys.
+    pub(crate) fn learn_changes(&mut self, table: &str, rows: Rows) {
         if self.rests() {
             return;
         }
-        let size = key.len() + value.map_or(0, <[u8]>::len);
         let known = self.table(table);
-        known.rows.insert(key.to_vec(), value.map(<[u8]>::to_vec));
-        let mut added = size;
-        for covered in known.ranges.iter_mut().filter(|covered| covered.contains(key)) {
-            match value {
-                Some(value) => {
-                    Arc::make_mut(&mut covered.rows).insert(key.to_vec(), value.to_vec());
-                    added += size;
-                }
-                None => {
-                    Arc::make_mut(&mut covered.rows).remove(key);
+        let mut added = 0;
+        for (key, value) in rows {
+            let size = key.len() + value.as_ref().map_or(0, Vec::len);
+            added += size;
+            for covered in known.ranges.iter_mut().filter(|covered| covered.contains(&key)) {
+                let rows = Arc::make_mut(&mut covered.rows);
+                match &value {
+                    Some(value) => {
+                        rows.insert(key.clone(), value.clone());
+                        added += size;
+                    }
+                    None => _ = rows.remove(&key),
                 }
             }
+            known.rows.insert(key, value);
         }
         self.bytes += added;
     }
@@ -234,25 +235,22 @@ pub(crate) fn follow(
     seen: Seen,
     scanned: Vec<(String, Covered)>,
     sent: Sent,
-    written: &BTreeMap<String, Changes>,
+    written: BTreeMap<String, Changes>,
 ) {
-    for table in &sent.lost {
+    let Sent { lost, rows: sent, .. } = sent;
+    for table in &lost {
         memory.forget_table(table);
     }
-    let kept = |table: &str| !sent.lost.contains(table);
+    let kept = |table: &str| !lost.contains(table);
     for (table, rows) in seen.into_tables().filter(|(table, _)| kept(table)) {
-        for (key, value) in rows {
-            memory.learn(&table, &key, value.as_deref());
-        }
+        memory.learn_reads(&table, rows);
     }
     for (table, covered) in scanned.into_iter().filter(|(table, _)| kept(table)) {
         memory.learn_range(&table, covered);
     }
-    let written = written.iter().map(|(table, changes)| (table, &changes.rows));
-    for (table, rows) in sent.rows.iter().chain(written).filter(|(table, _)| kept(table)) {
-        for (key, value) in rows {
-            memory.learn_change(table, key, value.as_deref());
-        }
+    let written = written.into_iter().map(|(table, changes)| (table, changes.rows));
+    for (table, rows) in sent.into_iter().chain(written).filter(|(table, _)| kept(table)) {
+        memory.learn_changes(&table, rows);
     }
     memory.trim();
 }
@@ -466,8 +464,7 @@ mod tests {
         assert_eq!(memory.get("t", b"c"), Some(Some(b"y".to_vec())));
         assert_eq!(memory.get("t", b"bz"), Some(None), "inside the range and not in it: absent");
         assert_eq!(memory.get("t", b"e"), None);
-        memory.learn_change("t", b"bz", Some(b"new"));
-        memory.learn_change("t", b"c", None);
+        memory.learn_changes("t", [(b"bz".to_vec(), Some(b"new".to_vec())), (b"c".to_vec(), None)].into());
         let known = memory.covering("t", asked, false).unwrap();
         assert_eq!(known.rows.keys().cloned().collect::<Vec<_>>(), vec![b"b1".to_vec(), b"bz".to_vec()]);
     }
@@ -488,7 +485,7 @@ mod tests {
     #[test]
     fn a_committed_write_leaves_its_reads_and_changes_remembered_and_its_lost_tables_forgotten() {
         let mut memory = Remembered::default();
-        memory.learn("gone", b"k", Some(b"v"));
+        memory.learn_reads("gone", [(b"k".to_vec(), Some(b"v".to_vec()))].into());
         let mut seen = Seen::default();
         seen.remember("t", b"read", Some(b"1"));
         seen.remember("t", b"counter", Some(b"1"));
@@ -503,7 +500,7 @@ mod tests {
         )]
         .into_iter()
         .collect();
-        follow(&mut memory, seen, Vec::new(), sent, &written);
+        follow(&mut memory, seen, Vec::new(), sent, written);
         assert_eq!(memory.get("t", b"read"), Some(Some(b"1".to_vec())));
         assert_eq!(memory.get("t", b"counter"), Some(Some(b"3".to_vec())), "read, then changed twice");
         assert_eq!(memory.get("t", b"blind"), Some(Some(b"x".to_vec())), "written without a read");

@@ -361,7 +361,7 @@ impl Transaction {
 
     /// Makes what the process remembers follow this committed transaction: the rows and ranges it read
     /// from the database, with its changes (those sent before the commit, then `written`) over them.
-    pub(crate) fn publish_reads(&self, written: &BTreeMap<String, Changes>) {
+    pub(crate) fn publish_reads(&self, written: BTreeMap<String, Changes>) {
         if !self.remembers {
             return;
         }

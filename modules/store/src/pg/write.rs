@@ -145,7 +145,7 @@ impl PgWrite {
             return Err(failure);
         }
         self.tx.publish_tables();
-        self.tx.publish_reads(&written);
+        self.tx.publish_reads(written);
         Ok(())
     }
 
