@@ -92,25 +92,22 @@ fn committed_writes_survive_reopening_and_failed_writes_leave_nothing() {
 #[test]
 fn a_write_over_rows_it_did_not_read_replaces_them_beside_new_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let note = |pages: u32| NoteV2 { title: format!("p{pages}"), pages, tags: vec![] };
-    {
-        let store = crate::helpers::open_store(dir.path());
+    // One write of the given keys and page counts.
+    let write = |store: &portal_core::Store, rows: &'static [(&'static [u8], u32)]| {
         store
             .write_blocking(move |tx| {
-                NOTES.insert(tx, b"a", &note(1))?;
-                Ok::<_, portal_core::Error>(NOTES.insert(tx, b"b", &note(1))?)
+                for (key, pages) in rows {
+                    NOTES.insert(tx, key, &NoteV2 { title: format!("p{pages}"), pages: *pages, tags: vec![] })?;
+                }
+                Ok::<_, portal_core::Error>(())
             })
             .unwrap();
-    }
+    };
+    write(&crate::helpers::open_store(dir.path()), &[(b"a", 1), (b"b", 1)]);
     // Reopened, the store knows nothing of the rows: on PostgreSQL the first write guesses them new.
     let store = crate::helpers::open_store(dir.path());
-    store
-        .write_blocking(move |tx| {
-            NOTES.insert(tx, b"c", &note(1))?;
-            Ok::<_, portal_core::Error>(NOTES.insert(tx, b"a", &note(2))?)
-        })
-        .unwrap();
-    store.write_blocking(move |tx| Ok::<_, portal_core::Error>(NOTES.insert(tx, b"b", &note(3))?)).unwrap();
+    write(&store, &[(b"c", 1), (b"a", 2)]);
+    write(&store, &[(b"b", 3)]);
     let pages = store
         .read_blocking(|tx| {
             let page = NOTES.page(tx, &Page { prefix: &[], after: None, limit: 10 })?;
