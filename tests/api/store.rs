@@ -118,6 +118,62 @@ fn a_write_over_rows_it_did_not_read_replaces_them_beside_new_rows() {
 }
 
 #[test]
+fn a_write_that_read_a_group_still_committing_runs_again_if_that_group_did_not_commit() {
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let note = |pages: u32| NoteV2 { title: format!("p{pages}"), pages, tags: vec![] };
+    crate::helpers::open_store(dir.path())
+        .write_blocking(move |tx| Ok::<_, portal_core::Error>(NOTES.insert(tx, b"a", &note(1))?))
+        .unwrap();
+    // Reopened, the store knows nothing of "a": on PostgreSQL the first write below inserts it and
+    // meets the existing row only when its commit is answered, after the second write ran behind it.
+    let store = crate::helpers::open_store(dir.path());
+    let (first_runs, second_runs) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let (queue_second, second_queued) = std::sync::mpsc::channel::<()>();
+    let second = {
+        let (store, runs) = (store.clone(), Arc::clone(&second_runs));
+        std::thread::spawn(move || {
+            second_queued.recv().unwrap();
+            store.write_blocking(move |tx| {
+                runs.fetch_add(1, SeqCst);
+                let a = NOTES.get(tx, b"a")?.map_or(0, |a| a.pages);
+                NOTES.insert(tx, b"b", &note(a + 10))?;
+                Ok::<_, portal_core::Error>(())
+            })
+        })
+    };
+    let runs = Arc::clone(&first_runs);
+    let first = store.write_blocking(move |tx| {
+        // Run again, the write gives up: what it wrote the first time must not be seen anywhere.
+        if runs.fetch_add(1, SeqCst) > 0 {
+            return Err(portal_core::Error::conflict("given up"));
+        }
+        let _ = queue_second.send(());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        NOTES.insert(tx, b"a", &note(2))?;
+        Ok::<_, portal_core::Error>(())
+    });
+    second.join().unwrap().unwrap();
+    let pages = |key: &'static [u8]| {
+        store.read_blocking(move |tx| Ok::<_, portal_core::Error>(NOTES.get(tx, key)?.map(|n| n.pages))).unwrap()
+    };
+    let (a, b) = (pages(b"a"), pages(b"b"));
+    assert_eq!(b, a.map(|a| a + 10), "the second write saw a value of a that was never committed");
+    match crate::helpers::test_database() {
+        // The first write's insert failed at its commit; the second, which had read it, ran again.
+        Some(_) => {
+            assert!(first.is_err(), "{first:?}");
+            assert_eq!((a, first_runs.load(SeqCst), second_runs.load(SeqCst)), (Some(1), 2, 2));
+        }
+        None => {
+            assert!(first.is_ok(), "{first:?}");
+            assert_eq!((a, first_runs.load(SeqCst), second_runs.load(SeqCst)), (Some(2), 1, 1));
+        }
+    }
+}
+
+#[test]
 fn the_oldest_records_go_in_one_removal_and_the_write_reads_what_is_left() {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::helpers::open_store(dir.path());

@@ -72,6 +72,8 @@ impl From<StoreError> for Failure {
 /// What became of the writes run in one transaction.
 enum Ran {
     Committed(Vec<Value>, Aftermath),
+    /// Sent with its `COMMIT` to PostgreSQL, whose answer the writer reads later (the flight's number).
+    Flying(Vec<Value>, Aftermath, u64),
     /// The write at this index failed (or panicked); the transaction was aborted.
     Failed(usize, Failure),
     /// The transaction could not be begun or committed.
@@ -510,37 +512,93 @@ fn mistyped() -> StoreError {
 }
 
 /// The writer thread: takes every job queued so far (up to `MAX_GROUP`) as one group, until the store
-/// closes.
+/// closes. On PostgreSQL a group's transaction is sent with its `COMMIT`, and the next group's writes
+/// run while the database commits it (see [`Flying`]).
 fn write_groups(
     db: &Db,
     jobs: &mpsc::Receiver<WriteJob>,
     answer: Box<dyn Fn(Answers, Aftermath) + Send>,
     journal: Option<JournaledFile>,
 ) {
+    let mut flying: Option<Flying> = None;
     loop {
-        let first = match jobs.recv_timeout(IDLE) {
-            Ok(job) => job,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                // Idle: bring the store file up to date and let go of the pages held for it.
-                let checkpointed = make_durable(db)
-                    .and_then(|()| Ok(journal.as_ref().map(JournaledFile::checkpoint_if_written).transpose()?));
-                if let Err(e) = checkpointed {
-                    tracing::error!(error = %e, "cannot checkpoint the store journal");
+        let first = match flying.take() {
+            Some(up) => match jobs.try_recv() {
+                Ok(job) => {
+                    flying = Some(up);
+                    job
                 }
-                match jobs.recv() {
-                    Ok(job) => job,
-                    Err(_) => break,
+                // Nothing to run meanwhile: wait for the commit.
+                Err(_) => {
+                    land(db, up, &answer);
+                    continue;
                 }
-            }
+            },
+            None => match jobs.recv_timeout(IDLE) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Idle: bring the store file up to date and let go of the pages held for it.
+                    let checkpointed = make_durable(db)
+                        .and_then(|()| Ok(journal.as_ref().map(JournaledFile::checkpoint_if_written).transpose()?));
+                    if let Err(e) = checkpointed {
+                        tracing::error!(error = %e, "cannot checkpoint the store journal");
+                    }
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                }
+            },
         };
         let mut group = vec![first];
         group.extend(jobs.try_iter().take(MAX_GROUP - 1));
-        let (answers, aftermath) = commit_group(db, group);
-        answer(answers, aftermath);
+        let ended = commit_group(db, group, true);
+        if let Some(up) = flying.take() {
+            land(db, up, &answer);
+        }
+        match ended {
+            GroupEnd::Answered(answers, aftermath) => answer(answers, aftermath),
+            GroupEnd::Flying(up) => flying = Some(up),
+        }
     }
     if let Err(e) = make_durable(db) {
         tracing::error!(error = %e, "cannot make the last writes durable in the store file");
+    }
+}
+
+/// A group whose transaction went to PostgreSQL with its `COMMIT`, not yet known committed: its writes
+/// are answered once it is (see `Pg::flight`).
+struct Flying {
+    group: Vec<WriteJob>,
+    values: Vec<Value>,
+    aftermath: Aftermath,
+    number: u64,
+}
+
+/// How a group ended: answered, or in flight.
+enum GroupEnd {
+    Answered(Answers, Aftermath),
+    Flying(Flying),
+}
+
+/// Answers the writes of a group in flight once its commit is known: their values if it committed;
+/// if it lost a race, they run again; else its error.
+fn land(db: &Db, up: Flying, answer: &dyn Fn(Answers, Aftermath)) {
+    let Engine::Pg(pg) = &db.engine else { return };
+    match pg.flight(up.number, true) {
+        Ok(()) => {
+            let answers = up.group.into_iter().zip(up.values).map(|(job, value)| (job.deliver, Ok(value))).collect();
+            answer(answers, up.aftermath);
+        }
+        Err(failure) if failure.conflict => match commit_group(db, up.group, false) {
+            GroupEnd::Answered(answers, aftermath) => answer(answers, aftermath),
+            GroupEnd::Flying(again) => land(db, again, answer),
+        },
+        Err(failure) => {
+            let failed = |job: WriteJob| (job.deliver, Err(Failure::Store(failure.error.clone())));
+            answer(up.group.into_iter().map(failed).collect(), Aftermath::default());
+        }
     }
 }
 
@@ -597,8 +655,10 @@ fn deliver(answers: Answers, durable: Result<()>) {
 /// changes and keep the others'. So the transaction is aborted, the writes before the failing one run
 /// again in a new transaction (on the same data, with the same outcome), the failing one is answered
 /// with its error, and the writes after it go on in the next transaction. Transactions before the
-/// group's last are committed without fsync; the last one's fsync makes them all durable.
-fn commit_group(db: &Db, group: Vec<WriteJob>) -> (Answers, Aftermath) {
+/// group's last are committed without fsync; the last one's fsync makes them all durable. On
+/// PostgreSQL a group whose writes all ran in one transaction may `fly`: it is sent with its `COMMIT`
+/// and answered later.
+fn commit_group(db: &Db, group: Vec<WriteJob>, fly: bool) -> GroupEnd {
     let mut results: Vec<Option<Outcome>> = group.iter().map(|_| None).collect();
     let mut aftermath = Aftermath::default();
     let mut segments = VecDeque::new();
@@ -610,8 +670,12 @@ fn commit_group(db: &Db, group: Vec<WriteJob>) -> (Answers, Aftermath) {
             continue;
         }
         let last = segments.iter().all(|s| s.is_empty());
+        let whole = fly && segment == (0..group.len());
         let Some(jobs) = group.get(segment.clone()) else { continue };
-        match run_together(db, jobs, last) {
+        match run_together(db, jobs, last, whole) {
+            Ran::Flying(values, aftermath, number) => {
+                return GroupEnd::Flying(Flying { group, values, aftermath, number });
+            }
             Ran::Committed(values, more) => {
                 for (slot, value) in results.iter_mut().skip(segment.start).zip(values) {
                     *slot = Some(Ok(value));
@@ -650,15 +714,16 @@ fn commit_group(db: &Db, group: Vec<WriteJob>) -> (Answers, Aftermath) {
     if failure.is_some() {
         aftermath = Aftermath::default();
     }
-    (group.into_iter().zip(results).map(answer).collect(), aftermath)
+    GroupEnd::Answered(group.into_iter().zip(results).map(answer).collect(), aftermath)
 }
 
 /// How many times a PostgreSQL transaction refused for a race runs again before its writes fail.
 const MAX_CONFLICTS: u32 = 50;
 
 /// Runs `jobs` in one transaction, durable (fsynced) when `durable`, until one of them fails; on
-/// PostgreSQL again while it loses races with other nodes' transactions.
-fn run_together(db: &Db, jobs: &[WriteJob], durable: bool) -> Ran {
+/// PostgreSQL again while it loses races with other nodes' transactions, and sent without waiting
+/// for its commit when `fly`.
+fn run_together(db: &Db, jobs: &[WriteJob], durable: bool, fly: bool) -> Ran {
     // A journaled store makes most groups durable by their redo record, and every so often one by its pages.
     let durable = durable && db.redo.as_ref().is_none_or(RedoLog::durable_due);
     let mut conflicts = 0;
@@ -668,7 +733,7 @@ fn run_together(db: &Db, jobs: &[WriteJob], durable: bool) -> Ran {
             Err(e) => return Ran::CommitFailed(e),
         };
         let ran = jobs.iter().enumerate().map(|(i, job)| run_job(&tx, job).map_err(|e| (i, e))).collect();
-        match end(db, tx, ran, durable) {
+        match end(db, tx, ran, durable, fly) {
             Ran::Conflict(e) if conflicts == MAX_CONFLICTS => return Ran::CommitFailed(e),
             Ran::Conflict(_) => {
                 conflicts += 1;
@@ -715,7 +780,7 @@ fn run_job(tx: &WriteTx, job: &WriteJob) -> Outcome {
 
 /// Commits the transaction when every write ran (`Ok` with their values), else aborts it (the write at
 /// the index failed).
-fn end(db: &Db, tx: WriteTx, ran: std::result::Result<Vec<Value>, (usize, Failure)>, durable: bool) -> Ran {
+fn end(db: &Db, tx: WriteTx, ran: std::result::Result<Vec<Value>, (usize, Failure)>, durable: bool, fly: bool) -> Ran {
     let aftermath = Aftermath {
         noted: NOTED.with(|noted| noted.borrow_mut().take()).unwrap_or_default(),
         hooks: ON_COMMIT.with(|hooks| hooks.borrow_mut().take()).unwrap_or_default(),
@@ -729,6 +794,12 @@ fn end(db: &Db, tx: WriteTx, ran: std::result::Result<Vec<Value>, (usize, Failur
             let _ = tx.finish().abort();
             Ran::Failed(at, e)
         }
+        (Backend::Pg(tx), Ok(values)) if fly => match tx.send_commit() {
+            Ok(Some(number)) => Ran::Flying(values, aftermath, number),
+            Ok(None) => Ran::Committed(values, aftermath),
+            Err(failure) if failure.conflict => Ran::Conflict(failure.error),
+            Err(failure) => Ran::CommitFailed(failure.error),
+        },
         (Backend::Pg(tx), Ok(values)) => match tx.commit() {
             Ok(()) => Ran::Committed(values, aftermath),
             Err(failure) if failure.conflict => Ran::Conflict(failure.error),

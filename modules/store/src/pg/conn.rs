@@ -23,7 +23,7 @@ use crate::error::{Result, StoreError};
 
 pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];
 
-type Call<'a> = Pin<Box<dyn Future<Output = Result<Option<Vec<Row>>, Error>> + 'a>>;
+type Call<'a> = Pin<Box<dyn Future<Output = Result<Option<Vec<Row>>, Error>> + Send + 'a>>;
 
 /// What ends a pipeline: a statement without parameters (a `COMMIT`), or a query whose rows are wanted.
 enum Last<'a> {
@@ -34,12 +34,26 @@ enum Last<'a> {
 type Connection = tokio_postgres::Connection<Socket, TlsStream>;
 
 pub(crate) struct Conn {
-    client: Client,
+    /// Shared with the calls of a flight, which outlive the borrow of one method.
+    client: Arc<Client>,
     /// Reads and writes the socket while a call waits; `None` once it ended.
     connection: Option<Pin<Box<Connection>>>,
     readiness: Readiness,
     statements: HashMap<String, Statement>,
+    /// A transaction sent with its `COMMIT` whose answers were not read yet (see [`Conn::fly`]).
+    flight: Option<Flight>,
+    /// How the last flight ended, once its answers were read and until [`Conn::land`] hands it over.
+    landed: Option<Landed>,
 }
+
+/// The calls of a flight, each sent, with the number the caller gave it.
+struct Flight {
+    number: u64,
+    calls: Vec<MaybeDone<Call<'static>>>,
+}
+
+/// A flight's number and its first error, if any (then it was rolled back, or its outcome is unknown).
+pub(crate) type Landed = (u64, Result<(), Error>);
 
 impl Conn {
     /// Connects to the first of the URL's hosts that answers (and, with `target_session_attrs`, is
@@ -89,7 +103,14 @@ impl Conn {
         let config = plain.as_ref().unwrap_or(config);
         let (client, connection) =
             handshake(config.connect_raw(socket, tls), &readiness, deadline).map_err(|e| cannot(with_causes(&e)))?;
-        let mut conn = Self { client, connection: Some(Box::pin(connection)), readiness, statements: HashMap::new() };
+        let mut conn = Self {
+            client: Arc::new(client),
+            connection: Some(Box::pin(connection)),
+            readiness,
+            statements: HashMap::new(),
+            flight: None,
+            landed: None,
+        };
         let wanted = match config.get_target_session_attrs() {
             TargetSessionAttrs::ReadWrite => "off",
             TargetSessionAttrs::ReadOnly => "on",
@@ -120,6 +141,7 @@ impl Conn {
 
     /// `sql` prepared once per connection.
     fn statement(&mut self, sql: &str) -> Result<Statement, Error> {
+        self.settle_flight();
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
@@ -141,17 +163,74 @@ impl Conn {
     /// Sends `sql` (without parameters) and goes on without waiting for its answer: statements sent
     /// later on this connection run after it, and the connection reads and drops its answer.
     pub(crate) fn send(&mut self, sql: &str) -> Result<(), Error> {
+        self.settle_flight();
         // The first poll hands the statement to the connection; its answer is not awaited.
         if let Some(Err(e)) = self.client.batch_execute(sql).now_or_never() {
             return Err(e);
         }
-        // The connection writes it to the socket now, so that the server runs it meanwhile.
+        self.write_out();
+        Ok(())
+    }
+
+    /// Lets the connection write what was queued to the socket now, so that the server runs it meanwhile.
+    fn write_out(&mut self) {
         if let Some(connection) = &mut self.connection {
             if poll_connection(connection, &mut Context::from_waker(Waker::noop())) {
                 self.connection = None;
             }
         }
+    }
+
+    /// Sends `first`, the `batches` and `last` (a `COMMIT`) as [`Conn::pipeline`] does, and goes on
+    /// without waiting for their answers: the caller works meanwhile and learns the outcome from
+    /// [`Conn::land`]. Any other use of the connection reads the answers first. Fails only if a
+    /// statement could not be prepared (then nothing was sent but what prepared it).
+    pub(crate) fn fly(
+        &mut self,
+        number: u64,
+        first: Option<&'static str>,
+        batches: Vec<Batch>,
+        last: &'static str,
+    ) -> Result<(), Error> {
+        let mut statements = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            statements.push(self.statement(&batch.sql)?);
+        }
+        let mut calls: Vec<Call<'static>> = Vec::with_capacity(batches.len() + 2);
+        let simple = |client: Arc<Client>, sql: &'static str| -> Call<'static> {
+            Box::pin(async move { client.batch_execute(sql).await.map(|()| None) })
+        };
+        if let Some(first) = first {
+            calls.push(simple(Arc::clone(&self.client), first));
+        }
+        for (statement, batch) in statements.into_iter().zip(batches) {
+            let client = Arc::clone(&self.client);
+            calls.push(Box::pin(async move {
+                let values: Vec<Value<'_>> = batch.params.iter().map(Value::of).collect();
+                let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(Value::as_sql).collect();
+                client.execute(&statement, &params).await.map(|_| None)
+            }));
+        }
+        calls.push(simple(Arc::clone(&self.client), last));
+        let calls = start(calls);
+        self.write_out();
+        self.flight = Some(Flight { number, calls });
         Ok(())
+    }
+
+    /// How the last flight ended, reading its answers if that was not done yet; `None` without one.
+    pub(crate) fn land(&mut self) -> Option<Landed> {
+        self.settle_flight();
+        self.landed.take()
+    }
+
+    /// Reads the answers of the flight, if one is up, and keeps how it ended for [`Conn::land`].
+    fn settle_flight(&mut self) {
+        let Some(mut flight) = self.flight.take() else { return };
+        // Every call is answered (the `COMMIT` also after an error, as a rollback) unless the
+        // connection ended, which ends the transaction too.
+        let (done, _, _) = settle(&mut self.connection, &self.readiness, &self.client, &mut flight.calls, true);
+        self.landed = Some((flight.number, done));
     }
 
     /// Runs `first`, the `batches` and `last` in order in one round trip. Answers the first error, and
@@ -192,6 +271,7 @@ impl Conn {
         batches: &[Batch],
         last: Last<'_>,
     ) -> (Result<(), Error>, Option<Vec<Row>>, bool) {
+        self.settle_flight();
         let mut statements = Vec::with_capacity(batches.len());
         for batch in batches {
             match self.statement(&batch.sql) {
@@ -223,37 +303,13 @@ impl Conn {
                 true
             }
         };
-        let mut calls: Vec<MaybeDone<Call<'_>>> = calls.into_iter().map(maybe_done).collect();
-        let mut cx = Context::from_waker(Waker::noop());
-        for call in &mut calls {
-            let _ = Pin::new(call).poll(&mut cx);
-        }
-        let all = async {
-            for call in &mut calls {
-                Pin::new(call).await;
-            }
-            Ok(())
-        };
-        let driven = drive(&mut self.connection, &self.readiness, client, all);
-        let results: Vec<Result<Option<Vec<Row>>, Error>> =
-            calls.iter_mut().filter_map(|call| Pin::new(call).take_output()).collect();
-        let last_ran = has_last && results.len() == calls.len() && results.last().is_some_and(Result::is_ok);
-        let mut first_error = driven.err();
-        let mut rows = None;
-        for result in results {
-            match result {
-                Ok(Some(found)) => rows = Some(found),
-                Ok(None) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        (first_error.map_or(Ok(()), Err), rows, last_ran)
+        let mut calls = start(calls);
+        settle(&mut self.connection, &self.readiness, client, &mut calls, has_last)
     }
 
     /// Statements without parameters (transaction control, DDL).
     pub(crate) fn batch(&mut self, sql: &str) -> Result<(), Error> {
+        self.settle_flight();
         drive(&mut self.connection, &self.readiness, &self.client, self.client.batch_execute(sql))
     }
 
@@ -293,6 +349,49 @@ impl<'a> Value<'a> {
             Self::Array(array) => array,
         }
     }
+}
+
+/// Polls each call once, in order, which sends it: the server gets them all before any answer is awaited.
+fn start(calls: Vec<Call<'_>>) -> Vec<MaybeDone<Call<'_>>> {
+    let mut calls: Vec<MaybeDone<Call<'_>>> = calls.into_iter().map(maybe_done).collect();
+    let mut cx = Context::from_waker(Waker::noop());
+    for call in &mut calls {
+        let _ = Pin::new(call).poll(&mut cx);
+    }
+    calls
+}
+
+/// Drives the started `calls` until each has its answer. Answers the first error, the rows of a last
+/// query, and whether the last call ran (when `has_last`).
+fn settle(
+    connection: &mut Option<Pin<Box<Connection>>>,
+    readiness: &Readiness,
+    client: &Client,
+    calls: &mut [MaybeDone<Call<'_>>],
+    has_last: bool,
+) -> (Result<(), Error>, Option<Vec<Row>>, bool) {
+    let all = async {
+        for call in calls.iter_mut() {
+            Pin::new(call).await;
+        }
+        Ok(())
+    };
+    let driven = drive(connection, readiness, client, all);
+    let results: Vec<Result<Option<Vec<Row>>, Error>> =
+        calls.iter_mut().filter_map(|call| Pin::new(call).take_output()).collect();
+    let last_ran = has_last && results.len() == calls.len() && results.last().is_some_and(Result::is_ok);
+    let mut first_error = driven.err();
+    let mut rows = None;
+    for result in results {
+        match result {
+            Ok(Some(found)) => rows = Some(found),
+            Ok(None) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    (first_error.map_or(Ok(()), Err), rows, last_ran)
 }
 
 /// Records that something a poll waits on (a channel between the client and its connection) moved, so

@@ -20,7 +20,7 @@ mod sql;
 mod tls;
 mod write;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 pub(crate) use read::PgRead;
@@ -73,6 +73,21 @@ pub(crate) struct Pg {
     overwritten: Mutex<HashSet<String>>,
     /// The qualified name of the function those checks call.
     unchanged: String,
+    /// Write groups sent with their `COMMIT` without waiting for its answer (see [`Flights`]).
+    flights: Mutex<Flights>,
+}
+
+/// A write group's transaction may be sent with its `COMMIT` and left to run in the database while the
+/// writer runs the next group's writes (see `PgWrite::send_commit`); those then read what the first
+/// one wrote as if committed. The next use of the writing connection reads how it ended, kept here
+/// under its number until the writer answers the group's writes. If it failed, what the process
+/// remembers is forgotten, and a write that began while it was up runs again (see `PgWrite::doomed`).
+#[derive(Default)]
+struct Flights {
+    sent: u64,
+    /// The flight whose answers were not read yet.
+    up: Option<u64>,
+    landed: HashMap<u64, std::result::Result<(), session::Failure>>,
 }
 
 /// Whether this process runs the background jobs: it does while its connection holds the schema's jobs
@@ -123,6 +138,7 @@ impl Pg {
             remembered: Mutex::default(),
             overwritten: Mutex::default(),
             unchanged,
+            flights: Mutex::default(),
         };
         let mut conn = pg.connect()?;
         let version: i32 = conn.scalar("SELECT current_setting('server_version_num')::int", &[])?;
@@ -168,6 +184,7 @@ impl Pg {
     pub(crate) fn take_holding(&self) -> Result<Conn> {
         let held = self.holding.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(mut conn) = held {
+            self.note_landing(conn.land());
             if !conn.is_closed() {
                 return Ok(conn);
             }
@@ -180,21 +197,92 @@ impl Pg {
     }
 
     pub(crate) fn give_back_holding(&self, mut conn: Conn) {
-        if !conn.is_closed() {
-            *self.holding.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+        match conn.is_closed() {
+            false => *self.holding.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn),
+            // A flight on it ended with the connection.
+            true => self.note_landing(conn.land()),
         }
+    }
+
+    /// The number of a new flight (see [`Flights`]).
+    pub(crate) fn next_flight(&self) -> u64 {
+        let mut flights = self.flights();
+        flights.sent += 1;
+        flights.sent
+    }
+
+    /// Notes that flight `number` went out on the writing connection.
+    pub(crate) fn flew(&self, number: u64) {
+        self.flights().up = Some(number);
+    }
+
+    /// The flight whose answers were not read yet, if any.
+    pub(crate) fn flight_up(&self) -> Option<u64> {
+        self.flights().up
+    }
+
+    /// How flight `number` ended, reading its answers if needed; `take` hands it over for good (to the
+    /// writer answering its writes). A flight whose connection was lost unread ended unknown.
+    pub(crate) fn flight(&self, number: u64, take: bool) -> std::result::Result<(), session::Failure> {
+        if self.flights().up == Some(number) {
+            let landed = self.holding.lock().unwrap_or_else(PoisonError::into_inner).as_mut().and_then(Conn::land);
+            self.note_landing(landed);
+        }
+        let mut flights = self.flights();
+        let landed = match take {
+            true => flights.landed.remove(&number),
+            false => flights.landed.get(&number).cloned(),
+        };
+        landed.unwrap_or_else(|| {
+            let lost = "the database connection was lost before the commit was answered: its outcome is unknown";
+            Err(session::Failure::new(StoreError::new(lost)))
+        })
+    }
+
+    /// Keeps how a flight ended. A failed one wrote nothing, while what it wrote was remembered as
+    /// committed: forgotten (an insert that met an existing key also makes its table upserted).
+    fn note_landing(&self, landed: Option<conn::Landed>) {
+        let Some((number, done)) = landed else { return };
+        let done = done.map_err(|e| {
+            let error = StoreError::new(format!("database commit: {}", session::describe(&e)));
+            session::Failure::of(error, &e, &self.schema)
+        });
+        if let Err(failure) = &done {
+            match &failure.overwrote {
+                Some(table) => {
+                    self.overwrote(table);
+                    self.remembered().clear();
+                }
+                None => {
+                    self.not_alone();
+                    self.remembered().clear_and_rest();
+                }
+            }
+        }
+        let mut flights = self.flights();
+        if flights.up == Some(number) {
+            flights.up = None;
+        }
+        flights.landed.insert(number, done);
+    }
+
+    fn flights(&self) -> std::sync::MutexGuard<'_, Flights> {
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// At the start of a write group: the arrivals number since which this process writes alone, if it
     /// does (looking again at most once a second while others write; see [`sole`]).
     pub(crate) fn writing_alone(&self) -> Option<i64> {
-        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
-        if writers.probe_due() {
+        let due = self.writers.lock().unwrap_or_else(PoisonError::into_inner).probe_due();
+        if due {
+            // Not under the lock: taking the writing connection may learn of a failed flight, which
+            // means others may write (`not_alone`).
             let since = self.take_holding().and_then(|mut conn| {
                 let since = conn.scalar::<Option<i64>>(&self.sole.probe, &[]);
                 self.give_back_holding(conn);
                 since
             });
+            let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
             *writers = match since {
                 Ok(Some(arrivals)) => {
                     // What was remembered beside other writers may have changed unseen since.
@@ -204,6 +292,7 @@ impl Pg {
                 _ => sole::Writers::Several(Some(std::time::Instant::now())),
             };
         }
+        let writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
         match *writers {
             sole::Writers::Alone(arrivals) => Some(arrivals),
             sole::Writers::Several(_) => None,

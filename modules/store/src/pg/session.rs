@@ -65,7 +65,7 @@ impl Failure {
         Self { error, conflict: false, overwrote: None }
     }
 
-    fn of(error: StoreError, cause: &tokio_postgres::Error, schema: &str) -> Self {
+    pub(crate) fn of(error: StoreError, cause: &tokio_postgres::Error, schema: &str) -> Self {
         Self { error, conflict: is_conflict(cause), overwrote: super::overwritten_table(cause, schema) }
     }
 }
@@ -189,6 +189,37 @@ impl Session {
             }
             failure
         })
+    }
+
+    /// Sends `batches` and the `COMMIT` without waiting for their answers (see `Conn::fly`), and gives
+    /// the connection back: the next transaction on it reads them first. The flight's number, or `None`
+    /// if there was nothing to send (then the transaction ended here).
+    pub(crate) fn fly(&mut self, batches: Vec<Batch>) -> Result<Option<u64>, Failure> {
+        if let Some(failure) = self.failure.clone() {
+            let _ = self.end(false);
+            return Err(failure);
+        }
+        if !self.begun && batches.is_empty() {
+            self.ended = true;
+            return Ok(None);
+        }
+        let begin = (!self.begun).then_some(self.begin);
+        let number = self.pg.next_flight();
+        let flown = self.conn().map_err(Failure::new)?.fly(number, begin, batches, "COMMIT");
+        self.begun = true;
+        if let Err(e) = flown {
+            let error = StoreError::new(format!("database commit: {}", describe(&e)));
+            let failure = Failure::of(error, &e, &self.pg.schema);
+            self.failure = Some(failure.clone());
+            let _ = self.end(false);
+            return Err(failure);
+        }
+        self.pg.flew(number);
+        self.ended = true;
+        if let Some(conn) = self.conn.take() {
+            self.give_back(conn);
+        }
+        Ok(Some(number))
     }
 
     /// Ends a read-only transaction without waiting for its `COMMIT` (see `Conn::send`): the next
@@ -689,6 +720,11 @@ impl Transaction {
     /// Notes that this transaction created (`exists`) or dropped a table.
     pub(crate) fn changed_table(&self, name: &str, exists: bool) {
         self.changed().push((name.to_string(), exists));
+    }
+
+    /// Whether this transaction created or dropped tables.
+    pub(crate) fn changes_tables(&self) -> bool {
+        !self.changed().is_empty()
     }
 
     /// Tells the process of the tables this transaction created or dropped, once it committed.

@@ -1,13 +1,15 @@
 //! A write group's transaction: `SERIALIZABLE`, so a group that read what another node changed meanwhile
 //! fails with a serialization failure and runs again, as if the nodes had written one after the other.
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use redb::TableHandle;
 
+use super::pending::{self, Batch, Changes};
 use super::session::{Alone, Failure, Transaction};
-use super::{pending, sql, Pg};
+use super::{sql, Pg};
 use crate::error::Result;
 use crate::table::Named;
 
@@ -15,6 +17,8 @@ const BEGIN: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 
 pub(crate) struct PgWrite {
     tx: Transaction,
+    /// The flight that was up when this write began, whose writes it read as committed.
+    behind: Option<u64>,
 }
 
 /// Reads go straight to the transaction.
@@ -29,7 +33,8 @@ impl std::ops::Deref for PgWrite {
 impl PgWrite {
     pub(crate) fn begin(pg: Arc<Pg>) -> Self {
         let sole = pg.writing_alone();
-        Self { tx: Transaction::new(pg, BEGIN, true, Alone::Never, sole) }
+        let behind = pg.flight_up();
+        Self { tx: Transaction::new(pg, BEGIN, true, Alone::Never, sole), behind }
     }
 
     pub(crate) fn create_table(&self, table: Named<'_>) -> Result<()> {
@@ -126,20 +131,7 @@ impl PgWrite {
     /// Sends the checks and the held changes with the `COMMIT`; a refused commit rolls back (a
     /// conflict, or the connection lost with the outcome unknown) and forgets what was remembered.
     pub(crate) fn commit(self) -> std::result::Result<(), Failure> {
-        let written = self.tx.pending().take_all();
-        let batches = self.tx.take_checks().and_then(|mut batches| {
-            for (name, rows) in &written {
-                batches.extend(pending::batches(&self.tx.pg.qualified(name)?, rows));
-            }
-            Ok(batches)
-        });
-        let batches = match batches {
-            Ok(batches) => batches,
-            Err(error) => {
-                self.rollback();
-                return Err(Failure::new(error));
-            }
-        };
+        let (written, batches) = self.final_batches()?;
         if let Err(failure) = self.tx.lock().commit(&batches) {
             self.learn_from(&failure);
             return Err(failure);
@@ -149,10 +141,70 @@ impl PgWrite {
         Ok(())
     }
 
+    /// Sends the checks and the held changes with the `COMMIT` without waiting for its answer (see
+    /// `Pg::flight`), and remembers what it wrote as committed meanwhile. The flight's number, or
+    /// `None` once committed here (nothing to send, or tables created or dropped, which the process
+    /// learns of only once they are).
+    pub(crate) fn send_commit(self) -> std::result::Result<Option<u64>, Failure> {
+        if self.tx.changes_tables() {
+            return self.commit().map(|()| None);
+        }
+        let (written, batches) = self.final_batches()?;
+        let flown = self.tx.lock().fly(batches);
+        match flown {
+            Ok(number) => {
+                self.tx.publish_reads(written);
+                Ok(number)
+            }
+            Err(failure) => {
+                self.learn_from(&failure);
+                Err(failure)
+            }
+        }
+    }
+
+    /// What is still held, and the statements that send it after the checks; rolls back if they
+    /// cannot be made, or if this write read what a failed flight wrote.
+    fn final_batches(&self) -> std::result::Result<(BTreeMap<String, Changes>, Vec<Batch>), Failure> {
+        if let Some(doomed) = self.doomed() {
+            let _ = self.tx.lock().end(false);
+            return Err(doomed);
+        }
+        let written = self.tx.pending().take_all();
+        let batches = self.tx.take_checks().and_then(|mut batches| {
+            for (name, rows) in &written {
+                batches.extend(pending::batches(&self.tx.pg.qualified(name)?, rows));
+            }
+            Ok(batches)
+        });
+        match batches {
+            Ok(batches) => Ok((written, batches)),
+            Err(error) => {
+                let _ = self.tx.lock().end(false);
+                Err(Failure::new(error))
+            }
+        }
+    }
+
+    /// A conflict if this write began while a flight was up that then failed: it read what that one
+    /// wrote as committed, so it runs again.
+    fn doomed(&self) -> Option<Failure> {
+        let failed = self.tx.pg.flight(self.behind?, false).is_err();
+        failed.then(|| Failure {
+            error: crate::error::StoreError::new("a write group before this one was not committed"),
+            conflict: true,
+            overwrote: None,
+        })
+    }
+
     /// Rolls back after a write failed: the conflict, if the failure may come from a race with
     /// another transaction (then the writes should run again). A write may have failed because of a
     /// remembered row that was out of date, so the remembered rows it used are checked first.
     pub(crate) fn abandon(self) -> Option<Failure> {
+        if let Some(doomed) = self.doomed() {
+            self.rollback();
+            return Some(doomed);
+        }
         let mut conflict = self.failure().filter(|failure| failure.conflict);
         if conflict.is_none() && self.tx.has_checks() && self.tx.send_checks().is_err() {
             conflict = self.failure().filter(|failure| failure.conflict);
