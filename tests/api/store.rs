@@ -545,6 +545,64 @@ fn a_node_that_came_and_went_between_two_writes_is_seen() {
     assert_eq!(stored.unwrap(), 103);
 }
 
+/// The writing connection lost while a group's `COMMIT` is in flight: that write is answered with an
+/// error (its outcome unknown to the portal; the server rolled it back), the write queued behind it
+/// runs on a new connection, and the store goes on.
+#[test]
+fn a_write_whose_connection_is_lost_in_flight_fails_alone_and_the_store_goes_on() {
+    let Some(url) = crate::helpers::test_database() else {
+        eprintln!("a lost database connection needs a PostgreSQL server (PORTAL_TEST_DATABASE_URL)");
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (client, connection) = runtime.block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls)).unwrap();
+    runtime.spawn(connection);
+    let sql = |statement: &str| runtime.block_on(client.batch_execute(statement)).unwrap();
+    sql("DROP SCHEMA IF EXISTS cut_connection CASCADE");
+    let app = "portal_cut_connection";
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let store = open_postgres(format!("{url}{separator}application_name={app}"), "cut_connection").unwrap();
+    write_note(&store);
+    // Another session holds an uncommitted row under the key the first write inserts: its `INSERT`
+    // waits on it, with its `COMMIT` behind it, while the writer goes on.
+    sql("BEGIN; INSERT INTO cut_connection.\"test.notes\" (key, value) VALUES ('\\x6b31', '\\x00')");
+    let note = |pages: u32| NoteV2 { title: format!("p{pages}"), pages, tags: vec![] };
+    let write = |key: &'static [u8], pages: u32| {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.write_blocking(move |tx| Ok::<_, portal_core::Error>(NOTES.insert(tx, key, &note(pages))?))
+        })
+    };
+    let first = write(b"k1", 1);
+    let waiting =
+        format!("SELECT pid FROM pg_stat_activity WHERE application_name = '{app}' AND wait_event_type = 'Lock'");
+    let mut pid = None;
+    for _ in 0..500 {
+        pid = runtime.block_on(client.query(&waiting, &[])).unwrap().first().map(|row| row.get::<_, i32>(0));
+        if pid.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = pid.expect("the first write waits on the other session's row");
+    // The second write is queued while the writer waits for the first's answers.
+    let second = write(b"k2", 2);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    sql(&format!("SELECT pg_terminate_backend({pid})"));
+    let first = first.join().unwrap();
+    let second = second.join().unwrap();
+    sql("ROLLBACK");
+    let error = first.expect_err("the first write's connection was cut before its commit");
+    assert!(error.to_string().contains("database commit"), "{error}");
+    assert!(second.is_ok(), "{second:?}");
+    let pages = |key: &'static [u8]| {
+        store.read_blocking(move |tx| Ok::<_, portal_core::Error>(NOTES.get(tx, key)?.map(|n| n.pages))).unwrap()
+    };
+    assert_eq!((pages(b"k1"), pages(b"k2")), (None, Some(2)));
+    write(b"k3", 3).join().unwrap().unwrap();
+    assert_eq!(pages(b"k3"), Some(3));
+}
+
 /// A PostgreSQL server that does not answer stops the start with an error naming it, not a panic.
 #[tokio::test]
 async fn a_database_that_cannot_be_reached_fails_the_start_with_a_clear_error() {
