@@ -527,9 +527,7 @@ fn a_node_that_came_and_went_between_two_writes_is_seen() {
     assert_eq!(bump(&second, 100), 102);
     drop(second);
     // Once the second node's connections are gone, the first is alone again as far as locks tell.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (client, connection) = runtime.block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls)).unwrap();
-    runtime.spawn(connection);
+    let (runtime, client) = sql_session(&url);
     let schema = crate::helpers::store_config(dir.path()).database_schema;
     let holders = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
                    AND objid = hashtext('portal:' || $1::text)::oid";
@@ -554,9 +552,7 @@ fn a_write_whose_connection_is_lost_in_flight_fails_alone_and_the_store_goes_on(
         eprintln!("a lost database connection needs a PostgreSQL server (PORTAL_TEST_DATABASE_URL)");
         return;
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (client, connection) = runtime.block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls)).unwrap();
-    runtime.spawn(connection);
+    let (runtime, client) = sql_session(&url);
     let sql = |statement: &str| runtime.block_on(client.batch_execute(statement)).unwrap();
     sql("DROP SCHEMA IF EXISTS cut_connection CASCADE");
     let app = "portal_cut_connection";
@@ -646,9 +642,7 @@ fn tls_to_the_database_checks_as_much_as_sslmode_asks() {
         eprintln!("TLS to the database needs a PostgreSQL server (PORTAL_TEST_DATABASE_URL)");
         return;
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (client, connection) = runtime.block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls)).unwrap();
-    runtime.spawn(connection);
+    let (runtime, client) = sql_session(&url);
     let ask = |sql: &str| runtime.block_on(client.query_one(sql, &[])).unwrap();
     let setting = |name: &str| ask(&format!("SHOW {name}")).get::<_, String>(0);
     if setting("ssl") != "on" || setting("ssl_ca_file").is_empty() {
@@ -720,6 +714,14 @@ fn open_postgres(url: String, schema: &str) -> portal_core::Result<portal_core::
     config.database_url = Some(url);
     config.database_schema = schema.into();
     portal_core::Store::open_config(&config)
+}
+
+/// A plain session on the test database, beside the store's own connections, with the runtime it runs on.
+fn sql_session(url: &str) -> (tokio::runtime::Runtime, tokio_postgres::Client) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (client, connection) = runtime.block_on(tokio_postgres::connect(url, tokio_postgres::NoTls)).unwrap();
+    runtime.spawn(connection);
+    (runtime, client)
 }
 
 /// Writes one note (key `k`) through `store`.
