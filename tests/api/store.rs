@@ -265,6 +265,61 @@ fn a_write_reads_its_own_changes_through_every_kind_of_read() {
         .unwrap();
 }
 
+/// The largest key of a prefix below a bound: in reads and writes, with the write's own new and removed
+/// keys, keys of another prefix and of another index sharing the table passed over, and found again on
+/// later look-ups below other bounds (which PostgreSQL answers from what it read first).
+#[test]
+fn the_last_key_below_a_bound_is_the_largest_of_its_prefix_under_it() {
+    const PERIODS: Index = Index::shared("test.shared_keys", b"\x01");
+    const OTHER: Index = Index::shared("test.shared_keys", b"\x00");
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::helpers::open_store(dir.path());
+    let at = |prefix: u8, n: u32| [&[prefix][..], &n.to_be_bytes()].concat();
+    store
+        .write_blocking(move |tx| {
+            PERIODS.create(tx)?;
+            for n in [10, 20, 30] {
+                PERIODS.put(tx, &at(b'a', n), &[])?;
+            }
+            PERIODS.put(tx, &at(b'b', 5), &[])?;
+            OTHER.put(tx, &at(b'a', 25), &[])?;
+            Ok(())
+        })
+        .unwrap();
+    store
+        .read_blocking(move |tx| {
+            let below = |n: u32| PERIODS.last_below(tx, b"a", &at(b'a', n));
+            assert_eq!(below(25)?, Some(at(b'a', 20)), "the largest below the bound");
+            assert_eq!(below(20)?, Some(at(b'a', 10)), "strictly below");
+            assert_eq!(below(31)?, Some(at(b'a', 30)), "up to the prefix's largest");
+            assert_eq!(below(10)?, None, "none below the smallest");
+            assert_eq!(PERIODS.last_below(tx, b"b", &at(b'b', 5))?, None, "another prefix");
+            assert_eq!(PERIODS.last_below(tx, b"c", &at(b'c', 1))?, None, "an empty prefix");
+            Ok(())
+        })
+        .unwrap();
+    store
+        .write_blocking(move |tx| {
+            let below = |n: u32| PERIODS.last_below(tx, b"a", &at(b'a', n));
+            assert_eq!(below(29)?, Some(at(b'a', 20)));
+            PERIODS.put(tx, &at(b'a', 27), &[])?;
+            assert_eq!(below(29)?, Some(at(b'a', 27)), "the write's own key");
+            assert!(PERIODS.remove(tx, &at(b'a', 30))?);
+            assert_eq!(below(40)?, Some(at(b'a', 27)), "its removed key is gone");
+            Ok(())
+        })
+        .unwrap();
+    store
+        .write_blocking(move |tx| {
+            let below = |n: u32| PERIODS.last_below(tx, b"a", &at(b'a', n));
+            assert_eq!(below(40)?, Some(at(b'a', 27)), "as committed");
+            assert_eq!(below(27)?, Some(at(b'a', 20)));
+            assert_eq!(below(15)?, Some(at(b'a', 10)));
+            Ok(())
+        })
+        .unwrap();
+}
+
 /// Rows said to be expected (fetched with the next point read on PostgreSQL) read exactly as if asked
 /// on their own: present, absent, in another table, in a table never created, the read key itself,
 /// named twice, and in a write, changed by it before or after.

@@ -107,15 +107,7 @@ fn overlapping(tx: &impl ReadTx, customer: CustomerId, period: Period) -> Result
     let cid = customer.to_key();
     let before_end = key(&[&cid, &day_key(period.end)]);
     // Stored periods never overlap, so only the latest one starting before our end can reach into us.
-    // The customer's periods are walked from the newest (one scan of the same range each time, which a
-    // store on PostgreSQL answers from memory); periods starting at or after our end are passed over.
-    let mut latest = None;
-    PERIODS.visit_keys_desc(tx, &cid, None, |k| {
-        if k < before_end.as_slice() {
-            latest = Some(k.to_vec());
-        }
-        Ok::<_, Error>(latest.is_none())
-    })?;
+    let latest = PERIODS.last_below(tx, &cid, &before_end)?;
     let mut found = None;
     if let Some(target) = latest.map(|k| PERIODS.get(tx, &k)).transpose()?.flatten() {
         if day_from_key(&target).is_some_and(|end| end > period.start) {

@@ -13,7 +13,7 @@ use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableHand
 
 use crate::error::{Result, StoreError};
 use crate::pg::PgRead;
-use crate::table::{get_in, open_existing, scan_in, Named, ReadTx};
+use crate::table::{get_in, only_below, open_existing, scan_in, Named, ReadTx};
 
 type OpenTable = Arc<ReadOnlyTable<&'static [u8], &'static [u8]>>;
 
@@ -119,6 +119,19 @@ impl ReadTx for Snapshot {
         match &self.0 {
             View::Redb(view) => scan_in(view.table(table)?.as_deref(), range, reverse, visit),
             View::Pg(read) => read.scan(table, range, reverse, visit),
+        }
+    }
+
+    fn scan_desc_below<E: From<StoreError>>(
+        &self,
+        table: Named<'_>,
+        whole: (Bound<&[u8]>, Bound<&[u8]>),
+        below: &[u8],
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        match &self.0 {
+            View::Redb(..) => self.scan_raw(table, (whole.0, Bound::Excluded(below)), true, visit),
+            View::Pg(read) => read.scan(table, whole, true, only_below(below, visit)),
         }
     }
 

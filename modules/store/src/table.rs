@@ -69,6 +69,20 @@ pub trait ReadTx {
         visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
     ) -> Result<(), E>;
 
+    /// Visits `(key, value)` pairs of `whole` strictly below `below`, largest first, until `visit` returns
+    /// false. redb starts at `below`; a backend that remembers the ranges it scanned (PostgreSQL) reads
+    /// `whole` from its top and passes over the keys from `below` up, so that a later visit of `whole`
+    /// below another bound is answered from memory.
+    fn scan_desc_below<E: From<StoreError>>(
+        &self,
+        table: Named<'_>,
+        whole: (Bound<&[u8]>, Bound<&[u8]>),
+        below: &[u8],
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        self.scan_raw(table, (whole.0, Bound::Excluded(below)), true, visit)
+    }
+
     /// How many rows `table` holds (0 when it was never created).
     fn count_raw(&self, table: Named<'_>) -> Result<u64>;
 
@@ -99,6 +113,15 @@ pub(crate) fn get_one_by_one<T: ReadTx + ?Sized, E: From<StoreError>>(
         tx.get_raw(table, key, |value| f(i, value))?;
     }
     Ok(())
+}
+
+/// `visit` for the keys strictly below `below` only: those from `below` up are passed over (a scan of a
+/// whole range from its top standing for a scan below `below`, see [`ReadTx::scan_desc_below`]).
+pub(crate) fn only_below<'a, E>(
+    below: &'a [u8],
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E> + 'a,
+) -> impl FnMut(&[u8], &[u8]) -> Result<bool, E> + 'a {
+    move |k, v| if k >= below { Ok(true) } else { visit(k, v) }
 }
 
 /// `table` in a read transaction; `None` when it was never created (it reads as empty).
@@ -443,6 +466,20 @@ impl Index {
         let range = page_range(&Page { prefix: &prefix, after: after.as_deref(), limit: usize::MAX });
         let tag = self.tag.len();
         tx.scan_raw(self.def, as_ref_range(&range), true, |k, _| visit(k.get(tag..).unwrap_or_default()))
+    }
+
+    /// The largest key with `prefix` strictly below `below` (see [`ReadTx::scan_desc_below`]: on PostgreSQL
+    /// the prefix is read from its largest key down, so that the next look-up in it is answered from
+    /// memory; redb goes to it directly).
+    pub fn last_below(&self, tx: &impl ReadTx, prefix: &[u8], below: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (whole, below) = (prefix_range(&self.stored(prefix)), self.stored(below));
+        let tag = self.tag.len();
+        let mut last = None;
+        tx.scan_desc_below(self.def, as_ref_range(&whole), &below, |k, _| {
+            last = Some(k.get(tag..).unwrap_or_default().to_vec());
+            Ok::<_, StoreError>(false)
+        })?;
+        Ok(last)
     }
 
     /// Visits keys with `prefix`, smallest first, while `visit` returns true (queues and schedules keyed by

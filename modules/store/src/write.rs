@@ -7,7 +7,7 @@ use crate::error::{Result, StoreError};
 use crate::open_tables::RedbWrite;
 use crate::pg::PgWrite;
 use crate::redo::Redo;
-use crate::table::{get_in, scan_in, Named, ReadTx};
+use crate::table::{get_in, only_below, scan_in, Named, ReadTx};
 
 /// A write transaction: every write of one store write closure, committed together or not at all.
 pub struct WriteTx(pub(crate) Backend);
@@ -125,6 +125,19 @@ impl ReadTx for WriteTx {
         match &self.0 {
             Backend::Redb(tx, _) => tx.read(table, |t| scan_in(Some(t), range, reverse, visit)),
             Backend::Pg(tx) => tx.scan(table, range, reverse, visit),
+        }
+    }
+
+    fn scan_desc_below<E: From<StoreError>>(
+        &self,
+        table: Named<'_>,
+        whole: (Bound<&[u8]>, Bound<&[u8]>),
+        below: &[u8],
+        visit: impl FnMut(&[u8], &[u8]) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        match &self.0 {
+            Backend::Redb(..) => self.scan_raw(table, (whole.0, Bound::Excluded(below)), true, visit),
+            Backend::Pg(tx) => tx.scan(table, whole, true, only_below(below, visit)),
         }
     }
 
