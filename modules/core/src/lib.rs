@@ -12,6 +12,7 @@ pub mod idempotency;
 mod idempotency_key;
 pub mod ids;
 pub mod json_object;
+pub mod json_writer;
 pub mod list;
 pub mod module;
 pub mod money;

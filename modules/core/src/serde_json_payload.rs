@@ -1,6 +1,6 @@
-//! `SerdeJson<T>`: a JSON response written straight from the view's serde `Serialize` into one buffer,
-//! for the hottest reads. poem-openapi's `Json<T>` builds a `serde_json::Value` tree first and then
-//! prints it, which costs an allocation per field. The document is the same: the schema is still `T`'s,
+//! `SerdeJson<T>`: a JSON response written straight from the view's serde `Serialize` into one buffer
+//! (by [`crate::json_writer`]), for the hottest reads. poem-openapi's `Json<T>` builds a
+//! `serde_json::Value` tree first and then prints it, which costs an allocation per field. The document is the same: the schema is still `T`'s,
 //! and each view using this carries a test that both give the same JSON.
 
 use poem::http::header;
@@ -34,7 +34,7 @@ impl<T: Type + Serialize + Send> Payload for SerdeJson<T> {
 impl<T: Serialize + Send> IntoResponse for SerdeJson<T> {
     fn into_response(self) -> Response {
         let mut body = Vec::with_capacity(INITIAL_CAPACITY);
-        match serde_json::to_writer(&mut body, &self.0) {
+        match crate::json_writer::write(&mut body, &self.0) {
             Ok(()) => Response::builder().header(header::CONTENT_TYPE, CONTENT_TYPE).body(body),
             Err(e) => poem::error::ResponseError::as_response(&Error::internal(format!("writing JSON: {e}"))),
         }
