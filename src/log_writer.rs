@@ -39,6 +39,12 @@ pub struct BatchedWriter<W> {
     sink: Arc<Mutex<W>>,
 }
 
+impl<W> Clone for BatchedWriter<W> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone(), sink: self.sink.clone() }
+    }
+}
+
 /// Stops the writer thread when dropped, after it wrote everything that was logged.
 pub struct FlushGuard {
     shared: Arc<Shared>,

@@ -15,6 +15,8 @@ use portal_core::config::BODY_LIMIT_BYTES;
 use portal_core::rate_limit::RateLimiter;
 use portal_core::{Error, ErrorCode};
 
+use crate::logging::Access;
+
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub use portal_core::audit::RequestId;
@@ -57,16 +59,12 @@ pub async fn handle<E: Endpoint>(
             Err(e) => e.as_response_envelope(),
         };
         add_security_headers(&mut resp, tls);
-        // Whole microseconds: `0.132`, not the float's seventeen digits.
-        let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
-        tracing::info!(
-            target: "portal::access",
-            method = method.as_str(),
-            path = uri.path(),
-            status = resp.status().as_u16(),
-            latency_ms,
-            "request finished"
-        );
+        crate::logging::access(&Access {
+            method: method.as_str(),
+            path: uri.path(),
+            status: resp.status().as_u16(),
+            latency: started.elapsed(),
+        });
         if let Ok(value) = header {
             resp.headers_mut().insert(REQUEST_ID, value);
         }

@@ -18,8 +18,17 @@ async fn data_dir_is_created_and_reopens_after_a_graceful_stop() {
 }
 
 /// Starts the real binary on `dir` with its log in `log`, and waits until `/health` answers.
-#[allow(clippy::zombie_processes)] // the caller waits for the child it gets back
 async fn start_binary(dir: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    start_binary_with(dir, log, &[]).await.0
+}
+
+/// [`start_binary`] with more environment; also gives the port it serves on.
+#[allow(clippy::zombie_processes)] // the caller waits for the child it gets back
+async fn start_binary_with(
+    dir: &std::path::Path,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, u16) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -30,6 +39,7 @@ async fn start_binary(dir: &std::path::Path, log: &std::path::Path) -> std::proc
         .env("PORTAL_CACHE_MB", "8")
         .env_remove("PORTAL_ADMIN_EMAIL")
         .env_remove("PORTAL_ADMIN_PASSWORD")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -40,7 +50,7 @@ async fn start_binary(dir: &std::path::Path, log: &std::path::Path) -> std::proc
     loop {
         if let Ok(r) = client.get(&url).send().await {
             if r.status() == 200 {
-                return child;
+                return (child, port);
             }
         }
         if Instant::now() > deadline {
@@ -76,6 +86,55 @@ async fn a_first_start_without_an_admin_says_how_to_create_one() {
     child.wait().unwrap();
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(said.contains("portal listening") && !said.contains("no admin yet"), "log: {said}");
+}
+
+#[tokio::test]
+async fn each_request_leaves_one_access_line_in_the_binarys_log_as_text_or_json() {
+    for (format, level) in [("text", "info"), ("json", "info"), ("text", "warn")] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("portal.log");
+        let env = [("PORTAL_LOG_FORMAT", format), ("PORTAL_LOG", level)];
+        let (mut child, port) = start_binary_with(dir.path(), &log, &env).await;
+        let client = reqwest::Client::new();
+        for (path, id) in [("/health", "probe-1"), ("/a=b", "probe-2")] {
+            let answer =
+                client.get(format!("http://127.0.0.1:{port}{path}")).header("x-request-id", id).send().await.unwrap();
+            assert_eq!(answer.headers()["x-request-id"], id);
+        }
+        // The log's writer gathers lines for a few milliseconds before it writes them.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let said = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = said.lines().filter(|l| l.contains("portal::access") && l.contains("probe-")).collect();
+        if level == "warn" {
+            assert!(lines.is_empty(), "{said}");
+            continue;
+        }
+        assert_eq!(lines.len(), 2, "{said}");
+        if format == "text" {
+            let after_stamp = |line: &str| line.split_once(' ').unwrap().1.to_string();
+            let (health, refused) = (after_stamp(lines[0]), after_stamp(lines[1]));
+            assert!(health
+                .starts_with(" INFO portal::access: request finished method=GET path=/health status=200 latency_ms="));
+            assert!(health.ends_with(" request_id=probe-1"), "{health}");
+            assert!(refused.contains(" path=\"/a=b\" status=404 latency_ms="), "{refused}");
+            assert!(refused.ends_with(" request_id=probe-2"), "{refused}");
+            continue;
+        }
+        for (line, (path, status, id)) in lines.iter().zip([("/health", 200, "probe-1"), ("/a=b", 404, "probe-2")]) {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!((line["level"].as_str(), line["target"].as_str()), (Some("INFO"), Some("portal::access")));
+            assert_eq!(line["request_id"], id);
+            let fields = &line["fields"];
+            assert_eq!(
+                (fields["message"].as_str(), fields["method"].as_str()),
+                (Some("request finished"), Some("GET"))
+            );
+            assert_eq!((fields["path"].as_str(), fields["status"].as_u64()), (Some(path), Some(status)));
+            assert!(fields["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{line}");
+        }
+    }
 }
 
 #[tokio::test]

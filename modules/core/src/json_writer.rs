@@ -55,20 +55,25 @@ fn any_to_escape(word: u64) -> bool {
     (below_space | zero_byte(word ^ (ONES * u64::from(b'"'))) | zero_byte(word ^ (ONES * u64::from(b'\\')))) != 0
 }
 
-/// Whether any byte of `bytes` must be escaped, eight at a time (the last few padded with spaces).
+/// Whether any byte of `bytes` must be escaped, eight at a time: under eight bytes (most object keys) the
+/// word is the first four and the last four, which may overlap; under four, byte by byte.
 fn any_to_escape_in(bytes: &[u8]) -> bool {
-    // A chunk of eight always converts; were it not to, zeros send the string the careful way.
-    let word = |chunk: &[u8]| u64::from_ne_bytes(<[u8; 8]>::try_from(chunk).unwrap_or([0; 8]));
-    let mut chunks = bytes.chunks_exact(8);
-    if chunks.by_ref().any(|chunk| any_to_escape(word(chunk))) {
-        return true;
+    // A slice of four or eight always converts; were it not to, zeros send the string the careful way.
+    let half = |part: Option<&[u8]>| u32::from_ne_bytes(part.and_then(|p| p.try_into().ok()).unwrap_or([0; 4]));
+    let word = |part: Option<&[u8]>| u64::from_ne_bytes(part.and_then(|p| p.try_into().ok()).unwrap_or([0; 8]));
+    let len = bytes.len();
+    match len {
+        0..4 => bytes.iter().any(|&byte| must_escape(byte)),
+        4..8 => any_to_escape(u64::from(half(bytes.get(..4))) << 32 | u64::from(half(bytes.get(len - 4..)))),
+        _ => {
+            let mut chunks = bytes.chunks_exact(8);
+            if chunks.by_ref().any(|chunk| any_to_escape(word(Some(chunk)))) {
+                return true;
+            }
+            // What the whole words left over lies in the last eight bytes.
+            !chunks.remainder().is_empty() && any_to_escape(word(bytes.get(len - 8..)))
+        }
     }
-    let rest = chunks.remainder();
-    let mut last = [b' '; 8];
-    if let Some(head) = last.get_mut(..rest.len()) {
-        head.copy_from_slice(rest);
-    }
-    any_to_escape(u64::from_ne_bytes(last))
 }
 
 fn hex_digit(n: u8) -> u8 {
@@ -545,11 +550,11 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_as_serde_json_escapes_them() {
-        // Every ASCII character, alone and at each place around an eight-byte word.
+        // Every ASCII character, alone and at each place around and across eight-byte words.
         for byte in 0u8..0x80 {
             let c = char::from(byte);
-            for before in 0..10 {
-                for after in [0, 1, 7, 8, 9] {
+            for before in 0..18 {
+                for after in [0, 1, 7, 8, 9, 15, 16, 17] {
                     same_as_serde_json(&format!("{}{c}{}", "a".repeat(before), "b".repeat(after)));
                 }
             }

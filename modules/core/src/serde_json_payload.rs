@@ -3,7 +3,7 @@
 //! `serde_json::Value` tree first and then prints it, which costs an allocation per field. The document is the same: the schema is still `T`'s,
 //! and each view using this carries a test that both give the same JSON.
 
-use poem::http::header;
+use poem::http::{header, HeaderValue};
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Payload;
 use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry};
@@ -35,7 +35,15 @@ impl<T: Serialize + Send> IntoResponse for SerdeJson<T> {
     fn into_response(self) -> Response {
         let mut body = Vec::with_capacity(INITIAL_CAPACITY);
         match crate::json_writer::write(&mut body, &self.0) {
-            Ok(()) => Response::builder().header(header::CONTENT_TYPE, CONTENT_TYPE).body(body),
+            Ok(()) => {
+                let mut resp = Response::builder().body(body);
+                let headers = resp.headers_mut();
+                // Room for what every answer gets on its way out (the security headers, the request id)
+                // at once: a header map that grows is copied and hashed again.
+                headers.reserve(8);
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+                resp
+            }
             Err(e) => poem::error::ResponseError::as_response(&Error::internal(format!("writing JSON: {e}"))),
         }
     }
