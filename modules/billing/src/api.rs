@@ -202,7 +202,7 @@ impl BillingApi {
             })
             .await?;
         let now = Timestamp::now();
-        let views = rows.iter().map(|i| InvoiceView::at(i, now)).collect();
+        let views = rows.into_iter().map(|i| InvoiceView::of(i, now)).collect();
         Ok(SerdeListResponse::new(req, views, page.limit, |i| i.id.to_string()))
     }
 
@@ -210,7 +210,7 @@ impl BillingApi {
     #[oai(path = "/invoices/:invoice_id", method = "get")]
     async fn invoice(&self, auth: Auth, invoice_id: Path<InvoiceId>) -> Result<SerdeJson<InvoiceView>> {
         let (invoice, _) = self.store.read_blocking(|tx| invoices::visible(tx, &auth.0, invoice_id.0))?;
-        Ok(SerdeJson((&invoice).into()))
+        Ok(SerdeJson(InvoiceView::of(invoice, Timestamp::now())))
     }
 
     /// Get an invoice as PDF (admin or its customer's users)

@@ -24,9 +24,9 @@ pub struct LineItemView {
 }
 
 impl LineItemView {
-    fn of(item: &LineItem, currency: Currency) -> Self {
+    fn of(item: LineItem, currency: Currency) -> Self {
         Self {
-            description: item.description.clone(),
+            description: item.description,
             quantity: i64::from(item.quantity),
             unit_price: to_major(item.unit_price, currency),
             amount: to_major(item.amount, currency),
@@ -92,13 +92,18 @@ pub struct InvoiceView {
 }
 
 impl InvoiceView {
+    /// The invoice as of `now` (a pending invoice past due reads as overdue).
     pub fn at(i: &Invoice, now: Timestamp) -> Self {
+        Self::of(i.clone(), now)
+    }
+
+    /// [`InvoiceView::at`] for an invoice read only to be answered: its text moves into the view.
+    pub fn of(i: Invoice, now: Timestamp) -> Self {
         let money = |minor| to_major(minor, i.currency);
         Self {
             id: i.id,
             customer_id: i.customer_id,
             proposal_id: i.proposal_id,
-            invoice_number: i.number.clone(),
             status: i.status_at(now),
             amount: money(i.amount),
             tax_amount: money(i.tax_amount),
@@ -107,27 +112,28 @@ impl InvoiceView {
             issue_date: i.issue_date,
             due_date: i.due_date,
             paid_date: i.paid_date,
-            description: i.description.clone(),
             infrastructure_costs: money(i.infrastructure_costs),
-            milestone: i.milestone.clone(),
-            line_items: i.line_items.iter().map(|l| LineItemView::of(l, i.currency)).collect(),
-            payment_method: i.payment_method.clone(),
-            stripe_invoice_id: i.stripe_invoice_id.clone(),
-            stripe_payment_intent_id: i.stripe_payment_intent_id.clone(),
+            line_items: i.line_items.into_iter().map(|l| LineItemView::of(l, i.currency)).collect(),
             refunded_amount: money(i.refunded_amount),
             refunded_at: i.refunded_at,
             credit_notes: i
                 .credit_notes
-                .iter()
+                .into_iter()
                 .map(|n| InvoiceCreditNote {
                     id: n.id,
-                    credit_note_number: n.number.clone(),
+                    credit_note_number: n.number,
                     amount: money(n.amount),
                     created_at: n.issued_at,
                 })
                 .collect(),
             created_at: i.created_at,
             updated_at: i.updated_at,
+            invoice_number: i.number,
+            description: i.description,
+            milestone: i.milestone,
+            payment_method: i.payment_method,
+            stripe_invoice_id: i.stripe_invoice_id,
+            stripe_payment_intent_id: i.stripe_payment_intent_id,
         }
     }
 }
