@@ -15,6 +15,7 @@ mod config;
 mod error;
 pub mod journal;
 pub mod migrate;
+mod msgpack;
 mod open_tables;
 mod pg;
 mod redo;

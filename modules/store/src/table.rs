@@ -47,7 +47,7 @@ pub fn decode<V: Record>(bytes: &[u8]) -> Result<V> {
             V::VERSION
         )));
     }
-    Ok(rmp_serde::from_slice(body)?)
+    crate::msgpack::from_slice(body).map_err(|e| StoreError::new(format!("cannot read a record: {e}")))
 }
 
 /// Read access shared by read and write transactions, so services read the same way in both.
