@@ -203,7 +203,8 @@ impl<E: Endpoint> Endpoint for CookieJarForSignIn<E> {
         if req.uri().path().starts_with("/auth/") {
             self.with_jar.call(req).await
         } else {
-            self.routes.call(req).await.map(IntoResponse::into_response)
+            // The endpoint itself, not `Arc`'s `Endpoint`, whose future would wrap this one in another.
+            E::call(&self.routes, req).await.map(IntoResponse::into_response)
         }
     }
 }

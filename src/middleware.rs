@@ -52,7 +52,8 @@ pub async fn handle<E: Endpoint>(
     let header = HeaderValue::from_str(&id);
     crate::logging::with_request_id(id, async move {
         let mut resp = match limit_body(&mut req, body_deadline).await {
-            Ok(()) => match AssertUnwindSafe(ep.call(req)).catch_unwind().await {
+            // `E::call`: through `Arc`'s own `Endpoint` the request's future would gain a layer to copy.
+            Ok(()) => match AssertUnwindSafe(E::call(&ep, req)).catch_unwind().await {
                 Ok(result) => result.map(IntoResponse::into_response).unwrap_or_else(render_error),
                 Err(panic) => panic_response(panic),
             },
