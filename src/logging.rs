@@ -14,6 +14,7 @@ use std::io::{Stderr, Write as _};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use portal_core::audit::RequestId;
 use portal_core::chrono::DateTime;
 use portal_core::config::LogFormat;
 use tracing::field::{Field, Visit};
@@ -26,12 +27,12 @@ use tracing_subscriber::EnvFilter;
 use crate::log_writer::{self, BatchedWriter, FlushGuard};
 
 tokio::task_local! {
-    static REQUEST_ID: String;
+    static REQUEST_ID: RequestId;
 }
 
 /// Runs `request` with `id` on every line it logs. Not an `async fn`, which would hold `request` twice in
 /// its state.
-pub fn with_request_id<F: Future>(id: String, request: F) -> impl Future<Output = F::Output> {
+pub fn with_request_id<F: Future>(id: RequestId, request: F) -> impl Future<Output = F::Output> {
     REQUEST_ID.scope(id, request)
 }
 
@@ -85,7 +86,7 @@ pub fn access(request: &Access<'_>) {
     ACCESS_LINE.with(|line| {
         let mut line = line.borrow_mut();
         line.clear();
-        let id = REQUEST_ID.try_with(|id| write_access_line(&mut *line, direct.json, request, Some(id)));
+        let id = REQUEST_ID.try_with(|id| write_access_line(&mut *line, direct.json, request, Some(id.as_str())));
         if id.is_err() {
             let _ = write_access_line(&mut *line, direct.json, request, None);
         }
@@ -193,7 +194,7 @@ where
             out.write_char('}')?;
             // Outside a request there is no id: nothing to write.
             REQUEST_ID
-                .try_with(|id| out.write_str(",\"request_id\":").and_then(|()| write_json_str(&mut out, id)))
+                .try_with(|id| out.write_str(",\"request_id\":").and_then(|()| write_json_str(&mut out, id.as_str())))
                 .unwrap_or(Ok(()))?;
             out.write_str("}\n")
         } else {
@@ -280,7 +281,32 @@ fn write_text_value(out: &mut impl Write, value: &str) -> fmt::Result {
 fn plain(value: &str) -> bool {
     let clean_byte = |b: u8| b > b' ' && b != b'"' && b != b'=' && b != 0x7f;
     let clean_char = |c: char| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=';
-    !value.is_empty() && if value.is_ascii() { value.bytes().all(clean_byte) } else { value.chars().all(clean_char) }
+    let bytes = value.as_bytes();
+    // Eight bytes at a time while none could need quoting (every path of an access line); the exact
+    // checks for the rest.
+    let quick = bytes.len() >= 8
+        && bytes.chunks_exact(8).all(ascii_word_plain)
+        && bytes.last_chunk::<8>().is_some_and(|tail| ascii_word_plain(tail));
+    quick
+        || (!value.is_empty()
+            && if value.is_ascii() { value.bytes().all(clean_byte) } else { value.chars().all(clean_char) })
+}
+
+/// Whether eight bytes are all ASCII that can stand unquoted (none a space, control, `"`, `=`, DEL or
+/// above): SWAR tests that may only err towards "no", which the exact check then answers.
+fn ascii_word_plain(word: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let Ok(word) = <[u8; 8]>::try_from(word) else { return false };
+    let w = u64::from_ne_bytes(word);
+    let below_or_space = w.wrapping_sub(ONES * 0x21) & !w;
+    let equals = |byte: u8| {
+        let x = w ^ (ONES * u64::from(byte));
+        x.wrapping_sub(ONES) & !x
+    };
+    // 0x7f + 1 sets the high bit; bytes from 0x80 have it already.
+    let del_or_high = w | w.wrapping_add(ONES);
+    (below_or_space | equals(b'"') | equals(b'=') | del_or_high) & HIGHS == 0
 }
 
 impl Visit for TextFields<'_, '_> {
@@ -427,7 +453,7 @@ mod tests {
     }
 
     async fn request_and_after() {
-        with_request_id("req-1".into(), async {
+        with_request_id(RequestId::plain("req-1").unwrap(), async {
             tracing::info!(target: "portal::access", method = "GET", path = "/a b", status = 200u16, latency_ms = 0.5, "request finished");
         })
         .await;
@@ -469,7 +495,17 @@ mod tests {
 
     #[tokio::test]
     async fn the_access_line_written_directly_is_the_line_tracing_writes() {
-        let paths = ["/billing/invoices/01a2", "/a b", "/quote\"=", "/Zoë", ""];
+        let paths = [
+            "/billing/invoices/01a2",
+            "/a b",
+            "/quote\"=",
+            "/Zoë",
+            "",
+            "/billing/invoices/a b",
+            "/billing/invoices=1",
+            "/billing/invoices/Zoë",
+            "/billing/in\u{7f}voices",
+        ];
         let micros = [0, 1, 10, 100, 132, 1_000, 1_500, 12_340, 1_234_567];
         for json in [false, true] {
             for (path, micros) in paths.iter().flat_map(|p| micros.iter().map(move |m| (*p, *m))) {
@@ -482,11 +518,30 @@ mod tests {
                         tracing::info!(target: ACCESS, method = "GET", path, status = 404u16, latency_ms, "request finished");
                     };
                     let traced = match id {
-                        Some(id) => lines(json, with_request_id(id.into(), log)).await,
+                        Some(id) => lines(json, with_request_id(RequestId::plain(id).unwrap(), log)).await,
                         None => lines(json, log).await,
                     };
                     assert_eq!(direct.matches('\n').count(), 1);
                     assert_eq!(untimed(direct.trim_end(), json), untimed(&traced[0], json), "{direct}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_is_plain_exactly_when_no_character_needs_quoting() {
+        let exact = |value: &str| {
+            !value.is_empty() && value.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=')
+        };
+        // Every ASCII character and a few others (a space that is not ASCII, a letter, a line separator)
+        // at every place of values one to twenty characters long, which the checks of eight bytes at a
+        // time see at each position of a word and of the last, overlapping word.
+        let others = ['\u{a0}', 'ë', '\u{2028}', '\u{7f}'];
+        for len in 0..=20 {
+            for at in 0..len.max(1) {
+                for c in (0..128u8).map(char::from).chain(others) {
+                    let value: String = (0..len).map(|i| if i == at { c } else { 'a' }).collect();
+                    assert_eq!(plain(&value), exact(&value), "{value:?}");
                 }
             }
         }

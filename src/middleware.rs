@@ -22,17 +22,12 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub use portal_core::audit::RequestId;
 
 /// Accepts a client's request id when it is short and plain; otherwise makes one.
-fn request_id_of(req: &Request) -> String {
+fn request_id_of(req: &Request) -> RequestId {
     req.headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+        .and_then(RequestId::plain)
+        .unwrap_or_else(RequestId::generate)
 }
 
 /// Every request's own handling, in one layer (each layer costs a request its own moves of the request
@@ -46,10 +41,10 @@ pub async fn handle<E: Endpoint>(
     body_deadline: Duration,
 ) -> poem::Result<Response> {
     let id = request_id_of(&req);
-    req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut().insert(id);
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let started = Instant::now();
-    let header = HeaderValue::from_str(&id);
+    let header = HeaderValue::from_str(id.as_str());
     crate::logging::with_request_id(id, async move {
         let mut resp = match limit_body(&mut req, body_deadline).await {
             // `E::call`: through `Arc`'s own `Endpoint` the request's future would gain a layer to copy.

@@ -65,7 +65,7 @@ impl From<Entry> for AuditEntryView {
             at: e.at,
             user_id: e.actor.user_id,
             role: e.actor.role,
-            request_id: e.actor.request_id,
+            request_id: e.actor.request_id.map(|id| id.to_string()),
             module: e.module,
             action: e.action,
             object_id: e.object_id,

@@ -111,7 +111,7 @@ pub async fn identify(req: &mut Request, authenticator: &dyn Authenticator) -> c
             req.extensions_mut().insert(AuthFailure(e));
         }
     }
-    let request_id = req.extensions().get::<crate::audit::RequestId>().map(|r| r.0.clone());
+    let request_id = req.extensions().get::<crate::audit::RequestId>().copied();
     crate::audit::Actor::of(req.extensions().get::<Principal>(), request_id)
 }
 

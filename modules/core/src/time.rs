@@ -2,6 +2,7 @@
 //! RFC 3339 with a `Z` suffix (`2026-11-24T21:15:44Z`), as the contract shows.
 
 use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
@@ -13,8 +14,13 @@ use serde::{Deserialize, Serialize};
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// The system clock's instant (read directly: chrono's `Utc::now` also works out the calendar date, and
+    /// every request reads the clock for its credential check).
     pub fn now() -> Self {
-        Self::from_datetime(Utc::now())
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(since) => Self(i64::try_from(since.as_micros()).unwrap_or(i64::MAX)),
+            Err(before) => Self(i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |micros| -micros)),
+        }
     }
 
     pub fn from_micros(micros: i64) -> Self {
@@ -67,27 +73,25 @@ impl Timestamp {
             let text = self.datetime().to_rfc3339_opts(SecondsFormat::AutoSi, true);
             return Rfc3339::from_text(&text);
         }
+        // Two digits at a time from a table: a timestamp is printed four times in an invoice's view.
+        let (year, month, day, day_secs) = (year as u32, month as u32, day as u32, day_secs as u32);
+        let ([y0, y1], [y2, y3]) = (two_digits(year / 100), two_digits(year));
+        let ([mo0, mo1], [d0, d1]) = (two_digits(month), two_digits(day));
+        let ([h0, h1], [mi0, mi1], [s0, s1]) =
+            (two_digits(day_secs / 3600), two_digits(day_secs / 60 % 60), two_digits(day_secs % 60));
         let mut out = Rfc3339 { bytes: [0; RFC3339_MAX], len: 0 };
-        out.digits(year, 4);
-        out.push(b'-');
-        out.digits(month, 2);
-        out.push(b'-');
-        out.digits(day, 2);
-        out.push(b'T');
-        out.digits(day_secs / 3600, 2);
-        out.push(b':');
-        out.digits(day_secs / 60 % 60, 2);
-        out.push(b':');
-        out.digits(day_secs % 60, 2);
-        if micros != 0 {
-            out.push(b'.');
-            if micros % 1000 == 0 {
-                out.digits(micros / 1000, 3);
-            } else {
-                out.digits(micros, 6);
-            }
+        out.extend(&[y0, y1, y2, y3, b'-', mo0, mo1, b'-', d0, d1, b'T', h0, h1, b':', mi0, mi1, b':', s0, s1]);
+        let micros = micros as u32;
+        if micros.is_multiple_of(1000) && micros != 0 {
+            let millis = micros / 1000;
+            let [m1, m2] = two_digits(millis);
+            out.extend(&[b'.', b'0' + (millis / 100) as u8, m1, m2]);
+        } else if micros != 0 {
+            let ([u0, u1], [u2, u3], [u4, u5]) =
+                (two_digits(micros / 10_000), two_digits(micros / 100), two_digits(micros));
+            out.extend(&[b'.', u0, u1, u2, u3, u4, u5]);
         }
-        out.push(b'Z');
+        out.extend(b"Z");
         out
     }
 
@@ -115,22 +119,26 @@ impl Rfc3339 {
 
     fn from_text(text: &str) -> Self {
         let mut out = Self { bytes: [0; RFC3339_MAX], len: 0 };
-        text.bytes().for_each(|b| out.push(b));
+        out.extend(text.as_bytes());
         out
     }
 
-    fn push(&mut self, byte: u8) {
-        if let Some(slot) = self.bytes.get_mut(self.len) {
-            *slot = byte;
-            self.len += 1;
+    fn extend(&mut self, bytes: &[u8]) {
+        if let Some(slots) = self.bytes.get_mut(self.len..self.len + bytes.len()) {
+            slots.copy_from_slice(bytes);
+            self.len += bytes.len();
         }
     }
+}
 
-    /// `value` in exactly `width` decimal digits (zero-padded).
-    fn digits(&mut self, value: i64, width: u32) {
-        for place in (0..width).rev() {
-            self.push(b'0' + (value / 10_i64.pow(place) % 10) as u8);
-        }
+/// The last two decimal digits of `value`.
+fn two_digits(value: u32) -> [u8; 2] {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849\
+                                5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+    let at = (value % 100) as usize * 2;
+    match PAIRS.get(at..at + 2) {
+        Some(&[tens, ones]) => [tens, ones],
+        _ => [b'0'; 2],
     }
 }
 
@@ -297,6 +305,14 @@ mod tests {
         for t in micros.into_iter().map(Timestamp::from_micros) {
             assert_eq!(t.to_rfc3339(), chrono(t), "{}", t.micros());
         }
+    }
+
+    #[test]
+    fn now_is_the_system_clock_in_microseconds() {
+        let before = Utc::now().timestamp_micros();
+        let now = Timestamp::now().micros();
+        let after = Utc::now().timestamp_micros();
+        assert!(before <= now && now <= after, "{before} {now} {after}");
     }
 
     #[test]
