@@ -9,7 +9,6 @@
 
 use std::cell::RefCell;
 use std::fmt::{self, Write};
-use std::future::Future;
 use std::io::{Stderr, Write as _};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,16 +24,6 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use crate::log_writer::{self, BatchedWriter, FlushGuard};
-
-tokio::task_local! {
-    static REQUEST_ID: RequestId;
-}
-
-/// Runs `request` with `id` on every line it logs. Not an `async fn`, which would hold `request` twice in
-/// its state.
-pub fn with_request_id<F: Future>(id: RequestId, request: F) -> impl Future<Output = F::Output> {
-    REQUEST_ID.scope(id, request)
-}
 
 /// Logs to stderr through a writer thread (see [`log_writer`]), filtered by `PORTAL_LOG` (default
 /// `info`); the returned guard writes out what is still waiting when dropped.
@@ -86,10 +75,8 @@ pub fn access(request: &Access<'_>) {
     ACCESS_LINE.with(|line| {
         let mut line = line.borrow_mut();
         line.clear();
-        let id = REQUEST_ID.try_with(|id| write_access_line(&mut *line, direct.json, request, Some(id.as_str())));
-        if id.is_err() {
-            let _ = write_access_line(&mut *line, direct.json, request, None);
-        }
+        let id = RequestId::current();
+        let _ = write_access_line(&mut *line, direct.json, request, id.as_ref().map(RequestId::as_str));
         let _ = direct.writer.make_writer().write_all(line.as_bytes());
     });
 }
@@ -193,9 +180,10 @@ where
             fields.result?;
             out.write_char('}')?;
             // Outside a request there is no id: nothing to write.
-            REQUEST_ID
-                .try_with(|id| out.write_str(",\"request_id\":").and_then(|()| write_json_str(&mut out, id.as_str())))
-                .unwrap_or(Ok(()))?;
+            if let Some(id) = RequestId::current() {
+                out.write_str(",\"request_id\":")?;
+                write_json_str(&mut out, id.as_str())?;
+            }
             out.write_str("}\n")
         } else {
             write_timestamp(&mut out)?;
@@ -207,7 +195,9 @@ where
             fields.message = false;
             event.record(&mut fields);
             fields.result?;
-            REQUEST_ID.try_with(|id| write!(out, " request_id={id}")).unwrap_or(Ok(()))?;
+            if let Some(id) = RequestId::current() {
+                write!(out, " request_id={id}")?;
+            }
             out.write_char('\n')
         }
     }
@@ -416,6 +406,7 @@ fn write_json_str(out: &mut impl Write, s: &str) -> fmt::Result {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::sync::{Arc, Mutex};
 
     use tracing_subscriber::fmt::MakeWriter;
@@ -453,7 +444,7 @@ mod tests {
     }
 
     async fn request_and_after() {
-        with_request_id(RequestId::plain("req-1").unwrap(), async {
+        RequestId::plain("req-1").unwrap().scope(async {
             tracing::info!(target: "portal::access", method = "GET", path = "/a b", status = 200u16, latency_ms = 0.5, "request finished");
         })
         .await;
@@ -518,7 +509,7 @@ mod tests {
                         tracing::info!(target: ACCESS, method = "GET", path, status = 404u16, latency_ms, "request finished");
                     };
                     let traced = match id {
-                        Some(id) => lines(json, with_request_id(RequestId::plain(id).unwrap(), log)).await,
+                        Some(id) => lines(json, RequestId::plain(id).unwrap().scope(log)).await,
                         None => lines(json, log).await,
                     };
                     assert_eq!(direct.matches('\n').count(), 1);

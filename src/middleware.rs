@@ -41,11 +41,10 @@ pub async fn handle<E: Endpoint>(
     body_deadline: Duration,
 ) -> poem::Result<Response> {
     let id = request_id_of(&req);
-    req.extensions_mut().insert(id);
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let started = Instant::now();
     let header = HeaderValue::from_str(id.as_str());
-    crate::logging::with_request_id(id, async move {
+    id.scope(async move {
         let mut resp = match limit_body(&mut req, body_deadline).await {
             // `E::call`: through `Arc`'s own `Endpoint` the request's future would gain a layer to copy.
             Ok(()) => match AssertUnwindSafe(E::call(&ep, req)).catch_unwind().await {

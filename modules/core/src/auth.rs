@@ -111,8 +111,7 @@ pub async fn identify(req: &mut Request, authenticator: &dyn Authenticator) -> c
             req.extensions_mut().insert(AuthFailure(e));
         }
     }
-    let request_id = req.extensions().get::<crate::audit::RequestId>().copied();
-    crate::audit::Actor::of(req.extensions().get::<Principal>(), request_id)
+    crate::audit::Actor::of(req.extensions().get::<Principal>(), crate::audit::RequestId::current())
 }
 
 /// Extractor for protected operations: the caller's `Principal`, from a bearer JWT or the session cookie.
