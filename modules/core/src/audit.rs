@@ -21,8 +21,8 @@ crate::id_type!(
     AuditId
 );
 
-/// The id of the current request (for logs and the audit trail, see [`RequestId::scope`]): 1 to 64 plain ASCII
-/// characters, kept inline, so that handing it to the log, the audit actor and the answer's header
+/// The id of the current request (for logs and the audit trail, see [`RequestId::scope`]): 1 to 64 plain
+/// ASCII characters, kept inline, so that handing it to the log, the audit actor and the answer's header
 /// allocates nothing.
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(C, align(8))] // the text word-aligned: its UTF-8 check then reads it a word at a time
@@ -92,7 +92,7 @@ impl std::fmt::Display for RequestId {
     }
 }
 
-/// Stored as its text (as when it was a `String`).
+/// Stored as its text, as when it was a `String` (every id ever stored passed [`RequestId::plain`]'s rule).
 impl Serialize for RequestId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
