@@ -19,7 +19,7 @@ use crate::logging::Access;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub use portal_core::audit::RequestId;
+use portal_core::audit::RequestId;
 
 /// Accepts a client's request id when it is short and plain; otherwise makes one.
 fn request_id_of(req: &Request) -> RequestId {
