@@ -73,14 +73,14 @@ struct MarkPaidRequest {
 enum Generated {
     /// The milestone invoices, in schedule order (or, for a repeated `Idempotency-Key`, the first answer).
     #[oai(status = 201)]
-    Created(Json<Vec<InvoiceView>>),
+    Created(SerdeJson<Vec<InvoiceView>>),
 }
 
 #[derive(ApiResponse)]
 enum GeneratedOne {
     /// The period's invoice (or, for a repeated `Idempotency-Key`, the first answer).
     #[oai(status = 201)]
-    Created(Json<InvoiceView>),
+    Created(SerdeJson<InvoiceView>),
 }
 
 pub struct BillingApi {
@@ -265,23 +265,23 @@ impl BillingApi {
         admin: Admin,
         invoice_id: Path<InvoiceId>,
         body: PutBody<InfrastructureCostsRequest, InvoiceView>,
-    ) -> Result<Json<InvoiceView>> {
+    ) -> Result<SerdeJson<InvoiceView>> {
         let (current, _) = self.store.read_blocking(|tx| invoices::visible(tx, &admin.0, invoice_id.0))?;
         let costs = body.into_inner(&InvoiceView::from(&current))?.infrastructure_costs;
         let caller = admin.0;
         let invoice =
             self.store.write(move |tx| invoices::set_infrastructure_costs(tx, &caller, invoice_id.0, costs)).await?;
-        Ok(Json((&invoice).into()))
+        Ok(SerdeJson((&invoice).into()))
     }
 
     /// Cancel an unpaid invoice (admin)
     ///
     /// Paid and cancelled invoices never change (409).
     #[oai(path = "/invoices/:invoice_id/cancel", method = "post")]
-    async fn cancel(&self, admin: Admin, invoice_id: Path<InvoiceId>) -> Result<Json<InvoiceView>> {
+    async fn cancel(&self, admin: Admin, invoice_id: Path<InvoiceId>) -> Result<SerdeJson<InvoiceView>> {
         let caller = admin.0;
         let invoice = self.store.write(move |tx| invoices::cancel(tx, &caller, invoice_id.0)).await?;
-        Ok(Json((&invoice).into()))
+        Ok(SerdeJson((&invoice).into()))
     }
 
     /// Record a payment received outside Stripe (admin)
@@ -294,7 +294,7 @@ impl BillingApi {
         admin: Admin,
         invoice_id: Path<InvoiceId>,
         body: JsonBody<MarkPaidRequest>,
-    ) -> Result<Json<InvoiceView>> {
+    ) -> Result<SerdeJson<InvoiceView>> {
         let body = body.into_inner()?;
         let now = Timestamp::now();
         let paid_at = body.paid_date.unwrap_or(now);
@@ -313,7 +313,7 @@ impl BillingApi {
                 invoices::mark_paid(tx, invoice_id.0, &method, paid_at, None)
             })
             .await?;
-        Ok(Json((&invoice).into()))
+        Ok(SerdeJson((&invoice).into()))
     }
 
     /// Stripe webhook (signed by Stripe)
@@ -362,7 +362,7 @@ impl BillingApi {
         let op = "POST /billing/generate-from-proposal";
         let claim = idempotency::begin(&self.store, admin.0.user_id, op, &idempotency_key, &body).await?;
         if let Some((_, views)) = claim.replayed::<Vec<InvoiceView>>()? {
-            return Ok(Generated::Created(Json(views)));
+            return Ok(Generated::Created(SerdeJson(views)));
         }
         let recorder = claim.clone();
         let views = self
@@ -376,7 +376,7 @@ impl BillingApi {
             })
             .await?;
         drop(claim);
-        Ok(Generated::Created(Json(views)))
+        Ok(Generated::Created(SerdeJson(views)))
     }
 
     /// Invoice a billing period (admin)
@@ -402,7 +402,7 @@ impl BillingApi {
         let op = "POST /billing/generate-recurring";
         let claim = idempotency::begin(&self.store, admin.0.user_id, op, &idempotency_key, &body).await?;
         if let Some((_, view)) = claim.replayed::<InvoiceView>()? {
-            return Ok(GeneratedOne::Created(Json(view)));
+            return Ok(GeneratedOne::Created(SerdeJson(view)));
         }
         let recorder = claim.clone();
         let customer = body.customer_id;
@@ -419,6 +419,6 @@ impl BillingApi {
             })
             .await?;
         drop(claim);
-        Ok(GeneratedOne::Created(Json(view)))
+        Ok(GeneratedOne::Created(SerdeJson(view)))
     }
 }

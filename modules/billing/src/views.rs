@@ -37,7 +37,8 @@ impl LineItemView {
 /// An invoice. `amount` is the sum of the line items, `tax_amount = round_half_even(amount × tax_rate /
 /// 100)` with the customer's tax rate when issued, and `total_amount = amount + tax_amount +
 /// infrastructure_costs` (infrastructure costs pass through untaxed).
-// Also `Serialize`, for `SerdeJson` on the hot reads; a test below keeps both outputs equal.
+// Also `Serialize`, for `SerdeJson` on the hot reads and on the answers of the writes that return an
+// invoice; a test below keeps both outputs equal.
 #[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename = "Invoice")]
 pub struct InvoiceView {

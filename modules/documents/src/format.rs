@@ -1,7 +1,7 @@
 //! How amounts and dates read on documents and in mail: exact (from minor units, never through a float),
 //! grouped and placed as the reader's locale writes money.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use portal_core::Currency;
 
 /// How a locale writes an amount: digit group separator, decimal mark, symbol before the number.
@@ -12,19 +12,18 @@ struct Style {
 }
 
 fn style(locale: &str) -> Style {
-    let language = locale.split(['-', '_']).next().unwrap_or("").to_ascii_lowercase();
-    match language.as_str() {
-        "de" | "es" | "it" | "nl" | "pt" | "da" | "id" | "tr" | "el" | "ro" | "hr" | "sl" => {
-            if locale.eq_ignore_ascii_case("de-CH") {
-                Style { group: "’", decimal: ".", symbol_first: true }
-            } else {
-                Style { group: ".", decimal: ",", symbol_first: false }
-            }
+    let language = locale.split(['-', '_']).next().unwrap_or("");
+    let speaks = |languages: &[&str]| languages.iter().any(|l| language.eq_ignore_ascii_case(l));
+    if speaks(&["de", "es", "it", "nl", "pt", "da", "id", "tr", "el", "ro", "hr", "sl"]) {
+        if locale.eq_ignore_ascii_case("de-CH") {
+            Style { group: "’", decimal: ".", symbol_first: true }
+        } else {
+            Style { group: ".", decimal: ",", symbol_first: false }
         }
-        "fr" | "sv" | "nb" | "no" | "fi" | "pl" | "cs" | "sk" | "ru" | "uk" | "hu" | "bg" | "lt" | "lv" | "et" => {
-            Style { group: "\u{202f}", decimal: ",", symbol_first: false }
-        }
-        _ => Style { group: ",", decimal: ".", symbol_first: true },
+    } else if speaks(&["fr", "sv", "nb", "no", "fi", "pl", "cs", "sk", "ru", "uk", "hu", "bg", "lt", "lv", "et"]) {
+        Style { group: "\u{202f}", decimal: ",", symbol_first: false }
+    } else {
+        Style { group: ",", decimal: ".", symbol_first: true }
     }
 }
 
@@ -48,31 +47,45 @@ fn symbol(currency: Currency) -> Option<&'static str> {
 /// `minor` units of `currency` as `locale` writes them: `$1,234.50`, `1.234,50 €`, `CHF 1,234.50`.
 pub fn money(minor: i64, currency: Currency, locale: &str) -> String {
     let style = style(locale);
-    let number = number(minor.unsigned_abs(), currency.exponent(), &style);
-    let sign = if minor < 0 { "-" } else { "" };
-    match (symbol(currency), style.symbol_first) {
-        (Some(s), true) => format!("{sign}{s}{number}"),
-        (Some(s), false) => format!("{sign}{number}\u{a0}{s}"),
-        (None, true) => format!("{sign}{}\u{a0}{number}", currency.as_str()),
-        (None, false) => format!("{sign}{number}\u{a0}{}", currency.as_str()),
+    let symbol = symbol(currency);
+    let mut out = String::with_capacity(32);
+    if minor < 0 {
+        out.push('-');
     }
+    if style.symbol_first {
+        match symbol {
+            Some(s) => out.push_str(s),
+            None => {
+                out.push_str(currency.as_str());
+                out.push('\u{a0}');
+            }
+        }
+    }
+    push_number(&mut out, minor.unsigned_abs(), currency.exponent(), &style);
+    if !style.symbol_first {
+        out.push('\u{a0}');
+        out.push_str(symbol.unwrap_or(currency.as_str()));
+    }
+    out
 }
 
-fn number(minor: u64, exponent: u32, style: &Style) -> String {
+/// Appends `minor` units with `exponent` decimals: digits grouped in threes, the decimals zero-padded.
+fn push_number(out: &mut String, minor: u64, exponent: u32, style: &Style) {
     let scale = 10u64.pow(exponent);
     let whole = (minor / scale).to_string();
-    let mut grouped = String::new();
     for (i, digit) in whole.chars().enumerate() {
         if i > 0 && (whole.len() - i).is_multiple_of(3) {
-            grouped.push_str(style.group);
+            out.push_str(style.group);
         }
-        grouped.push(digit);
+        out.push(digit);
     }
     if exponent == 0 {
-        return grouped;
+        return;
     }
-    let width = exponent as usize;
-    format!("{grouped}{}{:0width$}", style.decimal, minor % scale)
+    out.push_str(style.decimal);
+    let decimals = (minor % scale).to_string();
+    out.extend(std::iter::repeat_n('0', (exponent as usize).saturating_sub(decimals.len())));
+    out.push_str(&decimals);
 }
 
 /// A postal address as lines, in the order its country writes them (empty parts left out).
@@ -110,7 +123,25 @@ pub fn html(text: &str) -> String {
 
 /// A date as every reader understands it, whatever their locale: `2026-12-02`.
 pub fn date(day: NaiveDate) -> String {
-    day.format("%Y-%m-%d").to_string()
+    let year = day.year();
+    // chrono's `%Y` signs a year outside 0–9999; those few go through its formatter.
+    let Ok(year @ 0..=9999) = u32::try_from(year) else {
+        return day.format("%Y-%m-%d").to_string();
+    };
+    let mut out = String::with_capacity(10);
+    push_digits(&mut out, year, 4);
+    out.push('-');
+    push_digits(&mut out, day.month(), 2);
+    out.push('-');
+    push_digits(&mut out, day.day(), 2);
+    out
+}
+
+/// Appends the last `places` decimal digits of `value`, zero-padded.
+fn push_digits(out: &mut String, value: u32, places: u32) {
+    for place in (0..places).rev() {
+        out.push(char::from_digit(value / 10u32.pow(place) % 10, 10).unwrap_or('0'));
+    }
 }
 
 /// A tax rate in percent: `19 %`, `7.5 %`.
@@ -137,6 +168,10 @@ mod tests {
         assert_eq!(money(1_000, c("JPY"), "en-US"), "¥1,000");
         assert_eq!(money(100, c("CHF"), "de-CH"), "CHF\u{a0}1.00");
         assert_eq!(money(99_999, c("KWD"), "en"), "KWD\u{a0}99.999");
+        assert_eq!(money(-99_999, c("KWD"), "fr-FR"), "-99,999\u{a0}KWD");
+        assert_eq!(money(-100, c("CHF"), "de-CH"), "-CHF\u{a0}1.00");
+        assert_eq!(money(123_405, c("EUR"), "DE_at"), "1.234,05\u{a0}€");
+        assert_eq!(money(100_000_007, c("GBP"), "FR"), "1\u{202f}000\u{202f}000,07\u{a0}£");
         assert_eq!(money(0, c("USD"), ""), "$0.00");
         assert_eq!(money(i64::MIN, c("USD"), "en"), "-$92,233,720,368,547,758.08");
     }
@@ -165,5 +200,15 @@ mod tests {
         assert_eq!(percent(7.5), "7.5\u{a0}%");
         assert_eq!(percent(0.0), "0\u{a0}%");
         assert_eq!(date(NaiveDate::from_ymd_opt(2026, 3, 9).unwrap()), "2026-03-09");
+    }
+
+    #[test]
+    fn dates_read_as_chrono_writes_them() {
+        let far = [(-1, 12, 31), (0, 1, 1), (9999, 12, 31), (10_000, 1, 1), (-262_143, 1, 1), (262_142, 12, 31)];
+        let far = far.into_iter().map(|(y, m, d)| NaiveDate::from_ymd_opt(y, m, d).unwrap());
+        let near = NaiveDate::from_ymd_opt(1900, 1, 1).unwrap().iter_days().take(366 * 300);
+        for day in far.chain(near) {
+            assert_eq!(date(day), day.format("%Y-%m-%d").to_string());
+        }
     }
 }
