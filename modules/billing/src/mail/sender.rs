@@ -95,7 +95,9 @@ impl Sender {
     }
 
     /// Reads what each mail of `batch` is made from, in one read transaction: the invoices and their pay
-    /// links at once, the letterhead and each customer once. A mail that cannot be made gets its error.
+    /// links at once; the letterhead and each mail's customer are announced ahead, so that PostgreSQL
+    /// fetches each once, along with another read (redb reads and decodes them again for every mail). A
+    /// mail that cannot be made gets its error.
     fn read(&self, batch: &[Queued]) -> Result<Vec<Result<Prints>>> {
         let (now, public_url) = (Timestamp::now(), self.public_url.as_deref());
         self.store.read_blocking(|tx| {
