@@ -68,19 +68,18 @@ impl Timestamp {
         let (secs, micros) = (self.0.div_euclid(1_000_000), self.0.rem_euclid(1_000_000));
         let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         let (year, month, day) = civil_from_days(days);
-        if !(0..=9999).contains(&year) {
+        let Some(date) = iso_date(year, month as u32, day as u32) else {
             // Beyond four-digit years RFC 3339 has no form; print what chrono prints.
             let text = self.datetime().to_rfc3339_opts(SecondsFormat::AutoSi, true);
             return Rfc3339::from_text(&text);
-        }
+        };
         // Two digits at a time from a table: a timestamp is printed four times in an invoice's view.
-        let (year, month, day, day_secs) = (year as u32, month as u32, day as u32, day_secs as u32);
-        let ([y0, y1], [y2, y3]) = (two_digits(year / 100), two_digits(year));
-        let ([mo0, mo1], [d0, d1]) = (two_digits(month), two_digits(day));
+        let day_secs = day_secs as u32;
         let ([h0, h1], [mi0, mi1], [s0, s1]) =
             (two_digits(day_secs / 3600), two_digits(day_secs / 60 % 60), two_digits(day_secs % 60));
         let mut out = Rfc3339 { bytes: [0; RFC3339_MAX], len: 0 };
-        out.extend(&[y0, y1, y2, y3, b'-', mo0, mo1, b'-', d0, d1, b'T', h0, h1, b':', mi0, mi1, b':', s0, s1]);
+        out.extend(&date);
+        out.extend(&[b'T', h0, h1, b':', mi0, mi1, b':', s0, s1]);
         let micros = micros as u32;
         if micros.is_multiple_of(1000) && micros != 0 {
             let millis = micros / 1000;
@@ -129,6 +128,14 @@ impl Rfc3339 {
             self.len += bytes.len();
         }
     }
+}
+
+/// A day as `YYYY-MM-DD`, for years 0–9999 (outside them there is no four-digit form: `None`).
+pub fn iso_date(year: i64, month: u32, day: u32) -> Option<[u8; 10]> {
+    let year = u32::try_from(year).ok().filter(|year| *year <= 9999)?;
+    let ([y0, y1], [y2, y3]) = (two_digits(year / 100), two_digits(year));
+    let ([m0, m1], [d0, d1]) = (two_digits(month), two_digits(day));
+    Some([y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1])
 }
 
 /// The last two decimal digits of `value`.

@@ -123,24 +123,11 @@ pub fn html(text: &str) -> String {
 
 /// A date as every reader understands it, whatever their locale: `2026-12-02`.
 pub fn date(day: NaiveDate) -> String {
-    let year = day.year();
-    // chrono's `%Y` signs a year outside 0–9999; those few go through its formatter.
-    let Ok(year @ 0..=9999) = u32::try_from(year) else {
-        return day.format("%Y-%m-%d").to_string();
-    };
-    let mut out = String::with_capacity(10);
-    push_digits(&mut out, year, 4);
-    out.push('-');
-    push_digits(&mut out, day.month(), 2);
-    out.push('-');
-    push_digits(&mut out, day.day(), 2);
-    out
-}
-
-/// Appends the last `places` decimal digits of `value`, zero-padded.
-fn push_digits(out: &mut String, value: u32, places: u32) {
-    for place in (0..places).rev() {
-        out.push(char::from_digit(value / 10u32.pow(place) % 10, 10).unwrap_or('0'));
+    let text = portal_core::time::iso_date(day.year().into(), day.month(), day.day());
+    match text.as_ref().map(|text| std::str::from_utf8(text)) {
+        Some(Ok(text)) => text.to_owned(),
+        // chrono's `%Y` signs a year outside 0–9999.
+        _ => day.format("%Y-%m-%d").to_string(),
     }
 }
 
