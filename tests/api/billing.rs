@@ -279,6 +279,8 @@ async fn recurring_invoices_bill_each_period_once() {
     assert_eq!(cents(&invoice["tax_amount"]), 0);
     assert_eq!(cents(&invoice["total_amount"]), 375_000);
     assert!(invoice.get("proposal_id").is_none());
+    // The quarter's last day, as people write a period (it ends before 2027-01-01).
+    assert_eq!(invoice["description"], "Recurring charges for 2026-10-01 – 2026-12-31");
     let items = invoice["line_items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     assert_eq!(
@@ -347,7 +349,8 @@ async fn recurring_invoices_bill_each_period_once() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    assert!(r.json()["description"].as_str().unwrap().contains("2026-02-28 – 2026-03-31"), "{}", r.text);
+    // Billing day 31 falls on 2026-03-31 next: this period's last day is the 30th.
+    assert_eq!(r.json()["description"], "Recurring charges for 2026-02-28 – 2026-03-30", "{}", r.text);
 }
 
 /// The first period of a customer created today with billing day `day`, and its share of a full

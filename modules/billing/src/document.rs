@@ -1,11 +1,13 @@
 //! An invoice as a document: what its PDF prints, from the invoice, its customer and the agency's profile.
 
-use chrono::{Days, NaiveDate};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
 use portal_core::ids::CustomerId;
 use portal_core::{Error, ReadTx, Result, Timestamp};
 use portal_customers::CustomerScope;
 use portal_documents::format::{address_lines, date, money, percent};
-use portal_documents::model::{CreditNoteDocument, InvoiceDocument, InvoiceLine, Party, Refund};
+use portal_documents::model::{CreditNoteDocument, InvoiceDocument, InvoiceLine, Letterhead, Party, Refund};
 use portal_documents::{DocumentError, Job, Renderer};
 use portal_organization::model::Logo;
 
@@ -17,16 +19,30 @@ fn job<'a, T: serde::Serialize>(data: &'a T, logo: Option<&'a Logo>, ident: &str
     Job { data, logo: logo.map(Logo::for_document), ident: ident.to_string(), date }
 }
 
-/// Tells the store what a document of `customer` reads (the letterhead, the customer and its billing
-/// settings), so that they come in one statement with the next read.
-pub(crate) fn expect_print(tx: &impl ReadTx, customer: CustomerId) {
+/// Tells the store what a document of `customer` reads (the letterhead and the customer), so that they
+/// come in one statement with the next read.
+fn expect_print(tx: &impl ReadTx, customer: CustomerId) {
     portal_organization::letterhead::expect(tx);
-    portal_customers::service::expect_record(tx, customer);
+    portal_customers::service::expect(tx, customer);
+}
+
+/// The agency as its documents show it: its letterhead and logo, read once for every document of a batch.
+#[derive(Clone)]
+pub struct Seller {
+    letterhead: Letterhead,
+    logo: Option<Arc<Logo>>,
+}
+
+impl Seller {
+    pub fn read(tx: &impl ReadTx) -> Result<Self> {
+        let (letterhead, logo) = portal_organization::letterhead::read(tx)?;
+        Ok(Self { letterhead, logo: logo.map(Arc::new) })
+    }
 }
 
 /// The customer as documents address it.
 fn buyer(tx: &impl ReadTx, scope: &CustomerScope) -> Result<Party> {
-    let customer = portal_customers::service::record(tx, scope)?.customer;
+    let customer = portal_customers::service::get_listed(tx, scope.id())?;
     let a = &customer.address;
     let mut lines = Vec::new();
     if !customer.name.is_empty() && customer.name != customer.company_name {
@@ -56,7 +72,7 @@ fn refunds(invoice: &Invoice, money: &impl Fn(i64) -> String) -> Vec<Refund> {
 /// Everything an invoice's PDF is made from, read in one transaction.
 pub struct InvoicePrint {
     pub document: InvoiceDocument,
-    pub logo: Option<Logo>,
+    pub logo: Option<Arc<Logo>>,
     /// The invoice's issue day: the PDF's date, so the same invoice gives the same bytes.
     pub issued: chrono::NaiveDate,
     pub ident: String,
@@ -88,26 +104,28 @@ impl InvoicePrint {
         now: Timestamp,
         public_url: Option<&str>,
     ) -> Result<Self> {
+        expect_print(tx, scope.id());
         let link = match public_url {
             Some(_) if invoice.status_at(now).is_outstanding() => {
                 links::current(tx, LinkKind::Pay, &invoice.id.to_key())?
             }
             _ => None,
         };
-        Self::read_with_link(tx, invoice, scope, link, now, public_url)
+        Self::read_with(tx, invoice, scope, link, &Seller::read(tx)?, now, public_url)
     }
 
-    /// As [`InvoicePrint::read`], with the invoice's pay link read already (with those of other invoices).
-    pub(crate) fn read_with_link(
+    /// As [`InvoicePrint::read`], with the invoice's pay link and the seller read already (with those of
+    /// other invoices).
+    pub(crate) fn read_with(
         tx: &impl ReadTx,
         invoice: &Invoice,
         scope: &CustomerScope,
         link: Option<Link>,
+        seller: &Seller,
         now: Timestamp,
         public_url: Option<&str>,
     ) -> Result<Self> {
-        expect_print(tx, scope.id());
-        let (letterhead, logo) = portal_organization::letterhead::read(tx)?;
+        let Seller { letterhead, logo } = seller.clone();
         let buyer = buyer(tx, scope)?;
         let c = invoice.currency;
         let m = |minor: i64| money(minor, c, &letterhead.locale);
@@ -123,10 +141,7 @@ impl InvoicePrint {
             issue_date: date(invoice.issue_date.datetime().date_naive()),
             due_date: date(invoice.due_date.datetime().date_naive()),
             paid_date: invoice.paid_date.map(|d| date(d.datetime().date_naive())),
-            period: invoice.period.map(|p| {
-                let last = p.end.checked_sub_days(Days::new(1)).unwrap_or(p.end);
-                format!("{} – {}", date(p.start), date(last))
-            }),
+            period: invoice.period.map(|p| format!("{} – {}", date(p.start), date(p.last_day()))),
             description: invoice.description.clone(),
             milestone: invoice.milestone.clone(),
             currency: c.as_str().to_owned(),
@@ -162,14 +177,14 @@ impl InvoicePrint {
     }
 
     pub fn render_pdf(&self, renderer: &Renderer) -> Result<Vec<u8>, DocumentError> {
-        renderer.invoice(&job(&self.document, self.logo.as_ref(), &self.ident, self.issued))
+        renderer.invoice(&job(&self.document, self.logo.as_deref(), &self.ident, self.issued))
     }
 }
 
 /// Everything a credit note's PDF is made from, read in one transaction.
 pub struct CreditNotePrint {
     pub document: CreditNoteDocument,
-    pub logo: Option<Logo>,
+    pub logo: Option<Arc<Logo>>,
     issued: chrono::NaiveDate,
     ident: String,
 }
@@ -188,7 +203,17 @@ fn refunded_via(channel: RefundChannel, paid_by: Option<&str>) -> &'static str {
 impl CreditNotePrint {
     pub fn read(tx: &impl ReadTx, note: &CreditNote, scope: &CustomerScope) -> Result<Self> {
         expect_print(tx, scope.id());
-        let (letterhead, logo) = portal_organization::letterhead::read(tx)?;
+        Self::read_with(tx, note, scope, &Seller::read(tx)?)
+    }
+
+    /// As [`CreditNotePrint::read`], with the seller read already.
+    pub(crate) fn read_with(
+        tx: &impl ReadTx,
+        note: &CreditNote,
+        scope: &CustomerScope,
+        seller: &Seller,
+    ) -> Result<Self> {
+        let Seller { letterhead, logo } = seller.clone();
         let invoice = crate::invoices::get(tx, note.invoice_id)?.ok_or_else(|| Error::not_found("invoice"))?;
         let m = |minor: i64| money(minor, note.currency, &letterhead.locale);
         let issued = note.issued_at.datetime().date_naive();
@@ -209,6 +234,6 @@ impl CreditNotePrint {
     }
 
     pub fn render_pdf(&self, renderer: &Renderer) -> Result<Vec<u8>, DocumentError> {
-        renderer.credit_note(&job(&self.document, self.logo.as_ref(), &self.ident, self.issued))
+        renderer.credit_note(&job(&self.document, self.logo.as_deref(), &self.ident, self.issued))
     }
 }

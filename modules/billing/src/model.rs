@@ -70,6 +70,13 @@ pub struct Period {
     pub end: NaiveDate,
 }
 
+impl Period {
+    /// The last day the period covers (the day before `end`), as people write a period.
+    pub fn last_day(&self) -> NaiveDate {
+        self.end.pred_opt().unwrap_or(self.end)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Invoice {
     pub id: InvoiceId,

@@ -218,7 +218,7 @@ pub fn generate(tx: &WriteTx, scope: &CustomerScope, start: Option<NaiveDate>, n
         issue_date: now,
         due_date: now.plus_secs(i64::from(billing.payment_terms_days) * 86_400),
         paid_date: None,
-        description: Some(format!("Recurring charges for {} – {}", period.start, period.end)),
+        description: Some(format!("Recurring charges for {} – {}", period.start, period.last_day())),
         milestone: None,
         line_items: items,
         payment_method: None,

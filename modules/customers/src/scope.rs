@@ -17,7 +17,7 @@
 use portal_core::ids::CustomerId;
 use portal_core::{Error, Principal, ReadTx, Result};
 
-use crate::service::{expect_listed, get_listed, is_listed};
+use crate::service::{expect_listed, is_listed};
 
 /// Proof that a customer is listed and that whoever holds this may act on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,8 @@ pub fn expect_scope_of(tx: &impl ReadTx, caller: &Principal) {
 /// The portal's own scope on a listed customer, for jobs, webhooks and ingest keys that act without a
 /// signed-in caller; 404 `customer` when it is archived or gone.
 pub fn system_scope(tx: &impl ReadTx, id: CustomerId) -> Result<CustomerScope> {
-    get_listed(tx, id)?;
+    if !is_listed(tx, id)? {
+        return Err(Error::not_found("customer"));
+    }
     Ok(CustomerScope { id })
 }

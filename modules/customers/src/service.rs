@@ -99,9 +99,14 @@ pub fn expect_listed(tx: &impl ReadTx, id: CustomerId) {
     LISTED.expect(tx, &id.to_key());
 }
 
+/// Tells the store that customer `id` will be read soon.
+pub fn expect(tx: &impl ReadTx, id: CustomerId) {
+    CUSTOMERS.expect(tx, &id.to_key());
+}
+
 /// Tells the store that customer `id` and its billing settings will be read soon.
 pub fn expect_record(tx: &impl ReadTx, id: CustomerId) {
-    CUSTOMERS.expect(tx, &id.to_key());
+    expect(tx, id);
     BILLING.expect(tx, &id.to_key());
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use portal_core::{Result, Store, Timestamp};
 
 pub use config::NotifyConfig;
-pub use outbox::{keep_mail, outbox, Channel, OutboxMessage};
+pub use outbox::{keep_mails, outbox, Channel, OutboxMessage};
 
 /// The module: the outbox table, no API of its own.
 pub struct NotifyModule;
@@ -128,7 +128,7 @@ impl Notifier {
                     attachments: Vec::new(),
                 };
                 let at = Timestamp::now();
-                self.store.write(move |tx| outbox::keep_mail(tx, &text, at)).await?;
+                self.store.write(move |tx| outbox::keep_mails(tx, [(&text, at)])).await?;
                 tracing::info!(to = ?mail.to, subject = mail.subject, "no SMTP server configured: mail kept in the outbox");
                 Ok(Delivery::Outbox)
             }

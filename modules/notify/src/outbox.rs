@@ -66,12 +66,23 @@ pub(crate) async fn keep(store: &Store, channel: Channel, to: &str, subject: Opt
 
 /// Keeps `message` in the outbox within `tx`, dropping the oldest beyond the capacity now and then.
 pub(crate) fn keep_in(tx: &WriteTx, message: &OutboxMessage) -> Result<()> {
-    OUTBOX.insert(tx, Uuid::now_v7().as_bytes(), message)?;
-    // Counted once, in a store kept before the count was.
-    let held = match OUTBOX_HELD.get(tx, HELD)? {
-        Some(held) => held.messages + 1,
+    keep_all(tx, std::slice::from_ref(message))
+}
+
+/// Keeps `messages` in the outbox within `tx`, in order, counting them once for all.
+fn keep_all(tx: &WriteTx, messages: &[OutboxMessage]) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    // Counted once, in a store kept before the count was (so before these are added).
+    let before = match OUTBOX_HELD.get(tx, HELD)? {
+        Some(held) => held.messages,
         None => OUTBOX.len(tx)?,
     };
+    for message in messages {
+        OUTBOX.insert(tx, Uuid::now_v7().as_bytes(), message)?;
+    }
+    let held = before + messages.len() as u64;
     let held = match held >= OUTBOX_CAPACITY + TRIM_EVERY {
         true => held - OUTBOX.remove_first(tx, held - OUTBOX_CAPACITY)?,
         false => held,
@@ -80,20 +91,20 @@ pub(crate) fn keep_in(tx: &WriteTx, message: &OutboxMessage) -> Result<()> {
     Ok(())
 }
 
-/// Keeps the text part of `mail` in the outbox within `tx`, once per recipient (attachments are not
-/// kept): for a sender that records what became of the mail in the same transaction.
-pub fn keep_mail(tx: &WriteTx, mail: &crate::Mail, at: Timestamp) -> Result<()> {
-    for to in &mail.to {
-        let message = OutboxMessage {
+/// Keeps the text part of each mail in the outbox within `tx`, once per recipient (attachments are not
+/// kept): for a sender that records what became of its mails in the same transaction.
+pub fn keep_mails<'a>(tx: &WriteTx, mails: impl IntoIterator<Item = (&'a crate::Mail, Timestamp)>) -> Result<()> {
+    let mut messages = Vec::new();
+    for (mail, at) in mails {
+        messages.extend(mail.to.iter().map(|to| OutboxMessage {
             channel: Channel::Email,
             to: to.clone(),
             subject: Some(mail.subject.clone()),
             body: mail.text.clone(),
             created_at: at,
-        };
-        keep_in(tx, &message)?;
+        }));
     }
-    Ok(())
+    keep_all(tx, &messages)
 }
 
 /// The newest `limit` outbox messages (at most its capacity), newest first.
@@ -135,6 +146,35 @@ mod tests {
         assert_eq!((held().unwrap().messages, rows()), (OUTBOX_CAPACITY, OUTBOX_CAPACITY));
         let kept = outbox(&store, usize::MAX).unwrap();
         assert_eq!(kept.last().unwrap().body, format!("message {TRIM_EVERY}"));
+    }
+
+    #[test]
+    fn mails_kept_together_are_each_kept_per_recipient_and_counted_once() {
+        let store = Store::in_memory().unwrap();
+        store.write_blocking(install).unwrap();
+        let mail = |subject: &str, to: &[&str]| crate::Mail {
+            to: to.iter().map(|t| t.to_string()).collect(),
+            subject: subject.into(),
+            text: format!("{subject} text"),
+            html: String::new(),
+            message_id: subject.into(),
+            attachments: Vec::new(),
+        };
+        let (first, second) =
+            (mail("first", &["a@example.test", "b@example.test"]), mail("second", &["c@example.test"]));
+        let at = Timestamp::now();
+        store.write_blocking(move |tx| keep_mails(tx, [(&first, at), (&second, at)])).unwrap();
+        store.write_blocking(|tx| keep_mails(tx, [])).unwrap();
+        let kept: Vec<_> = outbox(&store, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.to, m.subject.unwrap_or_default(), m.body))
+            .collect();
+        let expected = [("c", "second"), ("b", "first"), ("a", "first")]
+            .map(|(to, s)| (format!("{to}@example.test"), s.to_string(), format!("{s} text")));
+        assert_eq!(kept, expected);
+        let held = store.read_blocking(|tx| Ok::<_, portal_core::Error>(OUTBOX_HELD.get(tx, HELD)?)).unwrap().unwrap();
+        assert_eq!(held.messages, 3);
     }
 
     #[tokio::test]

@@ -61,6 +61,8 @@ impl PayPages {
                 Err(refusal) => return Ok(Err(refusal)),
             };
             let invoice = invoices::get(tx, id)?.ok_or_else(|| Error::not_found("invoice"))?;
+            // The page's customer and its saved card come with the scope's check.
+            portal_customers::service::expect_record(tx, invoice.customer_id);
             let Ok(scope) = portal_customers::system_scope(tx, invoice.customer_id) else {
                 return Ok(Err(LinkRefusal::Unknown));
             };
@@ -251,7 +253,7 @@ impl PayPages {
         let lh = &doc.letterhead;
         let mut body = String::new();
         body.push_str("<div class=\"card\">");
-        body.push_str(&letterhead(opened.print.logo.as_ref(), &lh.seller.name));
+        body.push_str(&letterhead(opened.print.logo.as_deref(), &lh.seller.name));
         let (class, word) = match opened.invoice.status_at(Timestamp::now()) {
             InvoiceStatus::Paid => ("paid", "Paid"),
             InvoiceStatus::Cancelled => ("cancelled", "Cancelled"),

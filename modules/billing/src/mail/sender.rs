@@ -11,7 +11,7 @@ use portal_documents::{render_blocking, Renderer};
 use portal_notify::{Mail, MailAttachment, Notifier};
 
 use super::{content, due, settle, Attempt, Queued};
-use crate::document::{expect_print, CreditNotePrint, InvoicePrint};
+use crate::document::{CreditNotePrint, InvoicePrint, Seller};
 use crate::links::{self, LinkKind};
 use crate::model::Invoice;
 use crate::{credit_notes, invoices};
@@ -95,14 +95,16 @@ impl Sender {
     }
 
     /// Reads what each mail of `batch` is made from, in one read transaction: the invoices and their pay
-    /// links at once; the letterhead and each mail's customer are announced ahead, so that PostgreSQL
-    /// fetches each once, along with another read (redb reads and decodes them again for every mail). A
-    /// mail that cannot be made gets its error.
+    /// links at once, the seller's letterhead and logo once for all; each mail's customer is announced
+    /// ahead, so that PostgreSQL fetches it along with its listing. A mail that cannot be made gets its
+    /// error.
     fn read(&self, batch: &[Queued]) -> Result<Vec<Result<Prints>>> {
         let (now, public_url) = (Timestamp::now(), self.public_url.as_deref());
         self.store.read_blocking(|tx| {
+            portal_organization::letterhead::expect(tx);
             let ids: Vec<_> = batch.iter().map(|queued| queued.mail.invoice_id).collect();
             let invoices = invoices::get_many(tx, &ids)?;
+            let seller = Seller::read(tx)?;
             let links = match public_url {
                 Some(_) => {
                     links::current_many(tx, LinkKind::Pay, &ids.iter().map(|id| id.to_key()).collect::<Vec<_>>())?
@@ -111,15 +113,15 @@ impl Sender {
             };
             let read = |queued: &Queued, invoice: Option<Invoice>, link| {
                 let invoice = invoice.ok_or_else(|| Error::not_found("invoice"))?;
-                // The customer's check brings what the mail's document reads.
-                expect_print(tx, invoice.customer_id);
+                portal_customers::service::expect(tx, invoice.customer_id);
+                portal_customers::service::expect_listed(tx, invoice.customer_id);
                 let scope = portal_customers::system_scope(tx, invoice.customer_id)?;
                 let credit_note =
                     match queued.mail.credit_note_id.map(|id| credit_notes::get(tx, id)).transpose()?.flatten() {
-                        Some(note) => Some(CreditNotePrint::read(tx, &note, &scope)?),
+                        Some(note) => Some(CreditNotePrint::read_with(tx, &note, &scope, &seller)?),
                         None => None,
                     };
-                let invoice = InvoicePrint::read_with_link(tx, &invoice, &scope, link, now, public_url)?;
+                let invoice = InvoicePrint::read_with(tx, &invoice, &scope, link, &seller, now, public_url)?;
                 Ok(Prints { invoice, credit_note })
             };
             Ok(batch
@@ -162,18 +164,20 @@ impl Sender {
             .write(move |tx| {
                 let pairs: Vec<_> = settling.iter().map(|outcome| (&outcome.queued, &outcome.attempt)).collect();
                 let settled = settle(tx, &pairs)?;
-                let mut kept = Vec::new();
-                for (n, (outcome, settled)) in settling.iter().zip(settled).enumerate() {
-                    if let (true, Some(mail), Attempt::Sent(at)) = (settled, &outcome.kept, &outcome.attempt) {
-                        portal_notify::keep_mail(tx, mail, *at)?;
-                        kept.push(n);
-                    }
-                }
-                Ok::<_, Error>(kept)
+                let kept: Vec<_> = settling
+                    .iter()
+                    .zip(settled)
+                    .filter_map(|(outcome, settled)| match (settled, &outcome.kept, &outcome.attempt) {
+                        (true, Some(mail), Attempt::Sent(at)) => Some((mail, *at)),
+                        _ => None,
+                    })
+                    .collect();
+                portal_notify::keep_mails(tx, kept.iter().copied())?;
+                Ok::<_, Error>(kept.len())
             })
             .await?;
-        for mail in kept.into_iter().filter_map(|n| outcomes.get(n)?.kept.as_ref()) {
-            tracing::info!(to = ?mail.to, subject = mail.subject, "no SMTP server configured: mail kept in the outbox");
+        if kept > 0 {
+            tracing::info!(mails = kept, "no SMTP server configured: invoice mails kept in the outbox");
         }
         Ok(outcomes.iter().filter(|outcome| matches!(outcome.attempt, Attempt::Sent(_))).count())
     }
