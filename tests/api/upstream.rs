@@ -143,3 +143,79 @@ async fn password_reset_with_a_hanging_mail_server_answers_at_once_and_withdraws
     assert!(after["auth.reset_tokens"].is_empty(), "a reset token nobody received is still live");
     assert_eq!(changed_tables(&before, &after), Vec::<String>::new());
 }
+
+/// The network path to a database server: forwards connections to it until cut, then refuses them. It
+/// runs on a thread of its own, as the portal's store waits for the database on the test's threads.
+struct Cable {
+    addr: SocketAddr,
+    cut: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Cable {
+    fn lay(addr: SocketAddr, server: SocketAddr) -> Self {
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, is_cut) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let mut pipes = tokio::task::JoinSet::new();
+                let forward = async {
+                    while let Ok((mut near, _)) = listener.accept().await {
+                        pipes.spawn(async move {
+                            if let Ok(mut far) = tokio::net::TcpStream::connect(server).await {
+                                let _ = tokio::io::copy_bidirectional(&mut near, &mut far).await;
+                            }
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = is_cut => {}
+                    _ = forward => {}
+                }
+                // Dropping the pipes closes every connection through them.
+            });
+        });
+        Self { addr, cut, thread }
+    }
+
+    /// Closes every connection through it and stops listening; where it listened.
+    fn cut(self) -> SocketAddr {
+        let _ = self.cut.send(());
+        self.thread.join().unwrap();
+        self.addr
+    }
+}
+
+#[tokio::test]
+async fn a_database_server_that_cannot_be_reached_answers_503_and_nothing_is_written() {
+    // redb is a file of the portal's own; only a database server can be out of reach.
+    let Some(url) = crate::helpers::test_database() else { return };
+    let mut url = reqwest::Url::parse(&url).unwrap();
+    let server = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let server = tokio::net::lookup_host(server).await.unwrap().next().unwrap();
+    let cable = Cable::lay("127.0.0.1:0".parse().unwrap(), server);
+    url.set_port(Some(cable.addr.port())).unwrap();
+    let app = TestApp::spawn_with(|config| config.core.store.database_url = Some(url.to_string())).await;
+    let admin = app.admin_token().await;
+    let listed = app.call(Method::GET, "/customers", &admin, None).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+
+    let at = cable.cut();
+    let address = json!({"street": "1 Main St", "city": "Springfield", "postal_code": "12345", "country": "us"});
+    let create =
+        json!({"name": "Ada", "company_name": "Unreached", "billing_email": "ada@unreached.test", "address": address});
+    for (method, path, body) in [(Method::GET, "/customers", None), (Method::POST, "/customers", Some(create))] {
+        let refused = app.call(method.clone(), path, &admin, body).await;
+        let error = refused.assert_error(503, "upstream_unavailable");
+        assert!(error["message"].as_str().unwrap().contains("database"), "{method} {path}: {error}");
+    }
+
+    let _cable = Cable::lay(at, server);
+    let again = app.call(Method::GET, "/customers", &admin, None).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json(), listed.json(), "the refused create wrote nothing");
+}

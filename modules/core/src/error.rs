@@ -348,8 +348,18 @@ macro_rules! internal_from {
     };
 }
 
+/// A database server that cannot be reached is a service unavailable for now (503, to try again); any
+/// other failure of the store is internal.
+impl From<portal_store::StoreError> for Error {
+    fn from(e: portal_store::StoreError) -> Self {
+        match e.is_unreachable() {
+            true => Error::upstream("the database cannot be reached; try again shortly", e),
+            false => Error::internal(e),
+        }
+    }
+}
+
 internal_from!(
-    portal_store::StoreError,
     redb::Error,
     redb::DatabaseError,
     redb::TransactionError,

@@ -1,22 +1,36 @@
 //! The store's one error: something below the data failed (the file, the disk, a record that does not
-//! decode). Callers above the store show it as an internal error; its text is for the log only.
+//! decode), or the database server cannot be reached. Callers above the store show the first as an
+//! internal error and the second as a service that is unavailable for now; its text is for the log only.
 
 use std::fmt;
 
 #[derive(Debug, Clone)]
-pub struct StoreError(String);
+pub struct StoreError {
+    cause: String,
+    unreachable: bool,
+}
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl StoreError {
     pub fn new(cause: impl fmt::Display) -> Self {
-        Self(cause.to_string())
+        Self { cause: cause.to_string(), unreachable: false }
+    }
+
+    /// The database server cannot be reached (no connection, or it was lost): nothing was done, and the
+    /// same request may succeed once it is back.
+    pub fn unreachable(cause: impl fmt::Display) -> Self {
+        Self { cause: cause.to_string(), unreachable: true }
+    }
+
+    pub fn is_unreachable(&self) -> bool {
+        self.unreachable
     }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.cause)
     }
 }
 

@@ -86,7 +86,7 @@ impl Conn {
             Host::Tcp(name) => format!("{name}:{port}"),
             Host::Unix(dir) => dir.join(format!(".s.PGSQL.{port}")).display().to_string(),
         };
-        let cannot = |why: String| StoreError::new(format!("cannot connect to the database at {at}: {why}"));
+        let cannot = |why: String| StoreError::unreachable(format!("cannot connect to the database at {at}: {why}"));
         let timeout = config.get_connect_timeout().copied();
         let (socket, readiness) = Socket::connect(host, port, timeout).map_err(|e| cannot(with_causes(&e)))?;
         if let Some(tcp) = socket.tcp() {

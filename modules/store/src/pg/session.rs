@@ -99,9 +99,13 @@ impl Session {
         self.conn.as_mut().ok_or_else(|| StoreError::new("no database connection"))
     }
 
+    /// A statement's error, kept as the transaction's failure. Before the `COMMIT`, a connection that
+    /// closed or broke took the transaction with it: the database is unreachable and nothing was done.
     fn note<T>(&mut self, result: Result<T, tokio_postgres::Error>) -> Result<T> {
         result.map_err(|e| {
-            let error = StoreError::new(format!("database: {}", describe(&e)));
+            let cause = format!("database: {}", describe(&e));
+            let lost = e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+            let error = if lost { StoreError::unreachable(cause) } else { StoreError::new(cause) };
             self.failure = Some(Failure::of(error.clone(), &e, &self.pg.schema));
             error
         })
