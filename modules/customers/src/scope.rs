@@ -40,10 +40,15 @@ pub fn scope(tx: &impl ReadTx, caller: &Principal, id: CustomerId) -> Result<Cus
 /// the object otherwise.
 pub fn scope_of(tx: &impl ReadTx, caller: &Principal, owner: CustomerId, what: &str) -> Result<CustomerScope> {
     caller.authorize_customer(owner, what)?;
-    if !is_listed(tx, owner)? {
-        return Err(Error::not_found(what));
+    listed(tx, owner, what)
+}
+
+/// The scope on `id` when it is listed; 404 naming `what` otherwise.
+fn listed(tx: &impl ReadTx, id: CustomerId, what: &str) -> Result<CustomerScope> {
+    match is_listed(tx, id)? {
+        true => Ok(CustomerScope { id }),
+        false => Err(Error::not_found(what)),
     }
-    Ok(CustomerScope { id: owner })
 }
 
 /// Said before reading an object whose scope `scope_of` will then check: a customer user's scope can only
@@ -58,8 +63,5 @@ pub fn expect_scope_of(tx: &impl ReadTx, caller: &Principal) {
 /// The portal's own scope on a listed customer, for jobs, webhooks and ingest keys that act without a
 /// signed-in caller; 404 `customer` when it is archived or gone.
 pub fn system_scope(tx: &impl ReadTx, id: CustomerId) -> Result<CustomerScope> {
-    if !is_listed(tx, id)? {
-        return Err(Error::not_found("customer"));
-    }
-    Ok(CustomerScope { id })
+    listed(tx, id, "customer")
 }
